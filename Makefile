@@ -1,0 +1,36 @@
+# rekognition-batch: `make demo` runs the job on the local stack; `make test` runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: setup demo test lint bench local-stack clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+## The job on the local stack: start moto's S3 and our Rekognition endpoint, seed the samples,
+## run the job into ./demo-output, print the summary and a DuckDB query, stop the servers.
+demo: setup
+	$(BIN)/python scripts/demo.py --output demo-output
+
+test: setup
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check batch tests scripts
+	$(BIN)/mypy batch
+
+bench: setup
+	$(BIN)/python scripts/bench_endpoint.py
+
+## Both local servers with the sample bucket, until Ctrl-C; prints the variables to export.
+local-stack: setup
+	$(BIN)/python -m batch.local stack --seed-bucket rekbatch-demo --seed-prefix photos/
+
+clean:
+	rm -rf demo-output .pytest_cache .hypothesis

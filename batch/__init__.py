@@ -1,0 +1,3 @@
+"""rekognition-batch: an S3 prefix of images -> Amazon Rekognition Image -> Parquet tables."""
+
+__version__ = "0.1.0"

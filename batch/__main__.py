@@ -1,0 +1,8 @@
+"""`python -m batch ...` is the same as `rekbatch ...`."""
+
+import sys
+
+from batch.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

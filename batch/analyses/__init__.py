@@ -1,0 +1,127 @@
+"""The analyses: one module per Rekognition operation, listed in `REGISTRY`.
+
+Each module (`labels`, `faces`, `text`, `moderation`, `celebrities`) holds, with no I/O:
+
+* `Settings`: a frozen dataclass of its config options with defaults and `from_mapping(m, where)`;
+* `build_request(image, settings)`: the keyword arguments of the boto3 call;
+* `TABLES`: the full pyarrow schemas (common + specific) of the tables it fills;
+* `flatten(response, placement)`: rows per table, without the common columns; a key for every table
+  in `TABLES`, with an empty list when the response has nothing for it. Never raises on a response
+  of the modelled shape (any member may be missing).
+
+How the job uses one analysis for one image:
+
+    analysis = REGISTRY["labels"]
+    settings = analysis.settings_type.from_mapping(config.get("labels", {}), "analyses.labels")
+    response = getattr(client, analysis.client_method)(**analysis.build_request(image, settings))
+    correction = analysis.orientation_correction(response)
+    placement = BoxPlacement.for_response(..., orientation_correction=correction)
+    for table, rows in analysis.flatten(response, placement).items(): ...  # add run_id, bucket, key, etag
+
+Adding an analysis = one module with those names + one line in `REGISTRY`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import pyarrow as pa
+
+from batch.analyses import celebrities, faces, labels, moderation, text
+from batch.errors import ConfigError
+from batch.geometry import BoxPlacement
+from batch.tables import JOB_TABLES
+
+__all__ = ["REGISTRY", "Analysis", "all_tables", "select", "settings_digest"]
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One Rekognition operation and everything needed to call it and store its answer."""
+
+    name: str
+    operation: str
+    client_method: str
+    settings_type: type[Any]
+    tables: Mapping[str, pa.Schema]
+    build_request: Callable[[Mapping[str, Any], Any], dict[str, Any]]
+    flatten: Callable[[Mapping[str, Any], BoxPlacement], dict[str, list[dict[str, Any]]]]
+    orientation_field: str | None
+
+    @classmethod
+    def from_module(cls, module: ModuleType) -> Analysis:
+        """The analysis an analysis module defines (NAME, OPERATION, CLIENT_METHOD, Settings, TABLES,
+        build_request, flatten, ORIENTATION_FIELD)."""
+        return cls(
+            name=module.NAME,
+            operation=module.OPERATION,
+            client_method=module.CLIENT_METHOD,
+            settings_type=module.Settings,
+            tables=module.TABLES,
+            build_request=module.build_request,
+            flatten=module.flatten,
+            orientation_field=module.ORIENTATION_FIELD,
+        )
+
+    def default_settings(self) -> Any:
+        """The settings when the config says nothing about this analysis."""
+        return self.settings_type()
+
+    def orientation_correction(self, response: Mapping[str, Any]) -> str | None:
+        """The response's OrientationCorrection (None for operations without one), for
+        `BoxPlacement.for_response`."""
+        if self.orientation_field is None:
+            return None
+        return response.get(self.orientation_field)
+
+
+REGISTRY: dict[str, Analysis] = {
+    analysis.name: analysis
+    for analysis in map(Analysis.from_module, (labels, faces, text, moderation, celebrities))
+}
+
+
+def select(names: Iterable[str], where: str = "analyses") -> list[Analysis]:
+    """The analyses named (e.g. from `--analyses labels,faces`), in the order given, without repeats.
+    An unknown name raises ConfigError naming `where` and listing the known ones."""
+    chosen: list[Analysis] = []
+    for name in names:
+        if name not in REGISTRY:
+            raise ConfigError(f"{where}: unknown analysis {name!r} (known: {', '.join(REGISTRY)})")
+        if REGISTRY[name] not in chosen:
+            chosen.append(REGISTRY[name])
+    return chosen
+
+
+def all_tables() -> dict[str, pa.Schema]:
+    """Every output table: the job tables (`images`, `errors`, `runs`) then each analysis's tables."""
+    tables = dict(JOB_TABLES)
+    for analysis in REGISTRY.values():
+        for name, schema in analysis.tables.items():
+            if name in tables:
+                raise ValueError(f"table {name!r} of {analysis.name} is defined twice")
+            tables[name] = schema
+    return tables
+
+
+def settings_digest(analysis: Analysis, settings: Any) -> str:
+    """A stable sha256 (hex) of an analysis's operation and settings: sorted JSON of the dataclass.
+
+    Equal settings give equal digests across processes and Python versions, so a later run can tell
+    whether an image was analysed with the same request options.
+    """
+    if not isinstance(settings, analysis.settings_type):
+        raise TypeError(f"expected {analysis.settings_type.__name__}, got {type(settings).__name__}")
+    document = {
+        "analysis": analysis.name,
+        "operation": analysis.operation,
+        "settings": dataclasses.asdict(settings),
+    }
+    encoded = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(encoded.encode("ascii")).hexdigest()

@@ -1,0 +1,43 @@
+"""The exceptions of rekognition-batch, in one place.
+
+    RekbatchError                 base of everything this package raises on purpose
+    ├── ConfigError               a bad config file, environment variable or flag (names the key)
+    ├── InputUnreachable          the input bucket or prefix cannot be listed (missing, denied, no network)
+    ├── OutputUnwritable          the output location cannot be written
+    └── RunAborted                the run stopped before it finished (e.g. AccessDenied from Rekognition)
+
+Per-image failures are never raised out of a task: they become rows of the `errors` table.
+"""
+
+from __future__ import annotations
+
+
+class RekbatchError(Exception):
+    """Base class: every error this package raises on purpose. Its str() is a one-line reason."""
+
+    #: The process exit code the CLI uses for this error.
+    exit_code = 1
+
+
+class ConfigError(RekbatchError):
+    """A bad configuration value. The message names the key, e.g. `analyses.labels.min_confidence`."""
+
+    exit_code = 2
+
+
+class InputUnreachable(RekbatchError):
+    """The input location cannot be listed: missing bucket, access denied, endpoint down."""
+
+    exit_code = 3
+
+
+class OutputUnwritable(RekbatchError):
+    """The output location cannot be written."""
+
+    exit_code = 3
+
+
+class RunAborted(RekbatchError):
+    """The run stopped part-way for a reason that affects every image (e.g. AccessDeniedException)."""
+
+    exit_code = 4

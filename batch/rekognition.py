@@ -1,0 +1,162 @@
+"""The job's only door to Rekognition: a client per process, a rate limit, and one retry layer.
+
+The client comes from boto3, so its endpoint comes from botocore's lookup (`AWS_ENDPOINT_URL_REKOGNITION`,
+`AWS_ENDPOINT_URL`, the profile). botocore's own retries are off (`total_max_attempts=1`): tenacity
+owns them (see `batch.retry`), so a throttled call is retried by exactly one layer and every HTTP
+attempt passes the rate limiter.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from batch.config import RekognitionConfig
+from batch.quota import TokenBucket
+from batch.retry import ERROR_OUTCOMES, Outcome, RetryPolicy, classify, error_code
+
+
+def rekognition_client(config: RekognitionConfig, max_pool_connections: int) -> Any:
+    """A boto3 Rekognition client with botocore's retries off and explicit timeouts.
+
+    `max_pool_connections` must be at least the number of threads sharing the client, or threads
+    queue for a connection (botocore's default pool is 10).
+    """
+    botocore_config = Config(
+        retries={"mode": "standard", "total_max_attempts": 1},
+        connect_timeout=config.connect_timeout,
+        read_timeout=config.read_timeout,
+        max_pool_connections=max_pool_connections,
+    )
+    session = boto3.session.Session()
+    return session.client("rekognition", region_name=config.region or None, config=botocore_config)
+
+
+THROTTLE_CODES = frozenset(code for code, outcome in ERROR_OUTCOMES.items() if outcome is Outcome.THROTTLED)
+
+
+@dataclass
+class CallCounts:
+    """Attempts by (operation, outcome), retries and throttles, for the run's summary. Thread-safe."""
+
+    attempts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    retries: int = 0
+    throttled: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, operation: str, outcome: str) -> None:
+        with self._lock:
+            self.attempts[(operation, outcome)] += 1
+            if outcome in THROTTLE_CODES:
+                self.throttled += 1
+
+    def record_retry(self) -> None:
+        with self._lock:
+            self.retries += 1
+
+    def drain(self) -> tuple[dict[tuple[str, str], int], int, int]:
+        """Return the counts so far and start again from zero (one batch's share)."""
+        with self._lock:
+            result = dict(self.attempts), self.retries, self.throttled
+            self.attempts.clear()
+            self.retries = self.throttled = 0
+            return result
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """How one logical call ended, after its retries."""
+
+    response: Mapping[str, Any] | None
+    attempts: int
+    error_code: str | None = None
+    message: str | None = None
+    outcome: Outcome | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.response is not None
+
+
+class RateLimiter:
+    """One token bucket per operation, for the calls this process makes.
+
+    Each process gets `tps * share` of the quota (share = 1 / worker processes): a simple split that
+    holds the account quota while every worker is busy.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._rate = rate
+        self._clock = clock
+        self._sleep = sleep
+        self._buckets: dict[str, TokenBucket] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, operation: str) -> None:
+        with self._lock:
+            bucket = self._buckets.get(operation)
+            if bucket is None:
+                # A burst of one call: the quota's own bucket absorbs little, so send calls evenly.
+                bucket = self._buckets[operation] = TokenBucket(self._rate, 1.0, clock=self._clock)
+        bucket.acquire(1.0, sleep=self._sleep)
+
+
+class RekognitionCaller:
+    """Makes one logical Rekognition call: rate limit, attempt, classify, back off, retry."""
+
+    def __init__(
+        self,
+        client: Any,
+        policy: RetryPolicy,
+        limiter: RateLimiter,
+        counts: CallCounts,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._client = client
+        self._policy = policy
+        self._limiter = limiter
+        self._counts = counts
+        self._sleep = sleep
+
+    def call(self, method: str, operation: str, request: Mapping[str, Any]) -> CallResult:
+        attempts = 0
+
+        def attempt() -> Any:
+            nonlocal attempts
+            attempts += 1
+            self._limiter.acquire(operation)
+            try:
+                response = getattr(self._client, method)(**request)
+            except Exception as exc:
+                self._counts.record(operation, error_code(exc))
+                raise
+            self._counts.record(operation, "ok")
+            return response
+
+        retrying = self._policy.retrying(sleep=self._sleep, on_retry=lambda _exc: self._counts.record_retry())
+        try:
+            response = retrying(attempt)
+        except Exception as exc:
+            outcome = classify(exc)
+            return CallResult(None, attempts, error_code(exc), _one_line(exc), outcome)
+        response = dict(response)
+        response.pop("ResponseMetadata", None)
+        return CallResult(response, attempts)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:500]

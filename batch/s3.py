@@ -1,0 +1,101 @@
+"""The job's only door to S3: list a prefix page by page, read an object's head or whole body, put files.
+
+Clients come from boto3, so the endpoint comes from botocore's standard lookup
+(`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, the profile): no code path here names an endpoint.
+botocore retries S3 calls itself (standard mode, 5 attempts): nothing else retries them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from batch.errors import InputUnreachable, OutputUnwritable
+from batch.image_header import HeaderIncomplete, ImageHeader, probe
+from batch.selection import ListedObject
+
+logger = logging.getLogger(__name__)
+
+#: The first ranged read of an object's head: enough for almost every JPEG and PNG header.
+HEAD_BYTES = 64 * 1024
+#: The longest head read when the header runs past the first range (then the header is broken).
+MAX_HEAD_BYTES = 1024 * 1024
+PAGE_SIZE = 1000
+
+
+def s3_client(max_pool_connections: int = 10) -> Any:
+    """A boto3 S3 client with explicit retry settings (botocore's default changed in 1.44)."""
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": 5},
+        max_pool_connections=max_pool_connections,
+    )
+    return boto3.session.Session().client("s3", config=config)
+
+
+def list_pages(client: Any, bucket: str, prefix: str) -> Iterator[list[ListedObject]]:
+    """ListObjectsV2 page by page (1,000 keys each), as they arrive."""
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": PAGE_SIZE}):
+        yield [
+            ListedObject(item["Key"], item["ETag"].strip('"'), item["Size"], item["LastModified"])
+            for item in page.get("Contents", [])
+        ]
+
+
+def check_readable(client: Any, bucket: str, prefix: str) -> None:
+    """Raise InputUnreachable with a one-line reason when the input prefix cannot be listed."""
+    try:
+        client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise InputUnreachable(f"cannot list s3://{bucket}/{prefix}: {code}") from None
+    except BotoCoreError as exc:
+        raise InputUnreachable(f"cannot list s3://{bucket}/{prefix}: {exc}") from None
+
+
+def check_writable(client: Any, bucket: str) -> None:
+    """Raise OutputUnwritable when the output bucket does not exist or cannot be reached."""
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise OutputUnwritable(f"cannot write to s3://{bucket}: {code}") from None
+    except BotoCoreError as exc:
+        raise OutputUnwritable(f"cannot write to s3://{bucket}: {exc}") from None
+
+
+def read_header(client: Any, bucket: str, obj: ListedObject) -> ImageHeader:
+    """Probe an image's header from a ranged GET of its head, reading more only if the header needs it."""
+    length = HEAD_BYTES
+    while True:
+        head = read_range(client, bucket, obj, length)
+        try:
+            return probe(head, complete=len(head) >= obj.size)
+        except HeaderIncomplete:
+            if length >= MAX_HEAD_BYTES:
+                return ImageHeader(None, None, None, None, f"no complete header in the first {length} bytes")
+            length *= 4
+
+
+def read_range(client: Any, bucket: str, obj: ListedObject, length: int) -> bytes:
+    """The first `length` bytes of the object, pinned to the listed ETag (a changed object fails)."""
+    response = client.get_object(Bucket=bucket, Key=obj.key, Range=f"bytes=0-{length - 1}", IfMatch=obj.etag)
+    return response["Body"].read()
+
+
+def read_object(client: Any, bucket: str, obj: ListedObject) -> bytes:
+    """The whole object, pinned to the listed ETag."""
+    return client.get_object(Bucket=bucket, Key=obj.key, IfMatch=obj.etag)["Body"].read()
+
+
+def put_file(client: Any, bucket: str, key: str, body: bytes) -> None:
+    """One PUT of a whole file with its SHA-256, so S3 refuses a body that arrived damaged."""
+    checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    client.put_object(Bucket=bucket, Key=key, Body=body, ChecksumSHA256=checksum)

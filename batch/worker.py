@@ -1,0 +1,293 @@
+"""What one Dask task does: analyse a batch of images and write the batch's rows as Parquet files.
+
+A task never raises for a bad image: each image ends as one `images` row (analysed, rejected, failed
+or skipped) plus its result rows and error rows. The task returns only counts and file names, so the
+driver's memory does not grow with the results.
+
+Tasks may run twice (Dask re-runs the tasks of a lost worker): file names depend only on the run and
+the batch number, so a second run of a task rewrites the same files.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from batch.analyses import REGISTRY
+from batch.config import RekognitionConfig
+from batch.geometry import BoxPlacement, upright_size
+from batch.image_header import ImageHeader
+from batch.rekognition import CallCounts, CallResult, RateLimiter, RekognitionCaller, rekognition_client
+from batch.retry import IMAGE_ERRORS, Outcome, error_code
+from batch.s3 import read_header, read_object, s3_client
+from batch.selection import ListedObject
+from batch.sink import Destination, WrittenFile, write_tables
+from batch.tables import ERRORS_SCHEMA, IMAGES_SCHEMA
+
+logger = logging.getLogger(__name__)
+
+#: Rekognition's limit on image bytes sent in the request.
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every task of a run shares (small and picklable: it travels with each task)."""
+
+    run_id: str
+    dt: str
+    bucket: str
+    analyses: tuple[str, ...]
+    analysis_settings: Mapping[str, Any]
+    rekognition: RekognitionConfig
+    destination: Destination
+    compression: str
+    #: Calls per second per operation this worker process may make.
+    process_rate: float
+    #: Threads that share one worker process's clients (Dask threads x calls in flight per task).
+    threads_per_process: int
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    context: RunContext
+    index: int
+    objects: tuple[ListedObject, ...]
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.context.run_id}-{self.index:06d}"
+
+
+@dataclass
+class BatchResult:
+    index: int
+    statuses: Counter[str] = field(default_factory=Counter)
+    files: list[WrittenFile] = field(default_factory=list)
+    calls: dict[tuple[str, str], int] = field(default_factory=dict)
+    retries: int = 0
+    throttled: int = 0
+    #: One-line reason when an error says the whole run cannot succeed (e.g. AccessDeniedException).
+    fatal: str | None = None
+
+
+@dataclass
+class _ImageResult:
+    image_row: dict[str, Any]
+    rows: dict[str, list[dict[str, Any]]]
+    errors: list[dict[str, Any]]
+    fatal: str | None = None
+
+
+def process_batch(spec: BatchSpec) -> BatchResult:
+    """The Dask task: analyse every image of the batch, write its tables, return the counts."""
+    context = spec.context
+    rekognition, s3, limiter = _process_resources(
+        context.rekognition, context.process_rate, context.threads_per_process
+    )
+    counts = CallCounts()
+    caller = RekognitionCaller(rekognition, context.rekognition.retry_policy, limiter, counts)
+    stop = threading.Event()
+
+    def one(obj: ListedObject) -> _ImageResult:
+        return analyse_image(obj, context, caller, s3, stop)
+
+    with ThreadPoolExecutor(max_workers=context.rekognition.calls_in_flight) as pool:
+        results = list(pool.map(one, spec.objects))
+
+    rows_by_table: dict[str, list[dict[str, Any]]] = {"images": [], "errors": []}
+    result = BatchResult(spec.index)
+    for image in results:
+        rows_by_table["images"].append(image.image_row)
+        rows_by_table["errors"].extend(image.errors)
+        for table, rows in image.rows.items():
+            rows_by_table.setdefault(table, []).extend(rows)
+        result.statuses[image.image_row["status"]] += 1
+        result.fatal = result.fatal or image.fatal
+    result.files = write_tables(
+        context.destination,
+        rows_by_table,
+        table_schemas(context.analyses),
+        dt=context.dt,
+        name=spec.file_name,
+        compression=context.compression,
+        s3_client=s3,
+    )
+    result.calls, result.retries, result.throttled = counts.drain()
+    return result
+
+
+def table_schemas(analyses: tuple[str, ...]) -> dict[str, Any]:
+    schemas = {"images": IMAGES_SCHEMA, "errors": ERRORS_SCHEMA}
+    for name in analyses:
+        schemas.update(REGISTRY[name].tables)
+    return schemas
+
+
+def analyse_image(
+    obj: ListedObject, context: RunContext, caller: RekognitionCaller, s3: Any, stop: threading.Event
+) -> _ImageResult:
+    """Probe one image's header, run its analyses one after the other, and build its rows."""
+    common = {"run_id": context.run_id, "bucket": context.bucket, "key": obj.key, "etag": obj.etag}
+    result = _ImageResult(image_row={}, rows={}, errors=[])
+    if obj.size == 0:
+        result.image_row = _image_row(
+            common, obj, header=None, status="skipped", reason="zero-byte object", analyses=[]
+        )
+        return result
+    try:
+        header = read_header(s3, context.bucket, obj)
+        image = _image_param(s3, context, obj)
+    except (ClientError, BotoCoreError) as exc:
+        # Deleted or replaced since the listing (the reads are pinned to the listed ETag), or S3 down.
+        code = error_code(exc)
+        result.errors.append(
+            {
+                **common,
+                "analysis": None,
+                "operation": "GetObject",
+                "error_code": code,
+                "message": str(exc)[:500],
+                "attempts": 1,
+                "retryable": False,
+            }
+        )
+        result.image_row = _image_row(
+            common, obj, header=None, status="failed", reason=f"S3 read failed: {code}", analyses=[]
+        )
+        return result
+    except ImageTooLarge as exc:
+        result.errors.append(
+            {
+                **common,
+                "analysis": None,
+                "operation": None,
+                "error_code": "ImageTooLargeException",
+                "message": str(exc),
+                "attempts": 0,
+                "retryable": False,
+            }
+        )
+        result.image_row = _image_row(
+            common, obj, header=None, status="rejected", reason="ImageTooLargeException", analyses=[]
+        )
+        return result
+
+    succeeded: list[str] = []
+    status, reason = "analysed", None
+    for name in context.analyses:
+        if stop.is_set():
+            status, reason = "failed", "run aborted"
+            break
+        analysis = REGISTRY[name]
+        request = analysis.build_request(image, context.analysis_settings[name])
+        call = caller.call(analysis.client_method, analysis.operation, request)
+        if call.response is not None:
+            placement = _placement(header, call, analysis.orientation_field)
+            for table, rows in analysis.flatten(call.response, placement).items():
+                result.rows.setdefault(table, []).extend({**common, **row} for row in rows)
+            succeeded.append(name)
+            continue
+        result.errors.append(
+            {
+                **common,
+                "analysis": name,
+                "operation": analysis.operation,
+                "error_code": call.error_code,
+                "message": call.message,
+                "attempts": call.attempts,
+                "retryable": bool(call.outcome and call.outcome.retryable),
+            }
+        )
+        if call.outcome is Outcome.FATAL:
+            result.fatal = f"{analysis.operation}: {call.error_code}: {call.message}"
+            stop.set()
+            status, reason = "failed", call.error_code
+            break
+        if call.error_code in IMAGE_ERRORS:
+            # The image itself is unusable: the other analyses would fail the same way.
+            status, reason = "rejected", call.error_code
+            break
+        status, reason = "failed", call.error_code
+    result.image_row = _image_row(
+        common, obj, header=header, status=status, reason=reason, analyses=succeeded
+    )
+    return result
+
+
+class ImageTooLarge(Exception):
+    """The object is larger than Rekognition accepts as request bytes."""
+
+
+def _image_param(s3: Any, context: RunContext, obj: ListedObject) -> dict[str, Any]:
+    if context.rekognition.image_source == "s3":
+        return {"S3Object": {"Bucket": context.bucket, "Name": obj.key}}
+    if obj.size > MAX_IMAGE_BYTES:
+        raise ImageTooLarge(f"{obj.size} bytes; Rekognition accepts at most {MAX_IMAGE_BYTES} as bytes")
+    return {"Bytes": read_object(s3, context.bucket, obj)}
+
+
+def _placement(header: ImageHeader, call: CallResult, orientation_field: str | None) -> BoxPlacement:
+    correction = call.response.get(orientation_field) if (orientation_field and call.response) else None
+    return BoxPlacement.for_response(
+        image_format=header.format,
+        # Rekognition answered, so the image was readable: a header we could not parse is the rare
+        # case of a header past MAX_HEAD_BYTES. Size 0 means unknown: the normalised box columns are
+        # kept and the pixel columns are null, rather than losing the rows.
+        stored_width=header.stored_width or 0,
+        stored_height=header.stored_height or 0,
+        exif_orientation=header.exif_orientation,
+        orientation_correction=correction,
+    )
+
+
+def _image_row(
+    common: dict[str, Any],
+    obj: ListedObject,
+    *,
+    header: ImageHeader | None,
+    status: str,
+    reason: str | None,
+    analyses: list[str],
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        **common,
+        "size_bytes": obj.size,
+        "last_modified": obj.last_modified,
+        "status": status,
+        "status_reason": reason,
+        "analyses": analyses,
+        "exif_orientation": 1,
+    }
+    if header is not None and header.stored_width is not None and header.stored_height is not None:
+        width, height = upright_size(header.stored_width, header.stored_height, header.orientation)
+        row.update(
+            format=header.format,
+            stored_width=header.stored_width,
+            stored_height=header.stored_height,
+            exif_orientation=header.orientation,
+            width=width,
+            height=height,
+        )
+    elif header is not None and header.problem and status == "analysed":
+        row["status_reason"] = header.problem
+    return row
+
+
+@functools.cache
+def _process_resources(config: RekognitionConfig, rate: float, threads: int) -> tuple[Any, Any, RateLimiter]:
+    """One Rekognition client, one S3 client and one rate limiter per worker process.
+
+    boto3 clients don't pickle, so they can't travel with tasks; clients are thread-safe once
+    created, so the process's task threads share them. Built on first use in each process.
+    """
+    pool = max(10, threads)
+    return rekognition_client(config, pool), s3_client(pool), RateLimiter(rate)

@@ -1,0 +1,84 @@
+"""The demo: the batch job end to end on the local stack (`make demo`).
+
+Starts moto's S3 server and our Rekognition endpoint on loopback, seeds a bucket with the sample
+images, runs `python -m batch run` against it with a LocalCluster of worker processes, prints the
+run's summary and a DuckDB query over the output, and stops the servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import duckdb
+
+from batch.local.stack import LocalStack, seed_samples
+
+BUCKET = "rekbatch-demo"
+PREFIX = "photos/"
+ROOT = Path(__file__).resolve().parent.parent
+
+QUERY = """
+SELECT i.key, i.format, i.exif_orientation AS exif, i.width, i.height, i.status,
+       count(DISTINCT f.face_index) AS faces,
+       count(DISTINCT t.text_id) FILTER (WHERE t.type = 'LINE') AS lines,
+       string_agg(DISTINCT l.name, ', ') AS labels
+FROM read_parquet('{out}/images/**/*.parquet', hive_partitioning = true) AS i
+LEFT JOIN read_parquet('{out}/faces/**/*.parquet', hive_partitioning = true) AS f USING (run_id, key)
+LEFT JOIN read_parquet('{out}/text/**/*.parquet', hive_partitioning = true) AS t USING (run_id, key)
+LEFT JOIN read_parquet('{out}/labels/**/*.parquet', hive_partitioning = true) AS l USING (run_id, key)
+GROUP BY ALL ORDER BY i.key
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default="demo-output", help="folder for the tables (replaced)")
+    parser.add_argument("--tps", type=float, default=50.0, help="the local endpoint's quota per operation")
+    args = parser.parse_args()
+    output = Path(args.output).resolve()
+    shutil.rmtree(output, ignore_errors=True)
+
+    with tempfile.TemporaryDirectory() as work, LocalStack(tps=args.tps) as stack:
+        truth = seed_samples(stack.s3_client(), BUCKET, PREFIX, Path(work))
+        print(
+            f"local stack: S3 {stack.s3_url}, Rekognition {stack.rekognition_url}; "
+            f"s3://{BUCKET}/ holds {len(truth.in_prefix())} sample objects under {PREFIX} "
+            f"and {len(truth.outside_prefix())} outside it"
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "batch",
+            "run",
+            "--config",
+            str(ROOT / "configs" / "local.toml"),
+            "--input",
+            f"s3://{BUCKET}/{PREFIX}",
+            "--output",
+            str(output),
+            "--tps",
+            str(args.tps),
+        ]
+        print("$ python", " ".join(command[1:]), flush=True)
+        code = subprocess.run(command, env={**os.environ, **stack.env}, check=False).returncode
+        if code != 0:
+            print(f"the job exited with {code}", file=sys.stderr)
+            return code
+        calls = stack.calls()
+        print(f"\nthe local endpoint logged {len(calls)} calls")
+
+    print(f"\nDuckDB over {output}:")
+    sql = QUERY.format(out=output)
+    print(sql.strip())
+    duckdb.sql(sql).show(max_rows=100, max_width=200)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

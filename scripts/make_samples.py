@@ -1,0 +1,22 @@
+"""Write the sample images and ground_truth.json: `python scripts/make_samples.py OUTDIR`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from batch.local.samples import generate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("outdir", type=Path)
+    args = parser.parse_args()
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    truth = generate(args.outdir)
+    total = sum(s.size_bytes for s in truth.samples)
+    print(f"wrote {len(truth.samples)} samples ({total / 1e6:.2f} MB) and ground_truth.json to {args.outdir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Shared fixtures: the local stack (moto S3 + our Rekognition endpoint) and the generated sample set."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from batch.local import samples as sample_set
+from batch.local.samples import GroundTruth
+from batch.local.stack import LocalStack
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The generated sample files (and ground_truth.json), once per session."""
+    path = tmp_path_factory.mktemp("samples")
+    sample_set.generate(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def samples(sample_dir: Path) -> GroundTruth:
+    """Ground truth of the generated sample set (keys = file names, not yet placed in a bucket)."""
+    return sample_set.load(sample_dir)
+
+
+@pytest.fixture(scope="module")
+def local_stack() -> Iterator[LocalStack]:
+    """moto S3 + the Rekognition endpoint on loopback, once per test module, no quota."""
+    with LocalStack() as stack:
+        yield stack
+
+
+def make_image(
+    size: tuple[int, int] = (320, 240),
+    rects: tuple[tuple[str, tuple[int, int, int, int]], ...] = (),
+    fmt: str = "JPEG",
+) -> bytes:
+    """A small test image: grey background plus (kind, (left, top, width, height)) palette rectangles."""
+    img = Image.new("RGB", size, (140, 135, 130))
+    draw = ImageDraw.Draw(img)
+    for kind, (left, top, w, h) in rects:
+        draw.rectangle([left, top, left + w - 1, top + h - 1], fill=sample_set.COLOURS[kind])
+    buf = io.BytesIO()
+    img.save(buf, fmt, **(sample_set.JPEG_OPTIONS if fmt == "JPEG" else {}))
+    return buf.getvalue()

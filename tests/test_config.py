@@ -1,0 +1,109 @@
+"""Configuration: defaults, TOML, environment and flags in that order, validated once with named keys."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from batch.config import RunConfig, load_config
+from batch.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = {"run.input": "s3://bucket-a/photos/", "run.output": "out"}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "job.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults() -> None:
+    config = load_config(environ={}, overrides=RUN)
+    assert config.bucket == "bucket-a"
+    assert config.prefix == "photos/"
+    assert config.analyses == ("labels", "faces", "text", "moderation", "celebrities")
+    assert config.rekognition.image_source == "s3"
+    assert config.analysis_settings["faces"].attributes == ("ALL",)
+
+
+def test_the_documented_default_file_equals_the_built_in_defaults() -> None:
+    from_file = load_config(ROOT / "configs" / "default.toml", environ={}, overrides=RUN)
+    assert from_file == load_config(environ={}, overrides=RUN)
+
+
+def test_every_shipped_config_loads() -> None:
+    for path in (ROOT / "configs").glob("*.toml"):
+        load_config(path, environ={}, overrides=RUN)
+
+
+def test_precedence_file_then_environment_then_flags(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "[rekognition]\ntps = 5\nread_timeout = 9\n[analyses.labels]\nmin_confidence = 70\n"
+    )
+    env = {"REKBATCH_REKOGNITION__TPS": "7", "REKBATCH_ANALYSES__LABELS__MIN_CONFIDENCE": "80"}
+    config = load_config(path, environ=env, overrides={**RUN, "rekognition.tps": 9.0})
+    assert config.rekognition.tps == 9.0  # flag over environment over file
+    assert config.rekognition.read_timeout == 9.0  # file over default
+    assert config.analysis_settings["labels"].min_confidence == 80  # environment over file
+
+
+def test_environment_lists_and_strings() -> None:
+    env = {"REKBATCH_RUN__ANALYSES": '["labels", "text"]', "REKBATCH_DASK__SCHEDULER": "tcp://h:8786"}
+    config = load_config(environ=env, overrides=RUN)
+    assert config.analyses == ("labels", "text")
+    assert config.dask.scheduler == "tcp://h:8786"
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ("[rekognition]\ntps = -1\n", "rekognition.tps"),
+        ("[rekognition]\ntps = 'fast'\n", "rekognition.tps"),
+        ("[rekognition]\nspeed = 3\n", "rekognition.speed"),
+        ("[rekognition]\nimage_source = 'ftp'\n", "rekognition.image_source"),
+        ("[dask]\nbatch_size = 0\n", "dask.batch_size"),
+        ("[analyses.labels]\nmin_confidence = 101\n", "analyses.labels.min_confidence"),
+        ("[analyses.labels]\ncolour = 1\n", "analyses.labels.colour"),
+        ("[analyses.poetry]\nx = 1\n", "analyses.poetry"),
+        ("[run]\nanalyses = ['labels', 'poems']\n", "run.analyses"),
+        ("[run]\nrun_id = '2026-11-25T00:00'\n", "run.run_id"),
+        ("[pricing]\nlabels = -0.1\n", "pricing.labels"),
+        ("[nonsense]\n", "nonsense"),
+    ],
+)
+def test_bad_values_name_their_key(tmp_path: Path, toml: str, named: str) -> None:
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_config(write(tmp_path, toml), environ={}, overrides=RUN)
+
+
+def test_input_must_be_an_s3_url_and_output_is_required() -> None:
+    with pytest.raises(ConfigError, match=r"run\.input"):
+        load_config(environ={}, overrides={"run.input": "/local/path", "run.output": "out"})
+    with pytest.raises(ConfigError, match=r"run\.output"):
+        load_config(environ={}, overrides={"run.input": "s3://bucket-a/p/"})
+    # A dry run writes nothing, so it needs no output.
+    assert load_config(environ={}, overrides={"run.input": "s3://bucket-a/p/", "run.dry_run": True}).dry_run
+
+
+def test_missing_or_broken_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml", environ={}, overrides=RUN)
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[rekognition\n"), environ={}, overrides=RUN)
+
+
+def test_digest_follows_what_changes_results_only() -> None:
+    base = load_config(environ={}, overrides=RUN)
+    other_output = load_config(environ={}, overrides={**RUN, "run.output": "elsewhere", "run.limit": 3})
+    other_settings = load_config(environ={"REKBATCH_ANALYSES__LABELS__MIN_CONFIDENCE": "90"}, overrides=RUN)
+    assert base.digest() == other_output.digest()
+    assert base.digest() != other_settings.digest()
+
+
+def test_default_toml_parses_and_lists_every_section() -> None:
+    data = tomllib.loads((ROOT / "configs" / "default.toml").read_text())
+    assert {"input", "rekognition", "dask", "output", "analyses", "pricing"} <= set(data)
+    assert isinstance(load_config(environ={}, overrides=RUN), RunConfig)
