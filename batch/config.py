@@ -58,8 +58,11 @@ class RekognitionConfig:
     max_retry_seconds: float = 120.0
     backoff_base: float = 0.5
     backoff_max: float = 20.0
-    #: Images analysed at once inside one task (threads sharing the worker's client).
-    calls_in_flight: int = 8
+    #: Calls (images) in flight per Dask task; 0: sized by Little's law from the quota and the observed
+    #: latency, starting from `expected_latency` and bounded by `max_calls_in_flight`.
+    calls_in_flight: int = 0
+    expected_latency: float = 0.3
+    max_calls_in_flight: int = 64
 
     def __post_init__(self) -> None:
         _check(
@@ -78,7 +81,16 @@ class RekognitionConfig:
         ):
             _check(getattr(self, name) > 0, f"rekognition.{name}", "must be > 0", getattr(self, name))
         _check(self.max_attempts >= 1, "rekognition.max_attempts", "must be >= 1", self.max_attempts)
-        _check(self.calls_in_flight >= 1, "rekognition.calls_in_flight", "must be >= 1", self.calls_in_flight)
+        _check(self.calls_in_flight >= 0, "rekognition.calls_in_flight", "must be >= 0", self.calls_in_flight)
+        _check(
+            self.expected_latency > 0, "rekognition.expected_latency", "must be > 0", self.expected_latency
+        )
+        _check(
+            self.max_calls_in_flight >= max(1, self.calls_in_flight),
+            "rekognition.max_calls_in_flight",
+            "must be >= 1 and >= calls_in_flight",
+            self.max_calls_in_flight,
+        )
 
     @property
     def retry_policy(self) -> RetryPolicy:

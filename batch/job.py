@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import secrets
 import sys
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from batch.analyses import REGISTRY
+from batch.concurrency import ConcurrencyPlan, LatencyEstimate
 from batch.config import RunConfig, parse_s3_url
 from batch.errors import OutputUnwritable
 from batch.executor import dask_client, run_windowed, worker_threads
@@ -56,6 +58,8 @@ class RunSummary:
     rows: Counter[str] = field(default_factory=Counter)
     estimated_cost_usd: float = 0.0
     dashboard: str | None = None
+    #: CPU seconds of the worker processes (gathered before the cluster closes) and of the driver.
+    worker_cpu_seconds: float = 0.0
 
     @property
     def seconds(self) -> float:
@@ -84,6 +88,9 @@ class RunSummary:
             "files": self.files,
             "rows": dict(self.rows),
             "estimated_cost_usd": round(self.estimated_cost_usd, 6),
+            "dashboard": self.dashboard,
+            "cpu_seconds": {"driver": round(_cpu_seconds(), 3), "workers": round(self.worker_cpu_seconds, 3)},
+            "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
 
 
@@ -166,27 +173,63 @@ def _run_batches(config: RunConfig, s3: Any, summary: RunSummary) -> None:
             destination=destination,
             compression=config.output_options.compression,
             process_rate=config.rekognition.tps / max(processes, 1),
-            threads_per_process=config.dask.threads_per_worker * config.rekognition.calls_in_flight,
+            threads_per_process=config.dask.threads_per_worker * config.rekognition.max_calls_in_flight,
         )
+        plan = ConcurrencyPlan(
+            total_rate=config.rekognition.tps * len(config.analyses),
+            task_slots=threads,
+            max_per_task=config.rekognition.max_calls_in_flight,
+        )
+        latency = LatencyEstimate(config.rekognition.expected_latency)
+
+        def in_flight() -> int:
+            return config.rekognition.calls_in_flight or plan.per_task(latency.seconds)
+
+        counter = _Counted(selected_objects(config, s3))
         specs = (
-            BatchSpec(context, index, tuple(objects))
-            for index, objects in enumerate(
-                batched(selected_objects(config, s3), config.dask.batch_size, config.limit)
-            )
+            BatchSpec(context, index, tuple(objects), in_flight())
+            for index, objects in enumerate(batched(counter, config.dask.batch_size, config.limit))
         )
         window = config.dask.batches_in_flight or 2 * threads
-        progress = _Progress()
+        progress = Progress(config.rekognition.tps)
+        if sys.stderr.isatty():
+            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
         for spec, result, error in run_windowed(
             client, process_batch, specs, window=window, key=lambda spec: f"batch-{spec.file_name}"
         ):
             outcome = result if error is None else _record_failed_batch(spec, error, s3)
             _add(summary, outcome, config)
+            latency.update(outcome.latency_seconds, outcome.answered)
+            progress.listed_total = counter.total
             progress.tick(summary)
             if outcome.fatal and summary.status != "aborted":
                 summary.status, summary.reason = "aborted", outcome.fatal
                 specs.close()  # submit nothing more; let the batches in flight finish
+        progress.close()
+        summary.worker_cpu_seconds = sum(client.run(_cpu_seconds).values())
     if summary.status == "running":
         summary.status = "completed"
+
+
+class _Counted:
+    """Wraps the listing stream: counts what went through, and knows the total once it has ended."""
+
+    def __init__(self, objects: Iterator[ListedObject]) -> None:
+        self._objects = objects
+        self.seen = 0
+        self.total: int | None = None
+
+    def __iter__(self) -> Iterator[ListedObject]:
+        for obj in self._objects:
+            self.seen += 1
+            yield obj
+        self.total = self.seen
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process (runs on the workers too, through client.run)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _record_failed_batch(spec: BatchSpec, error: BaseException, s3: Any) -> BatchResult:
@@ -323,24 +366,41 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
     return "\n".join(lines)
 
 
-class _Progress:
-    """A progress line every few seconds on stderr when it is a terminal; silent under cron."""
+class Progress:
+    """One status line on stderr every few seconds when it is a terminal; silent under cron and Airflow.
 
-    def __init__(self, every: float = 5.0) -> None:
+    Shows images done, successful calls per second per operation against the quota, throttles, errors,
+    and an ETA once the listing has ended (before that the total is not known: the listing is streamed).
+    """
+
+    def __init__(self, quota: float, *, every: float = 2.0, stream: TextIO = sys.stderr) -> None:
+        self._quota = quota
         self._every = every
-        self._last = time.monotonic()
-        self._enabled = sys.stderr.isatty()
+        self._stream = stream
+        self._enabled = stream.isatty()
+        self._started = self._last = time.monotonic()
+        self.listed_total: int | None = None
 
-    def tick(self, summary: RunSummary) -> None:
+    def tick(self, summary: RunSummary, *, force: bool = False) -> None:
         now = time.monotonic()
-        if not self._enabled or now - self._last < self._every:
+        if not self._enabled or (now - self._last < self._every and not force):
             return
         self._last = now
-        ok = sum(n for (_, outcome), n in summary.calls.items() if outcome == "ok")
-        print(
-            f"\r{summary.images['listed']} images done, {ok} calls ok, {summary.throttled} throttled, "
-            f"{ok / max(summary.seconds, 1e-9):.1f} calls/s",
-            end="",
-            file=sys.stderr,
-            flush=True,
+        print(f"\r\033[K{self.line(summary, now - self._started)}", end="", file=self._stream, flush=True)
+
+    def line(self, summary: RunSummary, elapsed: float) -> str:
+        done = sum(n for status, n in summary.images.items() if status != "listed")
+        rates = " ".join(
+            f"{op.removeprefix('Detect')} {n / max(elapsed, 1e-9):.0f}/{self._quota:g}"
+            for (op, outcome), n in sorted(summary.calls.items())
+            if outcome == "ok"
         )
+        errors = summary.images["rejected"] + summary.images["failed"]
+        text = f"{done} images, calls/s {rates or '-'}, {summary.throttled} throttled, {errors} errors"
+        if self.listed_total and done:
+            text += f", ETA {(self.listed_total - done) * elapsed / done:.0f} s"
+        return text
+
+    def close(self) -> None:
+        if self._enabled:
+            print(file=self._stream)

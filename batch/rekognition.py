@@ -49,25 +49,22 @@ class CallCounts:
     attempts: Counter[tuple[str, str]] = field(default_factory=Counter)
     retries: int = 0
     throttled: int = 0
+    #: Seconds spent in attempts that got an answer, and how many: Little's law needs the latency.
+    latency_seconds: float = 0.0
+    answered: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record(self, operation: str, outcome: str) -> None:
+    def record(self, operation: str, outcome: str, seconds: float) -> None:
         with self._lock:
             self.attempts[(operation, outcome)] += 1
             if outcome in THROTTLE_CODES:
                 self.throttled += 1
+            self.latency_seconds += seconds
+            self.answered += 1
 
     def record_retry(self) -> None:
         with self._lock:
             self.retries += 1
-
-    def drain(self) -> tuple[dict[tuple[str, str], int], int, int]:
-        """Return the counts so far and start again from zero (one batch's share)."""
-        with self._lock:
-            result = dict(self.attempts), self.retries, self.throttled
-            self.attempts.clear()
-            self.retries = self.throttled = 0
-            return result
 
 
 @dataclass(frozen=True)
@@ -125,8 +122,10 @@ class RekognitionCaller:
         counts: CallCounts,
         *,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
+        self._clock = clock
         self._policy = policy
         self._limiter = limiter
         self._counts = counts
@@ -139,12 +138,13 @@ class RekognitionCaller:
             nonlocal attempts
             attempts += 1
             self._limiter.acquire(operation)
+            started = self._clock()
             try:
                 response = getattr(self._client, method)(**request)
             except Exception as exc:
-                self._counts.record(operation, error_code(exc))
+                self._counts.record(operation, error_code(exc), self._clock() - started)
                 raise
-            self._counts.record(operation, "ok")
+            self._counts.record(operation, "ok", self._clock() - started)
             return response
 
         retrying = self._policy.retrying(sleep=self._sleep, on_retry=lambda _exc: self._counts.record_retry())

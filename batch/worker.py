@@ -52,7 +52,7 @@ class RunContext:
     compression: str
     #: Calls per second per operation this worker process may make.
     process_rate: float
-    #: Threads that share one worker process's clients (Dask threads x calls in flight per task).
+    #: Threads that may share one worker process's clients (Dask threads x max calls in flight per task).
     threads_per_process: int
 
 
@@ -61,6 +61,8 @@ class BatchSpec:
     context: RunContext
     index: int
     objects: tuple[ListedObject, ...]
+    #: Images analysed at once in this task (planned by the driver with Little's law).
+    calls_in_flight: int
 
     @property
     def file_name(self) -> str:
@@ -75,6 +77,9 @@ class BatchResult:
     calls: dict[tuple[str, str], int] = field(default_factory=dict)
     retries: int = 0
     throttled: int = 0
+    #: Seconds spent in answered attempts, and how many, for the driver's latency estimate.
+    latency_seconds: float = 0.0
+    answered: int = 0
     #: One-line reason when an error says the whole run cannot succeed (e.g. AccessDeniedException).
     fatal: str | None = None
 
@@ -100,7 +105,7 @@ def process_batch(spec: BatchSpec) -> BatchResult:
     def one(obj: ListedObject) -> _ImageResult:
         return analyse_image(obj, context, caller, s3, stop)
 
-    with ThreadPoolExecutor(max_workers=context.rekognition.calls_in_flight) as pool:
+    with ThreadPoolExecutor(max_workers=spec.calls_in_flight) as pool:
         results = list(pool.map(one, spec.objects))
 
     rows_by_table: dict[str, list[dict[str, Any]]] = {"images": [], "errors": []}
@@ -121,7 +126,9 @@ def process_batch(spec: BatchSpec) -> BatchResult:
         compression=context.compression,
         s3_client=s3,
     )
-    result.calls, result.retries, result.throttled = counts.drain()
+    result.calls = dict(counts.attempts)
+    result.retries, result.throttled = counts.retries, counts.throttled
+    result.latency_seconds, result.answered = counts.latency_seconds, counts.answered
     return result
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
+import statistics
 import struct
+import time
+import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Iterator
@@ -13,7 +17,10 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore_shapes import validate_response
 from conftest import make_image
 
@@ -521,3 +528,51 @@ def test_collections_persist_to_a_json_file(tmp_path: Path) -> None:
     reopened = CollectionStore(path)
     assert reopened.ids() == ["kept"]
     assert reopened.faces("kept") == [{"FaceId": "f1", "_aspect": 0.75}]
+
+
+def _signed(url: str, method: str, path: str, body: bytes = b"", **headers: str) -> Any:
+    """An S3 request signed as botocore signs it (moto refuses anonymous writes)."""
+    request = AWSRequest(method=method, url=url + path, data=body, headers=headers)
+    request.headers["X-Amz-Content-SHA256"] = hashlib.sha256(body).hexdigest()
+    S3SigV4Auth(Credentials("testing", "testing"), "s3", "us-east-1").add_auth(request)
+    return request.prepare()
+
+
+def test_s3_server_keeps_connections_alive(local_stack: LocalStack) -> None:
+    """One connection serves a PUT with a body, GET, HEAD, a 304 and a 404 (moto's own server closes each)."""
+    url = local_stack.s3_url
+    conn = http.client.HTTPConnection(urllib.parse.urlsplit(url).netloc, timeout=10)
+    body = b"keep-alive payload"
+    steps = [("PUT", "/keepalive", b"", {}, 200), ("PUT", "/keepalive/k", body, {}, 200)]
+    steps += [("GET", "/keepalive/k", b"", {}, 200), ("HEAD", "/keepalive/k", b"", {}, 200)]
+    etag = '"' + hashlib.md5(body).hexdigest() + '"'  # noqa: S324 - S3's ETag of a single-part upload
+    steps += [("GET", "/keepalive/k", b"", {"If-None-Match": etag}, 304)]
+    steps += [("GET", "/keepalive/missing", b"", {}, 404), ("GET", "/keepalive/k", b"", {}, 200)]
+    sockets = set()
+    try:
+        for method, path, data, headers, status in steps:
+            prepared = _signed(url, method, path, data, **headers)
+            conn.request(method, path, body=data or None, headers=dict(prepared.headers))
+            response = conn.getresponse()
+            payload = response.read()
+            assert response.status == status, (method, path, payload)
+            assert not response.will_close, (method, path)
+            if method == "GET" and status == 200:
+                assert payload == body
+            sockets.add(id(conn.sock))
+    finally:
+        conn.close()
+    assert len(sockets) == 1
+
+
+@pytest.mark.parametrize("source", ["bytes", "s3"])
+def test_sequential_calls_add_no_latency(rek: Any, seeded: tuple[GroundTruth, Path], source: str) -> None:
+    """One client thread, calls in sequence: each takes milliseconds, not a delayed-ACK stall (~40 ms)."""
+    image = image_arg(seeded, GOOD[0], source)
+    rek.detect_labels(Image=image)  # warm: connection, analysis cache
+    durations = []
+    for _ in range(15):
+        started = time.perf_counter()
+        rek.detect_labels(Image=image)
+        durations.append(time.perf_counter() - started)
+    assert statistics.median(durations) < 0.025, durations

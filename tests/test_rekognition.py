@@ -70,7 +70,8 @@ def test_throttled_then_ok_counts_every_attempt() -> None:
     assert result.ok
     assert result.attempts == 3
     assert "ResponseMetadata" not in result.response
-    calls, retries, throttled = counts.drain()
+    calls, retries, throttled = dict(counts.attempts), counts.retries, counts.throttled
+    assert counts.answered == 3
     assert calls == {
         ("DetectLabels", "ProvisionedThroughputExceededException"): 1,
         ("DetectLabels", "ReadTimeoutError"): 1,

@@ -1,0 +1,348 @@
+"""One Rekognition rate limit per operation for the whole Dask cluster, adaptive to throttling.
+
+Use this when the job runs on Dask (any number of worker processes, on one host or many). A limiter
+per process (`batch.rekognition.RateLimiter`) splits the quota by the number of processes counted at
+the start; it drifts as soon as workers join or leave, and its share is wasted while a worker is idle.
+
+How it works
+------------
+- **The scheduler holds the buckets.** `QuotaExtension` is a Dask `SchedulerPlugin`. Its `start`
+  registers the comm handler ``rekbatch_lease`` on the scheduler (the pattern of distributed's own
+  `SemaphoreExtension`). Per operation it keeps a `batch.quota.TokenBucket` and a
+  `batch.aimd.AdaptiveRate`. The scheduler is one process whatever the number of workers, so
+  there is one bucket per operation for the cluster, and no new service to run: Dask has no
+  rate-limit primitive (dask/distributed#864), and Redis-backed limiters would add a server to every
+  deployment. The scheduler is already the cluster's single point of failure, so this adds none.
+- **Workers lease tokens in batches.** A scheduler round trip costs ~0.6 ms. One per call would cost
+  CPU on both sides and scheduler time at hundreds of calls/s. So a worker's `ClusterRateLimiter`
+  asks for as many tokens as it has threads waiting. The scheduler grants at most the tokens in the
+  bucket now, and at most ``ceil(rate * lease_seconds / workers)``: a lease covers ~75 ms of the
+  worker's share of the rate. When the bucket is empty, it answers 0 and the time until that many
+  tokens will be there; the worker sleeps that long and asks again. One thread per worker and
+  operation talks to the scheduler; the others wait on a condition.
+- **Tokens are spent at once, so the bound holds.** A worker never asks for more tokens than it has
+  threads waiting, and waiting threads take them as soon as the reply lands. So calls start when the
+  scheduler grants, shifted by one reply's latency. As a safety net, tokens left over (say a thread
+  was interrupted) expire after `token_ttl` seconds, so an idle worker cannot hoard tokens and burst
+  later. Over any window of T seconds, the cluster starts at most ``burst + ceiling * (T + token_ttl)``
+  calls per operation. In practice this is ``burst + rate * T`` (measured in `tests/test_ratelimit.py`).
+- **Joining and leaving workers change nothing.** The bound is the scheduler's bucket and does not
+  depend on the number of workers. That number only sizes the leases. A worker that dies loses at most
+  one lease's tokens.
+- **Adaptive.** `ClusterRateLimiter.report_throttle` counts throttled calls. The count rides with the
+  next lease request. The scheduler cuts the operation's rate by AIMD (at most once per cooldown: a
+  burst of throttles from many workers is one overload) and lets it climb back to the quota linearly.
+
+Rejected: one Actor holding the buckets (it dies with its worker, and that worker can't be retired);
+`distributed.Semaphore` (limits concurrency, not rate); per-worker `resources` (scale with workers);
+botocore's adaptive mode (per client, see `batch.aimd`).
+
+Re-registering the plugin (a new run on the same cluster) replaces the buckets: use `install_quota`.
+Two jobs on one cluster that register under the same name share one set of buckets, which is right
+for one account and region. The last registration's quotas win.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from distributed import Client, get_worker
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+from batch.aimd import AdaptiveRate
+from batch.quota import TokenBucket
+
+__all__ = [
+    "HANDLER",
+    "PLUGIN_NAME",
+    "ClusterRateLimiter",
+    "LeaseReply",
+    "LimiterStats",
+    "QuotaExtension",
+    "install_quota",
+    "scheduler_lease",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The scheduler comm handler the workers call.
+HANDLER = "rekbatch_lease"
+#: The name the plugin is registered under; one per cluster, replaced by each run.
+PLUGIN_NAME = "rekbatch-quota"
+
+
+class LeaseReply(TypedDict):
+    """The scheduler's answer to one lease request."""
+
+    granted: int
+    #: Seconds to wait before asking again; 0.0 when tokens were granted.
+    retry_after: float
+    #: The operation's allowed rate now (calls/s across the cluster), after AIMD.
+    rate: float
+    #: Seconds the granted tokens stay valid on the worker.
+    ttl: float
+
+
+#: Ask the scheduler for up to `want` tokens of `operation`, reporting `throttled` throttled calls.
+Lease = Callable[[str, int, int], LeaseReply]
+
+
+@dataclass
+class _Operation:
+    """The scheduler's state for one operation."""
+
+    bucket: TokenBucket
+    rate: AdaptiveRate
+
+
+class QuotaExtension(SchedulerPlugin):
+    """The cluster's token buckets, one per operation, on the scheduler; adaptive to throttling.
+
+    `quotas` maps an operation name (e.g. ``"DetectLabels"``) to its quota in calls per second;
+    others get `default`. `burst` is the bucket size (tokens); by default ``ceil(quota *
+    burst_seconds)``, at least 1. That is just over one lease, so calls go out evenly. The keyword
+    arguments `beta`, `alpha` and `cooldown` are `batch.aimd.AdaptiveRate`'s.
+
+    Register it with `install_quota`. Tests may call `start` with any object that has a
+    ``handlers`` dict (and optionally ``workers``) and then call `lease` directly.
+    """
+
+    name = PLUGIN_NAME
+
+    def __init__(
+        self,
+        quotas: Mapping[str, float],
+        default: float,
+        *,
+        burst: float | None = None,
+        burst_seconds: float = 0.15,
+        lease_seconds: float = 0.075,
+        token_ttl: float = 0.25,
+        beta: float = 0.7,
+        alpha: float = 0.1,
+        cooldown: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        for operation, tps in {**quotas, "default": default}.items():
+            if not (tps > 0 and math.isfinite(tps)):
+                raise ValueError(f"quota for {operation} must be a finite number > 0, got {tps!r}")
+        self.quotas = dict(quotas)
+        self.default = float(default)
+        self.burst = burst
+        self.burst_seconds = burst_seconds
+        self.lease_seconds = lease_seconds
+        self.token_ttl = token_ttl
+        self._aimd = {"beta": beta, "alpha": alpha, "cooldown": cooldown}
+        self._clock = clock
+        self._operations: dict[str, _Operation] = {}
+        self._scheduler: Any = None
+
+    async def start(self, scheduler: Any) -> None:
+        """Take over the lease handler, and start from fresh buckets."""
+        self._scheduler = scheduler
+        self._operations = {}
+        scheduler.handlers[HANDLER] = self.lease
+        logger.info("cluster quota: %s, default %s calls/s", self.quotas, self.default)
+
+    async def close(self) -> None:
+        if self._scheduler is not None and self._scheduler.handlers.get(HANDLER) == self.lease:
+            del self._scheduler.handlers[HANDLER]
+
+    def lease(self, operation: str, want: int = 1, throttled: int = 0) -> LeaseReply:
+        """Grant up to `want` tokens of `operation` now, after applying `throttled` reports."""
+        now = self._clock()
+        state = self._operation(operation)
+        if throttled > 0 and state.rate.on_throttle(now):
+            logger.info("%s throttled: rate cut to %.2f/s", operation, state.rate.current(now))
+        rate = state.rate.current(now)
+        if rate != state.bucket.rate:
+            state.bucket.set_rate(rate)
+        wanted = max(1, min(int(want), self._lease_size(rate)))
+        granted = _take_up_to(state.bucket, wanted)
+        retry_after = 0.0 if granted else state.bucket.wait_time(float(min(wanted, state.bucket.burst)))
+        return {"granted": granted, "retry_after": retry_after, "rate": rate, "ttl": self.token_ttl}
+
+    def _operation(self, operation: str) -> _Operation:
+        state = self._operations.get(operation)
+        if state is None:
+            quota = self.quotas.get(operation, self.default)
+            burst = self.burst or max(1.0, math.ceil(quota * self.burst_seconds))
+            state = _Operation(
+                TokenBucket(quota, burst, clock=self._clock),
+                AdaptiveRate(quota, **self._aimd),
+            )
+            self._operations[operation] = state
+        return state
+
+    def _lease_size(self, rate: float) -> int:
+        workers = max(1, len(getattr(self._scheduler, "workers", ()) or ()))
+        return max(1, math.ceil(rate * self.lease_seconds / workers))
+
+
+def _take_up_to(bucket: TokenBucket, n: int) -> int:
+    """Take as many whole tokens as are there now, at most `n`.
+
+    `n` is at most a few dozen, so trying whole counts downwards is cheap.
+    """
+    for k in range(n, 0, -1):
+        if bucket.try_acquire(float(k)):
+            return k
+    return 0
+
+
+def install_quota(client: Client, quotas: Mapping[str, float], default: float, **options: Any) -> None:
+    """Put a fresh `QuotaExtension` on the client's scheduler, replacing any earlier one.
+
+    Call it once per run, before submitting tasks. `options` are `QuotaExtension`'s keyword arguments.
+    The scheduler process must be able to import `batch` (the same environment as the workers).
+    """
+    plugin = QuotaExtension(quotas, default, **options)
+    try:
+        client.unregister_scheduler_plugin(PLUGIN_NAME)
+    except ValueError:
+        pass  # none registered yet
+    client.register_plugin(plugin, name=PLUGIN_NAME)
+
+
+def scheduler_lease(worker: Any, timeout: float = 30.0) -> Lease:
+    """A `Lease` that calls the scheduler of `worker` (a `distributed.Worker`) from any thread.
+
+    The call runs on the worker's event loop (`asyncio.run_coroutine_threadsafe`), over the worker's
+    pooled connection to the scheduler. It must not be called from that loop's own thread.
+    """
+    loop = worker.loop.asyncio_loop
+
+    def lease(operation: str, want: int, throttled: int) -> LeaseReply:
+        async def call() -> LeaseReply:
+            method = getattr(worker.scheduler, HANDLER)
+            reply: LeaseReply = await method(operation=operation, want=want, throttled=throttled)
+            return reply
+
+        return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout)
+
+    return lease
+
+
+@dataclass(frozen=True)
+class LimiterStats:
+    """What one process's limiter did: tokens taken, lease round trips, tokens expired unused."""
+
+    acquired: int
+    leases: int
+    expired: int
+
+
+@dataclass
+class _Pool:
+    """One operation's tokens on this worker, and who is waiting for them. Guarded by the condition."""
+
+    tokens: int = 0
+    expires_at: float = 0.0
+    waiters: int = 0
+    leasing: bool = False
+    throttled: int = 0
+    rate: float = math.nan
+
+
+class ClusterRateLimiter:
+    """The worker side: `acquire` blocks until the cluster's quota lets one more call of an operation go.
+
+    Same interface as `batch.rekognition.RateLimiter` plus `report_throttle`. Build one per worker
+    process (`for_worker`), shared by all its threads. Pass `lease` (plus `clock`, `sleep`) to test it
+    without Dask.
+    """
+
+    def __init__(
+        self,
+        lease: Lease,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> None:
+        self._lease = lease
+        self._clock = clock
+        self._sleep = sleep
+        self._cond = threading.Condition()
+        self._pools: dict[str, _Pool] = {}
+        self._acquired = self._leases = self._expired = 0
+
+    @classmethod
+    def for_worker(cls, worker: Any = None) -> ClusterRateLimiter:
+        """A limiter for the Dask worker running this code.
+
+        Call it in the task's own thread: `distributed.get_worker` does not see the worker from
+        threads the task starts (a `ThreadPoolExecutor`'s threads, for instance). The limiter it
+        returns may then be used from any thread.
+        """
+        return cls(scheduler_lease(worker if worker is not None else get_worker()))
+
+    def acquire(self, operation: str) -> None:
+        """Block until one call of `operation` may start."""
+        with self._cond:
+            pool = self._pools.setdefault(operation, _Pool())
+            pool.waiters += 1
+            try:
+                while not self._take(pool):
+                    if pool.leasing:
+                        self._cond.wait()
+                    else:
+                        self._refill(operation, pool)
+            finally:
+                pool.waiters -= 1
+
+    def report_throttle(self, operation: str) -> None:
+        """A call of `operation` was throttled: tell the scheduler with the next lease request."""
+        with self._cond:
+            self._pools.setdefault(operation, _Pool()).throttled += 1
+
+    def rate(self, operation: str) -> float:
+        """The cluster's allowed rate for `operation` at the last lease (NaN before the first)."""
+        with self._cond:
+            pool = self._pools.get(operation)
+            return pool.rate if pool else math.nan
+
+    def stats(self) -> LimiterStats:
+        with self._cond:
+            return LimiterStats(self._acquired, self._leases, self._expired)
+
+    def _take(self, pool: _Pool) -> bool:
+        if pool.tokens and self._clock() >= pool.expires_at:
+            self._expired += pool.tokens
+            pool.tokens = 0
+        if not pool.tokens:
+            return False
+        pool.tokens -= 1
+        self._acquired += 1
+        return True
+
+    def _refill(self, operation: str, pool: _Pool) -> None:
+        """Lease tokens for `pool` (the caller holds the condition; it is released during the RPC)."""
+        pool.leasing = True
+        want, throttled = pool.waiters, pool.throttled
+        pool.throttled = 0
+        reply: LeaseReply | None = None
+        self._cond.release()
+        try:
+            started = self._clock()
+            reply = self._lease(operation, want, throttled)
+            if not reply["granted"]:
+                self._sleep(reply["retry_after"])
+        finally:
+            self._cond.acquire()
+            pool.leasing = False
+            self._leases += 1
+            if reply is None:
+                pool.throttled += throttled  # not delivered: send it with the next request
+            else:
+                pool.rate = reply["rate"]
+                pool.tokens += reply["granted"]
+                # From before the request: the tokens were granted at some point during it.
+                pool.expires_at = started + reply["ttl"]
+            self._cond.notify_all()

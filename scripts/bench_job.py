@@ -1,0 +1,481 @@
+"""The batch job at the quota, side by side with a plain boto3 baseline (issue 5, "make bench").
+
+    python scripts/bench_job.py [--images M] [--quota Q] [--burst B] [--quick]
+
+One LocalStack whose Rekognition endpoint allows Q calls/s per operation (token bucket of capacity B) and
+answers after 100 ms + uniform(0, 200) ms, seeded with M distinct small JPEGs. Three workloads over the same
+images, all five analyses each, one after the other:
+
+1. `python -m batch run` on a LocalCluster of 1 worker process (a temporary config sets n_workers);
+2. `python -m batch run --scheduler ...` on a real cluster: `dask scheduler` + `dask worker --nworkers 4`;
+3. the baseline a user would write: boto3 with botocore's `adaptive` retry mode, ThreadPoolExecutor(16).
+
+Every figure comes from the endpoint's call log restricted to the workload's time span, or from the job's
+`--summary-json`. The job's rate limiter is measured, never assumed: per-process or cluster-wide alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from batch.local import samples
+from batch.local.stack import LocalStack
+
+BUCKET, PREFIX = "bench", "images/"
+ANALYSES = "labels,faces,text,moderation,celebrities"
+#: operation -> (boto3 method, extra parameters), as the job calls them with its default config.
+OPERATIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "DetectLabels": ("detect_labels", {"MinConfidence": 55.0}),
+    "DetectFaces": ("detect_faces", {"Attributes": ["ALL"]}),
+    "DetectText": ("detect_text", {}),
+    "DetectModerationLabels": ("detect_moderation_labels", {"MinConfidence": 50.0}),
+    "RecognizeCelebrities": ("recognize_celebrities", {}),
+}
+SHORT = {
+    "DetectLabels": "labels",
+    "DetectFaces": "faces",
+    "DetectText": "text",
+    "DetectModerationLabels": "moderation",
+    "RecognizeCelebrities": "celebrities",
+}
+LATENCY_ARGS = ["--latency-ms", "100", "--latency-jitter-ms", "200", "--seed", "1"]
+BASELINE_THREADS = 16
+NOTES = """
+utilisation: successful calls/s of the operation over the workload's active span (first to last call in
+  the call log) / quota. wall: process start to exit (job: includes interpreter, Dask and cluster start-up).
+latency (log): the endpoint's latency_ms of successful calls; (client): per API call as the caller sees it,
+  botocore's retries and rate waits included (baseline only: the job's summary has no latency).
+cpu: job = driver + workers from its summary (4-worker cluster: minus the workers' CPU before the job);
+  baseline = this process's CPU during it. RSS: the job's driver; baseline: this process (incl. seeding)."""
+
+
+@dataclass
+class Workload:
+    """What one workload did: its time span (epoch seconds, as the call log's `ts`) and its own figures."""
+
+    name: str
+    started: float
+    ended: float
+    cpu_seconds: float
+    peak_rss_mb: float | None
+    records: list[dict[str, Any]] = field(default_factory=list)
+    client_latency_ms: list[float] | None = None  # only the baseline can time its calls itself
+    summary: dict[str, Any] | None = None
+
+
+# ---- images ---------------------------------------------------------------------------------------------
+
+
+def make_images(count: int) -> list[bytes]:
+    """`count` distinct 480x360 JPEGs (a face, a box, a text line): the seed changes the background noise,
+    so every image has its own bytes and the endpoint's per-digest cache cannot hide the work."""
+    return [samples.encode(_render(1000 + i), "JPEG", None) for i in range(count)]
+
+
+def _render(seed: int) -> Any:
+    rects = (("face", *samples.FACE_SHAPES["3:4"], "3:4"), samples.BOX, samples.LINE)
+    for attempt in range(10):  # random placement can paint itself into a corner; another seed fixes it
+        with contextlib.suppress(RuntimeError):
+            spec = samples.Spec("bench.jpg", size=(480, 360), rects=rects, seed=seed + 1_000_000 * attempt)
+            return samples.render_upright(spec)[0]
+    raise RuntimeError(f"no layout for seed {seed}")
+
+
+def upload(s3: Any, images: Sequence[bytes]) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    with ThreadPoolExecutor(16) as pool:  # one PUT is a few ms on moto: parallel keeps seeding ~1 s
+        list(
+            pool.map(
+                lambda i: s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}{i:05d}.jpg", Body=images[i]),
+                range(len(images)),
+            )
+        )
+
+
+# ---- the job --------------------------------------------------------------------------------------------
+
+
+def write_config(path: Path, n_workers: int, args: argparse.Namespace) -> Path:
+    """A config with only what the bench must pin; every other key keeps the job's default, so the job's
+    own concurrency sizing is what gets measured (unless --calls-in-flight overrides it)."""
+    lines = [
+        "[dask]",
+        f"n_workers = {n_workers}",
+        "threads_per_worker = 2",
+        f"batch_size = {args.batch_size}",
+        "",
+        "[rekognition]",
+        f"tps = {float(args.quota)}",
+        "read_timeout = 10.0",
+    ]
+    if args.calls_in_flight:
+        lines.append(f"calls_in_flight = {args.calls_in_flight}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_job(
+    name: str, workdir: Path, config: Path, env: dict[str, str], quota: float, *, scheduler: str | None = None
+) -> Workload:
+    """Run the job as a subprocess; its CPU and memory come from its JSON summary."""
+    out, summary_path = workdir / f"out-{name}", workdir / f"summary-{name}.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "batch",
+        "run",
+        "--input",
+        f"s3://{BUCKET}/{PREFIX}",
+        "--output",
+        str(out),
+        "--analyses",
+        ANALYSES,
+        "--tps",
+        str(quota),
+        "--summary-json",
+        str(summary_path),
+        "--config",
+        str(config),
+    ] + (["--scheduler", scheduler] if scheduler else [])
+    started = time.time()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    ended = time.time()
+    if proc.returncode != 0 or not summary_path.exists():
+        sys.exit(f"{name}: the job exited with {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    summary = json.loads(summary_path.read_text())
+    cpu = summary["cpu_seconds"]
+    return Workload(
+        name, started, ended, cpu["driver"] + cpu["workers"], summary["driver_peak_rss_mb"], summary=summary
+    )
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group we created (dask worker spawns nannies and workers), then SIGKILL."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        if proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(wait)
+
+
+@contextlib.contextmanager
+def dask_cluster(env: dict[str, str], workdir: Path, nworkers: int, nthreads: int) -> Iterator[str]:
+    """A `dask scheduler` and `dask worker --nworkers N` on loopback; yields the address; always stopped."""
+    dask = str(Path(sys.executable).with_name("dask"))
+    sched_file = workdir / "scheduler.json"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(
+            subprocess.Popen(
+                [
+                    dask,
+                    "scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--scheduler-file",
+                    str(sched_file),
+                    "--no-dashboard",
+                ],
+                env=env,
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        address = _wait_for_scheduler(sched_file, procs[0])
+        procs.append(
+            subprocess.Popen(
+                [
+                    dask,
+                    "worker",
+                    "--nworkers",
+                    str(nworkers),
+                    "--nthreads",
+                    str(nthreads),
+                    "--scheduler-file",
+                    str(sched_file),
+                    "--no-dashboard",
+                ],
+                env=env,
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        _wait_for_workers(address, nworkers)
+        yield address
+    finally:
+        for proc in reversed(procs):  # workers first, so they do not try to reconnect to a dead scheduler
+            _kill_group(proc)
+
+
+def _wait_for_scheduler(path: Path, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dask scheduler exited with {proc.returncode}")
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, KeyError):
+            return str(json.loads(path.read_text())["address"])
+        time.sleep(0.1)
+    raise RuntimeError("dask scheduler did not write its scheduler file")
+
+
+def _wait_for_workers(address: str, count: int) -> None:
+    from distributed import Client  # only this workload needs distributed in the bench's own process
+
+    with Client(address, timeout="20s") as client:
+        client.wait_for_workers(count, timeout=60)
+
+
+def cluster_worker_cpu(address: str) -> float:
+    """CPU seconds the cluster's workers have used so far (their startup included)."""
+    from distributed import Client
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    with Client(address, timeout="20s") as client:
+        return float(sum(client.run(cpu).values()))
+
+
+# ---- the baseline ---------------------------------------------------------------------------------------
+
+
+def run_baseline(count: int) -> Workload:
+    """What a user would write: one boto3 client, botocore's adaptive retries, 16 threads, 5 calls per image.
+    Client-side latency is per API call as the user sees it (botocore's retries and rate waits included)."""
+    client = boto3.client("rekognition", config=Config(retries={"mode": "adaptive"}, max_pool_connections=16))
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def analyse(i: int) -> None:
+        image = {"S3Object": {"Bucket": BUCKET, "Name": f"{PREFIX}{i:05d}.jpg"}}
+        for method, params in OPERATIONS.values():
+            t = time.perf_counter()
+            try:
+                getattr(client, method)(Image=image, **params)
+            except client.exceptions.ClientError:
+                continue  # retries exhausted (3 attempts in adaptive mode): counted as a missing call
+
+            with lock:
+                latencies.append((time.perf_counter() - t) * 1000)
+
+    cpu0, started = _own_cpu(), time.time()
+    with ThreadPoolExecutor(BASELINE_THREADS) as pool:
+        list(pool.map(analyse, range(count)))
+    ended = time.time()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # includes seeding: an upper bound
+    return Workload("baseline", started, ended, _own_cpu() - cpu0, rss, client_latency_ms=latencies)
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# ---- metrics --------------------------------------------------------------------------------------------
+
+
+def max_in_window(times: Sequence[float], width: float = 1.0) -> int:
+    """The largest number of timestamps in any half-open window [t, t + width) (two pointers, sorted)."""
+    ordered, best, lo = sorted(times), 0, 0
+    for hi, t in enumerate(ordered):
+        while ordered[lo] <= t - width:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
+
+
+def metrics(w: Workload, quota: float, burst: float, images: int) -> dict[str, Any]:
+    """The figures of one workload, from its slice of the call log (and the job's summary)."""
+    recs = w.records
+    ok = [r for r in recs if r["outcome"] == "ok"]
+    # Active span: first call to last call. Wall time adds process and cluster start-up, shown apart.
+    span = max(max(r["ts"] for r in recs) - min(r["ts"] for r in recs), 1 / quota) if recs else float("nan")
+    util = {op: sum(r["operation"] == op for r in ok) / span / quota for op in OPERATIONS}
+    throttled = sum(r["outcome"] == "ProvisionedThroughputExceededException" for r in recs)
+    ideal = images * len(OPERATIONS) / (quota * len(OPERATIONS))
+    latencies = [r["latency_ms"] for r in ok]
+    return {
+        "calls ok / all": f"{len(ok)} / {len(recs)}",
+        # Calls that never succeeded, retries exhausted (the same count for the job and the baseline).
+        "calls missing": images * len(OPERATIONS) - len(ok),
+        "wall s (ideal)": f"{w.ended - w.started:.1f} ({ideal:.1f})",
+        "wall / ideal": (w.ended - w.started) / ideal,
+        "active span s": span,
+        **{f"util {SHORT[op]}": u for op, u in util.items()},
+        "util min": min(util.values()),
+        "throttled share": throttled / max(len(recs), 1),
+        # The endpoint's bucket caps successful calls at Q + burst per second by construction; the calls
+        # sent per second show how hard the client pushed on it.
+        "max ok in 1 s (op)": _max_window(ok),
+        "max sent in 1 s (op)": _max_window(recs),
+        "limit Q+burst": f"{quota + burst:g}",
+        "p50/p99 ms (log)": _p50_p99(latencies),
+        "p50/p99 ms (client)": _p50_p99(w.client_latency_ms) if w.client_latency_ms is not None else "n/a",
+        "cpu s": w.cpu_seconds,
+        "cpu ms / ok call": 1000 * w.cpu_seconds / max(len(ok), 1),
+        "driver peak RSS MB": w.peak_rss_mb,
+    }
+
+
+def _max_window(records: Sequence[dict[str, Any]]) -> int:
+    """The busiest 1-second window of any one operation."""
+    return max(
+        max_in_window([r["ts"] for r in records if r["operation"] == op] or [0.0]) for op in OPERATIONS
+    )
+
+
+def _p50_p99(values: Sequence[float]) -> str:
+    return f"{percentile(values, 50):.0f} / {percentile(values, 99):.0f}"
+
+
+def print_table(columns: dict[str, dict[str, Any]]) -> None:
+    names = list(columns)
+    rows = list(next(iter(columns.values())))
+    label_w = max(map(len, rows))
+    col_w = max(14, *map(len, names))
+    print(f"{'':{label_w}}  " + "  ".join(f"{n:>{col_w}}" for n in names))
+    for row in rows:
+        cells = [_fmt(columns[n][row]) for n in names]
+        print(f"{row:{label_w}}  " + "  ".join(f"{c:>{col_w}}" for c in cells))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def verdicts(cols: dict[str, dict[str, Any]], quota: float, burst: float) -> list[tuple[str, bool, str]]:
+    """(target, met, evidence) for each target of issue 5 that this bench measures."""
+    jobs = [n for n in cols if n != "baseline"]
+    base = cols["baseline"]
+
+    def each(pred: Callable[[dict[str, Any]], bool], fig: str) -> tuple[bool, str]:
+        return all(pred(cols[n]) for n in jobs), ", ".join(f"{n} {_fmt(cols[n][fig])}" for n in jobs)
+
+    checks = [
+        ("utilisation >= 0.95 (min over operations)", "util min", lambda c: c["util min"] >= 0.95),
+        ("throttled <= 1 % of calls", "throttled share", lambda c: c["throttled share"] <= 0.01),
+        (
+            f"no 1-s window above Q+burst = {quota + burst:g}",
+            "max ok in 1 s (op)",
+            lambda c: c["max ok in 1 s (op)"] <= quota + burst,
+        ),
+        ("CPU per call <= 2 ms", "cpu ms / ok call", lambda c: c["cpu ms / ok call"] <= 2.0),
+        (
+            f"utilisation better than baseline ({_fmt(base['util min'])})",
+            "util min",
+            lambda c: c["util min"] > base["util min"],
+        ),
+        (
+            f"throttled share below baseline ({_fmt(base['throttled share'])})",
+            "throttled share",
+            lambda c: c["throttled share"] < base["throttled share"],
+        ),
+    ]
+    return [(target, *each(pred, fig)) for target, fig, pred in checks]
+
+
+# ---- main -----------------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, default=300, help="distinct images (default 300: 1500 calls)")
+    p.add_argument("--quota", type=float, default=50.0, help="the endpoint's calls/s per operation")
+    p.add_argument("--burst", type=float, default=10.0, help="the endpoint's token-bucket capacity")
+    p.add_argument("--batch-size", type=int, default=10, help="the job's dask.batch_size")
+    p.add_argument(
+        "--calls-in-flight", type=int, default=0, help="the job's calls_in_flight (0: its default)"
+    )
+    p.add_argument("--workers", type=int, default=4, help="worker processes of the real cluster")
+    p.add_argument("--quick", action="store_true", help="a smoke run: 60 images")
+    args = p.parse_args()
+    if args.quick:
+        args.images = 60
+    return args
+
+
+def run_all(args: argparse.Namespace, stack: LocalStack, workdir: Path) -> list[Workload]:
+    env = {**os.environ, **stack.env}
+    results = [run_job("job 1 worker", workdir, write_config(workdir / "one.toml", 1, args), env, args.quota)]
+    with dask_cluster(env, workdir, args.workers, 2) as address:
+        before = cluster_worker_cpu(address)
+        job = run_job(
+            f"job {args.workers} workers",
+            workdir,
+            write_config(workdir / "many.toml", 0, args),
+            env,
+            args.quota,
+            scheduler=address,
+        )
+        job.cpu_seconds -= before  # the cluster existed before the job: its start-up is not the job's CPU
+        results.append(job)
+    os.environ.update(stack.env)  # the baseline finds the endpoints as any boto3 code would
+    results.append(run_baseline(args.images))
+    calls = stack.calls()
+    for w in results:
+        w.records = [r for r in calls if w.started <= r["ts"] <= w.ended]
+    return results
+
+
+def main() -> None:
+    args = parse_args()
+    burst = args.burst
+    print(
+        f"quota {args.quota:g} calls/s per operation, burst {burst:g}, latency 100 + U(0, 200) ms, "
+        f"{args.images} images x {len(OPERATIONS)} operations = {args.images * len(OPERATIONS)} calls each"
+    )
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-job-") as tmp,
+        LocalStack(tps=args.quota, burst=burst, extra_args=LATENCY_ARGS) as stack,
+    ):
+        t = time.monotonic()
+        upload(stack.s3_client(), make_images(args.images))
+        print(f"seeded {args.images} images in {time.monotonic() - t:.1f} s")
+        results = run_all(args, stack, Path(tmp))
+    cols = {w.name: metrics(w, args.quota, burst, args.images) for w in results}
+    print()
+    print_table(cols)
+    print(NOTES)
+    print()
+    for target, met, evidence in verdicts(cols, args.quota, burst):
+        print(f"{'PASS' if met else 'FAIL'}  {target}: {evidence}")
+
+
+if __name__ == "__main__":
+    main()
