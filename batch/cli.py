@@ -39,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-id", help="id of this run (letters, digits, '.', '_', '-'); default: time + random"
     )
     run.add_argument("--limit", type=int, help="analyse at most N images")
-    run.add_argument("--tps", type=float, help="calls per second per operation (the account's quota)")
+    run.add_argument(
+        "--tps",
+        type=float,
+        help="calls per second for every operation, across the whole "
+        "cluster (overrides [quotas] and rekognition.tps)",
+    )
     run.add_argument(
         "--image-source", choices=("s3", "bytes"), help="send S3 references (default) or the image bytes"
     )
@@ -70,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "run.summary_json": args.summary_json,
                 "dask.scheduler": args.scheduler,
                 "rekognition.tps": args.tps,
+                "quotas": {} if args.tps is not None else None,  # --tps sets every operation's quota
                 "rekognition.image_source": args.image_source,
             },
         )

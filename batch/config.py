@@ -46,7 +46,8 @@ class RekognitionConfig:
     #: "s3": send an S3Object reference (no image bytes through the job); "bytes": read the object and
     #: send its bytes (for buckets Rekognition cannot read, e.g. another region).
     image_source: str = "s3"
-    #: Calls per second per operation that the job may make (the account's quota).
+    #: Calls per second per operation that the whole run (every worker together) may make: the
+    #: account's quota for operations not named in `[quotas]`.
     tps: float = 50.0
     #: Region of the Rekognition client; empty: boto3's usual lookup (AWS_DEFAULT_REGION, profile).
     region: str = ""
@@ -158,6 +159,12 @@ class RunConfig:
     #: Settings object per analysis name (each analysis module's own frozen Settings type).
     analysis_settings: Mapping[str, Any] = field(default_factory=dict)
     prices: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+    #: Calls per second per analysis's operation, where it differs from `rekognition.tps`.
+    quotas: Mapping[str, float] = field(default_factory=dict)
+
+    def quota(self, analysis: str) -> float:
+        """The rate the whole cluster may call this analysis's operation at."""
+        return self.quotas.get(analysis, self.rekognition.tps)
 
     @property
     def bucket(self) -> str:
@@ -222,7 +229,7 @@ def parse_s3_url(url: str, what: str) -> tuple[str, str]:
 
 
 def _build(tree: Mapping[str, Any]) -> RunConfig:
-    unknown = set(tree) - set(_SECTIONS) - {"run", "analyses", "pricing"}
+    unknown = set(tree) - set(_SECTIONS) - {"run", "analyses", "pricing", "quotas"}
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown section")
     sections = {name: _section(cls, tree.get(name, {}), name) for name, cls in _SECTIONS.items()}
@@ -254,7 +261,8 @@ def _build(tree: Mapping[str, Any]) -> RunConfig:
         dask=sections["dask"],
         output_options=sections["output"],
         analysis_settings=settings,
-        prices=_prices(tree.get("pricing", {})),
+        prices=_per_analysis(tree.get("pricing", {}), "pricing", DEFAULT_PRICES, minimum=0.0),
+        quotas=_per_analysis(tree.get("quotas", {}), "quotas", {}, minimum=None),
     )
     _validate_run(config)
     return config
@@ -288,16 +296,22 @@ def _analyses(value: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _prices(section: Any) -> dict[str, float]:
-    prices = dict(DEFAULT_PRICES)
+def _per_analysis(
+    section: Any, where: str, defaults: Mapping[str, float], *, minimum: float | None
+) -> dict[str, float]:
+    """A table of numbers keyed by analysis name: `[pricing]` (>= 0) and `[quotas]` (> 0)."""
+    values = dict(defaults)
     if not isinstance(section, Mapping):
-        raise ConfigError("pricing: must be a table")
+        raise ConfigError(f"{where}: must be a table")
     for name, value in section.items():
         if name not in REGISTRY:
-            raise ConfigError(f"pricing.{name}: unknown analysis")
-        prices[name] = _typed(value, float, f"pricing.{name}")
-        _check(prices[name] >= 0, f"pricing.{name}", "must be >= 0", value)
-    return prices
+            raise ConfigError(f"{where}.{name}: unknown analysis (known: {', '.join(REGISTRY)})")
+        values[name] = _typed(value, float, f"{where}.{name}")
+        if minimum is None:
+            _check(values[name] > 0, f"{where}.{name}", "must be > 0", value)
+        else:
+            _check(values[name] >= minimum, f"{where}.{name}", f"must be >= {minimum:g}", value)
+    return values
 
 
 def _section(cls: type, values: Any, where: str) -> Any:

@@ -15,7 +15,7 @@ import secrets
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ from batch.concurrency import ConcurrencyPlan, LatencyEstimate
 from batch.config import RunConfig, parse_s3_url
 from batch.errors import OutputUnwritable
 from batch.executor import dask_client, run_windowed, worker_threads
+from batch.ratelimit import install_quota
 from batch.retry import error_code
 from batch.s3 import check_readable, check_writable, list_pages, s3_client
 from batch.selection import ListedObject, batched, is_selected
@@ -159,6 +160,9 @@ def _run_batches(config: RunConfig, s3: Any, summary: RunSummary) -> None:
     destination = Destination(config.output)
     with dask_client(config.dask) as client:
         processes, threads = worker_threads(client)
+        # One quota per operation for the whole cluster, held by the scheduler (batch.ratelimit).
+        quotas = {REGISTRY[name].operation: config.quota(name) for name in config.analyses}
+        install_quota(client, quotas, default=config.rekognition.tps)
         summary.dashboard = client.dashboard_link
         logger.info(
             "Dask: %d worker processes, %d threads; dashboard %s", processes, threads, client.dashboard_link
@@ -172,11 +176,10 @@ def _run_batches(config: RunConfig, s3: Any, summary: RunSummary) -> None:
             rekognition=config.rekognition,
             destination=destination,
             compression=config.output_options.compression,
-            process_rate=config.rekognition.tps / max(processes, 1),
             threads_per_process=config.dask.threads_per_worker * config.rekognition.max_calls_in_flight,
         )
         plan = ConcurrencyPlan(
-            total_rate=config.rekognition.tps * len(config.analyses),
+            total_rate=sum(quotas.values()),
             task_slots=threads,
             max_per_task=config.rekognition.max_calls_in_flight,
         )
@@ -191,7 +194,7 @@ def _run_batches(config: RunConfig, s3: Any, summary: RunSummary) -> None:
             for index, objects in enumerate(batched(counter, config.dask.batch_size, config.limit))
         )
         window = config.dask.batches_in_flight or 2 * threads
-        progress = Progress(config.rekognition.tps)
+        progress = Progress(quotas)
         if sys.stderr.isatty():
             print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
         for spec, result, error in run_windowed(
@@ -373,8 +376,10 @@ class Progress:
     and an ETA once the listing has ended (before that the total is not known: the listing is streamed).
     """
 
-    def __init__(self, quota: float, *, every: float = 2.0, stream: TextIO = sys.stderr) -> None:
-        self._quota = quota
+    def __init__(
+        self, quotas: Mapping[str, float], *, every: float = 2.0, stream: TextIO = sys.stderr
+    ) -> None:
+        self._quotas = quotas
         self._every = every
         self._stream = stream
         self._enabled = stream.isatty()
@@ -391,7 +396,7 @@ class Progress:
     def line(self, summary: RunSummary, elapsed: float) -> str:
         done = sum(n for status, n in summary.images.items() if status != "listed")
         rates = " ".join(
-            f"{op.removeprefix('Detect')} {n / max(elapsed, 1e-9):.0f}/{self._quota:g}"
+            f"{op.removeprefix('Detect')} {n / max(elapsed, 1e-9):.0f}/{self._quotas.get(op, 0):g}"
             for (op, outcome), n in sorted(summary.calls.items())
             if outcome == "ok"
         )

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config
@@ -82,11 +82,19 @@ class CallResult:
         return self.response is not None
 
 
-class RateLimiter:
-    """One token bucket per operation, for the calls this process makes.
+class Limiter(Protocol):
+    """What the caller needs of a rate limiter: `batch.ratelimit.ClusterRateLimiter` on a cluster."""
 
-    Each process gets `tps * share` of the quota (share = 1 / worker processes): a simple split that
-    holds the account quota while every worker is busy.
+    def acquire(self, operation: str) -> None: ...
+
+    def report_throttle(self, operation: str) -> None: ...
+
+
+class RateLimiter:
+    """One token bucket per operation, for the calls of one process only.
+
+    For a single process outside Dask (and tests). A cluster uses `batch.ratelimit.ClusterRateLimiter`:
+    per-process buckets multiply the quota by the number of processes.
     """
 
     def __init__(
@@ -110,6 +118,9 @@ class RateLimiter:
                 bucket = self._buckets[operation] = TokenBucket(self._rate, 1.0, clock=self._clock)
         bucket.acquire(1.0, sleep=self._sleep)
 
+    def report_throttle(self, operation: str) -> None:
+        """A fixed rate: nothing to adapt."""
+
 
 class RekognitionCaller:
     """Makes one logical Rekognition call: rate limit, attempt, classify, back off, retry."""
@@ -118,7 +129,7 @@ class RekognitionCaller:
         self,
         client: Any,
         policy: RetryPolicy,
-        limiter: RateLimiter,
+        limiter: Limiter,
         counts: CallCounts,
         *,
         sleep: Callable[[float], None] = time.sleep,
@@ -143,6 +154,9 @@ class RekognitionCaller:
                 response = getattr(self._client, method)(**request)
             except Exception as exc:
                 self._counts.record(operation, error_code(exc), self._clock() - started)
+                if classify(exc) is Outcome.THROTTLED:
+                    # The account said no despite the limiter (another job shares it): slow down.
+                    self._limiter.report_throttle(operation)
                 raise
             self._counts.record(operation, "ok", self._clock() - started)
             return response

@@ -25,7 +25,8 @@ from batch.analyses import REGISTRY
 from batch.config import RekognitionConfig
 from batch.geometry import BoxPlacement, upright_size
 from batch.image_header import ImageHeader
-from batch.rekognition import CallCounts, CallResult, RateLimiter, RekognitionCaller, rekognition_client
+from batch.ratelimit import ClusterRateLimiter
+from batch.rekognition import CallCounts, CallResult, RekognitionCaller, rekognition_client
 from batch.retry import IMAGE_ERRORS, Outcome, error_code
 from batch.s3 import read_header, read_object, s3_client
 from batch.selection import ListedObject
@@ -50,8 +51,6 @@ class RunContext:
     rekognition: RekognitionConfig
     destination: Destination
     compression: str
-    #: Calls per second per operation this worker process may make.
-    process_rate: float
     #: Threads that may share one worker process's clients (Dask threads x max calls in flight per task).
     threads_per_process: int
 
@@ -95,9 +94,7 @@ class _ImageResult:
 def process_batch(spec: BatchSpec) -> BatchResult:
     """The Dask task: analyse every image of the batch, write its tables, return the counts."""
     context = spec.context
-    rekognition, s3, limiter = _process_resources(
-        context.rekognition, context.process_rate, context.threads_per_process
-    )
+    rekognition, s3, limiter = _process_resources(context.rekognition, context.threads_per_process)
     counts = CallCounts()
     caller = RekognitionCaller(rekognition, context.rekognition.retry_policy, limiter, counts)
     stop = threading.Event()
@@ -290,11 +287,13 @@ def _image_row(
 
 
 @functools.cache
-def _process_resources(config: RekognitionConfig, rate: float, threads: int) -> tuple[Any, Any, RateLimiter]:
-    """One Rekognition client, one S3 client and one rate limiter per worker process.
+def _process_resources(config: RekognitionConfig, threads: int) -> tuple[Any, Any, ClusterRateLimiter]:
+    """One Rekognition client, one S3 client and one cluster rate limiter per worker process.
 
     boto3 clients don't pickle, so they can't travel with tasks; clients are thread-safe once
-    created, so the process's task threads share them. Built on first use in each process.
+    created, so the process's task threads share them. Built on first use in each process, in a
+    task's own thread: the limiter must find its Dask worker there (`get_worker` does not work in
+    the task's image threads).
     """
     pool = max(10, threads)
-    return rekognition_client(config, pool), s3_client(pool), RateLimiter(rate)
+    return rekognition_client(config, pool), s3_client(pool), ClusterRateLimiter.for_worker()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -8,9 +10,7 @@ from batch.aimd import AdaptiveRate
 
 ceilings = st.floats(min_value=0.5, max_value=5000, allow_nan=False)
 #: A run of events: (seconds since the previous event, whether a throttle was reported).
-events = st.lists(
-    st.tuples(st.floats(min_value=0, max_value=5, allow_nan=False), st.booleans()), max_size=60
-)
+events = st.lists(st.tuples(st.floats(min_value=0, max_value=5, allow_nan=False), st.booleans()), max_size=60)
 
 
 def replay(rate: AdaptiveRate, steps: list[tuple[float, bool]]) -> list[tuple[float, float, bool]]:
@@ -78,7 +78,7 @@ def test_cuts_at_most_once_per_cooldown(
 ) -> None:
     rate = AdaptiveRate(ceiling, cooldown=cooldown)
     cut_times = [now for now, _, cut in replay(rate, steps) if cut]
-    assert all(b - a >= cooldown for a, b in zip(cut_times, cut_times[1:], strict=False))
+    assert all(b - a >= cooldown for a, b in itertools.pairwise(cut_times))
 
 
 @given(ceilings, events, st.floats(min_value=0.05, max_value=1), st.floats(min_value=0.1, max_value=0.9))

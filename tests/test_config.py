@@ -50,6 +50,17 @@ def test_precedence_file_then_environment_then_flags(tmp_path: Path) -> None:
     assert config.analysis_settings["labels"].min_confidence == 80  # environment over file
 
 
+def test_quotas_per_operation_and_the_tps_flag_for_all(tmp_path: Path) -> None:
+    path = write(tmp_path, "[rekognition]\ntps = 20\n[quotas]\nfaces = 5\n")
+    config = load_config(path, environ={}, overrides=RUN)
+    assert (config.quota("faces"), config.quota("labels")) == (5.0, 20.0)
+    # The CLI's --tps sets every operation's quota: it sets rekognition.tps and empties [quotas].
+    flagged = load_config(path, environ={}, overrides={**RUN, "rekognition.tps": 9.0, "quotas": {}})
+    assert (flagged.quota("faces"), flagged.quota("labels")) == (9.0, 9.0)
+    with pytest.raises(ConfigError, match=r"quotas\.faces"):
+        load_config(write(tmp_path, "[quotas]\nfaces = 0\n"), environ={}, overrides=RUN)
+
+
 def test_environment_lists_and_strings() -> None:
     env = {"REKBATCH_RUN__ANALYSES": '["labels", "text"]', "REKBATCH_DASK__SCHEDULER": "tcp://h:8786"}
     config = load_config(environ=env, overrides=RUN)

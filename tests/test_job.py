@@ -15,7 +15,7 @@ def test_progress_line_shows_rates_against_quota_and_eta() -> None:
     summary.images.update({"listed": 40, "analysed": 38, "rejected": 2})
     summary.calls.update({("DetectLabels", "ok"): 100, ("DetectLabels", "ThrottlingException"): 3})
     summary.throttled = 3
-    progress = Progress(50, stream=io.StringIO())
+    progress = Progress({"DetectLabels": 50}, stream=io.StringIO())
     progress.listed_total = 80
     line = progress.line(summary, elapsed=2.0)
     assert line == "40 images, calls/s Labels 50/50, 3 throttled, 2 errors, ETA 2 s"

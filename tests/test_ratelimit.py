@@ -1,0 +1,486 @@
+from __future__ import annotations
+
+import asyncio
+import bisect
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from distributed import Client, LocalCluster, get_worker
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batch.ratelimit import (
+    HANDLER,
+    ClusterRateLimiter,
+    LeaseReply,
+    LimiterStats,
+    QuotaExtension,
+    ReservingBucket,
+    install_quota,
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def make_extension(
+    quotas: dict[str, float], *, workers: int = 1, clock: Any = time.monotonic, **options: Any
+) -> tuple[QuotaExtension, SimpleNamespace]:
+    """A started extension on a stand-in scheduler with `workers` workers."""
+    scheduler = SimpleNamespace(handlers={}, plugins={}, workers=dict.fromkeys(range(workers)))
+    extension = QuotaExtension(quotas, default=10, clock=clock, **options)
+    asyncio.run(extension.start(scheduler))
+    return extension, scheduler
+
+
+#: In a real cluster, a thread wakes a little after its token's time; allow one token for that jitter.
+JITTER = 1
+
+
+def max_in_window(times: Sequence[float], window: float = 1.0) -> int:
+    """The largest number of `times` in any half-open window [t, t + window)."""
+    ordered = sorted(times)
+    return max((bisect.bisect_left(ordered, t + window) - i for i, t in enumerate(ordered)), default=0)
+
+
+# --- the scheduler's handler, with a fake clock ------------------------------------------------------
+
+
+def test_start_registers_the_handler_and_replaces_an_earlier_plugin() -> None:
+    extension, scheduler = make_extension({"X": 5})
+    assert scheduler.handlers[HANDLER] == extension.lease
+    scheduler.plugins[extension.name] = extension
+    newer = QuotaExtension({"X": 5}, default=10)
+    asyncio.run(newer.start(scheduler))
+    assert scheduler.handlers[HANDLER] == newer.lease
+    assert extension.name not in scheduler.plugins  # the scheduler adds `newer` itself, without warning
+    asyncio.run(extension.close())  # the replaced plugin must not remove the new handler
+    assert scheduler.handlers[HANDLER] == newer.lease
+
+
+def test_lends_ahead_then_says_when_to_come_back() -> None:
+    clock = FakeClock()
+    extension, _ = make_extension({"X": 10}, clock=clock, burst=2, lease_seconds=1.0, max_wait=0.3)
+    assert extension.lease("X", want=2) == {"granted": 2, "wait": 0.0, "rate": 10, "ttl": 0.25}
+    reply = extension.lease("X", want=5)  # lends the next 0.3 s: 3 tokens, usable after 0.3 s
+    assert (reply["granted"], reply["wait"]) == (3, pytest.approx(0.3))
+    reply = extension.lease("X", want=1)
+    assert (reply["granted"], reply["wait"]) == (0, pytest.approx(0.1))
+    clock.sleep(reply["wait"])
+    reply = extension.lease("X", want=1)
+    assert (reply["granted"], reply["wait"]) == (1, pytest.approx(0.3))
+
+
+def test_reserving_bucket_validates() -> None:
+    with pytest.raises(ValueError, match="rate"):
+        ReservingBucket(0, 1, now=0.0, max_wait=0.1)
+    with pytest.raises(ValueError, match="burst"):
+        ReservingBucket(1, 0.5, now=0.0, max_wait=0.1)
+
+
+def test_lease_size_shrinks_with_more_workers() -> None:
+    big, _ = make_extension({"X": 400}, workers=1, lease_seconds=0.1)
+    small, _ = make_extension({"X": 400}, workers=8, lease_seconds=0.1)
+    assert big.lease("X", want=1000)["granted"] == 40
+    assert small.lease("X", want=1000)["granted"] == 5
+
+
+def test_unknown_operation_gets_the_default_quota() -> None:
+    extension, _ = make_extension({"X": 5})
+    assert extension.lease("Other", want=1)["rate"] == 10
+
+
+def test_throttle_reports_cut_once_then_recover() -> None:
+    clock = FakeClock()
+    extension, _ = make_extension({"X": 100}, clock=clock)
+    assert extension.lease("X", throttled=3)["rate"] == pytest.approx(70)
+    clock.sleep(0.5)
+    assert extension.lease("X", throttled=5)["rate"] == pytest.approx(75)  # same overload: no cut
+    clock.sleep(10)
+    assert extension.lease("X")["rate"] == 100
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    quota=st.floats(min_value=1, max_value=500),
+    workers=st.integers(min_value=1, max_value=10),
+    requests=st.lists(
+        st.tuples(
+            st.floats(min_value=0, max_value=0.3),  # seconds since the previous request
+            st.integers(min_value=1, max_value=60),  # want
+            st.integers(min_value=0, max_value=2),  # throttled
+        ),
+        min_size=1,
+        max_size=150,
+    ),
+)
+def test_tokens_used_after_their_wait_stay_within_burst_plus_rate_times_window(
+    quota: float, workers: int, requests: list[tuple[float, int, int]]
+) -> None:
+    clock = FakeClock()
+    extension, _ = make_extension({"X": quota}, workers=workers, clock=clock)
+    uses: list[tuple[float, int]] = []
+    for gap, want, throttled in requests:
+        clock.sleep(gap)
+        reply = extension.lease("X", want=want, throttled=throttled)
+        assert reply["granted"] <= want
+        assert 0 <= reply["wait"] <= extension.max_wait + 1e-9 or reply["granted"] == 0
+        uses.append((clock.now + reply["wait"], reply["granted"]))
+    uses.sort()
+    burst = extension._operation("X").bucket.burst
+    for i, (start, _) in enumerate(uses):
+        total = 0
+        for end, granted in uses[i:]:
+            total += granted
+            assert total <= burst + quota * (end - start) + 1e-6
+
+
+# --- the worker's limiter, against the extension in-process ------------------------------------------
+
+
+def direct_lease(extension: QuotaExtension, calls: list[tuple[str, int, int]] | None = None) -> Any:
+    def lease(operation: str, want: int, throttled: int) -> LeaseReply:
+        if calls is not None:
+            calls.append((operation, want, throttled))
+        return extension.lease(operation, want, throttled)
+
+    return lease
+
+
+def test_limiter_sleeps_out_an_empty_bucket() -> None:
+    clock = FakeClock()
+    extension, _ = make_extension({"X": 10}, clock=clock, burst=1)
+    limiter = ClusterRateLimiter(direct_lease(extension), clock=clock, sleep=clock.sleep)
+    for _ in range(21):
+        limiter.acquire("X")
+    assert clock.now == pytest.approx(2.0)  # 1 at once, then 20 at 10/s
+    assert limiter.stats().acquired == 21
+
+
+def test_limiter_sends_throttle_reports_with_the_next_lease() -> None:
+    clock = FakeClock()
+    calls: list[tuple[str, int, int]] = []
+    extension, _ = make_extension({"X": 100}, clock=clock)
+    limiter = ClusterRateLimiter(direct_lease(extension, calls), clock=clock, sleep=clock.sleep)
+    limiter.report_throttle("X")
+    limiter.report_throttle("X")
+    limiter.acquire("X")
+    limiter.acquire("X")
+    assert [throttled for _, _, throttled in calls] == [2, 0]
+    assert limiter.rate("X") == pytest.approx(70)
+    assert math.isnan(limiter.rate("Y"))
+
+
+def test_limiter_keeps_the_report_when_the_lease_fails() -> None:
+    clock = FakeClock()
+    calls: list[int] = []
+
+    def failing(operation: str, want: int, throttled: int) -> LeaseReply:
+        calls.append(throttled)
+        if len(calls) == 1:
+            raise OSError("scheduler gone")
+        return {"granted": 1, "wait": 0.0, "rate": 1.0, "ttl": 1.0}
+
+    limiter = ClusterRateLimiter(failing, clock=clock, sleep=clock.sleep)
+    limiter.report_throttle("X")
+    with pytest.raises(OSError, match="scheduler gone"):
+        limiter.acquire("X")
+    limiter.acquire("X")
+    assert calls == [1, 1]
+
+
+def test_leftover_tokens_expire() -> None:
+    clock = FakeClock()
+
+    def generous(operation: str, want: int, throttled: int) -> LeaseReply:
+        return {"granted": 5, "wait": 0.0, "rate": 50.0, "ttl": 0.25}
+
+    limiter = ClusterRateLimiter(generous, clock=clock, sleep=clock.sleep)
+    limiter.acquire("X")
+    clock.sleep(0.3)
+    limiter.acquire("X")
+    assert limiter.stats() == LimiterStats(acquired=2, leases=2, expired=4)
+
+
+def test_threads_share_one_lease_at_a_time() -> None:
+    """Real threads and clock: one RPC at a time per operation, and the rate holds."""
+    extension, _ = make_extension({"X": 200}, workers=1)
+    in_flight, most = 0, 0
+    guard = threading.Lock()
+
+    def lease(operation: str, want: int, throttled: int) -> LeaseReply:
+        nonlocal in_flight, most
+        with guard:
+            in_flight += 1
+            most = max(most, in_flight)
+        time.sleep(0.0005)  # a round trip
+        with guard:
+            in_flight -= 1
+        return extension.lease(operation, want, throttled)
+
+    limiter = ClusterRateLimiter(lease)
+    times: list[float] = []
+
+    def spin() -> None:
+        for _ in range(50):
+            limiter.acquire("X")
+            times.append(time.monotonic())
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: spin(), range(8)))
+    assert most == 1
+    assert len(times) == 400
+    assert max_in_window(times) <= 200 + extension._operation("X").bucket.burst
+    assert limiter.stats().leases < 400
+
+
+def test_threads_are_served_in_turn() -> None:
+    """With one token per lease, the thread that leased must not win every token by looping back."""
+
+    def one(operation: str, want: int, throttled: int) -> LeaseReply:
+        time.sleep(0.0002)
+        return {"granted": 1, "wait": 0.0, "rate": 1.0, "ttl": 1.0}
+
+    limiter = ClusterRateLimiter(one)
+    counts = [0] * 4
+    stop = threading.Event()
+
+    def spin(index: int) -> None:
+        while not stop.is_set():
+            limiter.acquire("X")
+            counts[index] += 1
+            if sum(counts) >= 400:
+                stop.set()
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(spin, range(4)))
+    assert min(counts) >= 50, counts
+
+
+# --- a real LocalCluster -----------------------------------------------------------------------------
+
+_LIMITERS: dict[tuple[str, str], ClusterRateLimiter] = {}
+
+
+def hammer(
+    operation: str,
+    tag: str,
+    *,
+    threads: int,
+    start_at: float,
+    stop_at: float,
+    call_seconds: float = 0.0,
+    throttle_at: float | None = None,
+) -> dict[str, Any]:
+    """A task: `threads` threads acquire `operation` until `stop_at` (wall clock); returns the times.
+
+    The limiter is built in the task's thread and used from pool threads, as batch.worker does.
+    """
+    worker = get_worker()
+    limiter = _LIMITERS.get((worker.address, tag))
+    if limiter is None:
+        limiter = _LIMITERS[(worker.address, tag)] = ClusterRateLimiter.for_worker()
+    times: list[float] = []
+    waited: list[float] = []
+    rates: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def spin(index: int) -> None:
+        time.sleep(max(0.0, start_at - time.time()))
+        reported = throttle_at is None or index != 0
+        while time.time() < stop_at:
+            if not reported and time.time() >= throttle_at:  # type: ignore[operator]
+                limiter.report_throttle(operation)
+                reported = True
+            before = time.perf_counter()
+            limiter.acquire(operation)
+            now = time.time()
+            with lock:
+                waited.append(time.perf_counter() - before)
+                times.append(now)
+                rates.append((now, limiter.rate(operation)))
+            if call_seconds:
+                time.sleep(call_seconds)
+
+    cpu = time.process_time()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(spin, range(threads)))
+    stats = limiter.stats()
+    return {
+        "times": times,
+        "waited": waited,
+        "rates": rates,
+        "cpu": time.process_time() - cpu,
+        "leases": stats.leases,
+        "acquired": stats.acquired,
+        "worker": worker.address,
+    }
+
+
+def run_everywhere(
+    client: Client, tag: str, *, seconds: float, tasks_per_worker: int = 2, threads: int = 3, **kw: Any
+) -> list[dict[str, Any]]:
+    workers = list(client.scheduler_info(n_workers=-1)["workers"])
+    start_at = time.time() + 1.0
+    futures = [
+        client.submit(
+            hammer,
+            "X",
+            tag,
+            threads=threads,
+            start_at=start_at,
+            stop_at=start_at + seconds,
+            workers=[address],
+            pure=False,
+            **kw,
+        )
+        for address in workers
+        for _ in range(tasks_per_worker)
+    ]
+    return list(client.gather(futures))
+
+
+def all_times(results: list[dict[str, Any]]) -> list[float]:
+    return [t for result in results for t in result["times"]]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[tuple[LocalCluster, Client]]:
+    with (
+        LocalCluster(
+            n_workers=4, threads_per_worker=2, processes=True, dashboard_address=":0", silence_logs=40
+        ) as local,
+        Client(local) as client,
+    ):
+        yield local, client
+
+
+@pytest.mark.integration
+def test_cluster_holds_the_quota_and_fills_it(cluster: tuple[LocalCluster, Client]) -> None:
+    _, client = cluster
+    install_quota(client, {"X": 40}, default=10)
+    results = run_everywhere(client, "fill", seconds=3.0)
+    times = all_times(results)
+    start = min(times)
+    burst = math.ceil(40 * 0.15)
+    print(f"\n40/s on 4 workers: {len(times)} calls, max in 1 s window {max_in_window(times)}")
+    assert max_in_window(times) <= 40 + burst + JITTER
+    assert len([t for t in times if t < start + 3.0]) >= 0.9 * 40 * 3
+    assert all(result["acquired"] > 0 for result in results)  # every worker got its turn
+
+
+@pytest.mark.integration
+def test_reregistering_resets_the_quota(cluster: tuple[LocalCluster, Client]) -> None:
+    _, client = cluster
+    install_quota(client, {"X": 20}, default=10)
+    install_quota(client, {"X": 60}, default=10)
+    times = all_times(run_everywhere(client, "reset", seconds=2.0, threads=4))
+    assert len(times) >= 0.9 * 60 * 2
+    assert max_in_window(times) <= 60 + math.ceil(60 * 0.15) + JITTER
+
+
+@pytest.mark.integration
+def test_throttle_reports_slow_the_cluster_then_it_recovers(cluster: tuple[LocalCluster, Client]) -> None:
+    _, client = cluster
+    install_quota(client, {"X": 40}, default=10)
+    start = time.time() + 1.0
+    throttle_at = start + 1.0
+    workers = list(client.scheduler_info(n_workers=-1)["workers"])
+    futures = [
+        client.submit(
+            hammer,
+            "X",
+            "throttle",
+            threads=3,
+            start_at=start,
+            stop_at=start + 5.5,
+            throttle_at=throttle_at if i == 0 else None,
+            workers=[address],
+            pure=False,
+        )
+        for i, address in enumerate(workers)
+    ]
+    results = list(client.gather(futures))
+    times = all_times(results)
+    rates = sorted(rate for result in results for rate in result["rates"])
+    after_cut = len([t for t in times if throttle_at + 0.1 <= t < throttle_at + 1.1])
+    recovered = len([t for t in times if throttle_at + 3.5 <= t < throttle_at + 4.5])
+    lowest = min(rate for _, rate in rates)
+    print(f"\nthrottle: lowest rate {lowest:.1f}/s, calls in the second after {after_cut}, later {recovered}")
+    assert lowest == pytest.approx(28, abs=1)  # 40 * 0.7
+    assert after_cut <= 0.85 * 40  # ~28 + the climb of 4/s
+    assert recovered >= 0.9 * 40
+    assert rates[-1][1] == 40
+
+
+@pytest.mark.integration
+def test_overhead_at_200_per_second(cluster: tuple[LocalCluster, Client]) -> None:
+    """Saturated: RPCs per acquisition and worker CPU per call; below the quota: wall time of acquire."""
+    _, client = cluster
+    install_quota(client, {"X": 200}, default=10)
+    busy = run_everywhere(client, "busy", seconds=3.0, tasks_per_worker=1, threads=8)
+    # Below the quota: 4 workers x 2 threads x ~20 calls/s of 50 ms each = ~160/s of 200/s.
+    calm = run_everywhere(client, "calm", seconds=3.0, tasks_per_worker=1, threads=2, call_seconds=0.05)
+    acquired = sum(r["acquired"] for r in busy)
+    leases = sum(r["leases"] for r in busy)
+    cpu_us = 1e6 * sum(r["cpu"] for r in busy) / acquired
+    times = all_times(busy)
+    waited = [w for r in calm for w in r["waited"]]
+    calm_leases = sum(r["leases"] for r in calm) / sum(r["acquired"] for r in calm)
+    print(
+        f"\n200/s, 4 workers x 8 threads, saturated: {acquired / 3:.0f} calls/s, "
+        f"{leases / acquired:.3f} RPCs per acquisition, worker CPU {cpu_us:.0f} us per acquisition, "
+        f"max in 1 s window {max_in_window(times)}"
+        f"\n160/s demand under 200/s: mean acquire {1e6 * sum(waited) / len(waited):.0f} us, "
+        f"{calm_leases:.3f} RPCs per acquisition"
+    )
+    assert leases / acquired < 0.6
+    assert max_in_window(times) <= 200 + math.ceil(200 * 0.15) + JITTER
+
+
+@pytest.mark.integration
+def test_workers_joining_mid_run_keep_the_bound(cluster: tuple[LocalCluster, Client]) -> None:
+    """Last in the module: it leaves the cluster at 6 workers."""
+    local, client = cluster
+    install_quota(client, {"X": 40}, default=10)
+    first = list(client.scheduler_info(n_workers=-1)["workers"])
+    start = time.time() + 1.0
+    stop = start + 6.0
+    futures = [
+        client.submit(
+            hammer, "X", "scale", threads=3, start_at=start, stop_at=stop, workers=[address], pure=False
+        )
+        for address in first
+    ]
+    time.sleep(1.5)
+    local.scale(6)
+    client.wait_for_workers(6, timeout=30)
+    joined = [a for a in client.scheduler_info(n_workers=-1)["workers"] if a not in first]
+    futures += [
+        client.submit(
+            hammer, "X", "scale", threads=3, start_at=0.0, stop_at=stop, workers=[address], pure=False
+        )
+        for address in joined
+    ]
+    results = list(client.gather(futures))
+    times = all_times(results)
+    late = [r["acquired"] for r in results if r["worker"] in joined]
+    print(f"\nscale 4 -> 6: {len(times)} calls, max in 1 s window {max_in_window(times)}, joined got {late}")
+    assert len(joined) == 2
+    assert all(n > 0 for n in late)
+    assert max_in_window(times) <= 40 + math.ceil(40 * 0.15) + JITTER
+    assert len(times) >= 0.9 * 40 * 6
