@@ -27,6 +27,8 @@ lint: setup
 
 bench: setup
 	$(BIN)/python scripts/bench_endpoint.py
+	$(BIN)/python scripts/bench_job.py
+	$(BIN)/python scripts/bench_listing.py
 
 ## Both local servers with the sample bucket, until Ctrl-C; prints the variables to export.
 local-stack: setup

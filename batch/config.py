@@ -106,7 +106,8 @@ class DaskConfig:
     #: Worker processes of the LocalCluster; 0: one per core.
     n_workers: int = 0
     threads_per_worker: int = 2
-    #: Images per Dask task: large enough that the scheduler's ~1 ms per task is small against the calls.
+    #: Images per Dask task, at least: large enough that the scheduler's ~1 ms per task is small against
+    #: the calls. The driver grows it to twice the planned calls in flight per task.
     batch_size: int = 20
     #: Batches submitted and not yet finished; 0: two per worker thread of the cluster.
     batches_in_flight: int = 0

@@ -59,8 +59,10 @@ class RunSummary:
     rows: Counter[str] = field(default_factory=Counter)
     estimated_cost_usd: float = 0.0
     dashboard: str | None = None
-    #: CPU seconds of the worker processes (gathered before the cluster closes) and of the driver.
+    #: CPU seconds of the worker processes (gathered before the cluster closes).
     worker_cpu_seconds: float = 0.0
+    #: CPU seconds of all the job's processes from the first batch to the last (start-up excluded).
+    processing_cpu_seconds: float = 0.0
 
     @property
     def seconds(self) -> float:
@@ -90,7 +92,11 @@ class RunSummary:
             "rows": dict(self.rows),
             "estimated_cost_usd": round(self.estimated_cost_usd, 6),
             "dashboard": self.dashboard,
-            "cpu_seconds": {"driver": round(_cpu_seconds(), 3), "workers": round(self.worker_cpu_seconds, 3)},
+            "cpu_seconds": {
+                "driver": round(_cpu_seconds(), 3),
+                "workers": round(self.worker_cpu_seconds, 3),
+                "processing": round(self.processing_cpu_seconds, 3),
+            },
             "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
 
@@ -163,6 +169,7 @@ def _run_batches(config: RunConfig, s3: Any, summary: RunSummary) -> None:
         # One quota per operation for the whole cluster, held by the scheduler (batch.ratelimit).
         quotas = {REGISTRY[name].operation: config.quota(name) for name in config.analyses}
         install_quota(client, quotas, default=config.rekognition.tps)
+        cpu_before = _cpu_seconds() + sum(client.run(_cpu_seconds).values())
         summary.dashboard = client.dashboard_link
         logger.info(
             "Dask: %d worker processes, %d threads; dashboard %s", processes, threads, client.dashboard_link
@@ -188,10 +195,15 @@ def _run_batches(config: RunConfig, s3: Any, summary: RunSummary) -> None:
         def in_flight() -> int:
             return config.rekognition.calls_in_flight or plan.per_task(latency.seconds)
 
+        def batch_size() -> int:
+            # A task has at most its batch's images in flight: a batch twice the planned concurrency
+            # keeps the task's threads busy for most of it.
+            return max(config.dask.batch_size, 2 * in_flight())
+
         counter = _Counted(selected_objects(config, s3))
         specs = (
             BatchSpec(context, index, tuple(objects), in_flight())
-            for index, objects in enumerate(batched(counter, config.dask.batch_size, config.limit))
+            for index, objects in enumerate(batched(counter, batch_size, config.limit))
         )
         window = config.dask.batches_in_flight or 2 * threads
         progress = Progress(quotas)
@@ -210,6 +222,7 @@ def _run_batches(config: RunConfig, s3: Any, summary: RunSummary) -> None:
                 specs.close()  # submit nothing more; let the batches in flight finish
         progress.close()
         summary.worker_cpu_seconds = sum(client.run(_cpu_seconds).values())
+        summary.processing_cpu_seconds = _cpu_seconds() + summary.worker_cpu_seconds - cpu_before
     if summary.status == "running":
         summary.status = "completed"
 

@@ -29,9 +29,10 @@ How it works
   threads waiting, and waiting threads take them as soon as the reply lands. So calls start when the
   scheduler grants, shifted by one reply's latency. As a safety net, tokens left over (say a thread
   was interrupted) expire after `token_ttl` seconds, so an idle worker cannot hoard tokens and burst
-  later. Over any window of T seconds, the cluster starts at most ``burst + ceiling * (T + token_ttl)``
-  calls per operation. In practice this is ``burst + rate * T``, give or take one reply's latency
-  (measured in `tests/test_ratelimit.py`).
+  later. The TTL runs from when the tokens become usable on the worker (a slow round trip must not
+  expire them unused). Over any window of T seconds, the cluster starts at most
+  ``burst + ceiling * (T + token_ttl + round trip)`` calls per operation. In practice this is
+  ``burst + rate * T``, give or take one reply's latency (measured in `tests/test_ratelimit.py`).
 - **Joining and leaving workers change nothing.** The bound is the scheduler's bucket and does not
   depend on the number of workers. That number only sizes the leases. A worker that dies loses at most
   one lease's tokens.
@@ -405,7 +406,6 @@ class ClusterRateLimiter:
         reply: LeaseReply | None = None
         self._cond.release()
         try:
-            started = self._clock()
             reply = self._lease(operation, want, throttled)
             if reply["wait"] > 0:
                 self._sleep(reply["wait"])
@@ -418,6 +418,9 @@ class ClusterRateLimiter:
             else:
                 pool.rate = reply["rate"]
                 pool.tokens += reply["granted"]
-                # From before the request: the tokens became usable `wait` after some point during it.
-                pool.expires_at = started + reply["wait"] + reply["ttl"]
+                # Counted from when the tokens became usable here (after the reply and its wait), not
+                # from before the request: on a loaded machine a round trip can outlast the TTL, and
+                # tokens timed from the request would all expire unused while the scheduler counts them
+                # as spent, so workers would lease forever and call nothing (seen on a 2-core run).
+                pool.expires_at = self._clock() + reply["ttl"]
             self._cond.notify_all()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -39,18 +39,24 @@ def is_selected(obj: ListedObject, prefix: str, input_filter: InputConfig) -> bo
     return not any(fnmatch.fnmatchcase(relative, pattern) for pattern in input_filter.exclude)
 
 
-def batched(objects: Iterable[ListedObject], size: int, limit: int = 0) -> Iterator[list[ListedObject]]:
+def batched(
+    objects: Iterable[ListedObject], size: int | Callable[[], int], limit: int = 0
+) -> Iterator[list[ListedObject]]:
     """Group a stream of objects into lists of `size`, stopping after `limit` objects (0: no limit).
 
-    Consumes the stream lazily, so a listing of millions of keys is never held whole.
+    `size` may be a function, asked again for each batch (the driver grows batches with the planned
+    concurrency). Consumes the stream lazily, so a listing of millions of keys is never held whole.
     """
+    size_of = size if callable(size) else lambda: size
     batch: list[ListedObject] = []
+    target = size_of()
     for taken, obj in enumerate(objects):
         if limit and taken >= limit:
             break
         batch.append(obj)
-        if len(batch) == size:
+        if len(batch) >= target:
             yield batch
             batch = []
+            target = size_of()
     if batch:
         yield batch

@@ -3,13 +3,14 @@
     python scripts/bench_endpoint.py [--threads N] [--processes P] [--seconds S] [-- ENDPOINT FLAGS]
 
 
-Starts its own LocalStack (no quota, no latency), seeds the samples, then fires concurrent boto3 calls for a few
-seconds, first with Image.Bytes and then with Image.S3Object, cycling over the good samples. Prints calls/s as
-the client saw them and as the endpoint's call log recorded them.
+Starts its own LocalStack (no quota, no latency), seeds the samples, then fires concurrent boto3 calls for a
+few seconds, first with Image.Bytes and then with Image.S3Object, cycling over the good samples. Prints
+calls/s as the client saw them and as the endpoint's call log recorded them.
 
-The --threads client threads are spread over --processes client processes (default 2). One process is not
-enough to measure the server: boto3 costs ~1.1-1.5 ms of CPU per call, so a single client process holds its
-GIL ~95% of the time at ~700 Bytes calls/s and becomes the bottleneck.
+The --threads client threads are spread over --processes client processes (default 1). boto3 costs ~1.1-1.5 ms
+of CPU per call, so one client process is ~95% busy at ~700 Bytes calls/s and caps that mode there (S3Object
+mode, ~300-550 calls/s, leaves it ~30-50% busy). Try --processes 2 to look past that cap; on a loaded 2-core
+machine its figures were too noisy to make it the default.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def _client_process(
     images: list[dict[str, Any]],
     operation: str,
     threads: int,
+    *,
     seconds: float,
     start: Any,
     results: Any,
@@ -82,30 +84,39 @@ def run_processes(
     images: list[dict[str, Any]],
     operation: str,
     threads: int,
+    *,
     processes: int,
     seconds: float,
-) -> tuple[int, int, float]:
-    """`run` in up to `processes` client processes at once, `threads` threads in all: (ok, failed, elapsed)."""
+) -> tuple[int, int, float, float]:
+    """`run` in up to `processes` client processes at once, `threads` threads in all.
+
+    Returns (ok calls, failed calls, elapsed seconds, wall-clock time the measured window started).
+    """
     shares = [n for i in range(processes) if (n := threads // processes + (i < threads % processes))]
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked locks or pools
     start, results = ctx.Barrier(len(shares) + 1), ctx.Queue()
     procs = [
-        ctx.Process(target=_client_process, args=(env, images, operation, n, seconds, start, results))
+        ctx.Process(
+            target=_client_process,
+            args=(env, images, operation, n),
+            kwargs={"seconds": seconds, "start": start, "results": results},
+        )
         for n in shares
     ]
     for proc in procs:
         proc.start()
     start.wait()  # every process has warmed up: measure together
+    started = time.time()
     outcomes = [results.get() for _ in procs]
     for proc in procs:
         proc.join()
-    return sum(o[0] for o in outcomes), sum(o[1] for o in outcomes), max(o[2] for o in outcomes)
+    return sum(o[0] for o in outcomes), sum(o[1] for o in outcomes), max(o[2] for o in outcomes), started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=16, help="client threads in all")
-    parser.add_argument("--processes", type=int, default=2, help="client processes sharing the threads")
+    parser.add_argument("--processes", type=int, default=1, help="client processes sharing the threads")
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--operation", default="detect_labels")
     parser.add_argument(
@@ -120,17 +131,22 @@ def main() -> None:
             "S3Object": [{"S3Object": {"Bucket": "bench", "Name": s.key}} for s in good],
         }
         print(
-            f"{args.operation}, {args.threads} threads in {args.processes} processes, {args.seconds:.0f} s per mode, "
-            f"{len(good)} images, "
+            f"{args.operation}, {args.threads} threads in {args.processes} processes, "
+            f"{args.seconds:.0f} s per mode, {len(good)} images, "
             f"endpoint args: {' '.join(args.endpoint_args) or '(none)'}"
         )
         for mode, images in modes.items():
             before = len(stack.calls())
-            ok, failed, elapsed = run_processes(
-                stack.env, images, args.operation, args.threads, args.processes, args.seconds
+            ok, failed, elapsed, started = run_processes(
+                stack.env,
+                images,
+                args.operation,
+                args.threads,
+                processes=args.processes,
+                seconds=args.seconds,
             )
             # The call log also holds each process's warm-up calls: count only the measured window's.
-            logged = [c for c in stack.calls()[before:] if c["ts"] >= measure_from[0]]
+            logged = [c for c in stack.calls()[before:] if c["ts"] >= started]
             span = logged[-1]["ts"] - logged[0]["ts"] if len(logged) > 1 else elapsed
             mean_ms = sum(c["latency_ms"] for c in logged) / max(1, len(logged))
             print(

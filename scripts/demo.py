@@ -24,7 +24,8 @@ PREFIX = "photos/"
 ROOT = Path(__file__).resolve().parent.parent
 
 QUERY = """
-SELECT i.key, i.format, i.exif_orientation AS exif, i.width, i.height, i.status,
+SELECT i.key, i.format, i.exif_orientation AS exif, i.stored_width || 'x' || i.stored_height AS stored,
+       i.width || 'x' || i.height AS upright, i.status,
        count(DISTINCT f.face_index) AS faces,
        count(DISTINCT t.text_id) FILTER (WHERE t.type = 'LINE') AS lines,
        string_agg(DISTINCT l.name, ', ') AS labels

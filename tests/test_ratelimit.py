@@ -216,6 +216,26 @@ def test_leftover_tokens_expire() -> None:
     assert limiter.stats() == LimiterStats(acquired=2, leases=2, expired=4)
 
 
+def test_a_round_trip_slower_than_the_ttl_does_not_waste_the_tokens() -> None:
+    """On a loaded machine a lease can take longer than the TTL: its tokens must still be usable."""
+    clock = FakeClock()
+    leases = []
+
+    def slow(operation: str, want: int, throttled: int) -> LeaseReply:
+        leases.append(want)
+        # Timed from before the request, these tokens would expire unused and the limiter would lease
+        # forever without a call: fail fast instead of hanging.
+        assert len(leases) <= 3, "tokens expired before use: leasing without calling"
+        clock.sleep(0.4)  # the round trip, longer than the 0.25 s TTL
+        return {"granted": 1, "wait": 0.0, "rate": 50.0, "ttl": 0.25}
+
+    limiter = ClusterRateLimiter(slow, clock=clock, sleep=clock.sleep)
+    for _ in range(3):
+        limiter.acquire("X")
+    assert leases == [1, 1, 1]
+    assert limiter.stats() == LimiterStats(acquired=3, leases=3, expired=0)
+
+
 def test_threads_share_one_lease_at_a_time() -> None:
     """Real threads and clock: one RPC at a time per operation, and the rate holds."""
     extension, _ = make_extension({"X": 200}, workers=1)

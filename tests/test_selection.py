@@ -57,3 +57,9 @@ def test_batched_pulls_the_stream_lazily() -> None:
     first = next(batched(stream(), 10))
     assert len(first) == 10
     assert len(pulled) == 10
+
+
+def test_batch_size_may_change_between_batches() -> None:
+    sizes = iter([2, 3, 5, 5])
+    batches = list(batched((obj(f"p/{i}.jpg") for i in range(10)), lambda: next(sizes)))
+    assert [len(b) for b in batches] == [2, 3, 5]

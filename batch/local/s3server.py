@@ -206,7 +206,8 @@ def serve_moto(host: str, port: int) -> None:
     app = Dispatcher(create_backend_app)
     app.debug = True  # type: ignore[attr-defined]  # as moto.server sets it
     server = make_server(host, port, app, threaded=True, request_handler=_KeepAliveHandler)
-    server.daemon_threads = True
+    # A ThreadedWSGIServer (threaded=True); keep-alive handler threads must not hold up the exit.
+    server.daemon_threads = True  # type: ignore[attr-defined]
     server.serve_forever()
 
 
