@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from distributed import Client, LocalCluster, as_completed
+from distributed import Client, LocalCluster, WorkerPlugin, as_completed
 
 from batch.config import DaskConfig
 from batch.errors import ConfigError
@@ -22,6 +22,25 @@ from batch.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 Spec = TypeVar("Spec")
+
+
+class NoStatisticalProfiler(WorkerPlugin):
+    """Stops Dask's statistical profiler on every worker of the run, present and joining.
+
+    The profiler samples every thread's stack (`sys._current_frames()`) every 10 ms. On Python 3.11
+    that can deadlock the whole worker process when a garbage collection runs inside the call and a
+    finalizer needs the interpreter's thread-list lock (python/cpython#106883, dask/distributed#8616):
+    seen here as a worker frozen mid-run with a hundred image threads. It also costs CPU in proportion
+    to the threads, and ours are many (calls in flight). The dashboard's profile page stays empty.
+    """
+
+    name = "rekbatch-no-statistical-profiler"
+
+    def setup(self, worker: Any) -> None:
+        for name in ("profile", "profile-cycle"):
+            callback = worker.periodic_callbacks.get(name)
+            if callback is not None:
+                callback.stop()
 
 
 @contextmanager
@@ -35,6 +54,7 @@ def dask_client(config: DaskConfig) -> Iterator[Client]:
         except (OSError, TimeoutError) as exc:
             raise ConfigError(f"dask.scheduler: cannot connect to {address}: {exc}") from None
         with client:
+            client.register_plugin(NoStatisticalProfiler())
             yield client
         return
     n_workers = config.n_workers or os.cpu_count() or 1
@@ -48,6 +68,7 @@ def dask_client(config: DaskConfig) -> Iterator[Client]:
         ) as cluster,
         Client(cluster) as client,
     ):
+        client.register_plugin(NoStatisticalProfiler())
         yield client
 
 

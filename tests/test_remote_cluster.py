@@ -150,3 +150,17 @@ def test_dask_scheduler_address_from_the_environment(
     )
     assert summary["images"]["listed"] == 3
     assert summary["cpu_seconds"]["workers"] > 0
+
+
+def test_the_statistical_profiler_is_off_on_every_worker(
+    stack: LocalStack, scheduler_address: str, tmp_path: Path
+) -> None:
+    """Its sys._current_frames() deadlocks Python 3.11 workers under GC (python/cpython#106883)."""
+    from distributed import Client
+
+    seed_samples(stack.s3_client(), BUCKET, PREFIX, tmp_path / "samples")
+    run_job(stack, tmp_path, "--scheduler", scheduler_address, "--limit", "2")
+    with Client(scheduler_address, timeout="20s") as client:
+        running = client.run(lambda dask_worker: dask_worker.periodic_callbacks["profile"].is_running())
+    assert running
+    assert not any(running.values())
