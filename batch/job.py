@@ -69,6 +69,13 @@ class RunSummary:
         end = self.ended_at or datetime.now(UTC)
         return (end - self.started_at).total_seconds()
 
+    def call_counts(self) -> list[dict[str, Any]]:
+        """Attempts by operation and outcome, as the JSON summary and the `runs` table give them."""
+        return [
+            {"operation": op, "outcome": outcome, "count": n}
+            for (op, outcome), n in sorted(self.calls.items())
+        ]
+
     def as_json(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -82,10 +89,7 @@ class RunSummary:
             "ended_at": self.ended_at.isoformat() if self.ended_at else None,
             "seconds": round(self.seconds, 3),
             "images": dict(self.images),
-            "calls": [
-                {"operation": op, "outcome": outcome, "count": n}
-                for (op, outcome), n in sorted(self.calls.items())
-            ],
+            "calls": self.call_counts(),
             "retries": self.retries,
             "throttled": self.throttled,
             "files": self.files,
@@ -324,10 +328,7 @@ def _write_runs_row(config: RunConfig, summary: RunSummary, s3: Any) -> None:
             f"images_{status}": summary.images.get(status, 0)
             for status in ("listed", "analysed", "rejected", "failed", "skipped")
         },
-        "calls": [
-            {"operation": op, "outcome": outcome, "count": n}
-            for (op, outcome), n in sorted(summary.calls.items())
-        ],
+        "calls": summary.call_counts(),
         "retries": summary.retries,
         "throttled": summary.throttled,
         "estimated_cost_usd": summary.estimated_cost_usd,

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from distributed import Client, LocalCluster, get_worker
+from fakes import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,17 +25,6 @@ from batch.ratelimit import (
     ReservingBucket,
     install_quota,
 )
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def make_extension(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from botocore.exceptions import ClientError, ReadTimeoutError
+from fakes import FakeClock
 
 from batch.rekognition import CallCounts, RateLimiter, RekognitionCaller
 from batch.retry import Outcome, RetryPolicy
@@ -33,17 +34,6 @@ class ScriptedClient:
         if isinstance(step, Exception):
             raise step
         return step
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def caller_for(client: ScriptedClient, *, rate: float = 1000.0, max_attempts: int = 6):
