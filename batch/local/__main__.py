@@ -134,6 +134,10 @@ def run_stack(args: argparse.Namespace, extra: Sequence[str]) -> int:
         print(f"# call log: {stack.call_log}  (Ctrl-C to stop)", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
+        # Stopping: a second Ctrl-C or SIGTERM (make and the terminal both send one) must not
+        # interrupt stopping the servers.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return 0
 
 
