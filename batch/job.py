@@ -400,9 +400,9 @@ class Progress:
         self._started = self._last = time.monotonic()
         self.listed_total: int | None = None
 
-    def tick(self, summary: RunSummary, *, force: bool = False) -> None:
+    def tick(self, summary: RunSummary) -> None:
         now = time.monotonic()
-        if not self._enabled or (now - self._last < self._every and not force):
+        if not self._enabled or now - self._last < self._every:
             return
         self._last = now
         print(f"\r\033[K{self.line(summary, now - self._started)}", end="", file=self._stream, flush=True)

@@ -39,7 +39,7 @@ from moto.s3.models import s3_backends
 from PIL import Image, ImageDraw
 
 from batch.local.s3server import free_port, stop_process, wait_until_up
-from batch.local.stack import DUMMY_ENV
+from batch.local.stack import DUMMY_ENV, endpoint_command
 
 BUCKET, BIG, SMALL = "listing", "big/", "small/"
 #: GNU time (`-v` prints the maximum RSS the OS saw); optional, the summary has the driver's own figure.
@@ -96,26 +96,13 @@ def moto_in_process() -> Iterator[str]:
 def rekognition_endpoint(s3_url: str, call_log: Path, tps: float) -> Iterator[str]:
     """Our endpoint as LocalStack starts it, with the bench's quota and latency."""
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "batch.local",
-        "rekognition",
-        "--port",
-        str(port),
-        "--s3-endpoint",
+    cmd = endpoint_command(
+        port,
         s3_url,
-        "--call-log",
-        str(call_log),
-        "--tps",
-        str(tps),
-        "--latency-ms",
-        "100",
-        "--latency-jitter-ms",
-        "200",
-        "--seed",
-        "1",
-    ]
+        call_log,
+        tps=tps,
+        extra_args=["--latency-ms", "100", "--latency-jitter-ms", "200", "--seed", "1"],
+    )
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"

@@ -39,6 +39,25 @@ DUMMY_ENV = {
 }
 
 
+def endpoint_command(
+    port: int,
+    s3_url: str,
+    call_log: Path,
+    *,
+    tps: float | None = None,
+    burst: float | None = None,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """The command that starts our Rekognition endpoint on `port` against the S3 server at `s3_url`."""
+    cmd = [sys.executable, "-m", "batch.local", "rekognition", "--port", str(port),
+           "--s3-endpoint", s3_url, "--call-log", str(call_log)]  # fmt: skip
+    if tps is not None:
+        cmd += ["--tps", str(tps)]
+    if burst is not None:
+        cmd += ["--burst", str(burst)]
+    return cmd + list(extra_args)
+
+
 class LocalStack:
     """Context manager: `__enter__` starts both servers (waiting until they answer), `__exit__` stops both."""
 
@@ -62,23 +81,8 @@ class LocalStack:
         self.env: dict[str, str] = {}
 
     def _endpoint_command(self, port: int) -> list[str]:
-        cmd = [
-            sys.executable,
-            "-m",
-            "batch.local",
-            "rekognition",
-            "--port",
-            str(port),
-            "--s3-endpoint",
-            self.s3_url,
-            "--call-log",
-            str(self.call_log),
-        ]
-        if self._tps is not None:
-            cmd += ["--tps", str(self._tps)]
-        if self._burst is not None:
-            cmd += ["--burst", str(self._burst)]
-        return cmd + self._extra
+        return endpoint_command(port, self.s3_url, self.call_log, tps=self._tps, burst=self._burst,
+                                extra_args=self._extra)  # fmt: skip
 
     def __enter__(self) -> LocalStack:
         try:
