@@ -20,8 +20,9 @@ class ConcurrencyPlan:
     total_rate: float
     #: Concurrent tasks across the cluster (worker threads).
     task_slots: int
-    #: Extra in flight beyond Little's law: covers latency spread and the tail of each batch.
-    headroom: float = 1.5
+    #: Extra in flight beyond Little's law: covers the latency's spread and the time calls spend waiting
+    #: in the rate limiter (the latency estimate counts neither).
+    headroom: float = 2.0
     #: Bound per task, so memory stays flat whatever the latency does.
     max_per_task: int = 64
 

@@ -59,6 +59,10 @@ class RekognitionConfig:
     max_retry_seconds: float = 120.0
     backoff_base: float = 0.5
     backoff_max: float = 20.0
+    #: Retries of 5xx, timeouts and dropped connections as a share of calls, per worker process; when
+    #: they run out (the endpoint keeps failing) the run ends with a reason instead of retrying on.
+    retry_budget_ratio: float = 0.1
+    retry_budget_capacity: float = 20.0
     #: Calls (images) in flight per Dask task; 0: sized by Little's law from the quota and the observed
     #: latency, starting from `expected_latency` and bounded by `max_calls_in_flight`.
     calls_in_flight: int = 0
@@ -82,6 +86,18 @@ class RekognitionConfig:
         ):
             _check(getattr(self, name) > 0, f"rekognition.{name}", "must be > 0", getattr(self, name))
         _check(self.max_attempts >= 1, "rekognition.max_attempts", "must be >= 1", self.max_attempts)
+        _check(
+            0 <= self.retry_budget_ratio <= 1,
+            "rekognition.retry_budget_ratio",
+            "must be between 0 and 1",
+            self.retry_budget_ratio,
+        )
+        _check(
+            self.retry_budget_capacity >= 0,
+            "rekognition.retry_budget_capacity",
+            "must be >= 0",
+            self.retry_budget_capacity,
+        )
         _check(self.calls_in_flight >= 0, "rekognition.calls_in_flight", "must be >= 0", self.calls_in_flight)
         _check(
             self.expected_latency > 0, "rekognition.expected_latency", "must be > 0", self.expected_latency

@@ -20,7 +20,7 @@ from botocore.config import Config
 
 from batch.config import RekognitionConfig
 from batch.quota import TokenBucket
-from batch.retry import ERROR_OUTCOMES, Outcome, RetryPolicy, classify, error_code
+from batch.retry import ERROR_OUTCOMES, Outcome, RetryBudget, RetryPolicy, classify, error_code
 
 
 def rekognition_client(config: RekognitionConfig, max_pool_connections: int) -> Any:
@@ -76,6 +76,8 @@ class CallResult:
     error_code: str | None = None
     message: str | None = None
     outcome: Outcome | None = None
+    #: The process's retry budget was spent when this call failed: the endpoint keeps failing.
+    budget_exhausted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -132,10 +134,12 @@ class RekognitionCaller:
         limiter: Limiter,
         counts: CallCounts,
         *,
+        budget: RetryBudget | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
+        self._budget = budget
         self._clock = clock
         self._policy = policy
         self._limiter = limiter
@@ -161,12 +165,17 @@ class RekognitionCaller:
             self._counts.record(operation, "ok", self._clock() - started)
             return response
 
-        retrying = self._policy.retrying(sleep=self._sleep, on_retry=lambda _exc: self._counts.record_retry())
+        if self._budget is not None:
+            self._budget.deposit()
+        retrying = self._policy.retrying(
+            sleep=self._sleep, on_retry=lambda _exc: self._counts.record_retry(), budget=self._budget
+        )
         try:
             response = retrying(attempt)
         except Exception as exc:
             outcome = classify(exc)
-            return CallResult(None, attempts, error_code(exc), _one_line(exc), outcome)
+            spent = outcome is Outcome.TRANSIENT and self._budget is not None and self._budget.exhausted
+            return CallResult(None, attempts, error_code(exc), _one_line(exc), outcome, spent)
         response = dict(response)
         response.pop("ResponseMetadata", None)
         return CallResult(response, attempts)

@@ -17,6 +17,7 @@ Only one layer retries: the Rekognition client is built with botocore's retries 
 from __future__ import annotations
 
 import enum
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,8 +127,16 @@ class RetryPolicy:
         *,
         sleep: Callable[[float], None] = time.sleep,
         on_retry: Callable[[BaseException], None] | None = None,
+        budget: RetryBudget | None = None,
     ) -> Retrying:
-        """A tenacity `Retrying` for one call. `sleep` is injectable for tests; `on_retry` counts retries."""
+        """A tenacity `Retrying` for one call. `sleep` is injectable for tests; `on_retry` counts retries;
+        a transient error is retried only while `budget` (shared by the process's calls) allows."""
+
+        def should_retry(exc: BaseException) -> bool:
+            outcome = classify(exc)
+            if outcome is Outcome.TRANSIENT and budget is not None:
+                return budget.withdraw()
+            return outcome.retryable
 
         def before_sleep(state: RetryCallState) -> None:
             if on_retry is not None and state.outcome is not None:
@@ -136,10 +145,56 @@ class RetryPolicy:
                     on_retry(exc)
 
         return Retrying(
-            retry=retry_if_exception(lambda exc: classify(exc).retryable),
+            retry=retry_if_exception(should_retry),
             wait=wait_random_exponential(multiplier=self.backoff_base, max=self.backoff_max),
             stop=stop_after_attempt(self.max_attempts) | stop_before_delay(self.max_seconds),
             sleep=sleep,
             before_sleep=before_sleep,
             reraise=True,
         )
+
+
+class RetryBudget:
+    """Retries of transient errors allowed as a share of calls, for all the calls of one process.
+
+    Every call deposits `ratio` tokens, every retry of a transient error (5xx, timeout, dropped
+    connection) withdraws one, and the balance is capped at `capacity` (and starts there). While errors
+    are occasional, the deposits pay for their retries (10 % of calls may be retried with the default
+    ratio). When the endpoint is down, every call fails, the balance runs out after about `capacity`
+    retries, and calls fail at once instead of each retrying for minutes: the caller then ends the run
+    with a reason (`batch.worker`), rather than grinding through the listing. The idea is Finagle's
+    RetryBudget and botocore's retry quota (`botocore/retries/quota.py`), which is per client: ours
+    is per process, shared by its clients' threads.
+
+    Throttling does not draw on the budget: the rate limiter slows down for it (`batch.aimd`), and each
+    call's own attempts and time bound its retries. Thread-safe.
+    """
+
+    def __init__(self, ratio: float = 0.1, capacity: float = 20.0) -> None:
+        if not 0 <= ratio <= 1:
+            raise ValueError(f"ratio must be in [0, 1], got {ratio!r}")
+        if capacity < 0:
+            raise ValueError(f"capacity must be >= 0, got {capacity!r}")
+        self.ratio = ratio
+        self.capacity = capacity
+        self._balance = capacity
+        self._lock = threading.Lock()
+
+    def deposit(self) -> None:
+        """A call was made (its first attempt)."""
+        with self._lock:
+            self._balance = min(self.capacity, self._balance + self.ratio)
+
+    def withdraw(self) -> bool:
+        """May a transient error be retried? Takes one token if so."""
+        with self._lock:
+            if self._balance >= 1:
+                self._balance -= 1
+                return True
+            return False
+
+    @property
+    def exhausted(self) -> bool:
+        """No retry is allowed now."""
+        with self._lock:
+            return self._balance < 1

@@ -8,7 +8,7 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 from fakes import FakeClock
 
 from batch.rekognition import CallCounts, RateLimiter, RekognitionCaller
-from batch.retry import Outcome, RetryPolicy
+from batch.retry import Outcome, RetryBudget, RetryPolicy
 
 
 def client_error(code: str, status: int = 400) -> ClientError:
@@ -36,12 +36,18 @@ class ScriptedClient:
         return step
 
 
-def caller_for(client: ScriptedClient, *, rate: float = 1000.0, max_attempts: int = 6):
+def caller_for(
+    client: ScriptedClient,
+    *,
+    rate: float = 1000.0,
+    max_attempts: int = 6,
+    budget: RetryBudget | None = None,
+):
     clock = FakeClock()
     counts = CallCounts()
     limiter = RateLimiter(rate, clock=clock, sleep=clock.sleep)
     caller = RekognitionCaller(
-        client, RetryPolicy(max_attempts=max_attempts), limiter, counts, sleep=clock.sleep
+        client, RetryPolicy(max_attempts=max_attempts), limiter, counts, budget=budget, sleep=clock.sleep
     )
     return caller, counts, clock
 
@@ -101,3 +107,40 @@ def test_the_rate_limiter_spaces_attempts() -> None:
         caller.call("detect_labels", "DetectLabels", {})
     # Burst of one, then one call per 1/10 s: 11 calls take 1 s of (fake) time.
     assert abs(clock.now - 1.0) < 1e-6
+
+
+def test_a_dead_endpoint_spends_the_retry_budget_then_calls_fail_at_once() -> None:
+    """20 retries in the budget: after that, each call is one attempt and says the budget is spent."""
+    client = ScriptedClient([ReadTimeoutError(endpoint_url="http://x")] * 1000)
+    budget = RetryBudget(ratio=0.1, capacity=20)
+    caller, _, _ = caller_for(client, budget=budget)
+    results = [caller.call("detect_labels", "DetectLabels", {}) for _ in range(10)]
+    attempts = [r.attempts for r in results]
+    # 6 attempts per call while the budget lasts (5 retries each), then only first attempts.
+    assert attempts[:3] == [6, 6, 6]
+    assert attempts[-3:] == [1, 1, 1]
+    assert sum(attempts) - len(attempts) <= 20 + 10 * 0.1 + 1e-9
+    assert results[-1].budget_exhausted
+    assert not results[0].budget_exhausted
+
+
+def test_occasional_errors_are_paid_for_by_the_deposits() -> None:
+    """5 % of calls fail once: the budget never runs out, every call succeeds."""
+    ok = {"Labels": []}
+    script: list[Any] = []
+    for i in range(2000):
+        script += ([client_error("InternalServerError", 500)] if i % 20 == 0 else []) + [ok]
+    client = ScriptedClient(script)
+    budget = RetryBudget(ratio=0.1, capacity=5)
+    caller, _, _ = caller_for(client, budget=budget)
+    results = [caller.call("detect_labels", "DetectLabels", {}) for _ in range(2000)]
+    assert all(r.ok for r in results)
+    assert not budget.exhausted
+
+
+def test_throttling_does_not_draw_on_the_budget() -> None:
+    ok = {"Labels": []}
+    client = ScriptedClient([client_error("ThrottlingException")] * 5 + [ok])
+    budget = RetryBudget(ratio=0.0, capacity=0)
+    caller, _, _ = caller_for(client, budget=budget)
+    assert caller.call("detect_labels", "DetectLabels", {}).attempts == 6

@@ -221,12 +221,8 @@ def dominant_colors(pixels: np.ndarray, limit: int = 20) -> tuple[DominantColor,
     for cell in order:
         if counts[cell] == 0:
             break
-        colours.append(
-            DominantColor(
-                *(round(float(channel[cell]) / counts[cell]) for channel in sums),
-                round(100.0 * counts[cell] / len(flat), 4),
-            )
-        )
+        red, green, blue = (round(float(channel[cell]) / counts[cell]) for channel in sums)
+        colours.append(DominantColor(red, green, blue, round(100.0 * counts[cell] / len(flat), 4)))
     return tuple(colours)
 
 
