@@ -29,7 +29,8 @@ WebP/GIF/TIFF/BMP                           converted: first frame, upright, JPE
 
 A converted image is not bound by the 15 MB S3-object limit (Rekognition never reads the object): only
 by `max_convert_bytes`, which bounds what the job reads whole. A JPEG or PNG over 15 MB is refused
-as Rekognition would refuse it, in both image-source modes, so both modes analyse the same images.
+as Rekognition would refuse it, in both image-source modes, so both modes analyse the same images (but
+for a JPEG or PNG over 5 MB with more pixels than the job decodes, which bytes mode cannot send).
 Multi-frame files (animated GIF/WebP, multi-page TIFF, MPO) are read as their first frame, which is
 what Rekognition does with an MPO; other frames are never looked at (seeking frames of untrusted
 files is where Pillow's bomb checks have been bypassed).

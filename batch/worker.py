@@ -38,6 +38,7 @@ from batch.tables import ERRORS_SCHEMA, IMAGES_SCHEMA
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class RunContext:
     """What every task of a run shares (small and picklable: it travels with each task)."""

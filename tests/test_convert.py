@@ -93,7 +93,7 @@ def test_transparent_pixels_become_white() -> None:
 
 
 @settings(max_examples=15, deadline=None)
-@given(width=st.integers(200, 500), height=st.integers(200, 500), budget=st.integers(20_000, 120_000))
+@given(width=st.integers(200, 500), height=st.integers(200, 500), budget=st.integers(60_000, 150_000))
 def test_a_copy_too_big_is_downscaled_to_fit_keeping_its_aspect(width: int, height: int, budget: int) -> None:
     noise = np.random.default_rng(width * height).integers(0, 256, (height, width, 3), dtype=np.uint8)
     buffer = io.BytesIO()

@@ -13,7 +13,6 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import pyarrow.fs
 import pytest
 
 from batch.geometry import Box, upright_to_stored_box
-from batch.local.samples import GroundTruth, SampleTruth, oversized_samples
+from batch.local.samples import GroundTruth, SampleTruth
 from batch.local.stack import LocalStack, seed_samples
 from batch.local.vision import content_digest
 from batch.selection import IMAGE_SUFFIXES
@@ -56,12 +55,7 @@ def stack() -> Iterator[LocalStack]:
 def truth(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> GroundTruth:
     s3 = stack.s3_client()
     s3.create_bucket(Bucket=OUTPUT_BUCKET)
-    seeded = seed_samples(s3, BUCKET, PREFIX, tmp_path_factory.mktemp("samples"))
-    # Objects over 15 MB are not in the generated set (they would slow the demo down): seeded here.
-    oversized = GroundTruth(tuple(sample for _, sample in oversized_samples())).placed(BUCKET, PREFIX)
-    for (data, _), sample in zip(oversized_samples(), oversized.samples, strict=True):
-        s3.put_object(Bucket=BUCKET, Key=sample.key, Body=data)
-    return replace(seeded, samples=seeded.samples + oversized.samples)
+    return seed_samples(s3, BUCKET, PREFIX, tmp_path_factory.mktemp("samples"), oversized=True)
 
 
 def selected(truth: GroundTruth) -> list[SampleTruth]:

@@ -467,9 +467,14 @@ def oversized_samples() -> list[tuple[bytes, SampleTruth]]:
     return [_refused("bad/huge.jpg", data, "JPEG", "ImageTooLargeException", (320, 240))]
 
 
-def generate(outdir: Path) -> GroundTruth:
-    """Write every sample under `outdir` plus `ground_truth.json`; return the ground truth."""
+def generate(outdir: Path, *, oversized: bool = False) -> GroundTruth:
+    """Write every sample under `outdir` plus `ground_truth.json`; return the ground truth.
+
+    `oversized` adds the samples over 15 MB (`oversized_samples`).
+    """
     entries = [_sample(spec) for spec in good_specs()] + bad_samples()
+    if oversized:
+        entries += oversized_samples()
     for data, sample in entries:
         path = outdir / sample.name
         path.parent.mkdir(parents=True, exist_ok=True)
