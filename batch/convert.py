@@ -42,8 +42,9 @@ from batch.image_checks import (
 )
 from batch.image_header import EXIF_ORIENTATION_TAG, ImageHeader, stored_size
 
-#: What Pillow raises for a bad file (its OSS-Fuzz harness's list, the bomb pair caught separately).
-DECODE_ERRORS = (OSError, SyntaxError, MemoryError, ValueError, NotImplementedError, OverflowError)
+#: What Pillow raises for a bad file (its OSS-Fuzz harness's list, the bomb pair caught separately), and
+#: its warnings about corrupt data where warnings are errors.
+DECODE_ERRORS = (OSError, SyntaxError, MemoryError, ValueError, NotImplementedError, OverflowError, Warning)
 #: JPEG qualities tried at full size; a downscaled image is encoded at the last.
 JPEG_QUALITIES: tuple[int, ...] = (90, 80)
 #: Each downscale shrinks a side by at least this factor.

@@ -201,7 +201,6 @@ def test_no_call_twice_for_the_same_image_and_operation(run: Run, truth: GroundT
     bad = [s for s in selected(truth) if s.job_status != "analysed" and not s.refused_from_header]
     assert len(run.calls) == len(good) * len(ANALYSES) + len(bad)
     assert run.summary["images"]["analysed"] == len(good)
-    assert {c["name"] for c in run.calls} & {s.key for s in truth.samples if s.refused_from_header} == set()
 
 
 def test_bad_input_gets_its_row_and_what_the_header_condemns_is_never_sent(
@@ -233,7 +232,7 @@ def test_bad_input_gets_its_row_and_what_the_header_condemns_is_never_sent(
         # No call by name (S3Object) nor by content (Bytes): Rekognition never saw it.
         body = s3.get_object(Bucket=BUCKET, Key=sample.key)["Body"].read()
         assert not {sample.key, content_digest(body)} & sent, sample.name
-    assert run.dicts("runs")[0]["status"] == "completed"
+    assert run.result.returncode == 0
 
 
 def test_objects_outside_the_prefix_are_untouched(stack: LocalStack, run: Run, truth: GroundTruth) -> None:
