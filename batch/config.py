@@ -33,7 +33,7 @@ RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 @dataclass(frozen=True)
 class InputConfig:
-    """Which listed keys are images to analyse, beyond the fixed `.jpg`/`.jpeg`/`.png` rule."""
+    """Which listed keys are images to analyse, beyond the fixed rule on names (`IMAGE_SUFFIXES`)."""
 
     #: Globs (fnmatch) on the key relative to the input prefix; a key must match one of them.
     include: tuple[str, ...] = ("*",)
@@ -46,6 +46,12 @@ class RekognitionConfig:
     #: "s3": send an S3Object reference (no image bytes through the job); "bytes": read the object and
     #: send its bytes (for buckets Rekognition cannot read, e.g. another region).
     image_source: str = "s3"
+    #: Images Rekognition refuses as stored but Pillow reads (WebP, GIF, TIFF, BMP; with "bytes", also a
+    #: JPEG or PNG over the 5 MB a request carries): send an upright JPEG copy of at most 5 MB instead
+    #: (`batch.convert`). false: skip them (WebP...BMP) or reject them (JPEG/PNG over 5 MB) with a reason.
+    convert_to_jpeg: bool = True
+    #: The largest object the job reads whole to convert; larger ones are rejected (TooLargeToConvert).
+    max_convert_bytes: int = 50_000_000
     #: Calls per second per operation that the whole run (every worker together) may make: the
     #: account's quota for operations not named in `[quotas]`.
     tps: float = 50.0
@@ -85,7 +91,8 @@ class RekognitionConfig:
             "max_retry_seconds",
         ):
             _check(getattr(self, name) > 0, f"rekognition.{name}", "must be > 0", getattr(self, name))
-        _check(self.max_attempts >= 1, "rekognition.max_attempts", "must be >= 1", self.max_attempts)
+        for name in ("max_attempts", "max_convert_bytes"):
+            _check(getattr(self, name) >= 1, f"rekognition.{name}", "must be >= 1", getattr(self, name))
         _check(
             0 <= self.retry_budget_ratio <= 1,
             "rekognition.retry_budget_ratio",
@@ -197,6 +204,8 @@ class RunConfig:
             "analyses": list(self.analyses),
             "settings": {name: _plain(self.analysis_settings[name]) for name in self.analyses},
             "image_source": self.rekognition.image_source,
+            "convert_to_jpeg": self.rekognition.convert_to_jpeg,
+            "max_convert_bytes": self.rekognition.max_convert_bytes,
             "input_filter": _plain(self.input_filter),
         }
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()

@@ -18,7 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from batch.errors import InputUnreachable, OutputUnwritable
-from batch.image_header import HeaderIncomplete, ImageHeader, probe
+from batch.image_header import HeaderFault, HeaderIncomplete, ImageHeader, probe, sniff_format
 from batch.selection import ListedObject
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,12 @@ def check_writable(client: Any, bucket: str) -> None:
 
 
 def read_header(client: Any, bucket: str, obj: ListedObject) -> ImageHeader:
-    """Probe an image's header from a ranged GET of its head, reading more only if the header needs it."""
+    """Probe an image's header from a ranged GET of its head, reading more only if the header needs it.
+
+    A zero-byte object is not read (a range of nothing is an error to S3).
+    """
+    if obj.size == 0:
+        return probe(b"", complete=True)
     length = HEAD_BYTES
     while True:
         head = read_range(client, bucket, obj, length)
@@ -80,7 +85,8 @@ def read_header(client: Any, bucket: str, obj: ListedObject) -> ImageHeader:
             return probe(head, complete=len(head) >= obj.size)
         except HeaderIncomplete:
             if length >= MAX_HEAD_BYTES:
-                return ImageHeader(None, None, None, None, f"no complete header in the first {length} bytes")
+                problem = f"no complete header in the first {length} bytes"
+                return ImageHeader.unreadable(sniff_format(head), HeaderFault.TOO_LONG, problem)
             length *= 4
 
 
@@ -91,7 +97,7 @@ def read_range(client: Any, bucket: str, obj: ListedObject, length: int) -> byte
 
 
 def read_object(client: Any, bucket: str, obj: ListedObject) -> bytes:
-    """The whole object, pinned to the listed ETag."""
+    """The whole object, pinned to the listed ETag. Only for objects whose listed size was checked first."""
     return client.get_object(Bucket=bucket, Key=obj.key, IfMatch=obj.etag)["Body"].read()
 
 

@@ -9,8 +9,10 @@ from datetime import datetime
 
 from batch.config import InputConfig
 
-#: Rekognition reads JPEG and PNG only; other formats are not selected at all.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+#: Names of the images to analyse: what Rekognition reads (JPEG, PNG) and what the job can convert for it
+#: (WebP, GIF, TIFF, BMP; `rekognition.convert_to_jpeg`). The name only selects: the format is told by
+#: the bytes (`batch.image_header`), so a GIF named .jpg is converted and a text file named .png rejected.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp")
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,11 @@ IMAGES_SCHEMA = table_schema(
         pa.field("status", pa.string()),
         pa.field("status_reason", pa.string()),
         pa.field("analyses", pa.list_(pa.string())),
+        # How the image went to Rekognition (`batch.image_checks.Route`); null when it was not sent.
+        pa.field("sent_as", pa.string()),
+        pa.field("sent_bytes", pa.int64()),
+        pa.field("sent_width", pa.int32()),
+        pa.field("sent_height", pa.int32()),
     ]
 )
 

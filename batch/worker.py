@@ -22,10 +22,13 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 from distributed import get_worker
+from PIL import Image
 
 from batch.analyses import REGISTRY
 from batch.config import RekognitionConfig
+from batch.convert import UnusableImage, forbid_decompression_bombs, to_jpeg
 from batch.geometry import BoxPlacement, upright_size
+from batch.image_checks import CONVERSION_ERROR, ImageRules, Refusal, Route, plan_image
 from batch.image_header import ImageHeader
 from batch.ratelimit import ClusterRateLimiter
 from batch.rekognition import CallCounts, CallResult, RekognitionCaller, rekognition_client
@@ -37,9 +40,6 @@ from batch.tables import ERRORS_SCHEMA, IMAGES_SCHEMA
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-#: Rekognition's limit on image bytes sent in the request.
-MAX_IMAGE_BYTES = 5 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -141,17 +141,13 @@ def table_schemas(analyses: tuple[str, ...]) -> dict[str, Any]:
 def analyse_image(
     obj: ListedObject, context: RunContext, caller: RekognitionCaller, s3: Any, stop: threading.Event
 ) -> _ImageResult:
-    """Probe one image's header, run its analyses one after the other, and build its rows."""
+    """Probe one image's header, send it as planned (or refuse it before any call), run its analyses
+    one after the other, and build its rows."""
     common = {"run_id": context.run_id, "bucket": context.bucket, "key": obj.key, "etag": obj.etag}
     result = _ImageResult(image_row={}, rows={}, errors=[])
-    if obj.size == 0:
-        result.image_row = _image_row(
-            common, obj, header=None, status="skipped", reason="zero-byte object", analyses=[]
-        )
-        return result
     try:
         header = read_header(s3, context.bucket, obj)
-        image = _image_param(s3, context, obj)
+        prepared = _prepare_image(s3, context, obj, header)
     except (ClientError, BotoCoreError) as exc:
         # Deleted or replaced since the listing (the reads are pinned to the listed ETag), or S3 down.
         code = error_code(exc)
@@ -170,22 +166,14 @@ def analyse_image(
             common, obj, header=None, status="failed", reason=f"S3 read failed: {code}", analyses=[]
         )
         return result
-    except ImageTooLarge as exc:
-        result.errors.append(
-            {
-                **common,
-                "analysis": None,
-                "operation": None,
-                "error_code": "ImageTooLargeException",
-                "message": str(exc),
-                "attempts": 0,
-                "retryable": False,
-            }
-        )
+    if isinstance(prepared, Refusal):
+        # Not sent: the header (or the conversion) already shows Rekognition would refuse it.
+        result.errors.append(_refusal_error(common, prepared))
         result.image_row = _image_row(
-            common, obj, header=None, status="rejected", reason="ImageTooLargeException", analyses=[]
+            common, obj, header=header, status=prepared.status, reason=prepared.code, analyses=[]
         )
         return result
+    image, header, frame, sent = prepared.image, prepared.header, prepared.frame, prepared.sent
 
     succeeded: list[str] = []
     status, reason = "analysed", None
@@ -197,7 +185,7 @@ def analyse_image(
         request = analysis.build_request(image, context.analysis_settings[name])
         call = caller.call(analysis.client_method, analysis.operation, request)
         if call.response is not None:
-            placement = _placement(header, call, analysis.orientation_field)
+            placement = _placement(frame, call, analysis.orientation_field)
             for table, rows in analysis.flatten(call.response, placement).items():
                 result.rows.setdefault(table, []).extend({**common, **row} for row in rows)
             succeeded.append(name)
@@ -226,21 +214,101 @@ def analyse_image(
             break
         status, reason = "failed", call.error_code
     result.image_row = _image_row(
-        common, obj, header=header, status=status, reason=reason, analyses=succeeded
+        common, obj, header=header, status=status, reason=reason, analyses=succeeded, sent=sent
     )
     return result
 
 
-class ImageTooLarge(Exception):
-    """The object is larger than Rekognition accepts as request bytes."""
+@dataclass(frozen=True)
+class _PreparedImage:
+    """An image ready to send: the request's `Image` member and the facts its rows need."""
+
+    image: dict[str, Any]
+    #: The image's own facts for its `images` row (read from the whole file when it was converted).
+    header: ImageHeader
+    #: The facts that fix the frame of Rekognition's answers (see `_answer_frame`).
+    frame: ImageHeader
+    #: The `images` row's `sent_*` columns.
+    sent: dict[str, Any]
 
 
-def _image_param(s3: Any, context: RunContext, obj: ListedObject) -> dict[str, Any]:
-    if context.rekognition.image_source == "s3":
-        return {"S3Object": {"Bucket": context.bucket, "Name": obj.key}}
-    if obj.size > MAX_IMAGE_BYTES:
-        raise ImageTooLarge(f"{obj.size} bytes; Rekognition accepts at most {MAX_IMAGE_BYTES} as bytes")
-    return {"Bytes": read_object(s3, context.bucket, obj)}
+#: Conversions decoding at once in one worker process: each may hold hundreds of MB of pixels.
+CONVERSIONS_PER_PROCESS = 2
+
+
+def _prepare_image(
+    s3: Any, context: RunContext, obj: ListedObject, header: ImageHeader
+) -> _PreparedImage | Refusal:
+    """Plan from the header; read the object only to send its bytes or to convert it."""
+    rules = _image_rules(context.rekognition)
+    route = plan_image(obj.size, header, rules)
+    if isinstance(route, Refusal):
+        return route
+    if route is Route.S3_OBJECT:
+        image = {"S3Object": {"Bucket": context.bucket, "Name": obj.key}}
+        return _PreparedImage(image, header, header, {"sent_as": route.value})
+    data = read_object(s3, context.bucket, obj)
+    if route is Route.BYTES:
+        sent = {"sent_as": route.value, "sent_bytes": len(data)}
+        return _PreparedImage({"Bytes": data}, header, header, sent)
+    return _converted(data, header, rules.max_pixels, obj.key)
+
+
+def _converted(
+    data: bytes, header: ImageHeader, max_pixels: int | None, key: str
+) -> _PreparedImage | Refusal:
+    with _conversion_slots():
+        try:
+            converted = to_jpeg(data, header.format or "", max_pixels=max_pixels)
+        except UnusableImage as exc:
+            return exc.refusal
+        except Exception as exc:
+            # Not one of Pillow's failures for a bad file: a bug, but one image's, not the run's.
+            logger.exception("converting %r failed", key)
+            return Refusal("failed", CONVERSION_ERROR, f"{type(exc).__name__}: {exc}"[:500])
+    sent = {
+        "sent_as": Route.CONVERTED_JPEG.value,
+        "sent_bytes": len(converted.data),
+        "sent_width": converted.width,
+        "sent_height": converted.height,
+    }
+    source = converted.source
+    return _PreparedImage({"Bytes": converted.data}, source, _answer_frame(source), sent)
+
+
+def _answer_frame(source: ImageHeader) -> ImageHeader:
+    """The facts that place the boxes of a converted image: it was sent upright and without Exif, so
+    Rekognition answers in the original's upright frame, as it answers a JPEG carrying the original's
+    orientation. The pixel columns stay in the original's pixels (the copy may be downscaled)."""
+    return ImageHeader("JPEG", source.stored_width, source.stored_height, source.exif_orientation)
+
+
+def _refusal_error(common: dict[str, Any], refusal: Refusal) -> dict[str, Any]:
+    return {
+        **common,
+        "analysis": None,
+        "operation": None,
+        "error_code": refusal.code,
+        "message": refusal.reason,
+        "attempts": 0,
+        "retryable": False,
+    }
+
+
+def _image_rules(config: RekognitionConfig) -> ImageRules:
+    return ImageRules(
+        image_source=config.image_source,
+        convert_to_jpeg=config.convert_to_jpeg,
+        max_convert_bytes=config.max_convert_bytes,
+        max_pixels=Image.MAX_IMAGE_PIXELS,
+    )
+
+
+@functools.cache
+def _conversion_slots() -> threading.BoundedSemaphore:
+    """The process's conversion slots; the first use also makes Pillow's bomb warning an error here."""
+    forbid_decompression_bombs()
+    return threading.BoundedSemaphore(CONVERSIONS_PER_PROCESS)
 
 
 def _placement(header: ImageHeader, call: CallResult, orientation_field: str | None) -> BoxPlacement:
@@ -265,6 +333,7 @@ def _image_row(
     status: str,
     reason: str | None,
     analyses: list[str],
+    sent: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
         **common,
@@ -274,6 +343,7 @@ def _image_row(
         "status_reason": reason,
         "analyses": analyses,
         "exif_orientation": 1,
+        **(sent or {}),
     }
     if header is not None and header.stored_width is not None and header.stored_height is not None:
         width, height = upright_size(header.stored_width, header.stored_height, header.orientation)

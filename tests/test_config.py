@@ -75,6 +75,8 @@ def test_environment_lists_and_strings() -> None:
         ("[rekognition]\ntps = 'fast'\n", "rekognition.tps"),
         ("[rekognition]\nspeed = 3\n", "rekognition.speed"),
         ("[rekognition]\nimage_source = 'ftp'\n", "rekognition.image_source"),
+        ("[rekognition]\nconvert_to_jpeg = 'no'\n", "rekognition.convert_to_jpeg"),
+        ("[rekognition]\nmax_convert_bytes = 0\n", "rekognition.max_convert_bytes"),
         ("[dask]\nbatch_size = 0\n", "dask.batch_size"),
         ("[analyses.labels]\nmin_confidence = 101\n", "analyses.labels.min_confidence"),
         ("[analyses.labels]\ncolour = 1\n", "analyses.labels.colour"),
@@ -110,8 +112,11 @@ def test_digest_follows_what_changes_results_only() -> None:
     base = load_config(environ={}, overrides=RUN)
     other_output = load_config(environ={}, overrides={**RUN, "run.output": "elsewhere", "run.limit": 3})
     other_settings = load_config(environ={"REKBATCH_ANALYSES__LABELS__MIN_CONFIDENCE": "90"}, overrides=RUN)
+    no_conversion = load_config(environ={"REKBATCH_REKOGNITION__CONVERT_TO_JPEG": "false"}, overrides=RUN)
+    assert not no_conversion.rekognition.convert_to_jpeg
     assert base.digest() == other_output.digest()
     assert base.digest() != other_settings.digest()
+    assert base.digest() != no_conversion.digest()  # which images are analysed depends on it
 
 
 def test_default_toml_parses_and_lists_every_section() -> None:

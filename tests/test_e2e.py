@@ -24,6 +24,7 @@ import pytest
 from batch.geometry import Box, upright_to_stored_box
 from batch.local.samples import GroundTruth, SampleTruth
 from batch.local.stack import LocalStack, seed_samples
+from batch.local.vision import content_digest
 from batch.selection import IMAGE_SUFFIXES
 
 pytestmark = pytest.mark.integration
@@ -54,11 +55,11 @@ def stack() -> Iterator[LocalStack]:
 def truth(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> GroundTruth:
     s3 = stack.s3_client()
     s3.create_bucket(Bucket=OUTPUT_BUCKET)
-    return seed_samples(s3, BUCKET, PREFIX, tmp_path_factory.mktemp("samples"))
+    return seed_samples(s3, BUCKET, PREFIX, tmp_path_factory.mktemp("samples"), oversized=True)
 
 
 def selected(truth: GroundTruth) -> list[SampleTruth]:
-    """The samples the job must pick up: under the prefix, with a JPEG or PNG name."""
+    """The samples the job must pick up: under the prefix, with an image name."""
     return [s for s in truth.in_prefix() if s.key.lower().endswith(IMAGE_SUFFIXES)]
 
 
@@ -153,10 +154,7 @@ def test_one_images_row_per_selected_sample_with_upright_size(run: Run, truth: G
     assert sorted(rows) == sorted(s.key for s in expected)
     for sample in expected:
         row = rows[sample.key]
-        if sample.size_bytes == 0:
-            assert (row["status"], row["status_reason"]) == ("skipped", "zero-byte object")
-            continue
-        assert row["status"] == ("rejected" if sample.expected_error else "analysed"), sample.key
+        assert (row["status"], row["status_reason"]) == (sample.job_status, sample.job_error), sample.key
         if sample.upright_width is not None:
             assert (row["width"], row["height"]) == (sample.upright_width, sample.upright_height), sample.key
             assert (row["stored_width"], row["stored_height"]) == (sample.stored_width, sample.stored_height)
@@ -165,13 +163,30 @@ def test_one_images_row_per_selected_sample_with_upright_size(run: Run, truth: G
 
 def test_one_error_row_per_bad_file_with_its_rekognition_code(run: Run, truth: GroundTruth) -> None:
     errors = Counter((r["key"], r["error_code"]) for r in run.dicts("errors"))
-    expected = Counter(
-        (s.key, s.expected_error) for s in selected(truth) if s.expected_error and s.size_bytes
-    )
+    expected = Counter((s.key, s.job_error) for s in selected(truth) if s.job_error)
     assert errors == expected
     for row in run.dicts("errors"):
-        assert row["attempts"] == 1
+        # Refused from the header: no call; else Rekognition's answer to the one call made.
+        assert row["attempts"] == (0 if truth.by_key(row["key"]).refused_from_header else 1), row["key"]
         assert row["retryable"] is False
+
+
+def test_each_image_says_how_it_was_sent(run: Run, truth: GroundTruth) -> None:
+    bytes_mode = "--image-source" in run.result.args
+    for row in run.dicts("images"):
+        sample = truth.by_key(row["key"])
+        if sample.refused_from_header:
+            expected = None
+        elif sample.converted:
+            expected = "converted_jpeg"
+        else:
+            expected = "bytes" if bytes_mode else "s3_object"
+        assert row["sent_as"] == expected, sample.key
+        assert (row["sent_bytes"] is None) == (expected in (None, "s3_object")), sample.key
+        if expected == "bytes":
+            assert row["sent_bytes"] == sample.size_bytes
+        converted_size = (sample.upright_width, sample.upright_height) if sample.converted else (None, None)
+        assert (row["sent_width"], row["sent_height"]) == converted_size, sample.key
 
 
 def test_no_call_twice_for_the_same_image_and_operation(run: Run, truth: GroundTruth) -> None:
@@ -180,11 +195,44 @@ def test_no_call_twice_for_the_same_image_and_operation(run: Run, truth: GroundT
 
     seen = Counter((c["operation"], image_of(c)) for c in run.calls)
     assert max(seen.values()) == 1
-    # Every analysable image gets one call per analysis; a bad one only the call that rejected it.
-    good = [s for s in selected(truth) if not s.expected_error]
-    bad = [s for s in selected(truth) if s.expected_error and s.size_bytes]
+    # Every analysable image gets one call per analysis; one refused from its header none; another bad
+    # one only the call that rejected it.
+    good = [s for s in selected(truth) if s.job_status == "analysed"]
+    bad = [s for s in selected(truth) if s.job_status != "analysed" and not s.refused_from_header]
     assert len(run.calls) == len(good) * len(ANALYSES) + len(bad)
     assert run.summary["images"]["analysed"] == len(good)
+
+
+def test_bad_input_gets_its_row_and_what_the_header_condemns_is_never_sent(
+    stack: LocalStack, run: Run, truth: GroundTruth
+) -> None:
+    """Issue 6, point 5: every kind of bad file ends with its row, and the run completes (exit 0)."""
+    samples = {s.name: s for s in selected(truth)}
+    every_kind = {
+        "bad/truncated.jpg", "bad/zero.jpg", "bad/text.jpg",  # truncated, zero bytes, garbage
+        "bad/tiny.jpg", "bad/wide.jpg", "bad/huge.jpg",  # under 80 px, over 10,000 px, over 15 MB
+        "bad/bomb.png", "bad/bomb.gif",  # headers claiming 20000x20000 and 9999x9999 px
+        "other/gif-inside.jpg", "other/webp-inside.jpg",  # formats Rekognition refuses, named .jpg
+        "other/real.webp", "other/turned.tiff", "other/plain.bmp",  # ... and named as they are
+        "multi/animated.gif", "multi/pages.tif", "multi/stereo.jpg",  # multi-frame: GIF, TIFF, MPO
+    }  # fmt: skip
+    assert every_kind <= set(samples)
+    images = {r["key"]: r for r in run.dicts("images")}
+    errors = {r["key"]: r for r in run.dicts("errors")}
+    s3 = stack.s3_client()
+    sent = {c["name"] for c in run.calls} | {c["digest"] for c in run.calls}
+    for sample in samples.values():
+        row = images[sample.key]
+        assert (row["status"], row["status_reason"]) == (sample.job_status, sample.job_error), sample.name
+        if not sample.refused_from_header:
+            continue
+        error = errors[sample.key]
+        assert (error["error_code"], error["operation"], error["attempts"]) == (sample.job_error, None, 0)
+        assert error["message"]
+        # No call by name (S3Object) nor by content (Bytes): Rekognition never saw it.
+        body = s3.get_object(Bucket=BUCKET, Key=sample.key)["Body"].read()
+        assert not {sample.key, content_digest(body)} & sent, sample.name
+    assert run.result.returncode == 0
 
 
 def test_objects_outside_the_prefix_are_untouched(stack: LocalStack, run: Run, truth: GroundTruth) -> None:
@@ -230,12 +278,15 @@ def assert_boxes_match(
 
 
 def analysed_samples(truth: GroundTruth) -> list[SampleTruth]:
-    return [s for s in selected(truth) if not s.expected_error and s.size_bytes]
+    """Analysed, as stored or converted: their boxes must be where the ground truth says."""
+    return [s for s in selected(truth) if s.job_status == "analysed"]
 
 
 def test_every_face_text_and_instance_box_is_upright(run: Run, truth: GroundTruth) -> None:
     samples = analysed_samples(truth)
     assert {s.exif_orientation for s in samples} == set(range(1, 9))
+    # Converted copies too (first frame, turned upright): their boxes are the original's, upright.
+    assert {s.format for s in samples if s.converted} == {"WEBP", "GIF", "TIFF", "BMP"}
     for sample in samples:
         key = sample.key.replace("'", "''")
         checks = {
@@ -360,7 +411,7 @@ def test_dry_run_counts_and_prices_without_calling(
     assert result.returncode == 0, result.stderr
     assert len(stack.calls()) == before
     summary = json.loads((tmp_path / "s.json").read_text())
-    to_analyse = len([s for s in selected(truth) if s.size_bytes])
+    to_analyse = len([s for s in selected(truth) if s.size_bytes])  # the dry run reads no header
     assert summary["images"]["to_analyse"] == to_analyse
     assert summary["estimated_cost_usd"] == pytest.approx(to_analyse * 2 * 0.001)
     assert "would call DetectLabels" in result.stdout

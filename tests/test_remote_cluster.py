@@ -14,6 +14,7 @@ import duckdb
 import pytest
 
 from batch.local.stack import LocalStack, seed_samples
+from batch.selection import IMAGE_SUFFIXES
 
 pytestmark = pytest.mark.integration
 
@@ -136,7 +137,7 @@ def test_the_job_runs_on_a_remote_scheduler(
     keys = duckdb.sql(
         f"SELECT key FROM read_parquet('{tmp_path}/out/images/**/*.parquet') ORDER BY key"
     ).fetchall()
-    selected = sorted(s.key for s in truth.in_prefix() if s.key.lower().endswith((".jpg", ".jpeg", ".png")))
+    selected = sorted(s.key for s in truth.in_prefix() if s.key.lower().endswith(IMAGE_SUFFIXES))
     # --limit takes the first N keys in listing order (S3 lists keys in UTF-8 binary order).
     assert [k for (k,) in keys] == sorted(selected, key=lambda k: k.encode())[:7]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import unicodedata
 from pathlib import Path
@@ -101,20 +102,33 @@ def test_the_set_covers_what_the_job_must_handle(samples: GroundTruth, sample_di
     assert unicodedata.normalize("NFC", "odd/café-nfc.jpg") in names
     assert unicodedata.normalize("NFD", "odd/café-nfd.jpg") in names
     assert any(c in n for n in names for c in " =+%")
-    errors = {s.name: s.expected_error for s in samples.bad()}
-    assert errors == {
-        "bad/truncated.jpg": "InvalidImageFormatException",
-        "bad/zero.jpg": "InvalidImageFormatException",
-        "bad/text.jpg": "InvalidImageFormatException",
-        "bad/tiny.jpg": "InvalidParameterException",
-        "bad/webp-inside.jpg": "InvalidImageFormatException",
-        "bad/real.webp": "InvalidImageFormatException",
+    invalid, too_large = "InvalidImageFormatException", "ImageTooLargeException"
+    # (what Rekognition says, the job's status, the job's error code, refused before any call)
+    expected = {
+        "bad/truncated.jpg": (invalid, "rejected", invalid, False),
+        "bad/zero.jpg": (invalid, "skipped", "EmptyObject", True),
+        "bad/text.jpg": (invalid, "rejected", invalid, True),
+        "bad/tiny.jpg": ("InvalidParameterException", "rejected", "InvalidParameterException", True),
+        "bad/wide.jpg": (too_large, "rejected", too_large, True),
+        "bad/bomb.png": (too_large, "rejected", too_large, True),
+        "bad/bomb.gif": (invalid, "rejected", "DecompressionBomb", True),
     }
+    converted = ["other/webp-inside.jpg", "other/real.webp", "other/gif-inside.jpg", "other/turned.tiff",
+                 "other/plain.bmp", "multi/animated.gif", "multi/pages.tif"]  # fmt: skip
+    expected.update(dict.fromkeys(converted, (invalid, "analysed", None, False)))
+    outcomes = {
+        s.name: (s.expected_error, s.job_status, s.job_error, s.refused_from_header) for s in samples.bad()
+    }
+    assert outcomes == expected
+    assert {s.name for s in samples.samples if s.converted} == set(converted)
+    assert all(s.objects for s in samples.samples if s.converted)
+    assert {s.format for s in samples.samples} >= {"JPEG", "PNG", "MPO", "WEBP", "GIF", "TIFF", "BMP"}
     team = samples.by_name("group/team.jpg")
     assert {f.identity for f in team.faces} == {"3:4", "1:1"}
     assert team.celebrities == ["Ada Lovelace"]
     assert samples.by_name("empty/nothing.jpg").objects == ()
     assert sum(p.stat().st_size for p in sample_dir.rglob("*") if p.is_file()) < 3_000_000
+    assert all(s.size_bytes < 1_000_000 for s in samples.samples)
     assert all(320 <= max(s.upright_width or 0, s.upright_height or 0) <= 640 for s in samples.good())
 
 
@@ -145,3 +159,34 @@ def test_ground_truth_json_carries_the_derived_fields(sample_dir: Path, samples:
     flagged = next(s for s in raw["samples"] if s["name"] == "png/flagged.png")
     assert flagged["moderation"] is True
     assert GroundTruth.from_json(json.dumps(raw)) == samples
+
+
+def shows(pixels: np.ndarray, obj: sample_set.TruthObject) -> bool:
+    """Is the centre of the object's box its palette colour in these pixels?"""
+    left, top, w, h = obj.box_px
+    centre = pixels[top + h // 2, left + w // 2].astype(np.int16)
+    return bool(np.abs(centre - sample_set.COLOURS[obj.kind]).max() < 40)
+
+
+@pytest.mark.parametrize("name", ["multi/animated.gif", "multi/pages.tif", "multi/stereo.jpg"])
+def test_multi_frame_samples_show_their_truth_in_the_first_frame_only(
+    sample_dir: Path, samples: GroundTruth, name: str
+) -> None:
+    truth = samples.by_name(name)
+    with Image.open(sample_dir / name) as img:
+        assert img.n_frames == 2
+        first = np.asarray(img.convert("RGB"))
+        img.seek(1)  # our own file: safe to seek
+        second = np.asarray(img.convert("RGB"))
+    assert all(shows(first, obj) for obj in truth.objects)
+    assert not all(shows(second, obj) for obj in truth.objects)
+
+
+def test_the_oversized_sample_is_over_15_mb_with_a_readable_header() -> None:
+    ((data, truth),) = sample_set.oversized_samples()
+    assert len(data) == truth.size_bytes > 15 * 1024 * 1024
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.size == (truth.stored_width, truth.stored_height)
+    assert (truth.job_status, truth.job_error, truth.refused_from_header) == (
+        "rejected", "ImageTooLargeException", True
+    )  # fmt: skip

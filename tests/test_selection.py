@@ -15,10 +15,11 @@ def obj(key: str, size: int = 100) -> ListedObject:
     return ListedObject(key, "etag", size, NOW)
 
 
-def test_selects_jpeg_and_png_in_any_case_and_nothing_else() -> None:
-    keys = ["p/a.jpg", "p/b.JPEG", "p/c.Png", "p/d.webp", "p/e.gif", "p/f.jpg.txt", "p/folder/", "p/g"]
-    chosen = [k for k in keys if is_selected(obj(k), "p/", InputConfig())]
-    assert chosen == ["p/a.jpg", "p/b.JPEG", "p/c.Png"]
+def test_selects_image_names_in_any_case_and_nothing_else() -> None:
+    images = ["p/a.jpg", "p/b.JPEG", "p/c.Png", "p/d.webp", "p/e.gif", "p/f.TIF", "p/g.tiff", "p/h.bmp"]
+    others = ["p/f.jpg.txt", "p/folder/", "p/g", "p/h.heic", "p/i.pdf"]
+    chosen = [k for k in images + others if is_selected(obj(k), "p/", InputConfig())]
+    assert chosen == images
 
 
 def test_keys_outside_the_prefix_are_never_selected() -> None:

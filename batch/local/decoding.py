@@ -3,6 +3,9 @@
 Rules (Rekognition Developer Guide, "Guidelines and quotas" and "images-orientation"):
 - only JPEG and PNG (magic bytes AND a full decode; truncated is invalid) -> InvalidImageFormatException;
 - at least 80 px on each side -> InvalidParameterException;
+- at most 10,000 px on each side -> ImageTooLargeException (checked from the header, before decoding; AWS's
+  message reads "Input image dimensions 10800 x 5400 exceed maximum dimension size of 10000 pixels", the
+  code is not documented);
 - a JPEG with an Exif orientation is turned upright before analysis; PNG and Exif-less JPEG are analysed as
   stored (Pillow would also honour a PNG eXIf chunk, Rekognition does not, so we only transpose JPEGs).
 Size limits (5 MiB bytes, 15 MB S3 object) belong to where the bytes come from, see `images.py`.
@@ -23,6 +26,7 @@ from batch.local.errors import ServiceError
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MIN_SIDE_PX = 80
+MAX_SIDE_PX = 10_000
 
 
 def treat_bomb_warnings_as_errors() -> None:
@@ -52,6 +56,12 @@ def decode_upright(data: bytes) -> np.ndarray:
             limit = Image.MAX_IMAGE_PIXELS
             if limit is not None and img.width * img.height > limit:
                 raise ServiceError("ImageTooLargeException", "Image size is too large.")
+            if max(img.size) > MAX_SIDE_PX:
+                raise ServiceError(
+                    "ImageTooLargeException",
+                    f"Input image dimensions {img.width} x {img.height} exceed maximum dimension size of "
+                    f"{MAX_SIDE_PX} pixels.",
+                )
             img.load()
             upright = ImageOps.exif_transpose(img) if declared == "JPEG" else img
             rgb = np.asarray(upright.convert("RGB"))

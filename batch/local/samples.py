@@ -12,7 +12,9 @@ from __future__ import annotations
 import io
 import json
 import random
+import struct
 import unicodedata
+import zlib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -77,7 +79,7 @@ class SampleTruth:
     name: str  # file name under the sample directory
     key: str  # S3 key once placed (== name before `GroundTruth.placed`)
     placement: str  # "prefix" | "outside" | "archive"
-    format: str  # JPEG | PNG | WEBP | TEXT | EMPTY
+    format: str  # JPEG | PNG | MPO | WEBP | GIF | TIFF | BMP | TEXT | EMPTY
     size_bytes: int
     stored_width: int | None = None
     stored_height: int | None = None
@@ -86,7 +88,16 @@ class SampleTruth:
     upright_width: int | None = None
     upright_height: int | None = None
     objects: tuple[TruthObject, ...] = ()
+    #: What Rekognition (the local endpoint) says about the file as stored; None: it analyses it.
     expected_error: str | None = None
+    #: What the job does with it (default settings): its `images.status`, and for an image it does not
+    #: analyse the `errors.error_code` (Rekognition's code, or the job's own such as `EmptyObject`).
+    job_status: str = "analysed"
+    job_error: str | None = None
+    #: The job refuses it from its header: no Rekognition call, whatever the image source.
+    refused_from_header: bool = False
+    #: The job sends an upright JPEG copy of its first frame (`objects` are that frame's).
+    converted: bool = False
 
     def of_kind(self, *kinds: str) -> list[TruthObject]:
         return [o for o in self.objects if o.kind in kinds]
@@ -128,10 +139,11 @@ class GroundTruth:
         return [s for s in self.samples if s.placement != "prefix"]
 
     def good(self) -> list[SampleTruth]:
-        """In the prefix and analysable."""
+        """In the prefix and analysable by Rekognition as stored."""
         return [s for s in self.in_prefix() if s.expected_error is None]
 
     def bad(self) -> list[SampleTruth]:
+        """Refused by Rekognition as stored (the job may still convert them: `converted`)."""
         return [s for s in self.samples if s.expected_error is not None]
 
     def placed(self, bucket: str, prefix: str) -> GroundTruth:
@@ -191,6 +203,9 @@ class Spec:
     orientation: int | None = None  # None = no Exif tag
     seed: int = 0
     placement: str = "prefix"
+    #: Frames (pages) in the file: the first is the picture and its truth; the others show the same
+    #: kinds of rectangles elsewhere, so analysing another frame than the first gives the wrong boxes.
+    frames: int = 1
 
 
 def _background(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
@@ -249,24 +264,55 @@ def render_upright(spec: Spec) -> tuple[Image.Image, list[TruthObject]]:
     return img, objects
 
 
-def encode(img: Image.Image, fmt: str, orientation: int | None) -> bytes:
-    """Store upright `img` as `fmt`; with an orientation, the inverse-transformed pixels plus the tag."""
+#: How each format is saved. GIF: one adaptive palette per frame without dithering, so the palette colours
+#: stay solid; TIFF: deflate-compressed to keep the set small.
+SAVE_OPTIONS: dict[str, dict[str, Any]] = {
+    "JPEG": JPEG_OPTIONS,
+    "MPO": JPEG_OPTIONS,
+    "WEBP": {"quality": 90},
+    "GIF": {"duration": 500, "loop": 0},
+    "TIFF": {"compression": "tiff_deflate"},
+    "BMP": {},
+}
+#: Formats Rekognition reads as stored (an MPO is a JPEG to it); the job converts the others.
+REKOGNITION_READS = ("JPEG", "PNG", "MPO")
+
+
+def encode(
+    img: Image.Image, fmt: str, orientation: int | None, more_frames: tuple[Image.Image, ...] = ()
+) -> bytes:
+    """Store upright `img` as `fmt`; with an orientation (JPEG, TIFF), the inverse-transformed pixels plus
+    the tag. `more_frames` follow as further frames or pages (MPO, GIF, TIFF, WebP)."""
     buf = io.BytesIO()
     if fmt == "PNG":
         img.save(buf, "PNG", optimize=True)
-    elif orientation is None:
-        img.save(buf, "JPEG", **JPEG_OPTIONS)
-    else:
-        stored = img.transpose(STORE_TRANSFORM[orientation]) if orientation != 1 else img
+        return buf.getvalue()
+    frames = [_stored(frame, orientation) for frame in (img, *more_frames)]
+    if fmt == "GIF":
+        frames = [f.quantize(256, Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE) for f in frames]
+    options = dict(SAVE_OPTIONS[fmt])
+    if orientation is not None and fmt == "TIFF":
+        options["tiffinfo"] = {EXIF_ORIENTATION_TAG: orientation}
+    elif orientation is not None:
         exif = Image.Exif()
         exif[EXIF_ORIENTATION_TAG] = orientation
-        stored.save(buf, "JPEG", exif=exif.tobytes(), **JPEG_OPTIONS)
+        options["exif"] = exif.tobytes()
+    if more_frames:
+        options.update(save_all=True, append_images=frames[1:])
+    frames[0].save(buf, fmt, **options)
     return buf.getvalue()
 
 
-def _good_sample(spec: Spec) -> tuple[bytes, SampleTruth]:
+def _stored(img: Image.Image, orientation: int | None) -> Image.Image:
+    return img.transpose(STORE_TRANSFORM[orientation]) if orientation not in (None, 1) else img
+
+
+def _sample(spec: Spec) -> tuple[bytes, SampleTruth]:
+    """A drawn sample: analysed by Rekognition as stored (JPEG, PNG, MPO) or by the job once converted."""
     img, objects = render_upright(spec)
-    data = encode(img, spec.fmt, spec.orientation)
+    more = tuple(render_upright(replace(spec, seed=spec.seed + 1000 * n))[0] for n in range(1, spec.frames))
+    data = encode(img, spec.fmt, spec.orientation, more)
+    converted = spec.fmt not in REKOGNITION_READS
     swapped = spec.orientation is not None and spec.orientation >= 5
     stored = (img.height, img.width) if swapped else (img.width, img.height)
     return data, SampleTruth(
@@ -282,6 +328,8 @@ def _good_sample(spec: Spec) -> tuple[bytes, SampleTruth]:
         upright_width=img.width,
         upright_height=img.height,
         objects=tuple(objects),
+        expected_error="InvalidImageFormatException" if converted else None,
+        converted=converted,
     )
 
 
@@ -316,15 +364,38 @@ def good_specs() -> list[Spec]:
         Spec(unicodedata.normalize("NFC", "odd/café-nfc.jpg"), (360, 300), (_face("1:1"),), seed=18),
         Spec(unicodedata.normalize("NFD", "odd/café-nfd.jpg"), (360, 300), (LINE,), seed=19),
         Spec("odd/a=b+c%20d.jpg", (360, 300), (MODERATION,), seed=20),
+        Spec("multi/stereo.jpg", (360, 300), (_face("1:1"), BOX), fmt="MPO", seed=23, frames=2),
         Spec("stray.jpg", (320, 240), (BOX,), seed=21, placement="outside"),
         Spec("old.jpg", (320, 240), (_face("3:4"),), seed=22, placement="archive"),
     ]
     return specs
 
 
-def _bad(
-    name: str, data: bytes, fmt: str, error: str, size: tuple[int, int] | None = None
+def converted_specs() -> list[Spec]:
+    """Formats Rekognition refuses and the job converts, some under a JPEG name, some multi-frame."""
+    return [
+        Spec("other/webp-inside.jpg", (320, 240), (BOX, _face("1:1")), fmt="WEBP", seed=30),
+        Spec("other/real.webp", (320, 240), (LINE,), fmt="WEBP", seed=31),
+        Spec("other/gif-inside.jpg", (360, 300), (BOX, _face("3:4")), fmt="GIF", seed=32),
+        Spec("other/turned.tiff", (360, 240), (_face("3:4"), LINE), fmt="TIFF", orientation=6, seed=33),
+        Spec("other/plain.bmp", (320, 240), (BOX,), fmt="BMP", seed=34),
+        Spec("multi/animated.gif", (360, 300), (_face("1:1"), BOX), fmt="GIF", seed=35, frames=2),
+        Spec("multi/pages.tif", (360, 300), (LINE, BOX), fmt="TIFF", seed=36, frames=2),
+    ]
+
+
+def _refused(
+    name: str,
+    data: bytes,
+    fmt: str,
+    error: str,
+    size: tuple[int, int] | None = None,
+    *,
+    job_status: str = "rejected",
+    job_error: str | None = None,
+    from_header: bool = True,
 ) -> tuple[bytes, SampleTruth]:
+    """A file nobody analyses: Rekognition says `error`; the job says `job_error` (default: the same)."""
     return data, SampleTruth(
         name=name,
         key=name,
@@ -336,34 +407,74 @@ def _bad(
         upright_width=size[0] if size else None,
         upright_height=size[1] if size else None,
         expected_error=error,
+        job_status=job_status,
+        job_error=job_error or error,
+        refused_from_header=from_header,
     )
 
 
+def _solid_jpeg(size: tuple[int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (150, 140, 130)).save(buf, "JPEG", **JPEG_OPTIONS)
+    return buf.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims `width` x `height` (a decompression bomb if decoded)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def gif_claiming(width: int, height: int) -> bytes:
+    """A 1-pixel GIF drawn on a `width` x `height` screen: Pillow's size is the screen's."""
+    screen = struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+    frame = b"," + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
+    return b"GIF89a" + screen + frame + b";"
+
+
 def bad_samples() -> list[tuple[bytes, SampleTruth]]:
+    """Every file Rekognition refuses as stored: the ones the job refuses too, and the ones it converts."""
     img, _ = render_upright(Spec("x", (320, 240), (BOX,), seed=30))
-    full = encode(img, "JPEG", None)
-    tiny = io.BytesIO()
-    Image.new("RGB", (60, 60), (150, 140, 130)).save(tiny, "JPEG", **JPEG_OPTIONS)
-    webp = io.BytesIO()
-    img.save(webp, "WEBP", quality=80)
+    cut = encode(img, "JPEG", None)
+    cut = cut[: len(cut) * 6 // 10]
+    invalid, too_large, bomb = "InvalidImageFormatException", "ImageTooLargeException", "DecompressionBomb"
     return [
-        _bad("bad/truncated.jpg", full[: len(full) * 6 // 10], "JPEG", "InvalidImageFormatException"),
-        _bad("bad/zero.jpg", b"", "EMPTY", "InvalidImageFormatException"),
-        _bad(
-            "bad/text.jpg",
-            b"this is not an image, just text with a .jpg name\n",
-            "TEXT",
-            "InvalidImageFormatException",
-        ),
-        _bad("bad/tiny.jpg", tiny.getvalue(), "JPEG", "InvalidParameterException", (60, 60)),
-        _bad("bad/webp-inside.jpg", webp.getvalue(), "WEBP", "InvalidImageFormatException", img.size),
-        _bad("bad/real.webp", webp.getvalue(), "WEBP", "InvalidImageFormatException", img.size),
+        # A truncated JPEG's header is intact: only decoding finds the damage, and the job leaves
+        # decoding JPEGs to Rekognition.
+        _refused("bad/truncated.jpg", cut, "JPEG", invalid, img.size, from_header=False),
+        _refused("bad/zero.jpg", b"", "EMPTY", invalid, job_status="skipped", job_error="EmptyObject"),
+        _refused("bad/text.jpg", b"this is not an image, just text with a .jpg name\n", "TEXT", invalid),
+        _refused("bad/tiny.jpg", _solid_jpeg((60, 60)), "JPEG", "InvalidParameterException", (60, 60)),
+        _refused("bad/wide.jpg", _solid_jpeg((10_001, 100)), "JPEG", too_large, (10_001, 100)),
+        _refused("bad/bomb.png", png_claiming(20_000, 20_000), "PNG", too_large, (20_000, 20_000)),
+        _refused("bad/bomb.gif", gif_claiming(9_999, 9_999), "GIF", invalid, (9_999, 9_999), job_error=bomb),
+        *(_sample(spec) for spec in converted_specs()),
     ]
 
 
-def generate(outdir: Path) -> GroundTruth:
-    """Write every sample under `outdir` plus `ground_truth.json`; return the ground truth."""
-    entries = [_good_sample(spec) for spec in good_specs()] + bad_samples()
+def oversized_samples() -> list[tuple[bytes, SampleTruth]]:
+    """Objects over Rekognition's 15 MB S3 limit: not in `generate` (they would slow the demo down).
+
+    A real JPEG header, then padding: the header reads as a 320x240 JPEG.
+    """
+    head = _solid_jpeg((320, 240))
+    data = head + b"\0" * (15 * 1024 * 1024 + 1 - len(head))
+    return [_refused("bad/huge.jpg", data, "JPEG", "ImageTooLargeException", (320, 240))]
+
+
+def generate(outdir: Path, *, oversized: bool = False) -> GroundTruth:
+    """Write every sample under `outdir` plus `ground_truth.json`; return the ground truth.
+
+    `oversized` adds the samples over 15 MB (`oversized_samples`).
+    """
+    entries = [_sample(spec) for spec in good_specs()] + bad_samples()
+    if oversized:
+        entries += oversized_samples()
     for data, sample in entries:
         path = outdir / sample.name
         path.parent.mkdir(parents=True, exist_ok=True)

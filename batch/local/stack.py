@@ -143,13 +143,16 @@ class LocalStack:
             pass
 
 
-def seed_samples(s3_client: Any, bucket: str, prefix: str, workdir: Path) -> samples.GroundTruth:
+def seed_samples(
+    s3_client: Any, bucket: str, prefix: str, workdir: Path, *, oversized: bool = False
+) -> samples.GroundTruth:
     """Generate the samples into `workdir`, upload them under `prefix` (a few outside it); return the truth.
 
     Objects outside the prefix go to `outside/<name>` and `<prefix-without-slash>-archive/<name>`; their
-    `placement` in the ground truth says so. The bucket is created if missing.
+    `placement` in the ground truth says so. The bucket is created if missing. `oversized` adds the
+    samples over 15 MB.
     """
-    truth = samples.generate(workdir).placed(bucket, prefix)
+    truth = samples.generate(workdir, oversized=oversized).placed(bucket, prefix)
     with contextlib.suppress(s3_client.exceptions.BucketAlreadyOwnedByYou):
         s3_client.create_bucket(Bucket=bucket)
     for sample in truth.samples:
