@@ -4,6 +4,12 @@ One task per batch of images, not per call: the scheduler spends about 1 ms and 
 against hundreds of milliseconds of calls per batch. Batches are submitted from the streamed listing
 as earlier ones finish (`as_completed` + `add`), so the scheduler holds O(window) futures, never the
 whole prefix.
+
+A task whose worker dies is re-run elsewhere; after `ALLOWED_FAILURES + 1` deaths under it, it fails
+with KilledWorker (the driver then splits the batch, see `batch.job`). The job's LocalCluster allows one
+death, not Dask's three: a poison image then costs 2 worker restarts for its batch and 2 for itself,
+instead of 8, and a task that merely shared a dying worker is split and retried, never lost. A remote
+scheduler keeps its own setting (`distributed.scheduler.allowed-failures`).
 """
 
 from __future__ import annotations
@@ -14,12 +20,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import dask
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed
 
 from batch.config import DaskConfig
 from batch.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+
+#: Worker deaths a task may survive on the job's LocalCluster before it fails with KilledWorker.
+ALLOWED_FAILURES = 1
 
 Spec = TypeVar("Spec")
 
@@ -59,6 +69,7 @@ def dask_client(config: DaskConfig) -> Iterator[Client]:
         return
     n_workers = config.n_workers or os.cpu_count() or 1
     with (
+        dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}),
         LocalCluster(
             n_workers=n_workers,
             threads_per_worker=config.threads_per_worker,
@@ -88,25 +99,21 @@ def run_windowed(
 ) -> Iterator[tuple[Spec, Any, BaseException | None]]:
     """Run `task` on every spec, at most `window` at a time; yield (spec, result, error) as each ends.
 
-    `specs` is pulled lazily, one spec per finished task. A task's exception (including Dask's
-    KilledWorker for a task that took down its workers) is yielded, not raised, so the caller can
-    record its images as failed and go on.
+    `specs` is pulled lazily, whenever fewer than `window` tasks are running; it may hold more specs
+    after it once ran dry (the caller adds retries while it consumes results). A task's exception
+    (including Dask's KilledWorker for a task that took down its workers) is yielded, not raised, so
+    the caller can retry or record its images and go on.
     """
     pending: dict[Any, Spec] = {}
 
-    def submit_next(queue: as_completed) -> bool:
-        spec = next(specs, None)
-        if spec is None:
-            return False
-        future = client.submit(task, spec, key=key(spec), pure=False)
-        pending[future] = spec
-        queue.add(future)
-        return True
+    def fill(queue: as_completed) -> None:
+        while len(pending) < window and (spec := next(specs, None)) is not None:
+            future = client.submit(task, spec, key=key(spec), pure=False)
+            pending[future] = spec
+            queue.add(future)
 
     queue = as_completed()
-    for _ in range(window):
-        if not submit_next(queue):
-            break
+    fill(queue)
     for future in queue:
         spec = pending.pop(future)
         try:
@@ -116,4 +123,4 @@ def run_windowed(
             yield spec, None, exc
         finally:
             future.release()
-        submit_next(queue)
+        fill(queue)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -35,7 +36,9 @@ def test_local_files_are_named_by_run_and_batch_never_by_key(tmp_path: Path) -> 
     )
     assert [w.table for w in written] == ["errors"]  # no file for a table without rows
     path = tmp_path / "errors" / "dt=2026-11-25" / "r1-000003.parquet"
-    assert written[0].path == str(path)
+    assert written[0].path == "errors/dt=2026-11-25/r1-000003.parquet"
+    assert (written[0].rows, written[0].size_bytes) == (2, path.stat().st_size)
+    assert written[0].sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["r1-000003.parquet"]
     table = pq.read_table(path)
     assert table.schema.equals(ERRORS_SCHEMA)

@@ -80,17 +80,18 @@ class CallLog:
 class RekognitionApp:
     """Everything but the sockets: `handle(target, body) -> Answer`."""
 
-    def __init__(self, make_call: Any, faults: FaultInjector) -> None:
+    def __init__(self, make_call: Any, faults: FaultInjector, denied: frozenset[str] = frozenset()) -> None:
         self._make_call = make_call  # () -> Call, so each request gets fresh per-call state
         self._faults = faults
+        self._denied = denied  # operations the caller's (pretend) IAM policy does not allow
         self._model = botocore.session.get_session().get_service_model("rekognition")
 
     def handle(self, target: str, body: bytes) -> Answer:
         operation = target.removeprefix(TARGET_PREFIX)
         handler = OPERATIONS.get(operation) if target.startswith(TARGET_PREFIX) else None
-        if handler is None:
-            err = ServiceError("UnknownOperationException", f"Unknown operation: {target}")
-            return _error_answer(operation or "-", err)
+        refusal = self._refusal(target, operation, handler)
+        if refusal is not None:
+            return _error_answer(operation or "-", refusal)
         try:
             params = json.loads(body or b"{}")
         except ValueError:
@@ -115,6 +116,16 @@ class RekognitionApp:
             return _error_answer(operation, fault, delay=verdict.delay, call=call, ref=ref)
         body_out = json.dumps(result, separators=(",", ":")).encode()
         return Answer(operation, 200, body_out, delay=verdict.delay, call=call, ref=ref)
+
+    def _refusal(self, target: str, operation: str, handler: Any) -> ServiceError | None:
+        """An unknown operation, or one the caller may not call (`--deny`), is refused before anything."""
+        if handler is None:
+            return ServiceError("UnknownOperationException", f"Unknown operation: {target}")
+        if operation in self._denied:
+            return ServiceError(
+                "AccessDeniedException", f"User is not authorized to perform: rekognition:{operation}"
+            )
+        return None
 
 
 def _error_answer(operation: str, err: ServiceError, **extra: Any) -> Answer:
