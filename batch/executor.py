@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -32,6 +33,46 @@ logger = logging.getLogger(__name__)
 ALLOWED_FAILURES = 1
 
 Spec = TypeVar("Spec")
+
+
+class Backlog(Iterator[Spec]):
+    """The specs to submit: the stream's, and a quarantine of specs to run one at a time.
+
+    Use it as `run_windowed`'s specs when a failed task's work is to be retried in smaller pieces.
+    `quarantine(specs)` queues specs that run one at a time and before anything from the stream: a
+    task that kills its workers then shares them only with tasks already running, so what fails in
+    quarantine failed on its own. Tell it of every finished spec (`finished`). It stops yielding
+    (StopIteration) while a quarantined spec runs or after `close()`, and may yield again later.
+    """
+
+    def __init__(self, specs: Iterator[Spec]) -> None:
+        self._specs = specs
+        self._quarantine: deque[Spec] = deque()
+        self._running: Spec | None = None  # the quarantined spec in flight
+        self._closed = False
+
+    def __next__(self) -> Spec:
+        if self._closed or self._running is not None:
+            raise StopIteration
+        if self._quarantine:
+            self._running = self._quarantine.popleft()
+            return self._running
+        return next(self._specs)
+
+    def quarantine(self, specs: Iterable[Spec]) -> None:
+        self._quarantine.extend(specs)
+
+    def finished(self, spec: Spec) -> bool:
+        """Record that `spec` ended; True if it was a quarantined one."""
+        if spec is self._running:
+            self._running = None
+            return True
+        return False
+
+    def close(self) -> None:
+        """Yield nothing more, quarantined or not."""
+        self._closed = True
+        self._quarantine.clear()
 
 
 class NoStatisticalProfiler(WorkerPlugin):

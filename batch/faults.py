@@ -1,14 +1,14 @@
 """Fault injection for the tests only: environment variables that make the job die at a chosen point.
 
 Real deaths, not exceptions, so the tests see what a crash leaves behind. Nothing is injected unless a
-variable is set; never set them in production.
+variable is set; never set them in production. (Not `REKBATCH_*`: those are configuration keys.)
 
-* `REKBATCH_FAULT_KILL_WORKER_ON_KEY=<key>`: the worker process that reaches this image key exits at
+* `TEST_REKBATCH_KILL_WORKER_ON_KEY=<key>`: the worker process that reaches this image key exits at
   once (`os._exit`), every time: a poison image that kills the workers it touches.
-* `REKBATCH_FAULT_EXIT_BEFORE_COMMIT=1`: the driver exits (code `EXIT_BEFORE_COMMIT_CODE`) after every
+* `TEST_REKBATCH_EXIT_BEFORE_COMMIT=1`: the driver exits (code `EXIT_BEFORE_COMMIT_CODE`) after every
   data file is written, just before it creates the manifest: a driver killed between writing and
   committing.
-* `REKBATCH_FAULT_COMMIT_BARRIER=<folder>`: before committing, the driver waits until two processes
+* `TEST_REKBATCH_COMMIT_BARRIER=<folder>`: before committing, the driver waits until two processes
   have arrived in the folder, so two attempts on one run id commit at the same moment.
 """
 
@@ -18,9 +18,9 @@ import os
 import time
 from pathlib import Path
 
-KILL_WORKER_ON_KEY = "REKBATCH_FAULT_KILL_WORKER_ON_KEY"
-EXIT_BEFORE_COMMIT = "REKBATCH_FAULT_EXIT_BEFORE_COMMIT"
-COMMIT_BARRIER = "REKBATCH_FAULT_COMMIT_BARRIER"
+KILL_WORKER_ON_KEY = "TEST_REKBATCH_KILL_WORKER_ON_KEY"
+EXIT_BEFORE_COMMIT = "TEST_REKBATCH_EXIT_BEFORE_COMMIT"
+COMMIT_BARRIER = "TEST_REKBATCH_COMMIT_BARRIER"
 EXIT_BEFORE_COMMIT_CODE = 86
 BARRIER_TIMEOUT_SECONDS = 120.0
 

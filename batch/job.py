@@ -8,8 +8,9 @@
    `unchanged` and is sent nowhere.
 3. Batches run on Dask in a bounded window. Each task writes its files and its batch record and returns
    the record. A task that fails outright (KilledWorker after a worker died twice under it, a write
-   error) is split into one task per image, so a poison image ends `failed` on its own. The driver keeps
-   counts, file entries and a ledger of 16-byte digests, never rows, so its memory stays flat.
+   error) has its images retried one per task, one at a time (`batch.executor.Backlog`), so a poison
+   image ends `failed` on its own. The driver keeps counts, file entries and a ledger of 16-byte
+   digests, never rows, so its memory stays flat.
 4. Commit: the ledger must be clean (every listed image has exactly one outcome, no analysis settled
    twice), then the `runs` row is written and the manifest created, create-only. Another attempt having
    created it first is a lost race. An aborted run (e.g. AccessDeniedException) never commits.
@@ -24,12 +25,14 @@ import resource
 import secrets
 import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from batch import faults
 from batch.analyses import REGISTRY, settings_digest
@@ -45,7 +48,7 @@ from batch.errors import (
     RunAborted,
     TooManyErrors,
 )
-from batch.executor import dask_client, run_windowed, worker_threads
+from batch.executor import Backlog, dask_client, run_windowed, worker_threads
 from batch.incremental import CommittedState
 from batch.manifest import (
     AttemptRecord,
@@ -417,7 +420,7 @@ def _run_batches(
             counter, attempt.ledger, state, wanted, skip_keys=attempt.kept_keys, limit=config.limit
         )
         indices = itertools.count()
-        backlog = _Backlog(
+        backlog = Backlog(
             BatchSpec(context, next(indices), tuple(images), in_flight())
             for images in _batched(planned, batch_size)
         )
@@ -428,11 +431,10 @@ def _run_batches(
         for spec, result, error in run_windowed(
             client, process_batch, backlog, window=window, key=lambda spec: f"batch-{spec.file_name}"
         ):
-            if error is not None and len(spec.images) > 1 and summary.status != "aborted":
-                # Which image took the task down is unknown: retry each on its own, so only it fails.
-                backlog.retry(
-                    BatchSpec(context, next(indices), (image,), spec.calls_in_flight) for image in spec.images
-                )
+            quarantined = backlog.finished(spec)
+            if error is not None and not quarantined and summary.status != "aborted":
+                # Which image took the task down is unknown: retry each alone, so only it fails.
+                backlog.quarantine(BatchSpec(context, next(indices), (image,), 1) for image in spec.images)
                 summary.split_batches += 1
                 continue
             if error is None:
@@ -457,29 +459,6 @@ def _batched(images: Iterable[ImageToAnalyse], size: Callable[[], int]) -> Itera
     iterator = iter(images)
     while batch := list(itertools.islice(iterator, size())):
         yield batch
-
-
-class _Backlog(Iterator[BatchSpec]):
-    """The batches to submit: one-image batches split from a failed batch first, then the listing's."""
-
-    def __init__(self, specs: Iterator[BatchSpec]) -> None:
-        self._specs = specs
-        self._retries: deque[BatchSpec] = deque()
-        self._closed = False
-
-    def __next__(self) -> BatchSpec:
-        if self._retries:
-            return self._retries.popleft()
-        if self._closed:
-            raise StopIteration
-        return next(self._specs)
-
-    def retry(self, specs: Iterable[BatchSpec]) -> None:
-        self._retries.extend(specs)
-
-    def close(self) -> None:
-        self._closed = True
-        self._retries.clear()
 
 
 class _Counted:
@@ -559,6 +538,19 @@ def _commit(config: RunConfig, store: RunStore, summary: RunSummary, attempt: _A
         return
     summary.status = "completed"  # what the runs row says; readers only ever see it if the commit wins
     summary.ended_at = datetime.now(UTC)
+    try:
+        won = _write_commit(config, store, summary, attempt)
+    except (OSError, ClientError, BotoCoreError) as exc:
+        summary.status, summary.reason = "aborted", f"commit failed: {exc}"
+        return
+    if not won:
+        summary.status = "lost-race"
+        return
+    summary.manifest = store.destination.location(manifest_path(summary.run_id))
+
+
+def _write_commit(config: RunConfig, store: RunStore, summary: RunSummary, attempt: _Attempt) -> bool:
+    """Write the `runs` row, then create the manifest; False if another attempt created it first."""
     runs_file = _write_runs_row(config, summary, attempt.record, store)
     manifest = Manifest(
         run_id=summary.run_id,
@@ -575,10 +567,7 @@ def _commit(config: RunConfig, store: RunStore, summary: RunSummary, attempt: _A
     )
     faults.exit_before_commit()
     faults.commit_barrier()
-    if not store.commit(manifest):
-        summary.status = "lost-race"
-        return
-    summary.manifest = store.destination.location(manifest_path(summary.run_id))
+    return store.commit(manifest)
 
 
 def _write_runs_row(

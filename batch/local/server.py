@@ -89,14 +89,13 @@ class RekognitionApp:
     def handle(self, target: str, body: bytes) -> Answer:
         operation = target.removeprefix(TARGET_PREFIX)
         handler = OPERATIONS.get(operation) if target.startswith(TARGET_PREFIX) else None
-        refusal = self._refusal(target, operation, handler)
-        if refusal is not None:
-            return _error_answer(operation or "-", refusal)
         try:
             params = json.loads(body or b"{}")
         except ValueError:
             params = None
         ref = _image_ref(params)
+        if handler is None or operation in self._denied:
+            return _error_answer(operation or "-", self._refusal(target, operation), ref=ref)
         verdict = self._faults.decide(operation)
         injected = _injected_answer(operation, verdict, ref)
         if injected is not None:
@@ -117,15 +116,14 @@ class RekognitionApp:
         body_out = json.dumps(result, separators=(",", ":")).encode()
         return Answer(operation, 200, body_out, delay=verdict.delay, call=call, ref=ref)
 
-    def _refusal(self, target: str, operation: str, handler: Any) -> ServiceError | None:
-        """An unknown operation, or one the caller may not call (`--deny`), is refused before anything."""
-        if handler is None:
-            return ServiceError("UnknownOperationException", f"Unknown operation: {target}")
+    def _refusal(self, target: str, operation: str) -> ServiceError:
+        """Why a call is refused before anything else: the caller may not call it (`--deny`), or no such
+        operation."""
         if operation in self._denied:
             return ServiceError(
                 "AccessDeniedException", f"User is not authorized to perform: rekognition:{operation}"
             )
-        return None
+        return ServiceError("UnknownOperationException", f"Unknown operation: {target}")
 
 
 def _error_answer(operation: str, err: ServiceError, **extra: Any) -> Answer:
