@@ -1,11 +1,7 @@
 """Command line: `rekbatch run|views|athena-ddl|gc ...` (also `python -m batch ...`).
 
-Exit codes of `run` (README.md has the table): 0 the run committed (images that Rekognition rejected
-are rows, not failures), or was committed earlier; 2 a bad config, flag or environment variable;
-3 the input or output location is unreachable (missing bucket, access denied, endpoint down); 4 the run
-was aborted part-way and nothing was committed (e.g. AccessDeniedException from Rekognition); 5 another
-attempt committed the same run id first; 6 committed, but more images were rejected or failed than
-`--max-error-rate` allows; 7 the input prefix holds no images; 130 interrupted.
+Exit codes of `run`: `RUN_EXIT_CODES` below (shown by `rekbatch run --help`; README.md has the table).
+Each non-zero code comes with a one-line reason on stderr.
 """
 
 from __future__ import annotations
@@ -23,6 +19,16 @@ from batch import __version__
 from batch.config import load_config, parse_s3_url
 from batch.errors import ConfigError, OutputUnwritable, RekbatchError
 
+RUN_EXIT_CODES = """exit codes:
+  0    committed (rejected and failed images are rows), or committed earlier: nothing done
+  2    a bad config, flag or environment variable
+  3    the input or output is unreachable (missing bucket, access denied, endpoint down)
+  4    aborted, nothing committed (--resume RUN_ID finishes it)
+  5    another attempt committed this run id first
+  6    committed, but the error rate is above --max-error-rate
+  7    no images under the input prefix
+  130  interrupted"""
+
 #: Loggers that would print credentials or image bytes at DEBUG (botocore logs request bodies and
 #: the Authorization header): pinned to WARNING whatever the job's own level is.
 QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
@@ -32,7 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rekbatch", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"rekognition-batch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="analyse the images under an S3 prefix into Parquet tables")
+    run = commands.add_parser(
+        "run",
+        help="analyse the images under an S3 prefix into Parquet tables",
+        epilog=RUN_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("--input", help="s3://BUCKET/PREFIX to analyse")
     run.add_argument("--output", help="a local folder or s3://BUCKET/PREFIX for the tables")
     run.add_argument("--analyses", help="comma-separated: labels,faces,text,moderation,celebrities")

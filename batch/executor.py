@@ -6,10 +6,10 @@ as earlier ones finish (`as_completed` + `add`), so the scheduler holds O(window
 whole prefix.
 
 A task whose worker dies is re-run elsewhere; after `ALLOWED_FAILURES + 1` deaths under it, it fails
-with KilledWorker (the driver then splits the batch, see `batch.job`). The job's LocalCluster allows one
-death, not Dask's three: a poison image then costs 2 worker restarts for its batch and 2 for itself,
-instead of 8, and a task that merely shared a dying worker is split and retried, never lost. A remote
-scheduler keeps its own setting (`distributed.scheduler.allowed-failures`).
+with KilledWorker, and the driver retries its images one per task in a quarantine (`Backlog`). The
+job's LocalCluster allows one death, not Dask's three: a poison image then costs 2 worker restarts for
+its batch and 2 for itself, instead of 8, and a task that merely shared a dying worker is retried in
+quarantine, never lost. A remote scheduler keeps its own setting (`distributed.scheduler.allowed-failures`).
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ from batch.errors import (
 from batch.executor import Backlog, dask_client, run_windowed, worker_threads
 from batch.incremental import CommittedState
 from batch.manifest import (
+    OUTCOMES,
     AttemptRecord,
     BatchRecord,
     FileEntry,
@@ -585,10 +586,7 @@ def _write_runs_row(
         "analyses": list(summary.analyses),
         "config_digest": summary.config_digest,
         "command_line": summary.command_line,
-        **{
-            f"images_{status}": summary.images.get(status, 0)
-            for status in ("listed", "analysed", "rejected", "failed", "skipped", "unchanged")
-        },
+        **{f"images_{status}": summary.images.get(status, 0) for status in ("listed", *OUTCOMES)},
         "calls": summary.call_counts(),
         "retries": summary.retries,
         "throttled": summary.throttled,
@@ -652,7 +650,7 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
         f"  retries: {summary.retries}, throttled: {summary.throttled}; "
         f"estimated cost ${summary.estimated_cost_usd:.4f}"
     )
-    tables = ", ".join(f"{t} {n}" for t, n in sorted(summary.rows.items()))
+    tables = ", ".join(f"{t} {n}" for t, n in sorted(summary.rows.items())) or "none new"
     lines.append(f"  output: {summary.output} ({summary.files} files; rows: {tables})")
     return "\n".join(lines)
 

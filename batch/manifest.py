@@ -171,7 +171,9 @@ class BatchRecord:
 
 @dataclass(frozen=True)
 class AttemptRecord:
-    """One process's start on a run id. `--resume` checks that it continues the same work."""
+    """One process's start on a run id. `--resume` checks that it continues the same work.
+
+    `started_at` and `dt` are the run's: a resumed attempt keeps the first attempt's."""
 
     run_id: str
     attempt: int

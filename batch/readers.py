@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from batch.analyses import all_tables
 from batch.commits import READ_THREADS, RunStore
+from batch.errors import OutputUnwritable
 from batch.incremental import CommittedState
 from batch.manifest import COMMITS_DIR, COMMITS_SCHEMA, FileEntry, Manifest, manifest_path
 from batch.sink import Destination
@@ -185,7 +186,7 @@ def read_committed(
     def read(entry: FileEntry) -> pa.Table:
         body = store.read(entry.path)
         if body is None:
-            raise FileNotFoundError(f"{store.destination.location(entry.path)} is committed but missing")
+            raise OutputUnwritable(f"{store.destination.location(entry.path)} is committed but missing")
         data = pq.read_table(io.BytesIO(body), columns=list(columns) if columns else None)
         dt = entry.path.split("/")[1].removeprefix(f"{PARTITION_COLUMN}=")
         return data.append_column(PARTITION_COLUMN, pa.array([dt] * data.num_rows, pa.string()))
