@@ -1,21 +1,33 @@
-"""Command line: `rekbatch run ...` (also `python -m batch run ...`).
+"""Command line: `rekbatch run|views|athena-ddl|gc ...` (also `python -m batch ...`).
 
-Exit codes: 0 the run completed (images that Rekognition rejected are rows, not failures);
-2 a bad config, flag or environment variable; 3 the input or output location is unreachable;
-4 the run was aborted part-way (e.g. AccessDeniedException from Rekognition); 130 interrupted.
+Exit codes of `run`: `RUN_EXIT_CODES` below (shown by `rekbatch run --help`; README.md has the table).
+Each non-zero code comes with a one-line reason on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from batch import __version__
-from batch.config import load_config
-from batch.errors import RekbatchError, RunAborted
+from batch.config import load_config, parse_s3_url
+from batch.errors import ConfigError, OutputUnwritable, RekbatchError
+
+RUN_EXIT_CODES = """exit codes:
+  0    committed (rejected and failed images are rows), or committed earlier: nothing done
+  2    a bad config, flag or environment variable
+  3    the input or output is unreachable (missing bucket, access denied, endpoint down)
+  4    aborted, nothing committed (--resume RUN_ID finishes it)
+  5    another attempt committed this run id first
+  6    committed, but the error rate is above --max-error-rate
+  7    no images under the input prefix
+  130  interrupted"""
 
 #: Loggers that would print credentials or image bytes at DEBUG (botocore logs request bodies and
 #: the Authorization header): pinned to WARNING whatever the job's own level is.
@@ -26,7 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rekbatch", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"rekognition-batch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="analyse the images under an S3 prefix into Parquet tables")
+    run = commands.add_parser(
+        "run",
+        help="analyse the images under an S3 prefix into Parquet tables",
+        epilog=RUN_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("--input", help="s3://BUCKET/PREFIX to analyse")
     run.add_argument("--output", help="a local folder or s3://BUCKET/PREFIX for the tables")
     run.add_argument("--analyses", help="comma-separated: labels,faces,text,moderation,celebrities")
@@ -54,45 +71,157 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="list and count what would be analysed, with its cost; call nothing",
     )
+    run.add_argument(
+        "--full",
+        action="store_true",
+        default=None,
+        help="analyse every image, even those committed runs analysed with the same ETag and settings",
+    )
+    run.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="finish a crashed run: keep its complete batches, analyse the rest, commit once",
+    )
+    run.add_argument(
+        "--max-error-rate",
+        type=float,
+        metavar="R",
+        help="after committing, exit 6 if (rejected + failed) / images sent is above R (0..1)",
+    )
     run.add_argument("--summary-json", help="also write the run's summary as JSON to this path")
     run.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO")
+
+    views = commands.add_parser(
+        "views", help="print DuckDB SQL: a view per table over the committed files of an output"
+    )
+    views.add_argument(
+        "--output", required=True, help="the run's output: a local folder or s3://BUCKET/PREFIX"
+    )
+    ddl = commands.add_parser(
+        "athena-ddl", help="print Athena DDL: tables, the commits table and views of committed rows only"
+    )
+    ddl.add_argument("--location", required=True, help="the run's output, s3://BUCKET/PREFIX")
+    ddl.add_argument("--database", default="rekbatch", help="the Glue database (default: rekbatch)")
+    gc = commands.add_parser("gc", help="delete files no committed run lists (crashed or losing attempts)")
+    gc.add_argument("--output", required=True, help="a local folder or s3://BUCKET/PREFIX")
+    gc.add_argument(
+        "--older-than",
+        type=float,
+        default=None,
+        metavar="HOURS",
+        help="only files older than this (default 48), so running and resumable runs keep theirs",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(args.verbose)
+    _configure_logging(getattr(args, "verbose", False))
+    commands = {"run": _run, "views": _views, "athena-ddl": _athena_ddl, "gc": _gc}
     try:
-        config = load_config(
-            args.config,
-            overrides={
-                "run.input": args.input,
-                "run.output": args.output,
-                "run.analyses": args.analyses,
-                "run.run_id": args.run_id,
-                "run.limit": args.limit,
-                "run.dry_run": args.dry_run,
-                "run.summary_json": args.summary_json,
-                "dask.scheduler": args.scheduler,
-                "rekognition.tps": args.tps,
-                "quotas": {} if args.tps is not None else None,  # --tps sets every operation's quota
-                "rekognition.image_source": args.image_source,
-            },
-        )
-        from batch.job import run  # Dask is imported only when a run starts
-
-        _quiet_dask(args.verbose)  # after the import: importing distributed sets its loggers' levels
-        command_line = shlex.join(["rekbatch", *(sys.argv[1:] if argv is None else argv)])
-        summary = run(config, command_line=command_line)
-        if summary.status == "aborted":
-            raise RunAborted(f"run {summary.run_id} aborted: {summary.reason}")
+        return commands[args.command](args, argv)
     except RekbatchError as exc:
         print(f"rekbatch: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("rekbatch: interrupted", file=sys.stderr)
         return 130
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    config = load_config(
+        args.config,
+        overrides={
+            "run.input": args.input,
+            "run.output": args.output,
+            "run.analyses": args.analyses,
+            "run.run_id": args.run_id,
+            "run.limit": args.limit,
+            "run.dry_run": args.dry_run,
+            "run.summary_json": args.summary_json,
+            "run.full": args.full,
+            "run.resume": args.resume,
+            "run.max_error_rate": args.max_error_rate,
+            "dask.scheduler": args.scheduler,
+            "rekognition.tps": args.tps,
+            "quotas": {} if args.tps is not None else None,  # --tps sets every operation's quota
+            "rekognition.image_source": args.image_source,
+        },
+    )
+    from batch.job import run  # Dask is imported only when a run starts
+
+    _quiet_dask(args.verbose)  # after the import: importing distributed sets its loggers' levels
+    command_line = shlex.join(["rekbatch", *(sys.argv[1:] if argv is None else argv)])
+    problem = run(config, command_line=command_line).problem()
+    if problem is not None:
+        raise problem
     return 0
+
+
+def _views(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    from batch.commits import RunStore
+    from batch.readers import duckdb_views_sql
+    from batch.s3 import s3_client
+
+    store = RunStore(_destination(args.output), s3_client())
+    with _output_errors(args.output):
+        manifests = store.manifests()
+    print(duckdb_views_sql(store.destination, manifests), end="")
+    return 0
+
+
+def _athena_ddl(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    from batch.readers import athena_ddl
+
+    parse_s3_url(args.location, "--location")
+    print(athena_ddl(args.location, args.database), end="")
+    return 0
+
+
+def _gc(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    from batch.gc import DEFAULT_GRACE_HOURS, collect_garbage
+    from batch.s3 import s3_client
+
+    hours = DEFAULT_GRACE_HOURS if args.older_than is None else args.older_than
+    if hours < 0:
+        raise ConfigError(f"--older-than: must be >= 0, got {hours:g}")
+    destination = _destination(args.output)
+    with _output_errors(args.output):
+        doomed = collect_garbage(
+            destination,
+            s3_client(),
+            grace=timedelta(hours=hours),
+            now=datetime.now(UTC),
+            dry_run=args.dry_run,
+        )
+    verb = "would delete" if args.dry_run else "deleted"
+    for stored in doomed:
+        print(f"{verb} {destination.location(stored.path)}")
+    print(f"gc: {verb} {len(doomed)} files ({sum(f.size_bytes for f in doomed)} bytes) under {args.output}")
+    return 0
+
+
+@contextlib.contextmanager
+def _output_errors(output: str) -> Iterator[None]:
+    """S3 errors reading or deleting under the output, as a one-line OutputUnwritable (exit 3)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        raise OutputUnwritable(f"cannot use {output}: {exc.response.get('Error', {}).get('Code')}") from None
+    except BotoCoreError as exc:
+        raise OutputUnwritable(f"cannot use {output}: {exc}") from None
+
+
+def _destination(output: str) -> Any:
+    """The output location of a `views` or `gc` command, checked like `run --output`."""
+    from batch.sink import Destination
+
+    if output.startswith("s3://"):
+        parse_s3_url(output, "--output")
+    return Destination(output)
 
 
 def _configure_logging(verbose: bool) -> None:

@@ -176,6 +176,12 @@ class RunConfig:
     limit: int = 0
     dry_run: bool = False
     summary_json: str = ""
+    #: Analyse every listed image, ignoring what committed runs already settled.
+    full: bool = False
+    #: The run id of a crashed run to finish (keeps its complete batches).
+    resume: str = ""
+    #: Exit non-zero (6) after committing when (rejected + failed) / images sent exceeds this.
+    max_error_rate: float = 1.0
     input_filter: InputConfig = field(default_factory=InputConfig)
     rekognition: RekognitionConfig = field(default_factory=RekognitionConfig)
     dask: DaskConfig = field(default_factory=DaskConfig)
@@ -219,7 +225,18 @@ _SECTIONS: dict[str, type] = {
     "dask": DaskConfig,
     "output": OutputConfig,
 }
-_RUN_KEYS = {"input", "output", "analyses", "run_id", "limit", "dry_run", "summary_json"}
+_RUN_KEYS = {
+    "input",
+    "output",
+    "analyses",
+    "run_id",
+    "limit",
+    "dry_run",
+    "summary_json",
+    "full",
+    "resume",
+    "max_error_rate",
+}
 
 
 def load_config(
@@ -282,6 +299,9 @@ def _build(tree: Mapping[str, Any]) -> RunConfig:
         limit=_typed(run.get("limit", 0), int, "run.limit"),
         dry_run=_typed(run.get("dry_run", False), bool, "run.dry_run"),
         summary_json=_typed(run.get("summary_json", ""), str, "run.summary_json"),
+        full=_typed(run.get("full", False), bool, "run.full"),
+        resume=_typed(run.get("resume", ""), str, "run.resume"),
+        max_error_rate=_typed(run.get("max_error_rate", 1.0), float, "run.max_error_rate"),
         input_filter=sections["input"],
         rekognition=sections["rekognition"],
         dask=sections["dask"],
@@ -303,11 +323,16 @@ def _validate_run(config: RunConfig) -> None:
     if config.output.startswith("s3://"):
         parse_s3_url(config.output, "run.output")
     _check(config.limit >= 0, "run.limit", "must be >= 0", config.limit)
-    if config.run_id and not RUN_ID_PATTERN.match(config.run_id):
-        # Colons break Athena's partition repair and slashes would nest paths.
-        raise ConfigError(
-            f"run.run_id: only letters, digits, '.', '_' and '-' are allowed, got {config.run_id!r}"
-        )
+    for name in ("run_id", "resume"):
+        value = getattr(config, name)
+        if value and not RUN_ID_PATTERN.match(value):
+            # Colons break Athena's partition repair and slashes would nest paths.
+            raise ConfigError(
+                f"run.{name}: only letters, digits, '.', '_' and '-' are allowed, got {value!r}"
+            )
+    if config.resume and config.run_id and config.resume != config.run_id:
+        raise ConfigError(f"run.resume: resumes run {config.resume!r} but run.run_id is {config.run_id!r}")
+    _check(0 <= config.max_error_rate <= 1, "run.max_error_rate", "must be in 0..1", config.max_error_rate)
 
 
 def _analyses(value: Any) -> tuple[str, ...]:

@@ -4,7 +4,10 @@
     ├── ConfigError               a bad config file, environment variable or flag (names the key)
     ├── InputUnreachable          the input bucket or prefix cannot be listed (missing, denied, no network)
     ├── OutputUnwritable          the output location cannot be written
-    └── RunAborted                the run stopped before it finished (e.g. AccessDenied from Rekognition)
+    ├── RunAborted                the run stopped before it finished (e.g. AccessDenied from Rekognition)
+    ├── CommitRaceLost            another attempt committed the same run id first
+    ├── TooManyErrors             the run committed, but more images failed than --max-error-rate allows
+    └── NothingToAnalyse          the input prefix holds no images
 
 Per-image failures are never raised out of a task: they become rows of the `errors` table.
 """
@@ -41,3 +44,21 @@ class RunAborted(RekbatchError):
     """The run stopped part-way for a reason that affects every image (e.g. AccessDeniedException)."""
 
     exit_code = 4
+
+
+class CommitRaceLost(RekbatchError):
+    """Another attempt on the same run id created the manifest first; this attempt's files are never read."""
+
+    exit_code = 5
+
+
+class TooManyErrors(RekbatchError):
+    """The run committed, but rejected + failed images are above `--max-error-rate`."""
+
+    exit_code = 6
+
+
+class NothingToAnalyse(RekbatchError):
+    """The input prefix lists no images (empty, or every key filtered out): nothing was committed."""
+
+    exit_code = 7

@@ -4,16 +4,24 @@ One task per batch of images, not per call: the scheduler spends about 1 ms and 
 against hundreds of milliseconds of calls per batch. Batches are submitted from the streamed listing
 as earlier ones finish (`as_completed` + `add`), so the scheduler holds O(window) futures, never the
 whole prefix.
+
+A task whose worker dies is re-run elsewhere; after `ALLOWED_FAILURES + 1` deaths under it, it fails
+with KilledWorker, and the driver retries its images one per task in a quarantine (`Backlog`). The
+job's LocalCluster allows one death, not Dask's three: a poison image then costs 2 worker restarts for
+its batch and 2 for itself, instead of 8, and a task that merely shared a dying worker is retried in
+quarantine, never lost. A remote scheduler keeps its own setting (`distributed.scheduler.allowed-failures`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import dask
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed
 
 from batch.config import DaskConfig
@@ -21,7 +29,50 @@ from batch.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
+#: Worker deaths a task may survive on the job's LocalCluster before it fails with KilledWorker.
+ALLOWED_FAILURES = 1
+
 Spec = TypeVar("Spec")
+
+
+class Backlog(Iterator[Spec]):
+    """The specs to submit: the stream's, and a quarantine of specs to run one at a time.
+
+    Use it as `run_windowed`'s specs when a failed task's work is to be retried in smaller pieces.
+    `quarantine(specs)` queues specs that run one at a time and before anything from the stream: a
+    task that kills its workers then shares them only with tasks already running, so what fails in
+    quarantine failed on its own. Tell it of every finished spec (`finished`). It stops yielding
+    (StopIteration) while a quarantined spec runs or after `close()`, and may yield again later.
+    """
+
+    def __init__(self, specs: Iterator[Spec]) -> None:
+        self._specs = specs
+        self._quarantine: deque[Spec] = deque()
+        self._running: Spec | None = None  # the quarantined spec in flight
+        self._closed = False
+
+    def __next__(self) -> Spec:
+        if self._closed or self._running is not None:
+            raise StopIteration
+        if self._quarantine:
+            self._running = self._quarantine.popleft()
+            return self._running
+        return next(self._specs)
+
+    def quarantine(self, specs: Iterable[Spec]) -> None:
+        self._quarantine.extend(specs)
+
+    def finished(self, spec: Spec) -> bool:
+        """Record that `spec` ended; True if it was a quarantined one."""
+        if spec is self._running:
+            self._running = None
+            return True
+        return False
+
+    def close(self) -> None:
+        """Yield nothing more, quarantined or not."""
+        self._closed = True
+        self._quarantine.clear()
 
 
 class NoStatisticalProfiler(WorkerPlugin):
@@ -59,6 +110,7 @@ def dask_client(config: DaskConfig) -> Iterator[Client]:
         return
     n_workers = config.n_workers or os.cpu_count() or 1
     with (
+        dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}),
         LocalCluster(
             n_workers=n_workers,
             threads_per_worker=config.threads_per_worker,
@@ -88,25 +140,21 @@ def run_windowed(
 ) -> Iterator[tuple[Spec, Any, BaseException | None]]:
     """Run `task` on every spec, at most `window` at a time; yield (spec, result, error) as each ends.
 
-    `specs` is pulled lazily, one spec per finished task. A task's exception (including Dask's
-    KilledWorker for a task that took down its workers) is yielded, not raised, so the caller can
-    record its images as failed and go on.
+    `specs` is pulled lazily, whenever fewer than `window` tasks are running; it may hold more specs
+    after it once ran dry (the caller adds retries while it consumes results). A task's exception
+    (including Dask's KilledWorker for a task that took down its workers) is yielded, not raised, so
+    the caller can retry or record its images and go on.
     """
     pending: dict[Any, Spec] = {}
 
-    def submit_next(queue: as_completed) -> bool:
-        spec = next(specs, None)
-        if spec is None:
-            return False
-        future = client.submit(task, spec, key=key(spec), pure=False)
-        pending[future] = spec
-        queue.add(future)
-        return True
+    def fill(queue: as_completed) -> None:
+        while len(pending) < window and (spec := next(specs, None)) is not None:
+            future = client.submit(task, spec, key=key(spec), pure=False)
+            pending[future] = spec
+            queue.add(future)
 
     queue = as_completed()
-    for _ in range(window):
-        if not submit_next(queue):
-            break
+    fill(queue)
     for future in queue:
         spec = pending.pop(future)
         try:
@@ -116,4 +164,4 @@ def run_windowed(
             yield spec, None, exc
         finally:
             future.release()
-        submit_next(queue)
+        fill(queue)

@@ -1,13 +1,24 @@
-"""One run of the batch job: list the prefix, fan batches out to Dask, write the tables, summarise.
+"""One run of the batch job: plan from the listing, fan batches out to Dask, account, commit, summarise.
 
-The driver holds the listing as a stream and only counts what comes back; the images' rows are
-written by the tasks. It writes the `runs` row at the end, and, for a batch whose task failed
-outright (e.g. KilledWorker), that batch's `images` and `errors` rows, so no listed image goes
-unaccounted for.
+1. A run id that is already committed ends here (`already-committed`, exit 0, no calls). Otherwise the
+   process claims an attempt number (create-only), and with `--resume` keeps the complete batches of
+   the run's earlier attempts (`batch.manifest.keep_complete_batches`).
+2. The listing is streamed and planned: each image gets the analyses it still needs given what
+   committed runs settled (`batch.incremental`; `--full` ignores them); an image needing none is
+   `unchanged` and is sent nowhere.
+3. Batches run on Dask in a bounded window. Each task writes its files and its batch record and returns
+   the record. A task that fails outright (KilledWorker after a worker died twice under it, a write
+   error) has its images retried one per task, one at a time (`batch.executor.Backlog`), so a poison
+   image ends `failed` on its own. The driver keeps counts, file entries and a ledger of 16-byte
+   digests, never rows, so its memory stays flat.
+4. Commit: the ledger must be clean (every listed image has exactly one outcome, no analysis settled
+   twice), then the `runs` row is written and the manifest created, create-only. Another attempt having
+   created it first is a lost race. An aborted run (e.g. AccessDeniedException) never commits.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import resource
@@ -15,24 +26,52 @@ import secrets
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from batch.analyses import REGISTRY
+from botocore.exceptions import BotoCoreError, ClientError
+
+from batch import faults
+from batch.analyses import REGISTRY, settings_digest
+from batch.commits import RunStore
 from batch.concurrency import ConcurrencyPlan, LatencyEstimate
 from batch.config import RunConfig, parse_s3_url
-from batch.errors import OutputUnwritable
-from batch.executor import dask_client, run_windowed, worker_threads
+from batch.errors import (
+    CommitRaceLost,
+    ConfigError,
+    NothingToAnalyse,
+    OutputUnwritable,
+    RekbatchError,
+    RunAborted,
+    TooManyErrors,
+)
+from batch.executor import Backlog, dask_client, run_windowed, worker_threads
+from batch.incremental import CommittedState
+from batch.manifest import (
+    OUTCOMES,
+    AttemptRecord,
+    BatchRecord,
+    FileEntry,
+    ImageOutcome,
+    Ledger,
+    Manifest,
+    error_rate,
+    keep_complete_batches,
+    manifest_path,
+    runs_file_name,
+)
 from batch.ratelimit import install_quota
+from batch.readers import committed_state
+from batch.rekognition import CallCounts
 from batch.retry import error_code
 from batch.s3 import check_readable, check_writable, list_pages, s3_client
-from batch.selection import ListedObject, batched, is_selected
+from batch.selection import ListedObject, is_selected
 from batch.sink import Destination, write_tables
-from batch.tables import ERRORS_SCHEMA, IMAGES_SCHEMA, RUNS_SCHEMA
-from batch.worker import BatchResult, BatchSpec, RunContext, process_batch
+from batch.tables import RUNS_SCHEMA
+from batch.worker import BatchSpec, ImageToAnalyse, RunContext, finish_batch, process_batch
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +88,10 @@ class RunSummary:
     command_line: str
     started_at: datetime
     ended_at: datetime | None = None
+    #: running, completed (committed), aborted, lost-race, already-committed, empty or dry-run.
     status: str = "running"
     reason: str | None = None
+    #: `listed` and one count per outcome (`batch.manifest.OUTCOMES`).
     images: Counter[str] = field(default_factory=Counter)
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)
     retries: int = 0
@@ -63,11 +104,51 @@ class RunSummary:
     worker_cpu_seconds: float = 0.0
     #: CPU seconds of all the job's processes from the first batch to the last (start-up excluded).
     processing_cpu_seconds: float = 0.0
+    attempt: int = 0
+    resumed: bool = False
+    #: Batches of earlier attempts that a resumed run kept, and batches split after their task failed.
+    kept_batches: int = 0
+    split_batches: int = 0
+    full: bool = False
+    max_error_rate: float = 1.0
+    #: Where the manifest is, once this attempt (or an earlier one) committed the run.
+    manifest: str | None = None
 
     @property
     def seconds(self) -> float:
         end = self.ended_at or datetime.now(UTC)
         return (end - self.started_at).total_seconds()
+
+    @property
+    def error_rate(self) -> float:
+        return error_rate(self.images)
+
+    def problem(self) -> RekbatchError | None:
+        """Why the run exits non-zero (a one-line reason and its exit code), or None."""
+        if self.status == "aborted":
+            return RunAborted(f"run {self.run_id} aborted, nothing committed: {self.reason}")
+        if self.status == "lost-race":
+            return CommitRaceLost(
+                f"run {self.run_id}: another attempt committed it first; "
+                f"attempt {self.attempt}'s files are not read"
+            )
+        if self.status == "empty":
+            return NothingToAnalyse(f"no images under {self.input}; nothing committed")
+        if self.status == "completed" and self.error_rate > self.max_error_rate:
+            return TooManyErrors(
+                f"run {self.run_id} committed, but {self.error_rate:.1%} of the images sent were rejected "
+                f"or failed (max error rate {self.max_error_rate:g})"
+            )
+        return None
+
+    @property
+    def exit_code(self) -> int:
+        problem = self.problem()
+        return problem.exit_code if problem else 0
+
+    @property
+    def committed(self) -> bool:
+        return self.status in ("completed", "already-committed")
 
     def call_counts(self) -> list[dict[str, Any]]:
         """Attempts by operation and outcome, as the JSON summary and the `runs` table give them."""
@@ -81,6 +162,14 @@ class RunSummary:
             "run_id": self.run_id,
             "status": self.status,
             "reason": self.reason,
+            "exit_code": self.exit_code,
+            "committed": self.committed,
+            "manifest": self.manifest,
+            "attempt": self.attempt,
+            "resumed": self.resumed,
+            "kept_batches": self.kept_batches,
+            "split_batches": self.split_batches,
+            "full": self.full,
             "input": self.input,
             "output": self.output,
             "analyses": list(self.analyses),
@@ -89,6 +178,8 @@ class RunSummary:
             "ended_at": self.ended_at.isoformat() if self.ended_at else None,
             "seconds": round(self.seconds, 3),
             "images": dict(self.images),
+            "error_rate": round(self.error_rate, 6),
+            "max_error_rate": self.max_error_rate,
             "calls": self.call_counts(),
             "retries": self.retries,
             "throttled": self.throttled,
@@ -114,13 +205,16 @@ def run(config: RunConfig, *, command_line: str = "", out: TextIO = sys.stdout) 
     """Run the job as configured; return its summary (also printed to `out`)."""
     started = datetime.now(UTC)
     summary = RunSummary(
-        run_id=config.run_id or new_run_id(started),
+        run_id=config.resume or config.run_id or new_run_id(started),
         input=config.input,
         output=config.output,
         analyses=config.analyses,
         config_digest=config.digest(),
         command_line=command_line,
         started_at=started,
+        resumed=bool(config.resume),
+        full=config.full,
+        max_error_rate=config.max_error_rate,
     )
     s3 = s3_client()
     check_readable(s3, config.bucket, config.prefix)
@@ -128,32 +222,78 @@ def run(config: RunConfig, *, command_line: str = "", out: TextIO = sys.stdout) 
         _dry_run(config, s3, summary)
     else:
         _check_output(config, s3)
-        _run_batches(config, s3, summary)
-    summary.ended_at = datetime.now(UTC)
-    if not config.dry_run:
-        _write_runs_row(config, summary, s3)
+        _run(config, s3, summary)
+    summary.ended_at = summary.ended_at or datetime.now(UTC)
     print(format_summary(summary, dry_run=config.dry_run), file=out)
     if config.summary_json:
         Path(config.summary_json).write_text(json.dumps(summary.as_json(), indent=2) + "\n")
     return summary
 
 
+def settings_digests(config: RunConfig) -> dict[str, str]:
+    """Each analysis of the run -> the digest of its settings, in the run's order."""
+    return {name: settings_digest(REGISTRY[name], config.analysis_settings[name]) for name in config.analyses}
+
+
 def selected_objects(config: RunConfig, s3: Any) -> Iterator[ListedObject]:
-    """The images to analyse, streamed page by page from the listing."""
+    """The images under the prefix, streamed page by page from the listing."""
     for page in list_pages(s3, config.bucket, config.prefix):
         yield from (obj for obj in page if is_selected(obj, config.prefix, config.input_filter))
 
 
+def plan_images(
+    objects: Iterable[ListedObject],
+    ledger: Ledger,
+    state: CommittedState,
+    wanted: Mapping[str, str],
+    *,
+    skip_keys: frozenset[str] = frozenset(),
+    limit: int = 0,
+) -> Iterator[ImageToAnalyse]:
+    """The listed images that need analyses, each with the analyses it needs; the others are recorded
+    `unchanged` in the ledger. Keys in `skip_keys` (kept by a resumed run) are passed over; at most
+    `limit` images are yielded (0: no limit) and the listing is not read past the last one."""
+    sent = 0
+    for obj in objects:
+        if obj.key in skip_keys:
+            continue
+        needed = state.needed(obj.key, obj.etag, wanted)
+        if needed and limit and sent >= limit:
+            return
+        ledger.listed(obj.key, obj.etag)
+        if not needed:
+            ledger.record(ImageOutcome(obj.key, obj.etag, "unchanged"))
+            continue
+        sent += 1
+        yield ImageToAnalyse(obj, needed)
+
+
 def _dry_run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
-    for batch in batched(selected_objects(config, s3), 1000, config.limit):
-        for obj in batch:
-            summary.images["listed"] += 1
-            summary.images["skipped" if obj.size == 0 else "to_analyse"] += 1
-    to_analyse = summary.images["to_analyse"]
-    for name in config.analyses:
-        summary.calls[(REGISTRY[name].operation, "planned")] = to_analyse
-        summary.estimated_cost_usd += to_analyse * config.prices[name]
+    state = _committed_state(config, s3) if config.output else CommittedState()
+    ledger = Ledger()
+    summary.images = ledger.counts
+    planned = plan_images(
+        selected_objects(config, s3), ledger, state, settings_digests(config), limit=config.limit
+    )
+    for image in planned:
+        if image.obj.size == 0:
+            summary.images["skipped"] += 1
+            continue
+        summary.images["to_analyse"] += 1
+        for name in image.analyses:
+            summary.calls[(REGISTRY[name].operation, "planned")] += 1
+            summary.estimated_cost_usd += config.prices[name]
     summary.status = "dry-run"
+
+
+def _committed_state(config: RunConfig, s3: Any) -> CommittedState:
+    """What committed runs under the output settled (nothing with `--full`)."""
+    if config.full:
+        return CommittedState()
+    if config.output.startswith("s3://"):
+        check_writable(s3, parse_s3_url(config.output, "output")[0])
+    store = RunStore(Destination(config.output), s3)
+    return committed_state(store, store.manifests())
 
 
 def _check_output(config: RunConfig, s3: Any) -> None:
@@ -166,8 +306,78 @@ def _check_output(config: RunConfig, s3: Any) -> None:
         raise OutputUnwritable(f"cannot create output folder {config.output}: {exc.strerror}") from None
 
 
-def _run_batches(config: RunConfig, s3: Any, summary: RunSummary) -> None:
+@dataclass
+class _Attempt:
+    """This process's attempt on the run: its record, the ledger and the files it will commit."""
+
+    record: AttemptRecord
+    ledger: Ledger = field(default_factory=Ledger)
+    files: list[FileEntry] = field(default_factory=list)
+    #: Attempts whose batches are committed with this one (itself, and earlier ones on resume).
+    attempts: set[int] = field(default_factory=set)
+    kept_keys: frozenset[str] = frozenset()
+
+    def add(self, record: BatchRecord) -> None:
+        for image in record.images:
+            self.ledger.record(image)
+        self.files.extend(record.files)
+        self.attempts.add(record.attempt)
+
+
+def _run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
+    store = RunStore(Destination(config.output), s3)
+    if store.manifest(summary.run_id) is not None:
+        summary.status = "already-committed"
+        summary.manifest = store.destination.location(manifest_path(summary.run_id))
+        return
+    attempt = _start_attempt(config, store, summary)
+    summary.images = attempt.ledger.counts
+    state = _committed_state(config, s3)
+    _run_batches(config, s3, summary, attempt, state)
+    if summary.status == "aborted":
+        return
+    if attempt.ledger.counts["listed"] == 0:
+        summary.status = "empty"
+        return
+    _commit(config, store, summary, attempt)
+
+
+def _start_attempt(config: RunConfig, store: RunStore, summary: RunSummary) -> _Attempt:
+    """Claim this process's attempt number; on `--resume`, check the run and keep its complete batches."""
+    previous = store.attempts(summary.run_id)
+    started_at, dt = summary.started_at, summary.started_at.strftime("%Y-%m-%d")
+    if config.resume:
+        if not previous:
+            raise ConfigError(f"run.resume: no attempt of run {config.resume} under {config.output}")
+        first = previous[0]
+        if (first.input, first.config_digest) != (config.input, config.digest()):
+            raise ConfigError(
+                f"run.resume: run {config.resume} ran over {first.input} with config {first.config_digest}; "
+                f"this is {config.input} with config {config.digest()}"
+            )
+        started_at, dt = first.started_at, first.dt  # the run keeps its date partition
+    record = store.claim_attempt(
+        AttemptRecord(summary.run_id, len(previous) + 1, started_at, dt, config.input, config.digest())
+    )
+    attempt = _Attempt(record, attempts={record.attempt})
+    summary.attempt = record.attempt
+    if config.resume:
+        kept = keep_complete_batches(store.batches(summary.run_id))
+        for batch in kept:
+            for image in batch.images:
+                attempt.ledger.listed(image.key, image.etag)
+            attempt.add(batch)
+            _add(summary, batch, config)
+        attempt.kept_keys = frozenset(image.key for batch in kept for image in batch.images)
+        summary.kept_batches = len(kept)
+    return attempt
+
+
+def _run_batches(
+    config: RunConfig, s3: Any, summary: RunSummary, attempt: _Attempt, state: CommittedState
+) -> None:
     destination = Destination(config.output)
+    wanted = settings_digests(config)
     with dask_client(config.dask) as client:
         processes, threads = worker_threads(client)
         # One quota per operation for the whole cluster, held by the scheduler (batch.ratelimit).
@@ -180,10 +390,12 @@ def _run_batches(config: RunConfig, s3: Any, summary: RunSummary) -> None:
         )
         context = RunContext(
             run_id=summary.run_id,
-            dt=summary.started_at.strftime("%Y-%m-%d"),
+            attempt=attempt.record.attempt,
+            dt=attempt.record.dt,
             bucket=config.bucket,
             analyses=config.analyses,
             analysis_settings={name: config.analysis_settings[name] for name in config.analyses},
+            settings_digests=wanted,
             rekognition=config.rekognition,
             destination=destination,
             compression=config.output_options.compression,
@@ -205,30 +417,49 @@ def _run_batches(config: RunConfig, s3: Any, summary: RunSummary) -> None:
             return max(config.dask.batch_size, 2 * in_flight())
 
         counter = _Counted(selected_objects(config, s3))
-        specs = (
-            BatchSpec(context, index, tuple(objects), in_flight())
-            for index, objects in enumerate(batched(counter, batch_size, config.limit))
+        planned = plan_images(
+            counter, attempt.ledger, state, wanted, skip_keys=attempt.kept_keys, limit=config.limit
+        )
+        indices = itertools.count()
+        backlog = Backlog(
+            BatchSpec(context, next(indices), tuple(images), in_flight())
+            for images in _batched(planned, batch_size)
         )
         window = config.dask.batches_in_flight or 2 * threads
         progress = Progress(quotas)
         if sys.stderr.isatty():
             print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
         for spec, result, error in run_windowed(
-            client, process_batch, specs, window=window, key=lambda spec: f"batch-{spec.file_name}"
+            client, process_batch, backlog, window=window, key=lambda spec: f"batch-{spec.file_name}"
         ):
-            outcome = result if error is None else _record_failed_batch(spec, error, s3)
-            _add(summary, outcome, config)
-            latency.update(outcome.latency_seconds, outcome.answered)
+            quarantined = backlog.finished(spec)
+            if error is not None and not quarantined and summary.status != "aborted":
+                # Which image took the task down is unknown: retry each alone, so only it fails.
+                backlog.quarantine(BatchSpec(context, next(indices), (image,), 1) for image in spec.images)
+                summary.split_batches += 1
+                continue
+            if error is None:
+                record, fatal = result.record, result.fatal
+                latency.update(result.latency_seconds, result.answered)
+            else:
+                record, fatal = _record_failed_batch(spec, error, s3), None
+            attempt.add(record)
+            _add(summary, record, config)
             progress.listed_total = counter.total
             progress.tick(summary)
-            if outcome.fatal and summary.status != "aborted":
-                summary.status, summary.reason = "aborted", outcome.fatal
-                specs.close()  # submit nothing more; let the batches in flight finish
+            if fatal and summary.status != "aborted":
+                summary.status, summary.reason = "aborted", fatal
+                backlog.close()  # submit nothing more; let the batches in flight finish
         progress.close()
         summary.worker_cpu_seconds = sum(client.run(_cpu_seconds).values())
         summary.processing_cpu_seconds = _cpu_seconds() + summary.worker_cpu_seconds - cpu_before
-    if summary.status == "running":
-        summary.status = "completed"
+
+
+def _batched(images: Iterable[ImageToAnalyse], size: Callable[[], int]) -> Iterator[list[ImageToAnalyse]]:
+    """Lists of `size()` images (asked again for each batch), consuming the stream lazily."""
+    iterator = iter(images)
+    while batch := list(itertools.islice(iterator, size())):
+        yield batch
 
 
 class _Counted:
@@ -252,13 +483,14 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _record_failed_batch(spec: BatchSpec, error: BaseException, s3: Any) -> BatchResult:
+def _record_failed_batch(spec: BatchSpec, error: BaseException, s3: Any) -> BatchRecord:
     """A task that failed outright: its images become `failed` rows, each with an error row."""
     context = spec.context
     code = error_code(error)
     message = " ".join(str(error).split())[:500]
     images, errors = [], []
-    for obj in spec.objects:
+    for planned in spec.images:
+        obj = planned.obj
         common = {"run_id": context.run_id, "bucket": context.bucket, "key": obj.key, "etag": obj.etag}
         images.append(
             {
@@ -269,6 +501,7 @@ def _record_failed_batch(spec: BatchSpec, error: BaseException, s3: Any) -> Batc
                 "status": "failed",
                 "status_reason": f"task failed: {code}",
                 "analyses": [],
+                "analyses_done": [],
             }
         )
         errors.append(
@@ -282,36 +515,65 @@ def _record_failed_batch(spec: BatchSpec, error: BaseException, s3: Any) -> Batc
                 "retryable": True,
             }
         )
-    files = write_tables(
-        context.destination,
-        {"images": images, "errors": errors},
-        {"images": IMAGES_SCHEMA, "errors": ERRORS_SCHEMA},
-        dt=context.dt,
-        name=spec.file_name,
-        compression=context.compression,
-        s3_client=s3,
-    )
-    result = BatchResult(spec.index, files=files)
-    result.statuses["failed"] = len(spec.objects)
-    return result
+    return finish_batch(spec, {"images": images, "errors": errors}, s3, CallCounts())
 
 
-def _add(summary: RunSummary, result: BatchResult, config: RunConfig) -> None:
-    summary.images.update(result.statuses)
-    summary.images["listed"] += sum(result.statuses.values())
-    summary.calls.update(result.calls)
-    summary.retries += result.retries
-    summary.throttled += result.throttled
-    summary.files += len(result.files)
-    for written in result.files:
+def _add(summary: RunSummary, record: BatchRecord, config: RunConfig) -> None:
+    summary.calls.update(record.calls)
+    summary.retries += record.retries
+    summary.throttled += record.throttled
+    summary.files += len(record.files)
+    for written in record.files:
         summary.rows[written.table] += written.rows
     for name in config.analyses:
         summary.estimated_cost_usd += (
-            result.calls.get((REGISTRY[name].operation, "ok"), 0) * config.prices[name]
+            record.calls.get((REGISTRY[name].operation, "ok"), 0) * config.prices[name]
         )
 
 
-def _write_runs_row(config: RunConfig, summary: RunSummary, s3: Any) -> None:
+def _commit(config: RunConfig, store: RunStore, summary: RunSummary, attempt: _Attempt) -> None:
+    """Check the accounting, write the `runs` row, create the manifest: the run's one commit point."""
+    problems = attempt.ledger.problems()
+    if problems:
+        summary.status, summary.reason = "aborted", "accounting check failed: " + "; ".join(problems)
+        return
+    summary.status = "completed"  # what the runs row says; readers only ever see it if the commit wins
+    summary.ended_at = datetime.now(UTC)
+    try:
+        won = _write_commit(config, store, summary, attempt)
+    except (OSError, ClientError, BotoCoreError) as exc:
+        summary.status, summary.reason = "aborted", f"commit failed: {exc}"
+        return
+    if not won:
+        summary.status = "lost-race"
+        return
+    summary.manifest = store.destination.location(manifest_path(summary.run_id))
+
+
+def _write_commit(config: RunConfig, store: RunStore, summary: RunSummary, attempt: _Attempt) -> bool:
+    """Write the `runs` row, then create the manifest; False if another attempt created it first."""
+    runs_file = _write_runs_row(config, summary, attempt.record, store)
+    manifest = Manifest(
+        run_id=summary.run_id,
+        attempt=attempt.record.attempt,
+        attempts=tuple(sorted(attempt.attempts)),
+        started_at=attempt.record.started_at,
+        committed_at=datetime.now(UTC),
+        dt=attempt.record.dt,
+        input=config.input,
+        config_digest=summary.config_digest,
+        analyses=settings_digests(config),
+        files=(*attempt.files, runs_file),
+        counts=attempt.ledger.counts,
+    )
+    faults.exit_before_commit()
+    faults.commit_barrier()
+    return store.commit(manifest)
+
+
+def _write_runs_row(
+    config: RunConfig, summary: RunSummary, record: AttemptRecord, store: RunStore
+) -> FileEntry:
     row = {
         "run_id": summary.run_id,
         "bucket": config.bucket,
@@ -324,26 +586,30 @@ def _write_runs_row(config: RunConfig, summary: RunSummary, s3: Any) -> None:
         "analyses": list(summary.analyses),
         "config_digest": summary.config_digest,
         "command_line": summary.command_line,
-        **{
-            f"images_{status}": summary.images.get(status, 0)
-            for status in ("listed", "analysed", "rejected", "failed", "skipped")
-        },
+        **{f"images_{status}": summary.images.get(status, 0) for status in ("listed", *OUTCOMES)},
         "calls": summary.call_counts(),
         "retries": summary.retries,
         "throttled": summary.throttled,
         "estimated_cost_usd": summary.estimated_cost_usd,
         "status": summary.status,
+        "error_rate": summary.error_rate,
+        "exit_code": summary.exit_code,
+        "attempt": summary.attempt,
+        "resumed": summary.resumed,
+        "kept_batches": summary.kept_batches,
+        "full": summary.full,
     }
-    write_tables(
-        Destination(config.output),
+    (written,) = write_tables(
+        store.destination,
         {"runs": [row]},
         {"runs": RUNS_SCHEMA},
-        dt=summary.started_at.strftime("%Y-%m-%d"),
-        name=summary.run_id,
+        dt=record.dt,
+        name=runs_file_name(summary.run_id, record.attempt),
         compression=config.output_options.compression,
-        s3_client=s3,
+        s3_client=store.s3_client,
     )
     summary.files += 1
+    return written
 
 
 def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
@@ -353,7 +619,8 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
     if dry_run:
         lines.append(
             f"dry run over {summary.input}: {images['listed']} images listed, "
-            f"{images['to_analyse']} to analyse, {images['skipped']} zero-byte to skip"
+            f"{images['to_analyse']} to analyse, {images['unchanged']} unchanged since a committed run, "
+            f"{images['skipped']} zero-byte to skip"
         )
         for (operation, _), n in sorted(summary.calls.items()):
             lines.append(f"  would call {operation} {n} times")
@@ -365,9 +632,14 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
         f"run {summary.run_id}: {summary.status} in {summary.seconds:.1f} s"
         + (f" ({summary.reason})" if summary.reason else "")
     )
+    if summary.status == "already-committed":
+        lines.append(f"  nothing to do: committed earlier ({summary.manifest})")
+        return "\n".join(lines)
+    resumed = f", resumed with {summary.kept_batches} batches kept" if summary.resumed else ""
+    lines.append(f"  attempt {summary.attempt}{resumed}; committed: {'yes' if summary.committed else 'no'}")
     lines.append(
         f"  images: {images['listed']} listed: {images['analysed']} analysed, {images['rejected']} rejected, "
-        f"{images['failed']} failed, {images['skipped']} skipped"
+        f"{images['failed']} failed, {images['skipped']} skipped, {images['unchanged']} unchanged"
     )
     by_operation: dict[str, list[str]] = {}
     for (operation, outcome), n in sorted(summary.calls.items()):
@@ -378,7 +650,7 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
         f"  retries: {summary.retries}, throttled: {summary.throttled}; "
         f"estimated cost ${summary.estimated_cost_usd:.4f}"
     )
-    tables = ", ".join(f"{t} {n}" for t, n in sorted(summary.rows.items()))
+    tables = ", ".join(f"{t} {n}" for t, n in sorted(summary.rows.items())) or "none new"
     lines.append(f"  output: {summary.output} ({summary.files} files; rows: {tables})")
     return "\n".join(lines)
 

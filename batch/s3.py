@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -28,6 +29,8 @@ HEAD_BYTES = 64 * 1024
 #: The longest head read when the header runs past the first range (then the header is broken).
 MAX_HEAD_BYTES = 1024 * 1024
 PAGE_SIZE = 1000
+#: PUTs of one create-only write that S3 may answer 409 (a concurrent conditional write) before giving up.
+CONFLICT_RETRIES = 5
 
 
 def s3_client(max_pool_connections: int = 10) -> Any:
@@ -101,7 +104,59 @@ def read_object(client: Any, bucket: str, obj: ListedObject) -> bytes:
     return client.get_object(Bucket=bucket, Key=obj.key, IfMatch=obj.etag)["Body"].read()
 
 
-def put_file(client: Any, bucket: str, key: str, body: bytes) -> None:
-    """One PUT of a whole file with its SHA-256, so S3 refuses a body that arrived damaged."""
+def put_file(client: Any, bucket: str, key: str, body: bytes, **conditions: str) -> None:
+    """One PUT of a whole file with its SHA-256, so S3 refuses a body that arrived damaged.
+    `conditions` are PutObject's conditional-write parameters (e.g. `IfNoneMatch="*"`)."""
     checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
-    client.put_object(Bucket=bucket, Key=key, Body=body, ChecksumSHA256=checksum)
+    client.put_object(Bucket=bucket, Key=key, Body=body, ChecksumSHA256=checksum, **conditions)
+
+
+def create_file(client: Any, bucket: str, key: str, body: bytes) -> bool:
+    """Like `put_file`, but only if the key does not exist yet (`If-None-Match: *`); False if it does.
+
+    S3 answers 412 when the object exists, and 409 ConditionalRequestConflict when another conditional
+    write of the key is in progress ("retry the upload"): then the PUT is sent again until one answer
+    is final.
+    """
+    for _ in range(CONFLICT_RETRIES):
+        try:
+            put_file(client, bucket, key, body, IfNoneMatch="*")
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 412:
+                return False
+            if status != 409:
+                raise
+        else:
+            return True
+    raise OutputUnwritable(f"s3://{bucket}/{key}: conditional write kept conflicting")
+
+
+def get_file(client: Any, bucket: str, key: str) -> bytes | None:
+    """The whole object, or None if there is no such key."""
+    try:
+        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+
+
+def list_files(client: Any, bucket: str, prefix: str) -> Iterator[tuple[str, int, datetime]]:
+    """(key, size, last modified) of every object under the prefix, page by page."""
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            yield item["Key"], item["Size"], item["LastModified"]
+
+
+def delete_files(client: Any, bucket: str, keys: Sequence[str]) -> None:
+    """Delete the keys, 1,000 per request (DeleteObjects' limit); raise if any could not be deleted."""
+    for start in range(0, len(keys), 1000):
+        chunk = keys[start : start + 1000]
+        response = client.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+        )
+        if response.get("Errors"):
+            error = response["Errors"][0]
+            raise OutputUnwritable(f"cannot delete s3://{bucket}/{error['Key']}: {error['Code']}")

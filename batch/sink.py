@@ -1,21 +1,30 @@
-"""Writing Parquet files of rows to a local folder or to S3. The job's only door to its output.
+"""The job's only door to its output, a local folder or S3: whole files in, whole files out.
 
-Layout: `DEST/<table>/dt=<run date>/<run_id>-<part>.parquet` (Hive-style `dt` partition, one dataset
-per table). Each file is serialised whole in memory and then published in one step (one PUT with a
-SHA-256 on S3; a temp file renamed into place locally): pyarrow streaming to S3 publishes a partial
-object when a write fails part-way. File names come from the run id and the batch number, never from
-S3 keys, so a re-run task rewrites the same file instead of adding a second one.
+Data files: `DEST/<table>/dt=<run date>/<name>.parquet` (Hive-style `dt` partition, one dataset per
+table), with names from the run, the attempt and the batch number (`batch.manifest.data_file_name`),
+never from S3 keys. Each file is serialised whole in memory and then published in one step (one PUT
+with a SHA-256 on S3; a temp file renamed into place locally): pyarrow streaming to S3 publishes a
+partial object when a write fails part-way, and a failed ParquetWriter leaves a valid file with only
+some of the rows. A re-run task rewrites the same names with the same rows.
 
-S3 output goes through boto3 (`batch.s3.put_file`), so it uses the endpoint botocore resolves
+`create` is the commit primitive: it writes a file only if none exists (S3 `If-None-Match: *`; locally
+a hard link of a complete temp file, which fails if the name exists), so of two writers exactly one
+wins.
+
+S3 output goes through boto3 (`batch.s3`), so it uses the endpoint botocore resolves
 (`AWS_ENDPOINT_URL_S3`); `pyarrow.fs.S3FileSystem` would ignore that variable.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
+import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +32,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batch.config import parse_s3_url
-from batch.s3 import put_file
+from batch.manifest import FileEntry
+from batch.s3 import create_file, delete_files, get_file, list_files, put_file
 from batch.tables import rows_to_table
 
 
 @dataclass(frozen=True)
-class WrittenFile:
-    table: str
-    path: str
-    rows: int
+class StoredFile:
+    """A file found under the output root."""
+
+    path: str  # relative to the root, '/'-separated
     size_bytes: int
+    modified: datetime
 
 
 @dataclass(frozen=True)
 class Destination:
-    """Where the tables go: a local folder or `s3://bucket/prefix`."""
+    """Where the tables go: a local folder or `s3://bucket/prefix`. Small and picklable (it travels
+    with every task); the S3 client is passed to each call, as boto3 clients don't pickle."""
 
     root: str
 
@@ -49,23 +61,92 @@ class Destination:
         return f"{table}/dt={dt}/{name}.parquet"
 
     def location(self, relative: str) -> str:
-        return f"{self.root.rstrip('/')}/{relative}"
-
-    def publish(self, relative: str, body: bytes, s3_client: Any = None) -> str:
-        """Write `body` at `relative` under the root in one step; return the full location."""
+        """The full path or `s3://` URL of a file under the root."""
         if self.is_s3:
-            bucket, prefix = parse_s3_url(self.root, "output")
-            key = f"{prefix.rstrip('/')}/{relative}" if prefix.strip("/") else relative
-            put_file(s3_client, bucket, key, body)
+            bucket, key = self._s3_key(relative)
             return f"s3://{bucket}/{key}"
+        return str(Path(self.root).resolve() / relative)
+
+    def publish(self, relative: str, body: bytes, s3_client: Any = None) -> None:
+        """Write `body` at `relative` in one step, replacing a file of that name."""
+        if self.is_s3:
+            put_file(s3_client, *self._s3_key(relative), body)
+            return
         path = Path(self.root) / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write beside the target, then rename: a reader never sees half a file.
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as handle:
+        with _complete_temp_file(path, body) as tmp:
+            tmp.replace(path)
+
+    def create(self, relative: str, body: bytes, s3_client: Any = None) -> bool:
+        """Write `body` at `relative` only if no file has that name; False if one has (another won)."""
+        if self.is_s3:
+            return create_file(s3_client, *self._s3_key(relative), body)
+        path = Path(self.root) / relative
+        with _complete_temp_file(path, body) as tmp:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+        return True
+
+    def read(self, relative: str, s3_client: Any = None) -> bytes | None:
+        """The file's bytes, or None if it does not exist."""
+        if self.is_s3:
+            return get_file(s3_client, *self._s3_key(relative))
+        try:
+            return (Path(self.root) / relative).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def list(self, prefix: str, s3_client: Any = None) -> Iterator[StoredFile]:
+        """Every file under `prefix` (relative to the root, e.g. `_commits/`)."""
+        if self.is_s3:
+            bucket, key_prefix = self._s3_key(prefix)
+            root_length = len(key_prefix) - len(prefix)
+            for key, size, modified in list_files(s3_client, bucket, key_prefix):
+                yield StoredFile(key[root_length:], size, modified)
+            return
+        root = Path(self.root)
+        start = root / prefix
+        if not start.is_dir():
+            return
+        for path in sorted(start.rglob("*")):
+            if path.is_file():
+                stat = path.stat()
+                yield StoredFile(
+                    path.relative_to(root).as_posix(),
+                    stat.st_size,
+                    datetime.fromtimestamp(stat.st_mtime, UTC),
+                )
+
+    def delete(self, relatives: Sequence[str], s3_client: Any = None) -> None:
+        if self.is_s3:
+            delete_files(
+                s3_client, parse_s3_url(self.root, "output")[0], [self._s3_key(r)[1] for r in relatives]
+            )
+            return
+        for relative in relatives:
+            (Path(self.root) / relative).unlink(missing_ok=True)
+
+    def _s3_key(self, relative: str) -> tuple[str, str]:
+        bucket, prefix = parse_s3_url(self.root, "output")
+        return bucket, (f"{prefix.rstrip('/')}/{relative}" if prefix.strip("/") else relative)
+
+
+@contextlib.contextmanager
+def _complete_temp_file(path: Path, body: bytes) -> Iterator[Path]:
+    """A temp file beside `path` holding all of `body` (flushed to disk), removed afterwards; a write that
+    fails part-way (disk full, file size limit) raises and leaves nothing behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False)  # noqa: SIM115
+    tmp = Path(handle.name)
+    try:
+        with handle:
             handle.write(body)
-            tmp = Path(handle.name)
-        tmp.replace(path)
-        return str(path)
+            handle.flush()
+            os.fsync(handle.fileno())
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def parquet_bytes(table: pa.Table, compression: str) -> bytes:
@@ -83,13 +164,17 @@ def write_tables(
     name: str,
     compression: str,
     s3_client: Any = None,
-) -> list[WrittenFile]:
-    """Write one file per table that has rows, all named `name` in the `dt` partition."""
+) -> list[FileEntry]:
+    """Write one file per table that has rows, all named `name` in the `dt` partition; return what a
+    manifest records of each (path under the root, rows, SHA-256, size)."""
     written = []
     for table_name, rows in rows_by_table.items():
         if not rows:
             continue
         body = parquet_bytes(rows_to_table(rows, schemas[table_name]), compression)
-        location = destination.publish(destination.relative_path(table_name, dt, name), body, s3_client)
-        written.append(WrittenFile(table_name, location, len(rows), len(body)))
+        relative = destination.relative_path(table_name, dt, name)
+        destination.publish(relative, body, s3_client)
+        written.append(
+            FileEntry(table_name, relative, len(rows), hashlib.sha256(body).hexdigest(), len(body))
+        )
     return written

@@ -5,7 +5,8 @@ its own columns. The analysis tables are defined next to their analysis (`batch.
 the job-level tables (`images`, `errors`, `runs`) are defined here. `batch.analyses.all_tables()`
 lists them all. Every column is documented in `docs/tables.md`.
 
-Layout on disk: `DEST/<table>/dt=YYYY-MM-DD/<run_id>-<batch>.parquet`. The Hive partition column
+Layout on disk: `DEST/<table>/dt=YYYY-MM-DD/<run_id>-a<attempt>-<batch>.parquet`; readers open only
+the files committed manifests list (`batch.manifest`, `batch.readers`). The Hive partition column
 `dt` (the run's date, UTC) is a directory name, not a column inside the files: readers add it with
 hive partitioning (DuckDB `hive_partitioning=true`, Athena partition projection or MSCK REPAIR).
 """
@@ -18,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 __all__ = [
+    "ANALYSIS_DONE",
     "BOX_FIELDS",
     "COMMON_FIELDS",
     "ERRORS_SCHEMA",
@@ -93,6 +95,9 @@ def table_schema(specific: Iterable[pa.Field]) -> pa.Schema:
     return pa.schema(fields)
 
 
+#: An analysis an image needs no more, under the settings digest it ran with (`batch.incremental`).
+ANALYSIS_DONE = pa.struct([pa.field("analysis", pa.string()), pa.field("settings_digest", pa.string())])
+
 IMAGES_SCHEMA = table_schema(
     [
         pa.field("size_bytes", pa.int64()),
@@ -106,6 +111,7 @@ IMAGES_SCHEMA = table_schema(
         pa.field("status", pa.string()),
         pa.field("status_reason", pa.string()),
         pa.field("analyses", pa.list_(pa.string())),
+        pa.field("analyses_done", pa.list_(ANALYSIS_DONE)),
         # How the image went to Rekognition (`batch.image_checks.Route`); null when it was not sent.
         pa.field("sent_as", pa.string()),
         pa.field("sent_bytes", pa.int64()),
@@ -147,11 +153,18 @@ RUNS_SCHEMA = table_schema(
         pa.field("images_rejected", pa.int64()),
         pa.field("images_failed", pa.int64()),
         pa.field("images_skipped", pa.int64()),
+        pa.field("images_unchanged", pa.int64()),
         pa.field("calls", pa.list_(_CALL_COUNT)),
         pa.field("retries", pa.int64()),
         pa.field("throttled", pa.int64()),
         pa.field("estimated_cost_usd", pa.float64()),
         pa.field("status", pa.string()),
+        pa.field("error_rate", pa.float64()),
+        pa.field("exit_code", pa.int32()),
+        pa.field("attempt", pa.int32()),
+        pa.field("resumed", pa.bool_()),
+        pa.field("kept_batches", pa.int64()),
+        pa.field("full", pa.bool_()),
     ]
 )
 

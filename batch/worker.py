@@ -1,11 +1,13 @@
 """What one Dask task does: analyse a batch of images and write the batch's rows as Parquet files.
 
 A task never raises for a bad image: each image ends as one `images` row (analysed, rejected, failed
-or skipped) plus its result rows and error rows. The task returns only counts and file names, so the
-driver's memory does not grow with the results.
+or skipped) plus its result rows and error rows. Each image gets only the analyses the driver planned
+for it (an incremental run skips what committed runs already settled). The task writes its files,
+then the batch's record (`batch.manifest.BatchRecord`: the batch is complete), and returns that record:
+file names with row counts and checksums, each image's outcome, call counts. It never commits.
 
-Tasks may run twice (Dask re-runs the tasks of a lost worker): file names depend only on the run and
-the batch number, so a second run of a task rewrites the same files.
+Tasks may run twice (Dask re-runs the tasks of a lost worker): file names depend only on the run, the
+attempt and the batch number, so a second run of a task rewrites the same files.
 """
 
 from __future__ import annotations
@@ -14,28 +16,31 @@ import functools
 import logging
 import queue
 import threading
-from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 from distributed import get_worker
 from PIL import Image
 
+from batch import faults
 from batch.analyses import REGISTRY
+from batch.commits import RunStore
 from batch.config import RekognitionConfig
 from batch.convert import UnusableImage, forbid_decompression_bombs, to_jpeg
 from batch.geometry import BoxPlacement, upright_size
 from batch.image_checks import CONVERSION_ERROR, ImageRules, Refusal, Route, plan_image
 from batch.image_header import ImageHeader
+from batch.incremental import settled_analyses
+from batch.manifest import BatchRecord, ImageOutcome, data_file_name
 from batch.ratelimit import ClusterRateLimiter
 from batch.rekognition import CallCounts, CallResult, RekognitionCaller, rekognition_client
 from batch.retry import IMAGE_ERRORS, Outcome, RetryBudget, error_code
 from batch.s3 import read_header, read_object, s3_client
 from batch.selection import ListedObject
-from batch.sink import Destination, WrittenFile, write_tables
+from batch.sink import Destination, write_tables
 from batch.tables import ERRORS_SCHEMA, IMAGES_SCHEMA
 
 logger = logging.getLogger(__name__)
@@ -47,10 +52,13 @@ class RunContext:
     """What every task of a run shares (small and picklable: it travels with each task)."""
 
     run_id: str
+    attempt: int
     dt: str
     bucket: str
     analyses: tuple[str, ...]
     analysis_settings: Mapping[str, Any]
+    #: `batch.analyses.settings_digest` of each analysis: stored with the rows for incremental runs.
+    settings_digests: Mapping[str, str]
     rekognition: RekognitionConfig
     destination: Destination
     compression: str
@@ -59,26 +67,29 @@ class RunContext:
 
 
 @dataclass(frozen=True)
+class ImageToAnalyse:
+    """A listed object and the analyses it needs in this run (in the run's order)."""
+
+    obj: ListedObject
+    analyses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class BatchSpec:
     context: RunContext
     index: int
-    objects: tuple[ListedObject, ...]
+    images: tuple[ImageToAnalyse, ...]
     #: Images analysed at once in this task (planned by the driver with Little's law).
     calls_in_flight: int
 
     @property
     def file_name(self) -> str:
-        return f"{self.context.run_id}-{self.index:06d}"
+        return data_file_name(self.context.run_id, self.context.attempt, self.index)
 
 
 @dataclass
 class BatchResult:
-    index: int
-    statuses: Counter[str] = field(default_factory=Counter)
-    files: list[WrittenFile] = field(default_factory=list)
-    calls: dict[tuple[str, str], int] = field(default_factory=dict)
-    retries: int = 0
-    throttled: int = 0
+    record: BatchRecord
     #: Seconds spent in answered attempts, and how many, for the driver's latency estimate.
     latency_seconds: float = 0.0
     answered: int = 0
@@ -101,22 +112,40 @@ def process_batch(spec: BatchSpec) -> BatchResult:
     counts = CallCounts()
     caller = RekognitionCaller(rekognition, context.rekognition.retry_policy, limiter, counts, budget=budget)
     stop = threading.Event()
+
+    def one(planned: ImageToAnalyse) -> _ImageResult:
+        faults.kill_worker_on_key(planned.obj.key)  # tests only: a poison image
+        image = analyse_image(planned.obj, context, caller, s3, stop, analyses=planned.analyses)
+        done = settled_analyses(image.image_row["status"], image.image_row["analyses"], planned.analyses)
+        image.image_row["analyses_done"] = [
+            {"analysis": name, "settings_digest": context.settings_digests[name]} for name in done
+        ]
+        return image
+
     pool = _image_threads()
     # The process's tasks share its image threads: Little's law plans calls in flight per task slot.
     pool.grow_to(spec.calls_in_flight * _task_slots())
-    futures = [pool.submit(analyse_image, obj, context, caller, s3, stop) for obj in spec.objects]
+    futures = [pool.submit(one, planned) for planned in spec.images]
     results = [future.result() for future in futures]
 
     rows_by_table: dict[str, list[dict[str, Any]]] = {"images": [], "errors": []}
-    result = BatchResult(spec.index)
+    fatal = None
     for image in results:
         rows_by_table["images"].append(image.image_row)
         rows_by_table["errors"].extend(image.errors)
         for table, rows in image.rows.items():
             rows_by_table.setdefault(table, []).extend(rows)
-        result.statuses[image.image_row["status"]] += 1
-        result.fatal = result.fatal or image.fatal
-    result.files = write_tables(
+        fatal = fatal or image.fatal
+    record = finish_batch(spec, rows_by_table, s3, counts)
+    return BatchResult(record, counts.latency_seconds, counts.answered, fatal)
+
+
+def finish_batch(
+    spec: BatchSpec, rows_by_table: Mapping[str, list[dict[str, Any]]], s3: Any, counts: CallCounts
+) -> BatchRecord:
+    """Write the batch's files, then its record (the batch is complete); return the record."""
+    context = spec.context
+    files = write_tables(
         context.destination,
         rows_by_table,
         table_schemas(context.analyses),
@@ -125,10 +154,23 @@ def process_batch(spec: BatchSpec) -> BatchResult:
         compression=context.compression,
         s3_client=s3,
     )
-    result.calls = dict(counts.attempts)
-    result.retries, result.throttled = counts.retries, counts.throttled
-    result.latency_seconds, result.answered = counts.latency_seconds, counts.answered
-    return result
+    images = tuple(
+        ImageOutcome(
+            row["key"], row["etag"], row["status"], tuple(d["analysis"] for d in row["analyses_done"])
+        )
+        for row in rows_by_table["images"]
+    )
+    record = BatchRecord(
+        context.attempt,
+        spec.index,
+        tuple(files),
+        images,
+        dict(counts.attempts),
+        counts.retries,
+        counts.throttled,
+    )
+    RunStore(context.destination, s3).write_batch(context.run_id, record)
+    return record
 
 
 def table_schemas(analyses: tuple[str, ...]) -> dict[str, Any]:
@@ -139,9 +181,15 @@ def table_schemas(analyses: tuple[str, ...]) -> dict[str, Any]:
 
 
 def analyse_image(
-    obj: ListedObject, context: RunContext, caller: RekognitionCaller, s3: Any, stop: threading.Event
+    obj: ListedObject,
+    context: RunContext,
+    caller: RekognitionCaller,
+    s3: Any,
+    stop: threading.Event,
+    *,
+    analyses: tuple[str, ...],
 ) -> _ImageResult:
-    """Probe one image's header, send it as planned (or refuse it before any call), run its analyses
+    """Probe one image's header, send it as planned (or refuse it before any call), run `analyses`
     one after the other, and build its rows."""
     common = {"run_id": context.run_id, "bucket": context.bucket, "key": obj.key, "etag": obj.etag}
     result = _ImageResult(image_row={}, rows={}, errors=[])
@@ -177,7 +225,7 @@ def analyse_image(
 
     succeeded: list[str] = []
     status, reason = "analysed", None
-    for name in context.analyses:
+    for name in analyses:
         if stop.is_set():
             status, reason = "failed", "run aborted"
             break

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image, ImageDraw
 
+from batch.analyses import all_tables
+from batch.commits import RunStore
 from batch.local import samples as sample_set
 from batch.local.samples import GroundTruth
 from batch.local.stack import LocalStack
+from batch.manifest import Manifest, data_file_name
+from batch.sink import write_tables
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +54,29 @@ def make_image(
     buf = io.BytesIO()
     img.save(buf, fmt, **(sample_set.JPEG_OPTIONS if fmt == "JPEG" else {}))
     return buf.getvalue()
+
+
+def commit_rows(
+    store: RunStore,
+    run_id: str,
+    rows_by_table: Mapping[str, list[dict[str, Any]]],
+    *,
+    dt: str = "2026-11-25",
+    analyses: Mapping[str, str] | None = None,
+) -> Manifest:
+    """Write one batch of rows as the job would and commit it as run `run_id` (attempt 1, batch 0)."""
+    files = write_tables(
+        store.destination,
+        rows_by_table,
+        all_tables(),
+        dt=dt,
+        name=data_file_name(run_id, 1, 0),
+        compression="none",
+        s3_client=store.s3_client,
+    )
+    now = datetime(2026, 11, 25, 2, tzinfo=UTC)
+    manifest = Manifest(
+        run_id, 1, (1,), now, now, dt, "s3://in/p/", "digest", analyses or {}, tuple(files), {"listed": 0}
+    )
+    assert store.commit(manifest)
+    return manifest

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow.dataset as ds
-import pyarrow.fs
 import pytest
 
+from batch import readers
 from batch.geometry import Box, upright_to_stored_box
 from batch.local.samples import GroundTruth, SampleTruth
 from batch.local.stack import LocalStack, seed_samples
@@ -111,33 +110,17 @@ def local_run(stack: LocalStack, truth: GroundTruth, tmp_path_factory: pytest.Te
     tmp = tmp_path_factory.mktemp("local-run")
     out = tmp / "out"
     result, summary, calls = execute(stack, tmp, str(out))
-    sql = duckdb.connect()
-    for table in out.iterdir():
-        sql.execute(
-            f"CREATE VIEW {table.name} AS SELECT * FROM "
-            f"read_parquet('{table}/**/*.parquet', hive_partitioning = true)"
-        )
-    return Run(result, summary, calls, sql)
+    return Run(result, summary, calls, readers.connect(str(out)))
 
 
 @pytest.fixture(scope="module")
 def s3_run(stack: LocalStack, truth: GroundTruth, tmp_path_factory: pytest.TempPathFactory) -> Run:
     """Image bytes sent in the request, tables to S3; read back through pyarrow + DuckDB."""
     tmp = tmp_path_factory.mktemp("s3-run")
-    result, summary, calls = execute(stack, tmp, f"s3://{OUTPUT_BUCKET}/tables", "--image-source", "bytes")
-    # DuckDB's httpfs extension can't be installed offline: let it scan pyarrow datasets instead.
-    fs = pyarrow.fs.S3FileSystem(
-        endpoint_override=stack.s3_url, access_key="testing", secret_key="testing", region="us-east-1"
-    )
-    sql = duckdb.connect()
-    tables = {info.base_name for info in fs.get_file_info(pyarrow.fs.FileSelector(f"{OUTPUT_BUCKET}/tables"))}
-    for table in tables:
-        dataset = ds.dataset(
-            f"{OUTPUT_BUCKET}/tables/{table}", filesystem=fs, format="parquet", partitioning="hive"
-        )
-        sql.register(f"arrow_{table}", dataset)
-        sql.execute(f"CREATE VIEW {table} AS SELECT * FROM arrow_{table}")
-    return Run(result, summary, calls, sql)
+    output = f"s3://{OUTPUT_BUCKET}/tables"
+    result, summary, calls = execute(stack, tmp, output, "--image-source", "bytes")
+    # DuckDB's httpfs extension can't be installed offline: the helper loads the committed files itself.
+    return Run(result, summary, calls, readers.connect(output, stack.s3_client()))
 
 
 @pytest.fixture(params=["local_run", "s3_run"])

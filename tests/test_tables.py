@@ -10,11 +10,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import commit_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batch import readers
 from batch.analyses import REGISTRY, all_tables
+from batch.commits import RunStore
 from batch.geometry import BoxPlacement
+from batch.sink import Destination
 from batch.tables import (
     BOX_FIELDS,
     COMMON_FIELDS,
@@ -188,6 +192,7 @@ def sample_row(schema: pa.Schema) -> dict[str, Any]:
         "type": "WORD",
         "error_code": "InvalidImageFormatException",
         "name": "Person",
+        "analyses": ["labels"],
     }
     row.update({k: v for k, v in fixed.items() if k in schema.names})
     if "face_index" in schema.names:
@@ -197,21 +202,21 @@ def sample_row(schema: pa.Schema) -> dict[str, Any]:
     return row
 
 
-def test_docs_example_queries_run_on_a_sample_dataset(tmp_path: Path) -> None:
-    duckdb = pytest.importorskip("duckdb")
-    for name, schema in all_tables().items():
-        folder = tmp_path / name / "dt=2026-11-25"
-        folder.mkdir(parents=True)
-        pq.write_table(rows_to_table([sample_row(schema)], schema), folder / "run-1-0.parquet")
-    text = DOCS.read_text(encoding="utf-8")
-    sql = text[text.index("```sql") + len("```sql") : text.rindex("```")]
-    statements = [s.strip() for s in sql.replace("'out/", f"'{tmp_path}/").split(";") if s.strip()]
-    assert len(statements) >= 3
-    with duckdb.connect() as connection:
+def test_docs_example_queries_run_on_a_committed_sample_dataset(tmp_path: Path) -> None:
+    pytest.importorskip("duckdb")
+    store = RunStore(Destination(str(tmp_path)))
+    commit_rows(store, "run-1", {name: [sample_row(schema)] for name, schema in all_tables().items()})
+    text = DOCS.read_text(encoding="utf-8").split("## Example queries (DuckDB, over the views)")[1]
+    sql = text[text.index("```sql") + len("```sql") : text.index("```", text.index("```sql") + 6)]
+    statements = [s.strip() for s in sql.split(";") if s.strip()]
+    assert len(statements) == 8
+    with readers.connect(str(tmp_path)) as connection:
         results = [connection.execute(statement).fetchall() for statement in statements]
     assert results[0] == [("Person", 1)]
     assert results[1] == [("a.jpg", None, None, 1)]
     assert results[2] == [("InvalidImageFormatException", None, 1)]
+    assert results[5] == [("a.jpg", "Person", None)]
+    assert [row[0] for row in results[7]] == ["run-1"]
 
 
 def test_geometry_columns_are_the_schema_columns() -> None:

@@ -87,7 +87,7 @@ def run_rekognition(args: argparse.Namespace) -> int:
     analyses = AnalysisCache(lambda data: analyse_pixels(decode_upright(data)))
     collections = CollectionStore(args.collections_file)
     call_log = CallLog(args.call_log)
-    app = RekognitionApp(lambda: Call(analyses, s3, collections), faults)
+    app = RekognitionApp(lambda: Call(analyses, s3, collections), faults, frozenset(args.deny))
     server = serve(args.host, args.port, app, call_log)
     host, port = server.server_address[:2]
     print(f"Rekognition endpoint listening on http://{host!s}:{port}", flush=True)
@@ -157,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="trust a cached S3 object this long without a conditional GET (default 0 = exact)",
     )
     rek.add_argument("--call-log", type=Path, help="append one JSON line per call here")
+    rek.add_argument(
+        "--deny",
+        action="append",
+        default=[],
+        metavar="OPERATION",
+        help="answer every call of this operation AccessDeniedException, as IAM would (repeatable)",
+    )
     rek.add_argument("--collections-file", type=Path, help="persist face collections to this JSON file")
     add_endpoint_flags(rek)
     s3 = sub.add_parser("s3", allow_abbrev=False, help="moto's S3 server on 127.0.0.1")

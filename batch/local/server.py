@@ -80,22 +80,22 @@ class CallLog:
 class RekognitionApp:
     """Everything but the sockets: `handle(target, body) -> Answer`."""
 
-    def __init__(self, make_call: Any, faults: FaultInjector) -> None:
+    def __init__(self, make_call: Any, faults: FaultInjector, denied: frozenset[str] = frozenset()) -> None:
         self._make_call = make_call  # () -> Call, so each request gets fresh per-call state
         self._faults = faults
+        self._denied = denied  # operations the caller's (pretend) IAM policy does not allow
         self._model = botocore.session.get_session().get_service_model("rekognition")
 
     def handle(self, target: str, body: bytes) -> Answer:
         operation = target.removeprefix(TARGET_PREFIX)
         handler = OPERATIONS.get(operation) if target.startswith(TARGET_PREFIX) else None
-        if handler is None:
-            err = ServiceError("UnknownOperationException", f"Unknown operation: {target}")
-            return _error_answer(operation or "-", err)
         try:
             params = json.loads(body or b"{}")
         except ValueError:
             params = None
         ref = _image_ref(params)
+        if handler is None or operation in self._denied:
+            return _error_answer(operation or "-", self._refusal(target, operation), ref=ref)
         verdict = self._faults.decide(operation)
         injected = _injected_answer(operation, verdict, ref)
         if injected is not None:
@@ -115,6 +115,15 @@ class RekognitionApp:
             return _error_answer(operation, fault, delay=verdict.delay, call=call, ref=ref)
         body_out = json.dumps(result, separators=(",", ":")).encode()
         return Answer(operation, 200, body_out, delay=verdict.delay, call=call, ref=ref)
+
+    def _refusal(self, target: str, operation: str) -> ServiceError:
+        """Why a call is refused before anything else: the caller may not call it (`--deny`), or no such
+        operation."""
+        if operation in self._denied:
+            return ServiceError(
+                "AccessDeniedException", f"User is not authorized to perform: rekognition:{operation}"
+            )
+        return ServiceError("UnknownOperationException", f"Unknown operation: {target}")
 
 
 def _error_answer(operation: str, err: ServiceError, **extra: Any) -> Answer:

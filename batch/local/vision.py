@@ -289,7 +289,7 @@ class AnalysisCache:
     harmless and cheaper than a per-key lock.
     """
 
-    def __init__(self, analyse: Callable[[bytes], Analysis], max_entries: int = 512) -> None:
+    def __init__(self, analyse: Callable[[bytes], Analysis], max_entries: int = 8192) -> None:
         self._analyse = analyse
         self._max = max_entries
         self._entries: OrderedDict[str, Analysis | ServiceError] = OrderedDict()

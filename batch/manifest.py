@@ -1,0 +1,384 @@
+"""A run's commit record and the accounting that must hold before it is written. Pure: no I/O.
+
+The output of a run becomes visible in one step: when its manifest is created. Until then its data
+files exist but no reader opens them (readers open exactly the files that manifests list, never a glob).
+
+    DEST/<table>/dt=YYYY-MM-DD/<run_id>-a<attempt>-<batch:06d>.parquet   data, written whole, immutable
+    DEST/_runs/<run_id>/attempt-<attempt>.json                           one per process start, create-only
+    DEST/_runs/<run_id>/batch-<attempt>-<batch:06d>.json                 a batch's record, after its files
+    DEST/_commits/<run_id>.json                                          the manifest: the commit point
+
+* A Dask task writes its batch's files, then the batch's record (`BatchRecord`: the files with row
+  count and SHA-256, each image's outcome, the call counts). A record means "this batch is complete";
+  `--resume` keeps exactly the batches that have one. A task that runs twice (a lost worker) rewrites
+  the same names; the driver keeps the result it received, never a listing of files.
+* Names hold the attempt (a number claimed create-only at start), so two processes working on one run
+  id never write the same file; only the attempt that commits has its files read.
+* The manifest is created last, create-only (S3 `IfNoneMatch='*'`, a local hard link): of two
+  attempts racing to commit one run id exactly one wins. It is one JSON line (Athena's JSON SerDe
+  reads it; `COMMITS_SCHEMA` is its schema).
+* Names starting with `_` are skipped by pyarrow and Hive, and no table reader globs them.
+
+Accounting (Jepsen's lost / duplicated / unexpected, applied to a batch job): every listed (key, etag)
+ends in exactly one outcome, and no (key, etag, analysis) is settled twice in one run. `Ledger` holds
+16-byte digests, not keys, so 100,000 keys cost a few megabytes in the driver.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import pyarrow as pa
+
+#: What becomes of each listed image in a run, exactly one each. `unchanged`: a committed run already
+#: has every requested analysis of it with the same ETag and settings, so it is not sent anywhere.
+OUTCOMES: tuple[str, ...] = ("analysed", "rejected", "failed", "skipped", "unchanged")
+COMMITS_DIR = "_commits"
+RUNS_DIR = "_runs"
+MANIFEST_FORMAT = 1
+
+
+# --- names ---------------------------------------------------------------------------------------------
+
+
+def data_file_name(run_id: str, attempt: int, batch: int) -> str:
+    """The name (without `.parquet`) of a batch's file in every table: from the run, never from keys."""
+    return f"{run_id}-a{attempt}-{batch:06d}"
+
+
+def runs_file_name(run_id: str, attempt: int) -> str:
+    """The name of the `runs` table's file of an attempt (written by the driver, just before the commit)."""
+    return f"{run_id}-a{attempt}-runs"
+
+
+_DATA_FILE = re.compile(r"(?P<run_id>.+)-a[0-9]+-(?:[0-9]{6,}|runs)\.parquet")
+
+
+def run_of_data_file(path: str) -> str | None:
+    """The run id in a data file's name, or None for a name the job does not write (a stray)."""
+    match = _DATA_FILE.fullmatch(path.rsplit("/", 1)[-1])
+    return match.group("run_id") if match else None
+
+
+def run_of_control_file(path: str) -> str | None:
+    """The run id of a file under `_runs/<run_id>/`, else None."""
+    parts = path.split("/")
+    return parts[1] if len(parts) == 3 and parts[0] == RUNS_DIR else None
+
+
+def manifest_path(run_id: str) -> str:
+    return f"{COMMITS_DIR}/{run_id}.json"
+
+
+def attempt_path(run_id: str, attempt: int) -> str:
+    return f"{RUNS_DIR}/{run_id}/attempt-{attempt}.json"
+
+
+def batch_record_path(run_id: str, attempt: int, batch: int) -> str:
+    return f"{RUNS_DIR}/{run_id}/batch-{attempt}-{batch:06d}.json"
+
+
+def to_line(document: Mapping[str, Any]) -> str:
+    """One line of compact JSON (non-ASCII kept as is: keys are Unicode)."""
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+
+
+# --- values --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One data file: where it is under the output root, and what a reader must find in it."""
+
+    table: str
+    path: str
+    rows: int
+    sha256: str
+    size_bytes: int
+
+    def as_json(self) -> dict[str, Any]:
+        # No `table`/`rows` member names: both are reserved words in Athena's DDL.
+        return {
+            "table_name": self.table,
+            "path": self.path,
+            "row_count": self.rows,
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> FileEntry:
+        return cls(d["table_name"], d["path"], d["row_count"], d["sha256"], d["size_bytes"])
+
+
+class ImageOutcome(NamedTuple):
+    """What became of one listed image in a run: its outcome and the analyses it settled."""
+
+    key: str
+    etag: str
+    status: str
+    settled: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """A complete batch: its files, its images' outcomes and the calls it made (for the summary)."""
+
+    attempt: int
+    batch: int
+    files: tuple[FileEntry, ...]
+    images: tuple[ImageOutcome, ...]
+    calls: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    retries: int = 0
+    throttled: int = 0
+
+    def statuses(self) -> Counter[str]:
+        return Counter(image.status for image in self.images)
+
+    def to_json(self) -> str:
+        return to_line(
+            {
+                "attempt": self.attempt,
+                "batch": self.batch,
+                "files": [f.as_json() for f in self.files],
+                "images": [list(image) for image in self.images],
+                "calls": [[op, outcome, n] for (op, outcome), n in sorted(self.calls.items())],
+                "retries": self.retries,
+                "throttled": self.throttled,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> BatchRecord:
+        d = json.loads(text)
+        return cls(
+            attempt=d["attempt"],
+            batch=d["batch"],
+            files=tuple(FileEntry.from_json(f) for f in d["files"]),
+            images=tuple(ImageOutcome(k, e, s, tuple(a)) for k, e, s, a in d["images"]),
+            calls={(op, outcome): n for op, outcome, n in d["calls"]},
+            retries=d["retries"],
+            throttled=d["throttled"],
+        )
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One process's start on a run id. `--resume` checks that it continues the same work.
+
+    `started_at` and `dt` are the run's: a resumed attempt keeps the first attempt's."""
+
+    run_id: str
+    attempt: int
+    started_at: datetime
+    dt: str
+    input: str
+    config_digest: str
+
+    def to_json(self) -> str:
+        return to_line(
+            {
+                "run_id": self.run_id,
+                "attempt": self.attempt,
+                "started_at": self.started_at.isoformat(),
+                "dt": self.dt,
+                "input": self.input,
+                "config_digest": self.config_digest,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> AttemptRecord:
+        d = json.loads(text)
+        return cls(
+            d["run_id"],
+            d["attempt"],
+            datetime.fromisoformat(d["started_at"]),
+            d["dt"],
+            d["input"],
+            d["config_digest"],
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The commit record of a run: every file a reader may open, and the run's accounting."""
+
+    run_id: str
+    attempt: int
+    #: Attempts whose batches it holds (more than one after `--resume`).
+    attempts: tuple[int, ...]
+    started_at: datetime
+    committed_at: datetime
+    dt: str
+    input: str
+    config_digest: str
+    #: Settings digest per analysis of the run (`batch.analyses.settings_digest`).
+    analyses: Mapping[str, str]
+    files: tuple[FileEntry, ...]
+    counts: Mapping[str, int]
+
+    def files_of(self, table: str) -> list[FileEntry]:
+        return [f for f in self.files if f.table == table]
+
+    def to_json(self) -> str:
+        return to_line(
+            {
+                "format": MANIFEST_FORMAT,
+                "run_id": self.run_id,
+                "attempt": self.attempt,
+                "attempts": list(self.attempts),
+                "started_at": self.started_at.isoformat(),
+                "committed_at": self.committed_at.isoformat(),
+                "dt": self.dt,
+                "input": self.input,
+                "config_digest": self.config_digest,
+                "analyses": [{"analysis": a, "settings_digest": d} for a, d in self.analyses.items()],
+                "files": [f.as_json() for f in self.files],
+                "counts": {name: int(self.counts.get(name, 0)) for name in ("listed", *OUTCOMES)},
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        d = json.loads(text)
+        if d.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"manifest format {d.get('format')!r} is not {MANIFEST_FORMAT}")
+        return cls(
+            run_id=d["run_id"],
+            attempt=d["attempt"],
+            attempts=tuple(d["attempts"]),
+            started_at=datetime.fromisoformat(d["started_at"]),
+            committed_at=datetime.fromisoformat(d["committed_at"]),
+            dt=d["dt"],
+            input=d["input"],
+            config_digest=d["config_digest"],
+            analyses={a["analysis"]: a["settings_digest"] for a in d["analyses"]},
+            files=tuple(FileEntry.from_json(f) for f in d["files"]),
+            counts=dict(d["counts"]),
+        )
+
+
+_FILE_STRUCT = pa.struct(
+    [
+        pa.field("table_name", pa.string()),
+        pa.field("path", pa.string()),
+        pa.field("row_count", pa.int64()),
+        pa.field("sha256", pa.string()),
+        pa.field("size_bytes", pa.int64()),
+    ]
+)
+
+#: The manifest's JSON as a table (one row per committed run): for Athena's DDL and DuckDB's read_json.
+#: Times are ISO 8601 strings.
+COMMITS_SCHEMA = pa.schema(
+    [
+        pa.field("format", pa.int32()),
+        pa.field("run_id", pa.string()),
+        pa.field("attempt", pa.int32()),
+        pa.field("attempts", pa.list_(pa.int32())),
+        pa.field("started_at", pa.string()),
+        pa.field("committed_at", pa.string()),
+        pa.field("dt", pa.string()),
+        pa.field("input", pa.string()),
+        pa.field("config_digest", pa.string()),
+        pa.field(
+            "analyses",
+            pa.list_(
+                pa.struct([pa.field("analysis", pa.string()), pa.field("settings_digest", pa.string())])
+            ),
+        ),
+        pa.field("files", pa.list_(_FILE_STRUCT)),
+        pa.field("counts", pa.struct([pa.field(n, pa.int64()) for n in ("listed", *OUTCOMES)])),
+    ]
+)
+
+
+# --- accounting -----------------------------------------------------------------------------------------
+
+
+def image_identity(key: str, etag: str) -> bytes:
+    """16 bytes that stand for (key, etag): unambiguous (the key's length is hashed in) and small."""
+    return hashlib.blake2b(f"{len(key)}:{key}{etag}".encode(), digest_size=16).digest()
+
+
+class Ledger:
+    """Every listed image's outcome in one run, checked before the run commits.
+
+    Use: `listed(key, etag)` for each object the run takes from the listing (or from a kept batch on
+    resume), `record(outcome)` for each image outcome a batch reports, then `problems()`: empty means
+    every listed image has exactly one outcome, no outcome is for an image that was not listed, and no
+    (key, etag, analysis) is settled twice. `counts` holds `listed` and each outcome, as they arrive.
+    """
+
+    def __init__(self) -> None:
+        self._listed: set[bytes] = set()
+        self._outcomes: dict[bytes, str] = {}
+        self._settled: set[tuple[bytes, str]] = set()
+        self.counts: Counter[str] = Counter()
+        self._listed_twice = 0
+        self._duplicated = 0
+        self._resettled = 0
+        self._unknown_status = 0
+
+    def listed(self, key: str, etag: str) -> None:
+        identity = image_identity(key, etag)
+        if identity in self._listed:
+            self._listed_twice += 1
+        self._listed.add(identity)
+        self.counts["listed"] += 1
+
+    def record(self, outcome: ImageOutcome) -> None:
+        identity = image_identity(outcome.key, outcome.etag)
+        if identity in self._outcomes:
+            self._duplicated += 1
+        self._outcomes[identity] = outcome.status
+        if outcome.status not in OUTCOMES:
+            self._unknown_status += 1
+        self.counts[outcome.status] += 1
+        for analysis in outcome.settled:
+            if (identity, analysis) in self._settled:
+                self._resettled += 1
+            self._settled.add((identity, analysis))
+
+    def problems(self) -> list[str]:
+        """Why the run must not commit; empty when the accounting is clean."""
+        lost = len(self._listed - self._outcomes.keys())
+        unexpected = len(self._outcomes.keys() - self._listed)
+        found = {
+            "listed images without an outcome (lost)": lost,
+            "outcomes for images not listed (unexpected)": unexpected,
+            "images with more than one outcome (duplicated)": self._duplicated,
+            "images listed twice": self._listed_twice,
+            "(key, etag, analysis) settled more than once": self._resettled,
+            "outcomes with an unknown status": self._unknown_status,
+        }
+        return [f"{n} {what}" for what, n in found.items() if n]
+
+
+def error_rate(counts: Mapping[str, int]) -> float:
+    """Rejected and failed images over the images sent for analysis (unchanged and skipped excluded)."""
+    bad = counts.get("rejected", 0) + counts.get("failed", 0)
+    sent = bad + counts.get("analysed", 0)
+    return bad / sent if sent else 0.0
+
+
+def keep_complete_batches(records: Iterable[BatchRecord]) -> list[BatchRecord]:
+    """The batch records a resumed run keeps: in (attempt, batch) order, each unless it shares an image
+    key with one kept before it (a batch split after its record was written: keep one copy)."""
+    kept: list[BatchRecord] = []
+    keys: set[str] = set()
+    for record in sorted(records, key=lambda r: (r.attempt, r.batch)):
+        its_keys = {image.key for image in record.images}
+        if its_keys & keys:
+            continue
+        kept.append(record)
+        keys |= its_keys
+    return kept
