@@ -1,4 +1,4 @@
-"""Command line: `rekbatch run ...` (also `python -m batch run ...`).
+"""Command line: `rekbatch run ...` (also `python -m batch run ...`); `rekbatch report RUN_ID ...`.
 
 Exit codes: 0 the run completed (images that Rekognition rejected are rows, not failures);
 2 a bad config, flag or environment variable; 3 the input or output location is unreachable;
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from batch import __version__
-from batch.config import load_config
+from batch.config import load_config, load_report_config
 from batch.errors import RekbatchError, RunAborted
 
 #: Loggers that would print credentials or image bytes at DEBUG (botocore logs request bodies and
@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--summary-json", help="also write the run's summary as JSON to this path")
     run.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO")
+    report = commands.add_parser("report", help="write the HTML report of a finished run")
+    report.add_argument("run_id", metavar="RUN_ID", help="the run's id (the runs table's run_id)")
+    report.add_argument("--output", required=True, help="the run's output: a local folder or s3://BUCKET/PREFIX")
+    report.add_argument("--to", help="write the report to this file (default: OUTPUT/_reports/RUN_ID.html)")
+    report.add_argument("--config", help="a TOML file; only its [report] section is read")
+    report.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     return parser
 
 
@@ -63,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
     try:
+        if args.command == "report":
+            return _report(args)
         config = load_config(
             args.config,
             overrides={
@@ -92,6 +100,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rekbatch: interrupted", file=sys.stderr)
         return 130
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from batch.report import write_report  # matplotlib and Jinja2 only for this command
+    from batch.s3 import s3_client
+
+    settings = load_report_config(args.config)
+    print(write_report(args.output, args.run_id, settings, s3_client(), to=args.to))
     return 0
 
 

@@ -31,7 +31,8 @@ from batch.retry import error_code
 from batch.s3 import check_readable, check_writable, list_pages, s3_client
 from batch.selection import ListedObject, batched, is_selected
 from batch.sink import Destination, write_tables
-from batch.tables import ERRORS_SCHEMA, IMAGES_SCHEMA, RUNS_SCHEMA
+from batch.tables import CALL_SECONDS_SCHEMA, ERRORS_SCHEMA, IMAGES_SCHEMA, RUNS_SCHEMA
+from batch.timeline import SecondKey, timeline_rows
 from batch.worker import BatchResult, BatchSpec, RunContext, process_batch
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,13 @@ class RunSummary:
     worker_cpu_seconds: float = 0.0
     #: CPU seconds of all the job's processes from the first batch to the last (start-up excluded).
     processing_cpu_seconds: float = 0.0
+    #: Attempts by Unix second, operation and outcome class: the `call_seconds` table.
+    call_seconds: Counter[SecondKey] = field(default_factory=Counter)
+    #: Calls per second allowed per operation, across the cluster.
+    quotas: dict[str, float] = field(default_factory=dict)
+    #: Where the run report was written, or why it was not.
+    report: str | None = None
+    report_error: str | None = None
 
     @property
     def seconds(self) -> float:
@@ -96,6 +104,7 @@ class RunSummary:
             "rows": dict(self.rows),
             "estimated_cost_usd": round(self.estimated_cost_usd, 6),
             "dashboard": self.dashboard,
+            "report": self.report,
             "cpu_seconds": {
                 "driver": round(_cpu_seconds(), 3),
                 "workers": round(self.worker_cpu_seconds, 3),
@@ -132,6 +141,8 @@ def run(config: RunConfig, *, command_line: str = "", out: TextIO = sys.stdout) 
     summary.ended_at = datetime.now(UTC)
     if not config.dry_run:
         _write_runs_row(config, summary, s3)
+        if config.report.enabled:
+            _write_report(config, summary, s3)
     print(format_summary(summary, dry_run=config.dry_run), file=out)
     if config.summary_json:
         Path(config.summary_json).write_text(json.dumps(summary.as_json(), indent=2) + "\n")
@@ -173,6 +184,7 @@ def _run_batches(config: RunConfig, s3: Any, summary: RunSummary) -> None:
         # One quota per operation for the whole cluster, held by the scheduler (batch.ratelimit).
         quotas = {REGISTRY[name].operation: config.quota(name) for name in config.analyses}
         install_quota(client, quotas, default=config.rekognition.tps)
+        summary.quotas = quotas
         cpu_before = _cpu_seconds() + sum(client.run(_cpu_seconds).values())
         summary.dashboard = client.dashboard_link
         logger.info(
@@ -300,6 +312,7 @@ def _add(summary: RunSummary, result: BatchResult, config: RunConfig) -> None:
     summary.images.update(result.statuses)
     summary.images["listed"] += sum(result.statuses.values())
     summary.calls.update(result.calls)
+    summary.call_seconds.update(result.call_seconds)
     summary.retries += result.retries
     summary.throttled += result.throttled
     summary.files += len(result.files)
@@ -334,16 +347,32 @@ def _write_runs_row(config: RunConfig, summary: RunSummary, s3: Any) -> None:
         "estimated_cost_usd": summary.estimated_cost_usd,
         "status": summary.status,
     }
-    write_tables(
+    timeline = timeline_rows(
+        summary.call_seconds,
+        started_at=summary.started_at,
+        quotas=summary.quotas,
+        common={"run_id": summary.run_id, "bucket": config.bucket, "key": config.prefix, "etag": None},
+    )
+    files = write_tables(
         Destination(config.output),
-        {"runs": [row]},
-        {"runs": RUNS_SCHEMA},
+        {"call_seconds": timeline, "runs": [row]},  # the runs row last: it says the run has ended
+        {"runs": RUNS_SCHEMA, "call_seconds": CALL_SECONDS_SCHEMA},
         dt=summary.started_at.strftime("%Y-%m-%d"),
         name=summary.run_id,
         compression=config.output_options.compression,
         s3_client=s3,
     )
-    summary.files += 1
+    summary.files += len(files)
+
+
+def _write_report(config: RunConfig, summary: RunSummary, s3: Any) -> None:
+    from batch.report import write_report  # matplotlib and Jinja2 only when a report is written
+
+    try:
+        summary.report = write_report(config.output, summary.run_id, config.report, s3)
+    except Exception as exc:  # the tables are written: a report that fails must not fail the run
+        logger.debug("run report failed", exc_info=True)
+        summary.report_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
 
 
 def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
@@ -380,6 +409,8 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
     )
     tables = ", ".join(f"{t} {n}" for t, n in sorted(summary.rows.items()))
     lines.append(f"  output: {summary.output} ({summary.files} files; rows: {tables})")
+    if summary.report or summary.report_error:
+        lines.append(f"  report: {summary.report or f'not written: {summary.report_error}'}")
     return "\n".join(lines)
 
 

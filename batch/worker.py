@@ -84,6 +84,8 @@ class BatchResult:
     answered: int = 0
     #: One-line reason when an error says the whole run cannot succeed (e.g. AccessDeniedException).
     fatal: str | None = None
+    #: Attempts by Unix second, operation and outcome class (`batch.timeline`), for `call_seconds`.
+    call_seconds: dict[tuple[int, str, str], int] = field(default_factory=dict)
 
 
 @dataclass
@@ -128,6 +130,7 @@ def process_batch(spec: BatchSpec) -> BatchResult:
     result.calls = dict(counts.attempts)
     result.retries, result.throttled = counts.retries, counts.throttled
     result.latency_seconds, result.answered = counts.latency_seconds, counts.answered
+    result.call_seconds = dict(counts.per_second)
     return result
 
 

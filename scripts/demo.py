@@ -2,12 +2,14 @@
 
 Starts moto's S3 server and our Rekognition endpoint on loopback, seeds a bucket with the sample
 images, runs `python -m batch run` against it with a LocalCluster of worker processes, prints the
-run's summary and a DuckDB query over the output, and stops the servers.
+run's summary and a DuckDB query over the output, stops the servers, and ends with the path of the
+run's HTML report (written by the job into the output's `_reports/` folder).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -65,6 +67,8 @@ def main() -> int:
             str(output),
             "--tps",
             str(args.tps),
+            "--summary-json",
+            str(Path(work) / "summary.json"),
         ]
         print("$ python", " ".join(command[1:]), flush=True)
         code = subprocess.run(command, env={**os.environ, **stack.env}, check=False).returncode
@@ -73,11 +77,16 @@ def main() -> int:
             return code
         calls = stack.calls()
         print(f"\nthe local endpoint logged {len(calls)} calls")
+        report = json.loads((Path(work) / "summary.json").read_text())["report"]
 
     print(f"\nDuckDB over {output}:")
     sql = QUERY.format(out=output)
     print(sql.strip())
     duckdb.sql(sql).show(max_rows=100, max_width=200)
+    if report is None:
+        print("\nthe run report was not written (see the summary above)", file=sys.stderr)
+        return 1
+    print(f"\nthe run's report (one HTML file, works offline): {report}")
     return 0
 
 
