@@ -44,6 +44,7 @@ from batch.report_data import RunTables, load_run
 from batch.report_stats import (
     CONFIDENCE_BINS,
     STATS_COLUMNS,
+    BoxLayer,
     DrawnBox,
     GallerySample,
     ImageEntry,
@@ -121,12 +122,14 @@ def build_report(
     """The report's HTML for one run, at most `settings.max_bytes` long (UTF-8) when that can be."""
     stats, gallery = collect(tables, settings.thumbnails)
     analysed, with_errors = gallery.chosen()
-    boxes, errors = image_details(tables, [*analysed, *with_errors])
+    schemas = all_tables()
+    layers = box_layers({name: schemas[name] for name in tables.parts if name in schemas})
+    boxes, errors = image_details(tables, layers, [*analysed, *with_errors])
     with rendering():
         charts = draw_charts(stats, tables.run.get("analyses") or ())
     root = tables.output if tables.output.startswith("s3://") else Path(tables.output).resolve().as_posix()
     context = report_context(tables.run, stats, charts, sql_root=root, generated_at=generated_at)
-    context["layers"] = [layer.name for layer in box_layers(_tables_of(tables))]
+    context["layers"] = [layer.name for layer in layers]
 
     def tile_of(entry: ImageEntry) -> Tile:
         return Tile.of(entry, boxes.get(entry.key, []), errors.get(entry.key, []), root, tables.run_id)
@@ -153,13 +156,13 @@ def collect(tables: RunTables, thumbnails: int) -> tuple[RunStats, GallerySample
 
 
 def image_details(
-    tables: RunTables, chosen: Sequence[ImageEntry]
+    tables: RunTables, drawn_layers: Sequence[BoxLayer], chosen: Sequence[ImageEntry]
 ) -> tuple[dict[str, list[DrawnBox]], dict[str, list[dict[str, Any]]]]:
     """The boxes and `errors` rows of the chosen images, by key, read from their parts only."""
     keys_by_part: dict[str, set[str]] = {}
     for entry in chosen:
         keys_by_part.setdefault(entry.part, set()).add(entry.key)
-    layers = {layer.table: layer for layer in box_layers(_tables_of(tables))}
+    layers = {layer.table: layer for layer in drawn_layers}
     wanted = [
         (table, part)
         for table in [*layers, "errors"]
@@ -178,11 +181,6 @@ def image_details(
         for key, drawn in boxes_of(layers[table], rows, keys).items():
             boxes.setdefault(key, []).extend(drawn)
     return boxes, errors
-
-
-def _tables_of(tables: RunTables) -> dict[str, Any]:
-    schemas = all_tables()
-    return {name: schemas[name] for name in tables.parts if name in schemas}
 
 
 # --- charts and the summary ---------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def local_run(stack: LocalStack, truth: GroundTruth, tmp_path_factory: pytest.Te
     out = tmp / "out"
     result, summary, calls = execute(stack, tmp, str(out))
     sql = duckdb.connect()
-    for table in out.iterdir():
+    for table in (path for path in out.iterdir() if not path.name.startswith("_")):  # _reports: not a table
         sql.execute(
             f"CREATE VIEW {table.name} AS SELECT * FROM "
             f"read_parquet('{table}/**/*.parquet', hive_partitioning = true)"
@@ -130,7 +130,8 @@ def s3_run(stack: LocalStack, truth: GroundTruth, tmp_path_factory: pytest.TempP
         endpoint_override=stack.s3_url, access_key="testing", secret_key="testing", region="us-east-1"
     )
     sql = duckdb.connect()
-    tables = {info.base_name for info in fs.get_file_info(pyarrow.fs.FileSelector(f"{OUTPUT_BUCKET}/tables"))}
+    listed = fs.get_file_info(pyarrow.fs.FileSelector(f"{OUTPUT_BUCKET}/tables"))
+    tables = {info.base_name for info in listed if not info.base_name.startswith("_")}  # _reports
     for table in tables:
         dataset = ds.dataset(
             f"{OUTPUT_BUCKET}/tables/{table}", filesystem=fs, format="parquet", partitioning="hive"

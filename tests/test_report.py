@@ -47,7 +47,8 @@ class RunBuilder:
     def image(
         self, key: str, *, orientation: int = 1, seed: int = 0, status: str = "analysed", **row: Any
     ) -> None:
-        """An analysed 480x320 JPEG with a face, a box and a text line, its rows and its boxes."""
+        """A 480x320 JPEG with a face, a box and a text line, stored with `orientation`: its `images` row
+        and, when analysed, its labels and boxes."""
         upright, objects = render_upright(Spec(key, (480, 320), (FACE, BOX, LINE), seed=seed))
         data = encode(upright, "JPEG", orientation)
         self.pictures[key] = data
@@ -82,7 +83,13 @@ class RunBuilder:
                 confidence=90.0,
             )
 
-    def write(self, *, images_analysed: int | None = None, **runs: Any) -> None:
+    def zero_byte(self, key: str) -> None:
+        """A zero-byte object: skipped, never sent, no picture."""
+        values = {"size_bytes": 0, "status": "skipped", "status_reason": "EmptyObject", "analyses": []}
+        self.add("images", key=key, last_modified=STARTED, **values)
+
+    def write(self) -> None:
+        """The batch's files, then the driver's: `call_seconds` and the `runs` row."""
         listed = len(self.rows.get("images", []))
         analysed = sum(1 for r in self.rows.get("images", []) if r["status"] == "analysed")
         row = {
@@ -95,7 +102,7 @@ class RunBuilder:
             "config_digest": "abc123",
             "command_line": "rekbatch run ...",
             "images_listed": listed,
-            "images_analysed": analysed if images_analysed is None else images_analysed,
+            "images_analysed": analysed,
             "images_rejected": listed - analysed,
             "images_failed": 0,
             "images_skipped": 0,
@@ -107,7 +114,6 @@ class RunBuilder:
             "throttled": 2,
             "estimated_cost_usd": 0.0123,
             "status": "completed",
-            **runs,
         }
         self.add(
             "call_seconds", second=1, operation="DetectFaces", outcome="ok", calls=analysed, quota_tps=5.0
@@ -197,15 +203,7 @@ def test_keys_labels_and_messages_are_escaped(tmp_path: Path) -> None:
     key = "in/<script>alert(1)</script>.jpg"
     run.image(key)
     run.add("labels", key=key, name="<img src=x onerror=alert(2)>", confidence=50.0)
-    run.add(
-        "images",
-        key="in/bad'.jpg",
-        size_bytes=0,
-        status="skipped",
-        status_reason="EmptyObject",
-        last_modified=STARTED,
-        analyses=[],
-    )
+    run.zero_byte("in/bad'.jpg")
     run.add("errors", key="in/bad'.jpg", error_code="EmptyObject", message="<b>zero</b> bytes", attempts=0)
     run.write()
     html = report(run)
@@ -220,15 +218,7 @@ def test_keys_labels_and_messages_are_escaped(tmp_path: Path) -> None:
 def test_images_that_cannot_be_pictured_say_why_and_the_report_is_still_written(tmp_path: Path) -> None:
     run = RunBuilder(tmp_path, "r1")
     run.image("in/changed.jpg")
-    run.add(
-        "images",
-        key="in/zero.jpg",
-        size_bytes=0,
-        status="skipped",
-        status_reason="EmptyObject",
-        last_modified=STARTED,
-        analyses=[],
-    )
+    run.zero_byte("in/zero.jpg")
     run.write()
 
     def read(entry: ImageEntry) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -14,9 +15,7 @@ from batch.thumbnails import THUMBNAIL_SIDE, ThumbnailError, upright_thumbnail
 FACE = ("face", 66, 88, "3:4")
 
 
-def colour_at_centres(
-    jpeg: bytes, spec: Spec
-) -> list[tuple[str, tuple[int, int, int], tuple[int, int, int]]]:
+def colour_at_centres(jpeg: bytes, spec: Spec) -> list[tuple[str, Any, tuple[int, int, int]]]:
     """(kind, thumbnail pixel at the object's upright centre, the object's colour) for each object."""
     picture = Image.open(io.BytesIO(jpeg)).convert("RGB")
     _, objects = render_upright(spec)
