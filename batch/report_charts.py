@@ -94,6 +94,7 @@ def calls_chart(series: RateSeries, quotas: Mapping[str, float]) -> Chart:
     ok_axes.set_ylabel(f"ok calls/s{per}")
     bad_axes.set_ylabel("throttled/s\n(dotted: errors/s)")
     bad_axes.set_xlabel("seconds since the run started")
+    bad_axes.xaxis.get_major_locator().set_params(integer=True)
     if series.starts:
         ok_axes.legend(
             loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="dashed: quota", title_fontsize=8
