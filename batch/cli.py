@@ -1,4 +1,4 @@
-"""Command line: `rekbatch run|views|athena-ddl|gc ...` (also `python -m batch ...`).
+"""Command line: `rekbatch run|report|views|athena-ddl|gc ...` (also `python -m batch ...`).
 
 Exit codes of `run`: `RUN_EXIT_CODES` below (shown by `rekbatch run --help`; README.md has the table).
 Each non-zero code comes with a one-line reason on stderr.
@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from batch import __version__
-from batch.config import load_config, parse_s3_url
+from batch.config import load_config, load_report_config, parse_s3_url
 from batch.errors import ConfigError, OutputUnwritable, RekbatchError
 
 RUN_EXIT_CODES = """exit codes:
@@ -112,13 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="only files older than this (default 48), so running and resumable runs keep theirs",
     )
     gc.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
+    report = commands.add_parser("report", help="write the HTML report of a finished run")
+    report.add_argument("run_id", metavar="RUN_ID", help="the run's id (the runs table's run_id)")
+    report.add_argument("--output", required=True, help="the run's output: a local folder or s3://BUCKET/PREFIX")
+    report.add_argument("--to", help="write the report to this file (default: OUTPUT/_reports/RUN_ID.html)")
+    report.add_argument("--config", help="a TOML file; only its [report] section is read")
+    report.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(getattr(args, "verbose", False))
-    commands = {"run": _run, "views": _views, "athena-ddl": _athena_ddl, "gc": _gc}
+    commands = {"run": _run, "report": _report, "views": _views, "athena-ddl": _athena_ddl, "gc": _gc}
     try:
         return commands[args.command](args, argv)
     except RekbatchError as exc:
@@ -222,6 +228,15 @@ def _destination(output: str) -> Any:
     if output.startswith("s3://"):
         parse_s3_url(output, "--output")
     return Destination(output)
+
+
+def _report(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    from batch.report import write_report  # matplotlib and Jinja2 only for this command
+    from batch.s3 import s3_client
+
+    settings = load_report_config(args.config)
+    print(write_report(args.output, args.run_id, settings, s3_client(), to=args.to))
+    return 0
 
 
 def _configure_logging(verbose: bool) -> None:

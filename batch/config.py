@@ -154,6 +154,23 @@ class OutputConfig:
         _check(self.compression in codecs, "output.compression", f"must be one of {codecs}", self.compression)
 
 
+@dataclass(frozen=True)
+class ReportConfig:
+    """The HTML run report (`batch.report`), written to `<output>/_reports/<run_id>.html`."""
+
+    #: Write the report at the end of every run (`rekbatch report RUN_ID` writes one later too).
+    enabled: bool = True
+    #: The report's size limit: the gallery is cut to fit (charts and tables come first).
+    max_bytes: int = 20_000_000
+    #: Gallery pictures of analysed images, sampled across formats and Exif orientations; as many
+    #: again for images with an error (every such image gets a tile, pictured or not).
+    thumbnails: int = 24
+
+    def __post_init__(self) -> None:
+        _check(self.max_bytes >= 100_000, "report.max_bytes", "must be >= 100000", self.max_bytes)
+        _check(0 <= self.thumbnails <= 1000, "report.thumbnails", "must be in 0..1000", self.thumbnails)
+
+
 #: US dollars per successful call at list price (us-east-1, first tier). Check
 #: https://aws.amazon.com/rekognition/pricing/ for your region and volume, and set yours in the config.
 DEFAULT_PRICES: dict[str, float] = {
@@ -186,6 +203,7 @@ class RunConfig:
     rekognition: RekognitionConfig = field(default_factory=RekognitionConfig)
     dask: DaskConfig = field(default_factory=DaskConfig)
     output_options: OutputConfig = field(default_factory=OutputConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     #: Settings object per analysis name (each analysis module's own frozen Settings type).
     analysis_settings: Mapping[str, Any] = field(default_factory=dict)
     prices: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_PRICES))
@@ -224,6 +242,7 @@ _SECTIONS: dict[str, type] = {
     "rekognition": RekognitionConfig,
     "dask": DaskConfig,
     "output": OutputConfig,
+    "report": ReportConfig,
 }
 _RUN_KEYS = {
     "input",
@@ -250,6 +269,20 @@ def load_config(
     `overrides` uses dotted keys as they appear in the file (`run.input`, `rekognition.tps`,
     `dask.scheduler`, ...); a value of None means "flag not given" and is ignored.
     """
+    return _build(_config_tree(path, environ, overrides))
+
+
+def load_report_config(
+    path: str | Path | None = None, *, environ: Mapping[str, str] | None = None
+) -> ReportConfig:
+    """The `[report]` section alone (file, then environment), for `rekbatch report`, which needs no
+    input or output settings; other sections are not checked."""
+    return _section(ReportConfig, _config_tree(path, environ, None).get("report", {}), "report")
+
+
+def _config_tree(
+    path: str | Path | None, environ: Mapping[str, str] | None, overrides: Mapping[str, Any] | None
+) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     if path is not None:
         _merge(tree, _read_toml(Path(path)))
@@ -257,7 +290,7 @@ def load_config(
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(tree, dotted, value)
-    return _build(tree)
+    return tree
 
 
 def parse_s3_url(url: str, what: str) -> tuple[str, str]:
@@ -306,6 +339,7 @@ def _build(tree: Mapping[str, Any]) -> RunConfig:
         rekognition=sections["rekognition"],
         dask=sections["dask"],
         output_options=sections["output"],
+        report=sections["report"],
         analysis_settings=settings,
         prices=_per_analysis(tree.get("pricing", {}), "pricing", DEFAULT_PRICES, minimum=0.0),
         quotas=_per_analysis(tree.get("quotas", {}), "quotas", {}, minimum=None),

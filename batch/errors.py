@@ -2,8 +2,10 @@
 
     RekbatchError                 base of everything this package raises on purpose
     ├── ConfigError               a bad config file, environment variable or flag (names the key)
+    │   └── RunNotFound           `rekbatch report`: the output holds no `runs` row for that run id
     ├── InputUnreachable          the input bucket or prefix cannot be listed (missing, denied, no network)
     ├── OutputUnwritable          the output location cannot be written
+    ├── OutputUnreadable          `rekbatch report`: the output location cannot be listed or read
     ├── RunAborted                the run stopped before it finished (e.g. AccessDenied from Rekognition)
     ├── CommitRaceLost            another attempt committed the same run id first
     ├── TooManyErrors             the run committed, but more images failed than --max-error-rate allows
@@ -28,6 +30,10 @@ class ConfigError(RekbatchError):
     exit_code = 2
 
 
+class RunNotFound(ConfigError):
+    """No finished run with that id under the output (a run writes its `runs` row last)."""
+
+
 class InputUnreachable(RekbatchError):
     """The input location cannot be listed: missing bucket, access denied, endpoint down."""
 
@@ -36,6 +42,12 @@ class InputUnreachable(RekbatchError):
 
 class OutputUnwritable(RekbatchError):
     """The output location cannot be written."""
+
+    exit_code = 3
+
+
+class OutputUnreadable(RekbatchError):
+    """The output location cannot be listed or read (missing bucket or folder, denied access)."""
 
     exit_code = 3
 

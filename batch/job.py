@@ -70,7 +70,8 @@ from batch.retry import error_code
 from batch.s3 import check_readable, check_writable, list_pages, s3_client
 from batch.selection import ListedObject, is_selected
 from batch.sink import Destination, write_tables
-from batch.tables import RUNS_SCHEMA
+from batch.tables import CALL_SECONDS_SCHEMA, RUNS_SCHEMA
+from batch.timeline import SecondKey, timeline_rows
 from batch.worker import BatchSpec, ImageToAnalyse, RunContext, finish_batch, process_batch
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,13 @@ class RunSummary:
     max_error_rate: float = 1.0
     #: Where the manifest is, once this attempt (or an earlier one) committed the run.
     manifest: str | None = None
+    #: Attempts by Unix second, operation and outcome class: the `call_seconds` table.
+    call_seconds: Counter[SecondKey] = field(default_factory=Counter)
+    #: Calls per second allowed per operation, across the cluster.
+    quotas: dict[str, float] = field(default_factory=dict)
+    #: Where the run report was written, or why it was not.
+    report: str | None = None
+    report_error: str | None = None
 
     @property
     def seconds(self) -> float:
@@ -187,6 +195,7 @@ class RunSummary:
             "rows": dict(self.rows),
             "estimated_cost_usd": round(self.estimated_cost_usd, 6),
             "dashboard": self.dashboard,
+            "report": self.report,
             "cpu_seconds": {
                 "driver": round(_cpu_seconds(), 3),
                 "workers": round(self.worker_cpu_seconds, 3),
@@ -223,6 +232,8 @@ def run(config: RunConfig, *, command_line: str = "", out: TextIO = sys.stdout) 
     else:
         _check_output(config, s3)
         _run(config, s3, summary)
+        if summary.status == "completed" and config.report.enabled:  # this attempt committed the run
+            _write_report(config, summary, s3)
     summary.ended_at = summary.ended_at or datetime.now(UTC)
     print(format_summary(summary, dry_run=config.dry_run), file=out)
     if config.summary_json:
@@ -383,6 +394,7 @@ def _run_batches(
         # One quota per operation for the whole cluster, held by the scheduler (batch.ratelimit).
         quotas = {REGISTRY[name].operation: config.quota(name) for name in config.analyses}
         install_quota(client, quotas, default=config.rekognition.tps)
+        summary.quotas = quotas
         cpu_before = _cpu_seconds() + sum(client.run(_cpu_seconds).values())
         summary.dashboard = client.dashboard_link
         logger.info(
@@ -441,6 +453,7 @@ def _run_batches(
             if error is None:
                 record, fatal = result.record, result.fatal
                 latency.update(result.latency_seconds, result.answered)
+                summary.call_seconds.update(result.call_seconds)
             else:
                 record, fatal = _record_failed_batch(spec, error, s3), None
             attempt.add(record)
@@ -552,7 +565,7 @@ def _commit(config: RunConfig, store: RunStore, summary: RunSummary, attempt: _A
 
 def _write_commit(config: RunConfig, store: RunStore, summary: RunSummary, attempt: _Attempt) -> bool:
     """Write the `runs` row, then create the manifest; False if another attempt created it first."""
-    runs_file = _write_runs_row(config, summary, attempt.record, store)
+    run_files = _write_runs_row(config, summary, attempt.record, store)
     manifest = Manifest(
         run_id=summary.run_id,
         attempt=attempt.record.attempt,
@@ -563,7 +576,7 @@ def _write_commit(config: RunConfig, store: RunStore, summary: RunSummary, attem
         input=config.input,
         config_digest=summary.config_digest,
         analyses=settings_digests(config),
-        files=(*attempt.files, runs_file),
+        files=(*attempt.files, *run_files),
         counts=attempt.ledger.counts,
     )
     faults.exit_before_commit()
@@ -573,7 +586,8 @@ def _write_commit(config: RunConfig, store: RunStore, summary: RunSummary, attem
 
 def _write_runs_row(
     config: RunConfig, summary: RunSummary, record: AttemptRecord, store: RunStore
-) -> FileEntry:
+) -> tuple[FileEntry, ...]:
+    """The run's own tables: its `runs` row and its `call_seconds` timeline, listed in the manifest."""
     row = {
         "run_id": summary.run_id,
         "bucket": config.bucket,
@@ -599,17 +613,33 @@ def _write_runs_row(
         "kept_batches": summary.kept_batches,
         "full": summary.full,
     }
-    (written,) = write_tables(
+    timeline = timeline_rows(
+        summary.call_seconds,
+        started_at=summary.started_at,
+        quotas=summary.quotas,
+        common={"run_id": summary.run_id, "bucket": config.bucket, "key": config.prefix, "etag": None},
+    )
+    written = write_tables(
         store.destination,
-        {"runs": [row]},
-        {"runs": RUNS_SCHEMA},
+        {"call_seconds": timeline, "runs": [row]},
+        {"call_seconds": CALL_SECONDS_SCHEMA, "runs": RUNS_SCHEMA},
         dt=record.dt,
         name=runs_file_name(summary.run_id, record.attempt),
         compression=config.output_options.compression,
         s3_client=store.s3_client,
     )
-    summary.files += 1
-    return written
+    summary.files += len(written)
+    return tuple(written)
+
+
+def _write_report(config: RunConfig, summary: RunSummary, s3: Any) -> None:
+    from batch.report import write_report  # matplotlib and Jinja2 only when a report is written
+
+    try:
+        summary.report = write_report(config.output, summary.run_id, config.report, s3)
+    except Exception as exc:  # the tables are written: a report that fails must not fail the run
+        logger.debug("run report failed", exc_info=True)
+        summary.report_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
 
 
 def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
@@ -652,6 +682,8 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
     )
     tables = ", ".join(f"{t} {n}" for t, n in sorted(summary.rows.items())) or "none new"
     lines.append(f"  output: {summary.output} ({summary.files} files; rows: {tables})")
+    if summary.report or summary.report_error:
+        lines.append(f"  report: {summary.report or f'not written: {summary.report_error}'}")
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ from botocore.config import Config
 from batch.config import RekognitionConfig
 from batch.quota import TokenBucket
 from batch.retry import ERROR_OUTCOMES, Outcome, RetryBudget, RetryPolicy, classify, error_code
+from batch.timeline import SecondKey, second_key
 
 
 def rekognition_client(config: RekognitionConfig, max_pool_connections: int) -> Any:
@@ -52,11 +53,16 @@ class CallCounts:
     #: Seconds spent in attempts that got an answer, and how many: Little's law needs the latency.
     latency_seconds: float = 0.0
     answered: int = 0
+    #: Attempts by the Unix second they ended in, operation and outcome class (`batch.timeline`).
+    per_second: Counter[SecondKey] = field(default_factory=Counter)
+    #: Unix time, for `per_second`: comparable across worker processes, unlike a monotonic clock.
+    wall_clock: Callable[[], float] = field(default=time.time, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, operation: str, outcome: str, seconds: float) -> None:
         with self._lock:
             self.attempts[(operation, outcome)] += 1
+            self.per_second[second_key(self.wall_clock(), operation, outcome)] += 1
             if outcome in THROTTLE_CODES:
                 self.throttled += 1
             self.latency_seconds += seconds

@@ -2,8 +2,8 @@
 
 Every table starts with `COMMON_FIELDS` (run_id, bucket, key, etag), filled by the job, followed by
 its own columns. The analysis tables are defined next to their analysis (`batch.analyses.<name>`);
-the job-level tables (`images`, `errors`, `runs`) are defined here. `batch.analyses.all_tables()`
-lists them all. Every column is documented in `docs/tables.md`.
+the job-level tables (`images`, `errors`, `runs`, `call_seconds`) are defined here.
+`batch.analyses.all_tables()` lists them all. Every column is documented in `docs/tables.md`.
 
 Layout on disk: `DEST/<table>/dt=YYYY-MM-DD/<run_id>-a<attempt>-<batch>.parquet`; readers open only
 the files committed manifests list (`batch.manifest`, `batch.readers`). The Hive partition column
@@ -21,6 +21,7 @@ import pyarrow as pa
 __all__ = [
     "ANALYSIS_DONE",
     "BOX_FIELDS",
+    "CALL_SECONDS_SCHEMA",
     "COMMON_FIELDS",
     "ERRORS_SCHEMA",
     "IMAGES_SCHEMA",
@@ -168,12 +169,24 @@ RUNS_SCHEMA = table_schema(
     ]
 )
 
+#: Rekognition attempts per second of a run (`batch.timeline`), for the run report's chart.
+CALL_SECONDS_SCHEMA = table_schema(
+    [
+        pa.field("second", pa.int32()),
+        pa.field("operation", pa.string()),
+        pa.field("outcome", pa.string()),
+        pa.field("calls", pa.int64()),
+        pa.field("quota_tps", pa.float64()),
+    ]
+)
+
 #: The tables the job itself fills (one `runs` row per run, one `images` row per image per run,
-#: one `errors` row per final error).
+#: one `errors` row per final error, `call_seconds` rows per second of calls).
 JOB_TABLES: Mapping[str, pa.Schema] = {
     "images": IMAGES_SCHEMA,
     "errors": ERRORS_SCHEMA,
     "runs": RUNS_SCHEMA,
+    "call_seconds": CALL_SECONDS_SCHEMA,
 }
 
 

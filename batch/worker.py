@@ -18,7 +18,7 @@ import queue
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -95,6 +95,8 @@ class BatchResult:
     answered: int = 0
     #: One-line reason when an error says the whole run cannot succeed (e.g. AccessDeniedException).
     fatal: str | None = None
+    #: Attempts by Unix second, operation and outcome class (`batch.timeline`), for `call_seconds`.
+    call_seconds: dict[tuple[int, str, str], int] = field(default_factory=dict)
 
 
 @dataclass
@@ -137,7 +139,7 @@ def process_batch(spec: BatchSpec) -> BatchResult:
             rows_by_table.setdefault(table, []).extend(rows)
         fatal = fatal or image.fatal
     record = finish_batch(spec, rows_by_table, s3, counts)
-    return BatchResult(record, counts.latency_seconds, counts.answered, fatal)
+    return BatchResult(record, counts.latency_seconds, counts.answered, fatal, dict(counts.per_second))
 
 
 def finish_batch(

@@ -3,12 +3,14 @@
 Starts moto's S3 server and our Rekognition endpoint on loopback, seeds a bucket with the sample
 images, runs `python -m batch run` against it with a LocalCluster of worker processes, runs it again
 (an incremental run: nothing changed, so no calls), prints the summaries and a DuckDB query over the
-committed output (the views `rekbatch views` prints), and stops the servers.
+committed output (the views `rekbatch views` prints), stops the servers, and ends with the path of the
+first run's HTML report (written by the job into the output's `_reports/` folder).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -65,7 +67,10 @@ def main() -> int:
             str(output),
             "--tps",
             str(args.tps),
+            "--summary-json",
+            str(Path(work) / "summary.json"),
         ]
+        reports = []
         for what in ("the first run", "the same run again: nothing changed, nothing to call"):
             print(f"\n# {what}\n$ python", " ".join(command[1:]), flush=True)
             before = len(stack.calls())
@@ -74,10 +79,15 @@ def main() -> int:
                 print(f"the job exited with {code}", file=sys.stderr)
                 return code
             print(f"the local endpoint logged {len(stack.calls()) - before} calls")
+            reports.append(json.loads((Path(work) / "summary.json").read_text())["report"])
 
     print(f"\nDuckDB over the committed files of {output} (`python -m batch views --output {output}`):")
     print(QUERY.strip())
     readers.connect(str(output)).sql(QUERY).show(max_rows=100, max_width=200)
+    if reports[0] is None:
+        print("\nthe run report was not written (see the summary above)", file=sys.stderr)
+        return 1
+    print(f"\nthe first run's report (one HTML file, works offline): {reports[0]}")
     return 0
 
 

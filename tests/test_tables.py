@@ -209,7 +209,7 @@ def test_docs_example_queries_run_on_a_committed_sample_dataset(tmp_path: Path) 
     text = DOCS.read_text(encoding="utf-8").split("## Example queries (DuckDB, over the views)")[1]
     sql = text[text.index("```sql") + len("```sql") : text.index("```", text.index("```sql") + 6)]
     statements = [s.strip() for s in sql.split(";") if s.strip()]
-    assert len(statements) == 8
+    assert len(statements) == 9
     with readers.connect(str(tmp_path)) as connection:
         results = [connection.execute(statement).fetchall() for statement in statements]
     assert results[0] == [("Person", 1)]

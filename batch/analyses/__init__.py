@@ -100,7 +100,7 @@ def select(names: Iterable[str], where: str = "analyses") -> list[Analysis]:
 
 
 def all_tables() -> dict[str, pa.Schema]:
-    """Every output table: the job tables (`images`, `errors`, `runs`) then each analysis's tables."""
+    """Every output table: the job tables (`batch.tables.JOB_TABLES`) then each analysis's tables."""
     tables = dict(JOB_TABLES)
     for analysis in REGISTRY.values():
         for name, schema in analysis.tables.items():
