@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--input", help="s3://BUCKET/PREFIX to analyse")
     run.add_argument("--output", help="a local folder or s3://BUCKET/PREFIX for the tables")
-    run.add_argument("--analyses", help="comma-separated: labels,faces,text,moderation,celebrities")
+    run.add_argument(
+        "--analyses", help="comma-separated: labels,faces,text,moderation,celebrities,index_faces"
+    )
     run.add_argument("--config", help="a TOML file (see configs/default.toml); flags override it")
     run.add_argument(
         "--scheduler",
@@ -87,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="R",
         help="after committing, exit 6 if (rejected + failed) / images sent is above R (0..1)",
+    )
+    run.add_argument(
+        "--collection",
+        metavar="NAME",
+        help="the face collection of index_faces (created when missing; [analyses.index_faces] collection)",
+    )
+    run.add_argument(
+        "--prune",
+        action="store_true",
+        default=None,
+        help="index_faces: delete the collection's faces of keys no longer under the prefix",
     )
     run.add_argument("--summary-json", help="also write the run's summary as JSON to this path")
     run.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO")
@@ -153,6 +166,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             "rekognition.tps": args.tps,
             "quotas": {} if args.tps is not None else None,  # --tps sets every operation's quota
             "rekognition.image_source": args.image_source,
+            "run.prune": args.prune,
+            "analyses.index_faces.collection": args.collection,
         },
     )
     from batch.job import run  # Dask is imported only when a run starts

@@ -179,6 +179,16 @@ DEFAULT_PRICES: dict[str, float] = {
     "text": 0.001,
     "moderation": 0.001,
     "celebrities": 0.001,
+    "index_faces": 0.001,
+}
+
+#: US dollars for what a collection costs beyond its IndexFaces calls, in `[pricing]` next to the
+#: analyses: each face stored, per month ("face metadata storage", list price $0.00001), and each
+#: storage operation the job makes to keep the collection in sync (CreateCollection, ListFaces,
+#: DeleteFaces; 0 by default: check the pricing page for your region).
+STORAGE_PRICES: dict[str, float] = {
+    "face_storage_month": 0.00001,
+    "storage_operation": 0.0,
 }
 
 
@@ -199,6 +209,8 @@ class RunConfig:
     resume: str = ""
     #: Exit non-zero (6) after committing when (rejected + failed) / images sent exceeds this.
     max_error_rate: float = 1.0
+    #: With index_faces: delete from the collection the faces of keys under the prefix no longer listed.
+    prune: bool = False
     input_filter: InputConfig = field(default_factory=InputConfig)
     rekognition: RekognitionConfig = field(default_factory=RekognitionConfig)
     dask: DaskConfig = field(default_factory=DaskConfig)
@@ -206,7 +218,7 @@ class RunConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     #: Settings object per analysis name (each analysis module's own frozen Settings type).
     analysis_settings: Mapping[str, Any] = field(default_factory=dict)
-    prices: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+    prices: Mapping[str, float] = field(default_factory=lambda: {**DEFAULT_PRICES, **STORAGE_PRICES})
     #: Calls per second per analysis's operation, where it differs from `rekognition.tps`.
     quotas: Mapping[str, float] = field(default_factory=dict)
 
@@ -255,6 +267,7 @@ _RUN_KEYS = {
     "full",
     "resume",
     "max_error_rate",
+    "prune",
 }
 
 
@@ -335,13 +348,16 @@ def _build(tree: Mapping[str, Any]) -> RunConfig:
         full=_typed(run.get("full", False), bool, "run.full"),
         resume=_typed(run.get("resume", ""), str, "run.resume"),
         max_error_rate=_typed(run.get("max_error_rate", 1.0), float, "run.max_error_rate"),
+        prune=_typed(run.get("prune", False), bool, "run.prune"),
         input_filter=sections["input"],
         rekognition=sections["rekognition"],
         dask=sections["dask"],
         output_options=sections["output"],
         report=sections["report"],
         analysis_settings=settings,
-        prices=_per_analysis(tree.get("pricing", {}), "pricing", DEFAULT_PRICES, minimum=0.0),
+        prices=_per_analysis(
+            tree.get("pricing", {}), "pricing", {**DEFAULT_PRICES, **STORAGE_PRICES}, minimum=0.0
+        ),
         quotas=_per_analysis(tree.get("quotas", {}), "quotas", {}, minimum=None),
     )
     _validate_run(config)
@@ -367,6 +383,10 @@ def _validate_run(config: RunConfig) -> None:
     if config.resume and config.run_id and config.resume != config.run_id:
         raise ConfigError(f"run.resume: resumes run {config.resume!r} but run.run_id is {config.run_id!r}")
     _check(0 <= config.max_error_rate <= 1, "run.max_error_rate", "must be in 0..1", config.max_error_rate)
+    if "index_faces" in config.analyses and not config.analysis_settings["index_faces"].collection:
+        raise ConfigError("analyses.index_faces.collection: required by index_faces (--collection NAME)")
+    if config.prune and "index_faces" not in config.analyses:
+        raise ConfigError("run.prune: deletes faces of a collection; add index_faces to run.analyses")
 
 
 def _analyses(value: Any) -> tuple[str, ...]:
@@ -389,7 +409,7 @@ def _per_analysis(
     if not isinstance(section, Mapping):
         raise ConfigError(f"{where}: must be a table")
     for name, value in section.items():
-        if name not in REGISTRY:
+        if name not in REGISTRY and name not in defaults:
             raise ConfigError(f"{where}.{name}: unknown analysis (known: {', '.join(REGISTRY)})")
         values[name] = _typed(value, float, f"{where}.{name}")
         if minimum is None:

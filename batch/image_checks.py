@@ -110,9 +110,7 @@ def plan_image(size: int, header: ImageHeader, rules: ImageRules) -> Route | Ref
 def size_refusal(width: int, height: int) -> Refusal | None:
     """Rekognition's refusal of an image this many pixels wide and high, if it would refuse it."""
     if min(width, height) < MIN_SIDE_PX:
-        return Refusal(
-            "rejected", INVALID_PARAMETER, f"{width}x{height} px: under {MIN_SIDE_PX} px a side"
-        )
+        return Refusal("rejected", INVALID_PARAMETER, f"{width}x{height} px: under {MIN_SIDE_PX} px a side")
     if max(width, height) > MAX_SIDE_PX:
         return Refusal("rejected", TOO_LARGE, f"{width}x{height} px: over {MAX_SIDE_PX:,} px a side")
     return None

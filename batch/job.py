@@ -36,6 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from batch import faults
 from batch.analyses import REGISTRY, settings_digest
+from batch.collections import CollectionSync, known_faces
 from batch.commits import RunStore
 from batch.concurrency import ConcurrencyPlan, LatencyEstimate
 from batch.config import RunConfig, parse_s3_url
@@ -65,7 +66,7 @@ from batch.manifest import (
 )
 from batch.ratelimit import install_quota
 from batch.readers import committed_state
-from batch.rekognition import CallCounts
+from batch.rekognition import CallCounts, RateLimiter, RekognitionCaller, rekognition_client
 from batch.retry import error_code
 from batch.s3 import check_readable, check_writable, list_pages, s3_client
 from batch.selection import ListedObject, is_selected
@@ -121,6 +122,13 @@ class RunSummary:
     #: Where the run report was written, or why it was not.
     report: str | None = None
     report_error: str | None = None
+    #: index_faces: the collection, faces deleted to keep it in sync (orphans, older ETags, pruned
+    #: keys), faces stored at the end, and what storing them costs per month.
+    collection: str | None = None
+    faces_deleted: int = 0
+    faces_pruned: int = 0
+    faces_stored: int | None = None
+    storage_cost_usd_month: float = 0.0
 
     @property
     def seconds(self) -> float:
@@ -194,6 +202,11 @@ class RunSummary:
             "files": self.files,
             "rows": dict(self.rows),
             "estimated_cost_usd": round(self.estimated_cost_usd, 6),
+            "collection": self.collection,
+            "faces_deleted": self.faces_deleted,
+            "faces_pruned": self.faces_pruned,
+            "faces_stored": self.faces_stored,
+            "storage_cost_usd_month": round(self.storage_cost_usd_month, 6),
             "dashboard": self.dashboard,
             "report": self.report,
             "cpu_seconds": {
@@ -344,13 +357,47 @@ def _run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
     attempt = _start_attempt(config, store, summary)
     summary.images = attempt.ledger.counts
     state = _committed_state(config, s3)
-    _run_batches(config, s3, summary, attempt, state)
+    sync = _open_collection(config, store, summary, attempt)
+    _run_batches(config, s3, summary, attempt, state, sync=sync)
+    if sync is not None:
+        _close_collection(config, sync, summary)
     if summary.status == "aborted":
         return
     if attempt.ledger.counts["listed"] == 0:
         summary.status = "empty"
         return
     _commit(config, store, summary, attempt)
+
+
+def _open_collection(
+    config: RunConfig, store: RunStore, summary: RunSummary, attempt: _Attempt
+) -> CollectionSync | None:
+    """With index_faces: create the collection if missing and delete the faces the tables don't know."""
+    if "index_faces" not in config.analyses:
+        return None
+    collection = config.analysis_settings["index_faces"].collection
+    summary.collection = collection
+    counts = CallCounts()
+    limiter = RateLimiter(config.quota("index_faces"))
+    client = rekognition_client(config.rekognition, 4)
+    caller = RekognitionCaller(client, config.rekognition.retry_policy, limiter, counts)
+    sync = CollectionSync(caller, collection, counts)
+    known, keys = known_faces(store, store.manifests(), attempt.files, collection)
+    sync.open(known, config.prefix, keys)
+    return sync
+
+
+def _close_collection(config: RunConfig, sync: CollectionSync, summary: RunSummary) -> None:
+    """Prune (when asked and the run went through), then count the storage calls and faces."""
+    if config.prune and summary.status != "aborted" and sync.listing_complete:
+        summary.faces_pruned = sync.prune()
+    summary.faces_deleted = sync.deleted
+    summary.faces_stored = sync.face_count()
+    counts = sync.counts
+    summary.calls.update(counts.attempts)
+    storage_calls = sum(n for (_, outcome), n in counts.attempts.items() if outcome == "ok")
+    summary.estimated_cost_usd += storage_calls * config.prices["storage_operation"]
+    summary.storage_cost_usd_month = (summary.faces_stored or 0) * config.prices["face_storage_month"]
 
 
 def _start_attempt(config: RunConfig, store: RunStore, summary: RunSummary) -> _Attempt:
@@ -385,7 +432,13 @@ def _start_attempt(config: RunConfig, store: RunStore, summary: RunSummary) -> _
 
 
 def _run_batches(
-    config: RunConfig, s3: Any, summary: RunSummary, attempt: _Attempt, state: CommittedState
+    config: RunConfig,
+    s3: Any,
+    summary: RunSummary,
+    attempt: _Attempt,
+    state: CommittedState,
+    *,
+    sync: CollectionSync | None = None,
 ) -> None:
     destination = Destination(config.output)
     wanted = settings_digests(config)
@@ -428,14 +481,14 @@ def _run_batches(
             # keeps the task's threads busy for most of it.
             return max(config.dask.batch_size, 2 * in_flight())
 
-        counter = _Counted(selected_objects(config, s3))
+        counter = _Counted(_listed_in(selected_objects(config, s3), sync))
         planned = plan_images(
             counter, attempt.ledger, state, wanted, skip_keys=attempt.kept_keys, limit=config.limit
         )
         indices = itertools.count()
         backlog = Backlog(
             BatchSpec(context, next(indices), tuple(images), in_flight())
-            for images in _batched(planned, batch_size)
+            for images in _synced(_batched(planned, batch_size), sync)
         )
         window = config.dask.batches_in_flight or 2 * threads
         progress = Progress(quotas)
@@ -466,6 +519,26 @@ def _run_batches(
         progress.close()
         summary.worker_cpu_seconds = sum(client.run(_cpu_seconds).values())
         summary.processing_cpu_seconds = _cpu_seconds() + summary.worker_cpu_seconds - cpu_before
+
+
+def _listed_in(objects: Iterable[ListedObject], sync: CollectionSync | None) -> Iterator[ListedObject]:
+    """The listing, telling the collection sync each key it shows (for --prune)."""
+    for obj in objects:
+        if sync is not None:
+            sync.plan.listed(obj.key)
+        yield obj
+    if sync is not None:
+        sync.listing_complete = True
+
+
+def _synced(
+    batches: Iterable[list[ImageToAnalyse]], sync: CollectionSync | None
+) -> Iterator[list[ImageToAnalyse]]:
+    """Each batch once the stored faces of its images to index are deleted: never a duplicate."""
+    for batch in batches:
+        if sync is not None:
+            sync.before_indexing(image.obj.key for image in batch if "index_faces" in image.analyses)
+        yield batch
 
 
 def _batched(images: Iterable[ImageToAnalyse], size: Callable[[], int]) -> Iterator[list[ImageToAnalyse]]:
@@ -680,6 +753,12 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
         f"  retries: {summary.retries}, throttled: {summary.throttled}; "
         f"estimated cost ${summary.estimated_cost_usd:.4f}"
     )
+    if summary.collection is not None:
+        lines.append(
+            f"  collection {summary.collection}: {summary.faces_stored} faces stored "
+            f"(${summary.storage_cost_usd_month:.4f}/month); {summary.faces_deleted} deleted to stay "
+            f"in sync, {summary.faces_pruned} of them pruned"
+        )
     tables = ", ".join(f"{t} {n}" for t, n in sorted(summary.rows.items())) or "none new"
     lines.append(f"  output: {summary.output} ({summary.files} files; rows: {tables})")
     if summary.report or summary.report_error:

@@ -232,12 +232,14 @@ def analyse_image(
             status, reason = "failed", "run aborted"
             break
         analysis = REGISTRY[name]
-        request = analysis.build_request(image, context.analysis_settings[name])
+        settings = context.analysis_settings[name]
+        request = analysis.request(image, obj.key, settings)
         call = caller.call(analysis.client_method, analysis.operation, request)
         if call.response is not None:
             placement = _placement(frame, call, analysis.orientation_field)
+            shared = {**common, **analysis.shared_columns(settings)}
             for table, rows in analysis.flatten(call.response, placement).items():
-                result.rows.setdefault(table, []).extend({**common, **row} for row in rows)
+                result.rows.setdefault(table, []).extend({**shared, **row} for row in rows)
             succeeded.append(name)
             continue
         result.errors.append(

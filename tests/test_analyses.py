@@ -16,7 +16,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shape_strategies import operation_model, rekognition_model, response_values
 
-from batch.analyses import REGISTRY, Analysis, all_tables, celebrities, faces, labels, select, settings_digest
+from batch.analyses import (
+    REGISTRY,
+    Analysis,
+    all_tables,
+    celebrities,
+    faces,
+    index_faces,
+    labels,
+    select,
+    settings_digest,
+)
 from batch.errors import ConfigError
 from batch.geometry import ORIENTATIONS, BoxPlacement
 from batch.tables import JOB_TABLES, rows_to_table
@@ -44,8 +54,8 @@ def check_request(analysis: Analysis, request: dict[str, Any]) -> None:
 # --- the registry against botocore's model --------------------------------------------------------
 
 
-def test_the_registry_holds_the_five_analyses() -> None:
-    assert list(REGISTRY) == ["labels", "faces", "text", "moderation", "celebrities"]
+def test_the_registry_holds_the_six_analyses() -> None:
+    assert list(REGISTRY) == ["labels", "faces", "text", "moderation", "celebrities", "index_faces"]
 
 
 @pytest.mark.parametrize("analysis", ANALYSES, ids=by_name)
@@ -116,7 +126,23 @@ SETTINGS_MAPPINGS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     ),
     "moderation": st.fixed_dictionaries({}, optional={"min_confidence": percents}),
     "celebrities": st.just({}),
+    "index_faces": st.fixed_dictionaries(
+        {"collection": st.from_regex(r"[a-zA-Z0-9_.\-]{1,255}", fullmatch=True)},
+        optional={
+            "max_faces": st.integers(1, 100),
+            "quality_filter": st.sampled_from(index_faces.QUALITY_FILTERS),
+            "detection_attributes": st.lists(st.sampled_from(faces.ATTRIBUTES), max_size=4),
+        },
+    ),
 }
+
+#: Settings an analysis needs before it can be called at all (index_faces: a collection).
+REQUIRED = {"index_faces": {"collection": "people"}}
+
+
+def usable_defaults(analysis: Analysis) -> Any:
+    """The default settings plus what the analysis requires."""
+    return analysis.settings_type.from_mapping(REQUIRED.get(analysis.name, {}))
 
 
 def test_every_analysis_has_a_settings_strategy() -> None:
@@ -126,7 +152,7 @@ def test_every_analysis_has_a_settings_strategy() -> None:
 @pytest.mark.parametrize("analysis", ANALYSES, ids=by_name)
 @pytest.mark.parametrize("image", IMAGES)
 def test_default_request_passes_botocore_validation(analysis: Analysis, image: dict[str, Any]) -> None:
-    request = analysis.build_request(image, analysis.default_settings())
+    request = analysis.request(image, "photos/a b/é=+.jpg", usable_defaults(analysis))
     check_request(analysis, request)
     assert request["Image"] == image
 
@@ -137,7 +163,7 @@ def test_any_accepted_settings_give_a_valid_request(analysis: Analysis) -> None:
     @given(SETTINGS_MAPPINGS[analysis.name], st.sampled_from(IMAGES))
     def valid(mapping: dict[str, Any], image: dict[str, Any]) -> None:
         chosen = analysis.settings_type.from_mapping(mapping, f"analyses.{analysis.name}")
-        check_request(analysis, analysis.build_request(image, chosen))
+        check_request(analysis, analysis.request(image, "k/" + "é" * 511, chosen))
 
     valid()
 
@@ -548,6 +574,10 @@ EXPECTED_ROWS: dict[str, dict[str, Callable[[Mapping[str, Any]], int]]] = {
     "celebrities": {
         "celebrities": lambda r: len(_items(r, "CelebrityFaces")),
         "unrecognized_faces": lambda r: len(_items(r, "UnrecognizedFaces")),
+    },
+    "index_faces": {
+        "indexed_faces": lambda r: len(_items(r, "FaceRecords")),
+        "unindexed_faces": lambda r: len(_items(r, "UnindexedFaces")),
     },
 }
 

@@ -272,7 +272,8 @@ def test_access_denied_aborts_before_any_commit(stack: LocalStack, tmp_path: Pat
     assert store(tmp_path).manifests() == []
     assert committed_keys(tmp_path) == Counter()
     calls = called(stack, before)
-    assert ("RecognizeCelebrities", "denied/0.jpg") in calls
+    # Which image reaches RecognizeCelebrities first is up to thread timing; the first denial stops the rest.
+    assert any(operation == "RecognizeCelebrities" for operation, _ in calls)
     assert max(calls.values()) == 1  # a final error is never retried
     assert summary(tmp_path)["committed"] is False
 

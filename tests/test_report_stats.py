@@ -132,7 +132,7 @@ def test_names_confidences_errors_and_quotas_add_up_over_parts() -> None:
 def test_layers_leave_out_repeated_faces_and_draw_a_new_box_table() -> None:
     tables = all_tables()
     names = [layer.table for layer in box_layers(tables)]
-    assert names == ["label_instances", "text", "faces", "celebrities"]  # unrecognized_faces: same faces
+    assert names == ["label_instances", "text", "faces", "celebrities"]  # the other face tables: same faces
     without_faces = {name: schema for name, schema in tables.items() if name != "faces"}
     assert "unrecognized_faces" in [layer.table for layer in box_layers(without_faces)]
     future = table_schema([pa.field("similarity", pa.float64()), *box_fields()])

@@ -33,7 +33,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from batch.analyses import celebrities, faces, labels, moderation, text
+from batch.analyses import celebrities, faces, index_faces, labels, moderation, text
 from batch.errors import ConfigError
 from batch.geometry import BoxPlacement
 from batch.tables import JOB_TABLES
@@ -53,11 +53,15 @@ class Analysis:
     build_request: Callable[[Mapping[str, Any], Any], dict[str, Any]]
     flatten: Callable[[Mapping[str, Any], BoxPlacement], dict[str, list[dict[str, Any]]]]
     orientation_field: str | None
+    #: Request members that depend on the image's key (IndexFaces' ExternalImageId); None: none.
+    image_request: Callable[[str, Any], dict[str, Any]] | None = None
+    #: Columns every row shares, from the settings (IndexFaces' collection_id); None: none.
+    row_columns: Callable[[Any], dict[str, Any]] | None = None
 
     @classmethod
     def from_module(cls, module: ModuleType) -> Analysis:
         """The analysis an analysis module defines (NAME, OPERATION, CLIENT_METHOD, Settings, TABLES,
-        build_request, flatten, ORIENTATION_FIELD)."""
+        build_request, flatten, ORIENTATION_FIELD; optionally image_request and row_columns)."""
         return cls(
             name=module.NAME,
             operation=module.OPERATION,
@@ -67,7 +71,20 @@ class Analysis:
             build_request=module.build_request,
             flatten=module.flatten,
             orientation_field=module.ORIENTATION_FIELD,
+            image_request=getattr(module, "image_request", None),
+            row_columns=getattr(module, "row_columns", None),
         )
+
+    def request(self, image: Mapping[str, Any], key: str, settings: Any) -> dict[str, Any]:
+        """The keyword arguments of the boto3 call for the image stored under `key`."""
+        request = self.build_request(image, settings)
+        if self.image_request is not None:
+            request.update(self.image_request(key, settings))
+        return request
+
+    def shared_columns(self, settings: Any) -> dict[str, Any]:
+        """The columns every row of this analysis shares under `settings` (most analyses: none)."""
+        return self.row_columns(settings) if self.row_columns is not None else {}
 
     def default_settings(self) -> Any:
         """The settings when the config says nothing about this analysis."""
@@ -83,7 +100,7 @@ class Analysis:
 
 REGISTRY: dict[str, Analysis] = {
     analysis.name: analysis
-    for analysis in map(Analysis.from_module, (labels, faces, text, moderation, celebrities))
+    for analysis in map(Analysis.from_module, (labels, faces, text, moderation, celebrities, index_faces))
 }
 
 

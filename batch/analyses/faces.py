@@ -115,7 +115,7 @@ def landmarks(items: list[Mapping[str, Any]] | None, placement: BoxPlacement) ->
     return [{"type": m.get("Type"), **placement.point_columns(m.get("X"), m.get("Y"))} for m in items]
 
 
-def _face_row(index: int, face: Mapping[str, Any], placement: BoxPlacement) -> dict[str, Any]:
+def face_row(index: int, face: Mapping[str, Any], placement: BoxPlacement) -> dict[str, Any]:
     row: dict[str, Any] = {
         "face_index": index,
         "confidence": face.get("Confidence"),
@@ -147,4 +147,4 @@ def _face_row(index: int, face: Mapping[str, Any], placement: BoxPlacement) -> d
 def flatten(response: Mapping[str, Any], placement: BoxPlacement) -> dict[str, list[dict[str, Any]]]:
     """Rows per table (without the common columns) of one DetectFaces response."""
     faces = response.get("FaceDetails") or []
-    return {"faces": [_face_row(index, face, placement) for index, face in enumerate(faces)]}
+    return {"faces": [face_row(index, face, placement) for index, face in enumerate(faces)]}

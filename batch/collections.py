@@ -1,0 +1,221 @@
+"""The job side of face collections: keep a collection equal to the bucket (driver only).
+
+The rule: under the run's prefix, the collection holds exactly the faces the committed `indexed_faces`
+rows list for each key's current ETag. The driver enforces it around the batches:
+
+1. At start, `CollectionSync.open`: the collection is created when missing; every face is listed
+   (`ListFaces`); a face of a key under the prefix that no committed `indexed_faces` row (nor a batch a
+   resumed run keeps) knows is an orphan (a crash between IndexFaces and the commit, a retried
+   IndexFaces whose first answer was lost) and is deleted at once.
+2. Before a batch is submitted, `before_indexing`: the faces of the batch's images still in the
+   collection (an older ETag, an earlier failed attempt) are deleted, so indexing never duplicates.
+3. With `--prune`, after the listing: the faces of keys under the prefix that were not listed.
+
+Faces whose ExternalImageId this job did not make, or whose key is outside the prefix, are left alone:
+several prefixes can share a collection. `Reconciliation` is the pure part; `CollectionSync` does the
+calls through `batch.rekognition.RekognitionCaller` (rate limit and retries as every call).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from batch.errors import ConfigError, OutputUnwritable, RekbatchError
+from batch.external_ids import external_image_id, is_digest_id, key_of
+from batch.rekognition import CallCounts, CallResult, RekognitionCaller
+
+logger = logging.getLogger(__name__)
+
+#: `FaceIdList` of DeleteFaces and `PageSize` of ListFaces: at most 4,096 (botocore model).
+MAX_FACE_IDS = 4096
+
+
+@dataclass(frozen=True)
+class StoredFace:
+    """A face as ListFaces shows it: what reconciliation needs."""
+
+    face_id: str
+    external_image_id: str | None
+
+
+def owned(external_id: str | None, prefix: str, keys: Mapping[str, str]) -> bool:
+    """Whether the job manages this face: its id is one `batch.external_ids` makes, for a key under
+    `prefix` (a digest id is looked up in `keys`, external id -> key, from `indexed_faces`)."""
+    if external_id is None:
+        return False
+    key = key_of(external_id)
+    if key is None and is_digest_id(external_id):
+        key = keys.get(external_id)
+        if key is None:
+            return True  # a digest id no committed row knows: only an interrupted run of ours makes one
+    return key is not None and key.startswith(prefix)
+
+
+@dataclass
+class Reconciliation:
+    """What to delete so the collection matches the tables. Pure: built from lists, no calls."""
+
+    #: Faces of the prefix that no committed row knows: delete at once.
+    orphans: list[str]
+    #: External id -> the known faces stored for it, of keys the listing has not shown yet.
+    stored: dict[str, list[str]] = field(default_factory=dict)
+    #: The same, for keys the listing has shown (kept unless their image is indexed again).
+    seen: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def plan(
+        cls, faces: Iterable[StoredFace], known: set[str], prefix: str, keys: Mapping[str, str]
+    ) -> Reconciliation:
+        """Split the collection's faces of the prefix into orphans and known faces by external id."""
+        orphans: list[str] = []
+        stored: dict[str, list[str]] = {}
+        for face in faces:
+            if not owned(face.external_image_id, prefix, keys):
+                continue
+            if face.face_id not in known:
+                orphans.append(face.face_id)
+            else:
+                stored.setdefault(face.external_image_id or "", []).append(face.face_id)
+        return cls(orphans, stored)
+
+    def listed(self, key: str) -> None:
+        """The listing shows the key: `unlisted` must not return its faces."""
+        external = external_image_id(key)
+        if external in self.stored:
+            self.seen[external] = self.stored.pop(external)
+
+    def take(self, keys: Iterable[str]) -> list[str]:
+        """The stored faces of these keys (about to be indexed again), forgotten once returned."""
+        taken = []
+        for key in keys:
+            external = external_image_id(key)
+            taken += self.seen.pop(external, []) + self.stored.pop(external, [])
+        return taken
+
+    def unlisted(self) -> list[str]:
+        """The faces of keys the listing did not show (call once the whole listing went through)."""
+        faces = [face for ids in self.stored.values() for face in ids]
+        self.stored.clear()
+        return faces
+
+
+def chunks(items: Sequence[str], size: int = MAX_FACE_IDS) -> Iterator[list[str]]:
+    """`items` in lists of at most `size` (DeleteFaces takes 4,096 ids at most)."""
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+class CollectionSync:
+    """One collection, kept in sync by the driver: create, list, delete. See the module docstring."""
+
+    def __init__(self, caller: RekognitionCaller, collection: str, counts: CallCounts) -> None:
+        self.caller = caller
+        self.collection = collection
+        #: The calls this sync made, by operation and outcome (the caller records them here).
+        self.counts = counts
+        #: Set once every listed key went through `plan.listed`: only then may `prune` run.
+        self.listing_complete = False
+        self.deleted = 0
+        self.created = False
+        self.plan = Reconciliation([])
+
+    def open(self, known: set[str], prefix: str, keys: Mapping[str, str]) -> None:
+        """Create the collection when missing, list its faces, delete the orphans."""
+        self.ensure()
+        self.plan = Reconciliation.plan(self.faces(), known, prefix, keys)
+        if self.plan.orphans:
+            logger.warning("collection %s: deleting %d orphan faces", self.collection, len(self.plan.orphans))
+            self.delete(self.plan.orphans)
+
+    def ensure(self) -> None:
+        """Create the collection unless it exists; a one-line error when that is not allowed."""
+        found = self._call("describe_collection", "DescribeCollection", {"CollectionId": self.collection})
+        if found.ok:
+            return
+        if found.error_code != "ResourceNotFoundException":
+            raise self._error("DescribeCollection", found)
+        created = self._call("create_collection", "CreateCollection", {"CollectionId": self.collection})
+        if not created.ok and created.error_code != "ResourceAlreadyExistsException":
+            raise self._error("CreateCollection", created)
+        self.created = created.ok
+        logger.info("created collection %s", self.collection)
+
+    def faces(self) -> Iterator[StoredFace]:
+        """Every face of the collection, page by page (ListFaces)."""
+        request: dict[str, Any] = {"CollectionId": self.collection, "MaxResults": MAX_FACE_IDS}
+        while True:
+            page = self._call("list_faces", "ListFaces", request)
+            if not page.ok or page.response is None:
+                raise self._error("ListFaces", page)
+            for face in page.response.get("Faces") or []:
+                yield StoredFace(face["FaceId"], face.get("ExternalImageId"))
+            token = page.response.get("NextToken")
+            if not token:
+                return
+            request = {**request, "NextToken": token}
+
+    def before_indexing(self, keys: Iterable[str]) -> None:
+        """Delete the stored faces of images about to be indexed again."""
+        self.delete(self.plan.take(keys))
+
+    def prune(self) -> int:
+        """Delete the faces of keys the listing did not show; how many."""
+        if not self.listing_complete:
+            raise RuntimeError("prune before the whole listing was seen would delete listed keys' faces")
+        doomed = self.plan.unlisted()
+        self.delete(doomed)
+        return len(doomed)
+
+    def delete(self, face_ids: Sequence[str]) -> None:
+        for chunk in chunks(face_ids):
+            done = self._call(
+                "delete_faces", "DeleteFaces", {"CollectionId": self.collection, "FaceIds": chunk}
+            )
+            if not done.ok or done.response is None:
+                raise self._error("DeleteFaces", done)
+            self.deleted += len(done.response.get("DeletedFaces") or [])
+
+    def face_count(self) -> int | None:
+        """Faces stored now (DescribeCollection), or None when it cannot be told."""
+        found = self._call("describe_collection", "DescribeCollection", {"CollectionId": self.collection})
+        return int(found.response.get("FaceCount", 0)) if found.ok and found.response else None
+
+    def _call(self, method: str, operation: str, request: Mapping[str, Any]) -> CallResult:
+        return self.caller.call(method, operation, request)
+
+    def _error(self, operation: str, call: CallResult) -> RekbatchError:
+        reason = f"collection {self.collection}: {operation}: {call.error_code}: {call.message}"
+        if call.error_code in ("InvalidParameterException", "ValidationException"):
+            return ConfigError(reason)
+        return OutputUnwritable(reason)
+
+
+def known_faces(
+    store: Any, manifests: Sequence[Any], kept: Iterable[Any], collection: str
+) -> tuple[set[str], dict[str, str]]:
+    """The face ids the tables know in `collection` (committed `indexed_faces` rows, and the files of
+    batches a resumed run keeps), and digest external id -> key for `owned`."""
+    from batch.readers import committed_files
+
+    entries = [*committed_files(manifests, "indexed_faces"), *(f for f in kept if f.table == "indexed_faces")]
+    known: set[str] = set()
+    keys: dict[str, str] = {}
+    for entry in entries:
+        body = store.read(entry.path)
+        if body is None:
+            raise OutputUnwritable(f"{store.destination.location(entry.path)} is committed but missing")
+        columns = ["key", "collection_id", "face_id", "external_image_id"]
+        rows = pq.read_table(io.BytesIO(body), columns=columns)
+        for row in rows.to_pylist():
+            if row["collection_id"] != collection:
+                continue
+            known.add(row["face_id"])
+            if row["external_image_id"] and is_digest_id(row["external_image_id"]):
+                keys[row["external_image_id"]] = row["key"]
+    return known, keys
