@@ -127,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
     report = commands.add_parser("report", help="write the HTML report of a finished run")
     report.add_argument("run_id", metavar="RUN_ID", help="the run's id (the runs table's run_id)")
-    report.add_argument("--output", required=True, help="the run's output: a local folder or s3://BUCKET/PREFIX")
+    report.add_argument(
+        "--output", required=True, help="the run's output: a local folder or s3://BUCKET/PREFIX"
+    )
     report.add_argument("--to", help="write the report to this file (default: OUTPUT/_reports/RUN_ID.html)")
     report.add_argument("--config", help="a TOML file; only its [report] section is read")
     report.add_argument("-v", "--verbose", action="store_true", help="log at INFO")

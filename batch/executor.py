@@ -14,6 +14,7 @@ quarantine, never lost. A remote scheduler keeps its own setting (`distributed.s
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections import deque
@@ -122,6 +123,15 @@ def dask_client(config: DaskConfig) -> Iterator[Client]:
     ):
         client.register_plugin(NoStatisticalProfiler())
         yield client
+
+
+def dashboard_address(client: Client) -> str:
+    """The Dask dashboard's address, or why there is none: a LocalCluster's scheduler runs in this process
+    and serves its dashboard only when bokeh is installed (the `dashboard` extra)."""
+    local = client.cluster is not None
+    if local and importlib.util.find_spec("bokeh") is None:
+        return "not served (pip install 'rekognition-batch[dashboard]' to serve it)"
+    return str(client.dashboard_link)
 
 
 def worker_threads(client: Client) -> tuple[int, int]:

@@ -49,7 +49,7 @@ from batch.errors import (
     RunAborted,
     TooManyErrors,
 )
-from batch.executor import Backlog, dask_client, run_windowed, worker_threads
+from batch.executor import Backlog, dashboard_address, dask_client, run_windowed, worker_threads
 from batch.incremental import CommittedState
 from batch.manifest import (
     OUTCOMES,
@@ -449,9 +449,9 @@ def _run_batches(
         install_quota(client, quotas, default=config.rekognition.tps)
         summary.quotas = quotas
         cpu_before = _cpu_seconds() + sum(client.run(_cpu_seconds).values())
-        summary.dashboard = client.dashboard_link
+        summary.dashboard = dashboard_address(client)
         logger.info(
-            "Dask: %d worker processes, %d threads; dashboard %s", processes, threads, client.dashboard_link
+            "Dask: %d worker processes, %d threads; dashboard %s", processes, threads, summary.dashboard
         )
         context = RunContext(
             run_id=summary.run_id,
@@ -493,7 +493,7 @@ def _run_batches(
         window = config.dask.batches_in_flight or 2 * threads
         progress = Progress(quotas)
         if sys.stderr.isatty():
-            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+            print(f"Dask dashboard: {summary.dashboard}", file=sys.stderr)
         for spec, result, error in run_windowed(
             client, process_batch, backlog, window=window, key=lambda spec: f"batch-{spec.file_name}"
         ):
