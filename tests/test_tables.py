@@ -18,7 +18,7 @@ from batch import readers
 from batch.analyses import REGISTRY, all_tables
 from batch.commits import RunStore
 from batch.geometry import BoxPlacement
-from batch.sink import Destination
+from batch.sink import Destination, parquet_bytes
 from batch.tables import (
     BOX_FIELDS,
     COMMON_FIELDS,
@@ -68,17 +68,15 @@ def rows_of(schema: pa.Schema) -> st.SearchStrategy[list[dict[str, Any]]]:
 
 
 def through_parquet(table: pa.Table) -> pa.Table:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    buffer.seek(0)
-    return pq.read_table(buffer)
+    """The bytes the job writes (`batch.sink.parquet_bytes`, zstd as by default), read back."""
+    return pq.read_table(io.BytesIO(parquet_bytes(table, "zstd")))
 
 
 @pytest.mark.parametrize("name", list(all_tables()))
 def test_rows_round_trip_through_parquet(name: str) -> None:
     schema = all_tables()[name]
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=500, deadline=None)
     @given(rows_of(schema))
     def round_trip(rows: list[dict[str, Any]]) -> None:
         back = through_parquet(rows_to_table(rows, schema))

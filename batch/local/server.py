@@ -187,7 +187,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
         else:
             headers = {"x-amzn-ErrorType": answer.error} if answer.error else {}
-            self._send(answer.status, answer.body, JSON_CONTENT_TYPE, headers)
+            try:
+                self._send(answer.status, answer.body, JSON_CONTENT_TYPE, headers)
+            except (BrokenPipeError, ConnectionResetError):
+                # The client gave up first (its read timeout, on a slow answer): as with Rekognition, the
+                # call happened and is logged; there is no one left to answer.
+                self.close_connection = True
 
     def _send(
         self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
