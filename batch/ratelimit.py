@@ -23,8 +23,8 @@ How it works
   five pools run low together. The scheduler grants at most ``ceil(rate * lease_seconds)`` per
   operation and request. Asking only for the threads already waiting (the first version) made
   0.54-0.70 round trips per call in the job; asking for demand, all operations in one request, makes
-  a few per hundred calls (`make bench`). One thread per worker talks to the scheduler for an
-  operation at a time; the others wait on a condition.
+  0.19 (927 round trips for 5,000 calls, one worker at 250 calls/s). One thread per worker talks to
+  the scheduler for an operation at a time; the others wait on a condition.
 - **The scheduler lends ahead instead of saying "come back later".** The bucket may go into debt, up
   to `max_wait` seconds of tokens. A lease is granted at once, with the delay after which its tokens
   may be used (Go's `rate.Limiter.ReserveN`; GCRA). The worker sleeps that delay. A first version
