@@ -71,7 +71,8 @@ def _s3_client(endpoint: str | None):
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",  # noqa: S106 - moto accepts anything
-        config=Config(max_pool_connections=64, retries={"total_max_attempts": 2}),
+        # One connection per concurrent request the server may be handling (its listen backlog is 256).
+        config=Config(max_pool_connections=256, retries={"total_max_attempts": 2}),
     )
 
 
