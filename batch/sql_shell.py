@@ -37,7 +37,9 @@ def parse_assignments(assignments: Iterable[str]) -> dict[str, str]:
     for assignment in assignments:
         name, equals, value = assignment.partition("=")
         if not equals or not _NAME.fullmatch(name):
-            raise ConfigError(f"--set: expected NAME=VALUE with NAME a letter then letters, digits, _: {assignment!r}")
+            raise ConfigError(
+                f"--set: expected NAME=VALUE with NAME a letter then letters, digits, _: {assignment!r}"
+            )
         variables[name] = value
     return variables
 
@@ -50,9 +52,7 @@ def unset_variables(sql: str, variables: Mapping[str, str]) -> list[str]:
     return [name for name in read if name.lower() not in set_here | given]
 
 
-def run_script(
-    connection: Any, sql: str, variables: Mapping[str, str], show: Callable[[Any], None]
-) -> None:
+def run_script(connection: Any, sql: str, variables: Mapping[str, str], show: Callable[[Any], None]) -> None:
     """Run every statement of `sql` in order, passing each row-returning one's relation to `show`.
 
     `show` must consume the relation before returning (print or fetch it): the next statement may
