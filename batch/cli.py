@@ -1,4 +1,4 @@
-"""Command line: `rekbatch run|report|views|athena-ddl|gc ...` (also `python -m batch ...`).
+"""Command line: `rekbatch run|report|sql|views|athena-ddl|gc ...` (also `python -m batch ...`).
 
 Exit codes of `run`: `RUN_EXIT_CODES` below (shown by `rekbatch run --help`; README.md has the table).
 Each non-zero code comes with a one-line reason on stderr.
@@ -13,6 +13,7 @@ import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from batch import __version__
@@ -104,6 +105,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--summary-json", help="also write the run's summary as JSON to this path")
     run.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO")
 
+    sql = commands.add_parser(
+        "sql",
+        help="query the committed runs with DuckDB: run -c QUERY or -f FILE, else an interactive prompt",
+        description="A view per table over the committed runs' files (as `rekbatch views`); "
+        "prints each query's rows. Queries: docs/queries/.",
+    )
+    sql.add_argument("--output", required=True, help="the runs' output: a local folder or s3://BUCKET/PREFIX")
+    source = sql.add_mutually_exclusive_group()
+    source.add_argument("-c", dest="query", metavar="QUERY", help="run these statements and exit")
+    source.add_argument("-f", dest="file", metavar="FILE", help="run the statements of this file and exit")
+    sql.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set the DuckDB variable NAME (read by getvariable('NAME')) to the string VALUE; repeatable",
+    )
     views = commands.add_parser(
         "views", help="print DuckDB SQL: a view per table over the committed files of an output"
     )
@@ -139,7 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(getattr(args, "verbose", False))
-    commands = {"run": _run, "report": _report, "views": _views, "athena-ddl": _athena_ddl, "gc": _gc}
+    commands = {
+        "run": _run,
+        "report": _report,
+        "sql": _sql,
+        "views": _views,
+        "athena-ddl": _athena_ddl,
+        "gc": _gc,
+    }
     try:
         return commands[args.command](args, argv)
     except RekbatchError as exc:
@@ -179,6 +204,28 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     problem = run(config, command_line=command_line).problem()
     if problem is not None:
         raise problem
+    return 0
+
+
+def _sql(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    from batch import readers, sql_shell  # duckdb only for this command
+    from batch.s3 import s3_client
+
+    variables = sql_shell.parse_assignments(args.set)
+    query = args.query
+    if args.file is not None:
+        try:
+            query = Path(args.file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"-f {args.file}: {exc.strerror}") from None
+    _destination(args.output)
+    with _output_errors(args.output):
+        connection = readers.connect(args.output, s3_client())
+    with connection:
+        if query is None:
+            sql_shell.repl(connection, variables)
+        else:
+            sql_shell.run_script(connection, query, variables, sql_shell.print_relation)
     return 0
 
 

@@ -9,7 +9,8 @@
     ├── RunAborted                the run stopped before it finished (e.g. AccessDenied from Rekognition)
     ├── CommitRaceLost            another attempt committed the same run id first
     ├── TooManyErrors             the run committed, but more images failed than --max-error-rate allows
-    └── NothingToAnalyse          the input prefix holds no images
+    ├── NothingToAnalyse          the input prefix holds no images
+    └── QueryFailed               `rekbatch sql`: DuckDB could not parse or run a statement
 
 Per-image failures are never raised out of a task: they become rows of the `errors` table.
 """
@@ -74,3 +75,9 @@ class NothingToAnalyse(RekbatchError):
     """The input prefix lists no images (empty, or every key filtered out): nothing was committed."""
 
     exit_code = 7
+
+
+class QueryFailed(RekbatchError):
+    """`rekbatch sql`: a statement did not parse or failed; the message is DuckDB's, on one line."""
+
+    exit_code = 1

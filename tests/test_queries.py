@@ -1,0 +1,316 @@
+"""docs/queries/: every query runs on the output of two demo runs and returns what the ground truth says.
+
+Two incremental runs of the CLI on the local stack (moto's S3 server, our Rekognition endpoint, a
+LocalCluster with worker processes), shared by every query: the first over a few samples with every
+analysis, the second over those plus a few more without `celebrities`. So the queries meet what a
+nightly output holds: images analysed in an older run, unchanged images with no row in the newer one,
+a flag that is new in the last run, an analysis not yet run on some images. Expected rows come from
+the sample set's ground truth (`batch.local.samples`), computed independently of the endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batch import readers, sql_shell
+from batch.analyses import REGISTRY
+from batch.config import DEFAULT_PRICES
+from batch.local.samples import GroundTruth, SampleTruth
+from batch.local.stack import LocalStack, seed_samples
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+QUERIES = ROOT / "docs" / "queries"
+BUCKET, PREFIX = "queries-input", "photos/"
+#: Globs under the prefix. First run: celebrities, a flagged PNG, a group without text, bad files.
+FIRST = [
+    "orientation/exif-1.jpg",
+    "orientation/exif-6.jpg",
+    "plain/no-exif.jpeg",
+    "group/team.jpg",
+    "png/flagged.png",
+    "bad/text.jpg",
+    "bad/zero.jpg",
+]
+#: Added for the second run: a new moderation flag, a face without text, a converted TIFF.
+ADDED = [
+    "png/shapes.png",
+    "odd/a=b+c%20d.jpg",
+    "odd/café-nfc.jpg",
+    "orientation/exif-8.jpg",
+    "other/turned.tiff",
+]
+FIRST_ANALYSES = ("labels", "faces", "text", "moderation", "celebrities")
+SECOND_ANALYSES = ("labels", "faces", "text", "moderation")
+RUN_IDS = ("nightly-1", "nightly-2")
+VARIABLES = {"celebrity": "Ada Lovelace", "word": "stack", "analysis": "celebrities"}
+TOLERANCE = 0.002
+
+
+@dataclass
+class Demo:
+    output: Path
+    truth: GroundTruth
+    first: list[SampleTruth]
+    added: list[SampleTruth]
+
+    @property
+    def every(self) -> list[SampleTruth]:
+        return self.first + self.added
+
+    def run_of(self, sample: SampleTruth) -> str:
+        return RUN_IDS[0] if sample in self.first else RUN_IDS[1]
+
+    def analysed(self, samples: list[SampleTruth] | None = None) -> list[SampleTruth]:
+        return [s for s in (self.every if samples is None else samples) if s.job_status == "analysed"]
+
+    def query(self, name: str) -> list[dict[str, Any]]:
+        """The rows of the last result of docs/queries/<name>.sql, as dicts."""
+        results: list[list[dict[str, Any]]] = []
+
+        def keep(relation: Any) -> None:
+            results.append([dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()])
+
+        with readers.connect(str(self.output)) as connection:
+            sql = (QUERIES / f"{name}.sql").read_text(encoding="utf-8")
+            sql_shell.run_script(connection, sql, VARIABLES, keep)
+        return results[-1]
+
+
+def run_job(
+    stack: LocalStack, output: Path, run_id: str, include: list[str], analyses: tuple[str, ...]
+) -> None:
+    command = [sys.executable, "-m", "batch", "run", "--config", str(ROOT / "configs" / "local.toml")]
+    command += ["--input", f"s3://{BUCKET}/{PREFIX}", "--output", str(output), "--run-id", run_id]
+    command += ["--analyses", ",".join(analyses)]
+    env = {
+        **os.environ,
+        **stack.env,
+        "REKBATCH_INPUT__INCLUDE": json.dumps(include),
+        "REKBATCH_REPORT__ENABLED": "false",  # these tests read the tables only
+    }
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    """Both runs, then the servers stop: the output is a local folder the queries read on their own."""
+    tmp = tmp_path_factory.mktemp("queries")
+    with LocalStack() as stack:
+        truth = seed_samples(stack.s3_client(), BUCKET, PREFIX, tmp / "samples")
+        output = tmp / "out"
+        run_job(stack, output, RUN_IDS[0], FIRST, FIRST_ANALYSES)
+        run_job(stack, output, RUN_IDS[1], FIRST + ADDED, SECOND_ANALYSES)
+    return Demo(
+        output,
+        truth,
+        [truth.by_key(PREFIX + name) for name in FIRST],
+        [truth.by_key(PREFIX + name) for name in ADDED],
+    )
+
+
+def truth_labels(sample: SampleTruth) -> set[str]:
+    """The labels the palette convention gives (docs/local-stack.md): ancestors of Face are labels too."""
+    names = {"Box"} if sample.of_kind("box") else set()
+    names |= {"Face", "Person", "Head"} if sample.faces else set()
+    return names | ({"Text"} if sample.line_texts else set())
+
+
+def keys(rows: list[dict[str, Any]]) -> list[str]:
+    return [row["key"] for row in rows]
+
+
+# --- one test per query, named after its file ------------------------------------------------------------
+
+
+def check_faces_without_text(demo: Demo) -> None:
+    rows = demo.query("faces_without_text")
+    expected = sorted((s.key, len(s.faces)) for s in demo.analysed() if s.faces and not s.line_texts)
+    assert [(r["key"], r["faces"]) for r in rows] == expected
+    assert expected  # the selection has such images: the query is not vacuously right
+
+
+def check_top_labels_by_day(demo: Demo) -> None:
+    rows = demo.query("top_labels_by_day")
+    counted: Counter[str] = Counter()
+    for row in rows:
+        counted[row["name"]] += row["images"]
+    assert counted == Counter(name for s in demo.analysed() for name in truth_labels(s))
+    for day in {row["dt"] for row in rows}:
+        counts = [row["images"] for row in rows if row["dt"] == day]
+        assert counts == sorted(counts, reverse=True)
+
+
+def check_new_moderation_flags(demo: Demo) -> None:
+    rows = demo.query("new_moderation_flags")
+    assert sorted(set(keys(rows))) == sorted(s.key for s in demo.analysed(demo.added) if s.moderation)
+    assert {s.key for s in demo.first if s.moderation}  # an older flag exists and is not repeated
+    assert {row["taxonomy_level"] for row in rows} >= {1}
+
+
+def check_photos_of_a_celebrity(demo: Demo) -> None:
+    rows = demo.query("photos_of_a_celebrity")
+    # Only the first run asked for celebrities.
+    expected = sorted(s.key for s in demo.analysed(demo.first) for _ in s.of_kind("celebrity"))
+    assert keys(rows) == expected
+    assert expected
+    for row in rows:
+        sample = demo.truth.by_key(row["key"])
+        _, top, width, height = next(
+            o.box_px for o in sample.of_kind("celebrity") if abs(o.box_px[0] - row["box_left_px"]) <= 2
+        )
+        assert abs(row["box_top_px"] - top) <= 2
+        assert abs(row["box_width_px"] - width) <= 2
+        assert abs(row["box_height_px"] - height) <= 2
+
+
+def check_images_by_status(demo: Demo) -> None:
+    rows = demo.query("images_by_status")
+    expected = Counter((s.job_status, s.job_error) for s in demo.every)
+    assert {(r["status"], r["status_reason"]): r["images"] for r in rows} == expected
+
+
+def ok_calls(demo: Demo, samples: list[SampleTruth], analyses: tuple[str, ...]) -> dict[str, int]:
+    """Successful calls per operation: one per analysed image and analysis (none fail here)."""
+    return {REGISTRY[a].operation: len(demo.analysed(samples)) for a in analyses}
+
+
+def check_calls_per_run(demo: Demo) -> None:
+    rows = demo.query("calls_per_run")
+    for run_id, samples, analyses in (
+        (RUN_IDS[0], demo.first, FIRST_ANALYSES),
+        (RUN_IDS[1], demo.added, SECOND_ANALYSES),
+    ):
+        mine = [r for r in rows if r["run_id"] == run_id]
+        assert {r["operation"]: r["ok"] for r in mine} == ok_calls(demo, samples, analyses)
+        for row in mine:
+            assert row["calls"] == row["ok"] + row["throttled"] + row["errors"]
+    assert [r["run_id"] for r in rows] == sorted(r["run_id"] for r in rows)  # oldest run first
+
+
+def check_cost_per_run(demo: Demo) -> None:
+    rows = demo.query("cost_per_run")
+    assert [r["run_id"] for r in rows] == list(RUN_IDS)
+    for row, samples, analyses in zip(
+        rows, (demo.first, demo.added), (FIRST_ANALYSES, SECOND_ANALYSES), strict=True
+    ):
+        analysed = len(demo.analysed(samples))
+        assert row["images_analysed"] == analysed
+        assert row["cost_usd"] == pytest.approx(sum(DEFAULT_PRICES[a] * analysed for a in analyses), abs=1e-4)
+        assert row["usd_per_1000_images"] == pytest.approx(1000 * row["cost_usd"] / analysed, rel=1e-2)
+    assert rows[1]["images_unchanged"] == len(demo.first)
+
+
+def check_exif_orientation_mix(demo: Demo) -> None:
+    rows = demo.query("exif_orientation_mix")
+    readable = [s for s in demo.every if s.format not in ("TEXT", "EMPTY")]
+    expected = Counter((s.format, s.exif_orientation) for s in readable)
+    assert {(r["format"], r["exif_orientation"]): r["images"] for r in rows} == expected
+
+
+def check_largest_faces(demo: Demo) -> None:
+    rows = demo.query("largest_faces")
+    truth = sorted(
+        ((o.box[2] * o.box[3], s.key) for s in demo.analysed() for o in s.faces), key=lambda t: -t[0]
+    )
+    assert len(rows) == min(20, len(truth))
+    for row, (share, _) in zip(rows, truth, strict=False):
+        assert row["area_share"] == pytest.approx(share, abs=TOLERANCE)
+        assert any(key == row["key"] and abs(s - share) <= TOLERANCE for s, key in truth)
+
+
+def check_text_lines_containing(demo: Demo) -> None:
+    rows = demo.query("text_lines_containing")
+    word = VARIABLES["word"].lower()
+    expected = Counter(s.key for s in demo.analysed() for line in s.line_texts if word in line.lower())
+    assert Counter(keys(rows)) == expected
+    assert expected
+
+
+def check_latest_result_per_image(demo: Demo) -> None:
+    rows = demo.query("latest_result_per_image")
+    got = {r["key"]: (r["latest_run_id"], r["status"], r["analyses_settled"]) for r in rows}
+    expected = {
+        s.key: (demo.run_of(s), s.job_status, sorted(FIRST_ANALYSES if s in demo.first else SECOND_ANALYSES))
+        for s in demo.every
+    }
+    assert got == expected
+
+
+def check_images_missing_an_analysis(demo: Demo) -> None:
+    rows = demo.query("images_missing_an_analysis")
+    assert keys(rows) == sorted(s.key for s in demo.added)  # the second run did not ask for celebrities
+
+
+def check_run_history(demo: Demo) -> None:
+    rows = demo.query("run_history")
+    assert [r["run_id"] for r in rows] == list(RUN_IDS)
+    first, second = rows
+    assert (first["listed"], first["analysed"], first["unchanged"]) == (
+        len(demo.first),
+        len(demo.analysed(demo.first)),
+        0,
+    )
+    assert (second["listed"], second["analysed"], second["unchanged"]) == (
+        len(demo.every),
+        len(demo.analysed(demo.added)),
+        len(demo.first),
+    )
+    assert second["analyses"] == list(SECOND_ANALYSES)
+
+
+CHECKS: dict[str, Callable[[Demo], None]] = {
+    name.removeprefix("check_"): check
+    for name, check in dict(globals()).items()
+    if name.startswith("check_") and callable(check)
+}
+
+
+@pytest.mark.parametrize("name", sorted(path.stem for path in QUERIES.glob("*.sql")))
+def test_every_query_returns_the_rows_the_ground_truth_gives(demo: Demo, name: str) -> None:
+    assert name in CHECKS, f"docs/queries/{name}.sql has no check in tests/test_queries.py"
+    CHECKS[name](demo)
+
+
+def test_every_check_has_its_query() -> None:
+    assert sorted(CHECKS) == sorted(path.stem for path in QUERIES.glob("*.sql"))
+
+
+def test_every_query_says_what_it_answers() -> None:
+    for path in QUERIES.glob("*.sql"):
+        assert path.read_text(encoding="utf-8").startswith("-- "), path.name
+
+
+def test_rekbatch_sql_prints_a_query_file_and_refuses_bad_sql(demo: Demo) -> None:
+    def sql(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "batch", "sql", "--output", str(demo.output), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+    printed = sql("-f", str(QUERIES / "photos_of_a_celebrity.sql"), "--set", "celebrity=ada lovelace")
+    assert printed.returncode == 0, printed.stderr
+    celebrity_keys = [s.key for s in demo.first for _ in s.of_kind("celebrity")]
+    assert all(key in printed.stdout for key in celebrity_keys)
+    assert "│" in printed.stdout  # DuckDB's table rendering
+
+    unset = sql("-f", str(QUERIES / "photos_of_a_celebrity.sql"))
+    assert (unset.returncode, unset.stderr) == (
+        2,
+        "rekbatch: error: the query reads variables nobody set: --set celebrity=VALUE\n",
+    )
+    broken = sql("-c", "SELECT count(*) FROM labels; SELECT missing_column FROM images")
+    assert broken.returncode == 1
+    assert broken.stderr.startswith("rekbatch: error: Binder Error:")
+    assert broken.stderr.count("\n") == 1
+    assert "count_star()" in broken.stdout  # the statements before the bad one ran and printed
