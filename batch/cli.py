@@ -267,8 +267,15 @@ def _log_level(args: argparse.Namespace) -> int:
     return logging.INFO if getattr(args, "verbose", False) else logging.WARNING
 
 
+#: Libraries whose DEBUG lines are about themselves (matplotlib scans hundreds of fonts for the report,
+#: Pillow logs each PNG chunk): at INFO even with --debug, so the job's own lines can be found.
+CHATTY_LOGGERS = ("matplotlib", "PIL")
+
+
 def _configure_logging(level: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
     pin_aws_loggers()  # whatever the root level: see batch.logs
 
 
