@@ -12,7 +12,8 @@ a hard link of a complete temp file, which fails if the name exists), so of two 
 wins.
 
 S3 output goes through boto3 (`batch.s3`), so it uses the endpoint botocore resolves
-(`AWS_ENDPOINT_URL_S3`); `pyarrow.fs.S3FileSystem` would ignore that variable.
+(`AWS_ENDPOINT_URL_S3`); `pyarrow.fs.S3FileSystem` would ignore that variable. Every PUT carries the
+run's `[output]` server-side encryption (`Destination.for_output`).
 """
 
 from __future__ import annotations
