@@ -19,6 +19,7 @@ from typing import Any
 from batch import __version__
 from batch.config import load_config, load_report_config, parse_s3_url
 from batch.errors import ConfigError, OutputUnwritable, RekbatchError
+from batch.logs import pin_aws_loggers
 
 RUN_EXIT_CODES = """exit codes:
   0    committed (rejected and failed images are rows), or committed earlier: nothing done
@@ -29,10 +30,6 @@ RUN_EXIT_CODES = """exit codes:
   6    committed, but the error rate is above --max-error-rate
   7    no images under the input prefix
   130  interrupted"""
-
-#: Loggers that would print credentials or image bytes at DEBUG (botocore logs request bodies and
-#: the Authorization header): pinned to WARNING whatever the job's own level is.
-QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--summary-json", help="also write the run's summary as JSON to this path")
     run.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO")
+    run.add_argument(
+        "--debug",
+        action="store_true",
+        help="log the job's own steps at DEBUG (the AWS SDK's loggers stay at WARNING: "
+        "no credentials or image bytes)",
+    )
 
     sql = commands.add_parser(
         "sql",
@@ -156,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(getattr(args, "verbose", False))
+    _configure_logging(_log_level(args))
     commands = {
         "run": _run,
         "report": _report,
@@ -199,7 +202,9 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     )
     from batch.job import run  # Dask is imported only when a run starts
 
-    _quiet_dask(args.verbose)  # after the import: importing distributed sets its loggers' levels
+    # After the import: importing distributed applies Dask's `logging` config, which can name any logger.
+    _quiet_dask(args.verbose or args.debug)
+    pin_aws_loggers()
     command_line = shlex.join(["rekbatch", *(sys.argv[1:] if argv is None else argv)])
     problem = run(config, command_line=command_line).problem()
     if problem is not None:
@@ -303,13 +308,22 @@ def _report(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     return 0
 
 
-def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+def _log_level(args: argparse.Namespace) -> int:
+    if getattr(args, "debug", False):
+        return logging.DEBUG
+    return logging.INFO if getattr(args, "verbose", False) else logging.WARNING
+
+
+#: Libraries whose DEBUG lines are about themselves (matplotlib scans hundreds of fonts for the report,
+#: Pillow logs each PNG chunk): at INFO even with --debug, so the job's own lines can be found.
+CHATTY_LOGGERS = ("matplotlib", "PIL")
+
+
+def _configure_logging(level: int) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
+    pin_aws_loggers()  # whatever the root level: see batch.logs
 
 
 def _quiet_dask(verbose: bool) -> None:

@@ -144,14 +144,31 @@ class DaskConfig:
         _check(self.batches_in_flight >= 0, "dask.batches_in_flight", "must be >= 0", self.batches_in_flight)
 
 
+#: `output.sse` values: the bucket's default encryption, SSE-S3, SSE-KMS.
+SSE_MODES = ("", "AES256", "aws:kms")
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     #: Parquet compression codec.
     compression: str = "zstd"
+    #: Server-side encryption of every object the job writes to an S3 output: "" (the bucket's default
+    #: encryption; SSE-S3 unless the bucket says otherwise), "AES256" (SSE-S3) or "aws:kms" (SSE-KMS).
+    sse: str = ""
+    #: With "aws:kms": the key's full ARN (an alias resolves in the caller's account); empty: the
+    #: account's AWS-managed key `aws/s3`.
+    kms_key_id: str = ""
 
     def __post_init__(self) -> None:
         codecs = ("zstd", "snappy", "gzip", "lz4", "none")
         _check(self.compression in codecs, "output.compression", f"must be one of {codecs}", self.compression)
+        _check(self.sse in SSE_MODES, "output.sse", f"must be one of {SSE_MODES}", self.sse)
+        _check(
+            not self.kms_key_id or self.sse == "aws:kms",
+            "output.kms_key_id",
+            'only with output.sse = "aws:kms"',
+            self.kms_key_id,
+        )
 
 
 @dataclass(frozen=True)

@@ -349,7 +349,7 @@ class _Attempt:
 
 
 def _run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
-    store = RunStore(Destination(config.output), s3)
+    store = RunStore(Destination.for_output(config.output, config.output_options), s3)
     if store.manifest(summary.run_id) is not None:
         summary.status = "already-committed"
         summary.manifest = store.destination.location(manifest_path(summary.run_id))
@@ -440,7 +440,7 @@ def _run_batches(
     *,
     sync: CollectionSync | None = None,
 ) -> None:
-    destination = Destination(config.output)
+    destination = Destination.for_output(config.output, config.output_options)
     wanted = settings_digests(config)
     with dask_client(config.dask) as client:
         processes, threads = worker_threads(client)
@@ -511,6 +511,9 @@ def _run_batches(
                 record, fatal = _record_failed_batch(spec, error, s3), None
             attempt.add(record)
             _add(summary, record, config)
+            logger.debug(
+                "batch %s: %d images, %d files", spec.file_name, len(record.images), len(record.files)
+            )
             progress.listed_total = counter.total
             progress.tick(summary)
             if fatal and summary.status != "aborted":
@@ -634,6 +637,7 @@ def _commit(config: RunConfig, store: RunStore, summary: RunSummary, attempt: _A
         summary.status = "lost-race"
         return
     summary.manifest = store.destination.location(manifest_path(summary.run_id))
+    logger.debug("committed %s: %d files", summary.manifest, len(attempt.files))
 
 
 def _write_commit(config: RunConfig, store: RunStore, summary: RunSummary, attempt: _Attempt) -> bool:
@@ -709,7 +713,9 @@ def _write_report(config: RunConfig, summary: RunSummary, s3: Any) -> None:
     from batch.report import write_report  # matplotlib and Jinja2 only when a report is written
 
     try:
-        summary.report = write_report(config.output, summary.run_id, config.report, s3)
+        summary.report = write_report(
+            config.output, summary.run_id, config.report, s3, output_options=config.output_options
+        )
     except Exception as exc:  # the tables are written: a report that fails must not fail the run
         logger.debug("run report failed", exc_info=True)
         summary.report_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]

@@ -38,7 +38,7 @@ from PIL import Image
 
 from batch import __version__
 from batch.analyses import all_tables
-from batch.config import ReportConfig
+from batch.config import OutputConfig, ReportConfig
 from batch.report_charts import Chart, bar_chart, calls_chart, confidence_chart, faces_chart, rendering
 from batch.report_data import RunTables, load_run
 from batch.report_stats import (
@@ -89,9 +89,16 @@ def report_path(run_id: str) -> str:
 
 
 def write_report(
-    output: str, run_id: str, settings: ReportConfig, s3_client: Any, *, to: str | None = None
+    output: str,
+    run_id: str,
+    settings: ReportConfig,
+    s3_client: Any,
+    *,
+    to: str | None = None,
+    output_options: OutputConfig | None = None,
 ) -> str:
     """Write run `run_id`'s report to `to`, else to `<output>/_reports/<run_id>.html`; return where.
+    `output_options` gives the S3 encryption of the report (default: the bucket's).
 
     Raises RunNotFound or OutputUnreadable (one-line reasons) when the run's tables cannot be read.
     """
@@ -102,7 +109,7 @@ def write_report(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(html)
         return str(path)
-    destination = Destination(output)
+    destination = Destination.for_output(output, output_options or OutputConfig())
     destination.publish(report_path(run_id), html, s3_client)
     return destination.location(report_path(run_id))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -104,14 +104,35 @@ def read_object(client: Any, bucket: str, obj: ListedObject) -> bytes:
     return client.get_object(Bucket=bucket, Key=obj.key, IfMatch=obj.etag)["Body"].read()
 
 
-def put_file(client: Any, bucket: str, key: str, body: bytes, **conditions: str) -> None:
+def encryption_arguments(sse: str, kms_key_id: str) -> dict[str, str]:
+    """PutObject's server-side encryption parameters for `output.sse` and `output.kms_key_id`
+    (`batch.config.OutputConfig`); none for "" (the bucket's default encryption applies)."""
+    arguments = {"ServerSideEncryption": sse} if sse else {}
+    if kms_key_id:
+        arguments["SSEKMSKeyId"] = kms_key_id
+    return arguments
+
+
+def put_file(
+    client: Any,
+    bucket: str,
+    key: str,
+    body: bytes,
+    encryption: Mapping[str, str] | None = None,
+    **conditions: str,
+) -> None:
     """One PUT of a whole file with its SHA-256, so S3 refuses a body that arrived damaged.
-    `conditions` are PutObject's conditional-write parameters (e.g. `IfNoneMatch="*"`)."""
+    `encryption` comes from `encryption_arguments`; `conditions` are PutObject's conditional-write
+    parameters (e.g. `IfNoneMatch="*"`)."""
     checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
-    client.put_object(Bucket=bucket, Key=key, Body=body, ChecksumSHA256=checksum, **conditions)
+    client.put_object(
+        Bucket=bucket, Key=key, Body=body, ChecksumSHA256=checksum, **(encryption or {}), **conditions
+    )
 
 
-def create_file(client: Any, bucket: str, key: str, body: bytes) -> bool:
+def create_file(
+    client: Any, bucket: str, key: str, body: bytes, encryption: Mapping[str, str] | None = None
+) -> bool:
     """Like `put_file`, but only if the key does not exist yet (`If-None-Match: *`); False if it does.
 
     S3 answers 412 when the object exists, and 409 ConditionalRequestConflict when another conditional
@@ -120,7 +141,7 @@ def create_file(client: Any, bucket: str, key: str, body: bytes) -> bool:
     """
     for _ in range(CONFLICT_RETRIES):
         try:
-            put_file(client, bucket, key, body, IfNoneMatch="*")
+            put_file(client, bucket, key, body, encryption, IfNoneMatch="*")
         except ClientError as exc:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if status == 412:

@@ -12,7 +12,8 @@ a hard link of a complete temp file, which fails if the name exists), so of two 
 wins.
 
 S3 output goes through boto3 (`batch.s3`), so it uses the endpoint botocore resolves
-(`AWS_ENDPOINT_URL_S3`); `pyarrow.fs.S3FileSystem` would ignore that variable.
+(`AWS_ENDPOINT_URL_S3`); `pyarrow.fs.S3FileSystem` would ignore that variable. Every PUT carries the
+run's `[output]` server-side encryption (`Destination.for_output`).
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch.config import parse_s3_url
+from batch.config import OutputConfig, parse_s3_url
 from batch.manifest import FileEntry
-from batch.s3 import create_file, delete_files, get_file, list_files, put_file
+from batch.s3 import create_file, delete_files, encryption_arguments, get_file, list_files, put_file
 from batch.tables import rows_to_table
 
 
@@ -52,6 +53,15 @@ class Destination:
     with every task); the S3 client is passed to each call, as boto3 clients don't pickle."""
 
     root: str
+    #: Server-side encryption of every file written to S3 (`output.sse`, `output.kms_key_id`).
+    sse: str = ""
+    kms_key_id: str = ""
+
+    @classmethod
+    def for_output(cls, root: str, options: OutputConfig) -> Destination:
+        """The destination a run writes to, with its `[output]` encryption settings. Use it for every
+        writer; a bare `Destination(root)` is for readers (and leaves encryption to the bucket)."""
+        return cls(root, options.sse, options.kms_key_id)
 
     @property
     def is_s3(self) -> bool:
@@ -70,7 +80,7 @@ class Destination:
     def publish(self, relative: str, body: bytes, s3_client: Any = None) -> None:
         """Write `body` at `relative` in one step, replacing a file of that name."""
         if self.is_s3:
-            put_file(s3_client, *self._s3_key(relative), body)
+            put_file(s3_client, *self._s3_key(relative), body, self._encryption)
             return
         path = Path(self.root) / relative
         with _complete_temp_file(path, body) as tmp:
@@ -79,7 +89,7 @@ class Destination:
     def create(self, relative: str, body: bytes, s3_client: Any = None) -> bool:
         """Write `body` at `relative` only if no file has that name; False if one has (another won)."""
         if self.is_s3:
-            return create_file(s3_client, *self._s3_key(relative), body)
+            return create_file(s3_client, *self._s3_key(relative), body, self._encryption)
         path = Path(self.root) / relative
         with _complete_temp_file(path, body) as tmp:
             try:
@@ -126,6 +136,10 @@ class Destination:
             return
         for relative in relatives:
             (Path(self.root) / relative).unlink(missing_ok=True)
+
+    @property
+    def _encryption(self) -> dict[str, str]:
+        return encryption_arguments(self.sse, self.kms_key_id)
 
     def _s3_key(self, relative: str) -> tuple[str, str]:
         bucket, prefix = parse_s3_url(self.root, "output")

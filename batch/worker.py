@@ -34,6 +34,7 @@ from batch.geometry import BoxPlacement, upright_size
 from batch.image_checks import CONVERSION_ERROR, ImageRules, Refusal, Route, plan_image
 from batch.image_header import ImageHeader
 from batch.incremental import settled_analyses
+from batch.logs import pin_aws_loggers
 from batch.manifest import BatchRecord, ImageOutcome, data_file_name
 from batch.ratelimit import ClusterRateLimiter
 from batch.rekognition import CallCounts, CallResult, RekognitionCaller, rekognition_client
@@ -476,6 +477,7 @@ def _process_resources(
     task's own thread: the limiter must find its Dask worker there (`get_worker` does not work in
     the task's image threads).
     """
+    pin_aws_loggers()  # this process's own levels: no credentials or image bytes in a worker's log
     pool = max(10, threads)
     budget = RetryBudget(config.retry_budget_ratio, config.retry_budget_capacity)
     return rekognition_client(config, pool), s3_client(pool), ClusterRateLimiter.for_worker(), budget

@@ -84,12 +84,26 @@ def test_environment_lists_and_strings() -> None:
         ("[run]\nanalyses = ['labels', 'poems']\n", "run.analyses"),
         ("[run]\nrun_id = '2026-11-25T00:00'\n", "run.run_id"),
         ("[pricing]\nlabels = -0.1\n", "pricing.labels"),
+        ("[output]\nsse = 'kms'\n", "output.sse"),
+        ("[output]\nkms_key_id = 'arn:aws:kms:eu-west-1:1:key/k'\n", "output.kms_key_id"),  # no aws:kms
+        ("[output]\nsse = 'AES256'\nkms_key_id = 'arn:aws:kms:eu-west-1:1:key/k'\n", "output.kms_key_id"),
         ("[nonsense]\n", "nonsense"),
     ],
 )
 def test_bad_values_name_their_key(tmp_path: Path, toml: str, named: str) -> None:
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         load_config(write(tmp_path, toml), environ={}, overrides=RUN)
+
+
+def test_output_encryption_settings_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "[output]\nsse = 'aws:kms'\nkms_key_id = 'arn:aws:kms:eu-west-1:1:key/k'\n")
+    config = load_config(path, environ={}, overrides=RUN)
+    assert (config.output_options.sse, config.output_options.kms_key_id) == (
+        "aws:kms",
+        "arn:aws:kms:eu-west-1:1:key/k",
+    )
+    config = load_config(environ={"REKBATCH_OUTPUT__SSE": "AES256"}, overrides=RUN)
+    assert (config.output_options.sse, config.output_options.kms_key_id) == ("AES256", "")
 
 
 def test_input_must_be_an_s3_url_and_output_is_required() -> None:

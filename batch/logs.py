@@ -1,0 +1,22 @@
+"""Log levels that keep credentials and image bytes out of every log, in the driver and on the workers.
+
+botocore at DEBUG logs each request's body (with `--image-source bytes`, the base64 image) and its
+headers (the `Authorization` header names the access key id; with temporary credentials the
+`X-Amz-Security-Token` header holds the session token); urllib3 and s3transfer log request lines.
+So these loggers are pinned to WARNING in code, whatever level the job's own loggers run at.
+"""
+
+from __future__ import annotations
+
+import logging
+
+#: Loggers that would print credentials or image bytes at DEBUG: pinned to WARNING.
+QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
+
+
+def pin_aws_loggers() -> None:
+    """Set the AWS SDK's loggers to WARNING. Call it in every process that makes AWS calls (the driver
+    after configuring logging, each Dask worker process before its first client): a worker's levels
+    come from its own process (Dask's `logging` config can name any logger), not from the driver."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,217 @@
+"""The IAM policies in configs/: valid JSON that allows every AWS call the job makes and nothing it must not.
+
+The calls are read from the code where they live (`batch/s3.py` is the only door to S3, the analyses'
+REGISTRY and `batch/collections.py` name every Rekognition operation), so a new call fails here until the
+policy grants it. A small evaluator of the policy grammar the files use (Allow/Deny, wildcards,
+StringLike[IfExists], StringEquals, Null) decides each request, with the placeholders filled in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batch.analyses import REGISTRY
+
+ROOT = Path(__file__).resolve().parent.parent
+PLACEHOLDERS = {
+    "INPUT_BUCKET": "photo-bucket",
+    "INPUT_PREFIX": "photos/2026/",
+    "OUTPUT_BUCKET": "lake-bucket",
+    "OUTPUT_PREFIX": "rekbatch/",
+    "REGION": "eu-west-1",
+    "ACCOUNT_ID": "123456789012",
+    "COLLECTION_ID": "family-photos",
+    "KMS_KEY_ARN": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+}
+IN_BUCKET = "arn:aws:s3:::photo-bucket"
+OUT_BUCKET = "arn:aws:s3:::lake-bucket"
+OUT = f"{OUT_BUCKET}/rekbatch/"
+COLLECTION = "arn:aws:rekognition:eu-west-1:123456789012:collection/family-photos"
+CONDITIONAL_PUT = {"s3:if-none-match": "*"}
+
+Request = tuple[str, str, Mapping[str, str]]  # (action, resource ARN, condition context)
+
+#: What each S3 client method in batch/s3.py does for a run: the requests IAM sees.
+JOB_S3_REQUESTS: dict[str, list[Request]] = {
+    "list_objects_v2": [
+        ("s3:ListBucket", IN_BUCKET, {"s3:prefix": "photos/2026/"}),  # the listing, check_readable
+        ("s3:ListBucket", OUT_BUCKET, {"s3:prefix": "rekbatch/_commits/"}),  # committed runs
+        ("s3:ListBucket", OUT_BUCKET, {"s3:prefix": "rekbatch/_runs/r1/"}),  # --resume: batch records
+    ],
+    "head_bucket": [("s3:ListBucket", OUT_BUCKET, {})],  # check_writable: HeadBucket needs ListBucket
+    "get_object": [
+        ("s3:GetObject", f"{IN_BUCKET}/photos/2026/a b/ü=1.jpg", {}),  # headers, bytes, thumbnails
+        ("s3:GetObject", f"{OUT}_commits/r0.json", {}),  # manifests
+        ("s3:GetObject", f"{OUT}images/dt=2026-11-25/r0-a1-000000.parquet", {}),  # incremental state
+    ],
+    "put_object": [
+        ("s3:PutObject", f"{OUT}labels/dt=2026-11-25/r1-a1-000000.parquet", {}),
+        ("s3:PutObject", f"{OUT}_runs/r1/batch-a1-000000.json", {}),
+        ("s3:PutObject", f"{OUT}_runs/r1/attempt-1.json", CONDITIONAL_PUT),
+        ("s3:PutObject", f"{OUT}_commits/r1.json", CONDITIONAL_PUT),  # the commit: create-only
+        ("s3:PutObject", f"{OUT}_reports/r1.html", {}),
+    ],
+}
+#: S3 methods only `rekbatch gc` calls.
+GC_S3_REQUESTS: dict[str, list[Request]] = {
+    "delete_objects": [("s3:DeleteObject", f"{OUT}labels/dt=2026-11-25/r9-a1-000000.parquet", {})],
+}
+
+
+def load_policy(name: str) -> dict[str, Any]:
+    text = (ROOT / "configs" / name).read_text()
+    for placeholder, value in PLACEHOLDERS.items():
+        text = text.replace(placeholder, value)
+    policy: dict[str, Any] = json.loads(text)
+    return policy
+
+
+def combined(*names: str) -> dict[str, Any]:
+    return {"Statement": [s for name in names for s in load_policy(name)["Statement"]]}
+
+
+def _listed(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else value
+
+
+def _condition_holds(operator: str, tests: Mapping[str, Any], context: Mapping[str, str]) -> bool:
+    for key, expected in tests.items():
+        value = context.get(key)
+        if operator == "Null":
+            if (value is None) != (expected == "true"):
+                return False
+        elif operator in ("StringLike", "StringLikeIfExists"):
+            if value is None:
+                if operator == "StringLike":
+                    return False
+            elif not any(fnmatchcase(value, p) for p in _listed(expected)):
+                return False
+        elif operator == "StringEquals":
+            if value not in _listed(expected):
+                return False
+        else:
+            raise AssertionError(f"the evaluator does not know condition operator {operator}")
+    return True
+
+
+def allows(policy: Mapping[str, Any], request: Request) -> bool:
+    """IAM's decision for one request: an explicit Deny wins, else any Allow, else denied."""
+    action, resource, context = request
+    allowed = False
+    for statement in policy["Statement"]:
+        applies = (
+            any(fnmatchcase(action, a) for a in _listed(statement["Action"]))
+            and any(fnmatchcase(resource, r) for r in _listed(statement["Resource"]))
+            and all(_condition_holds(op, t, context) for op, t in statement.get("Condition", {}).items())
+        )
+        if applies and statement["Effect"] == "Deny":
+            return False
+        allowed = allowed or applies
+    return allowed
+
+
+def s3_methods_in_code() -> set[str]:
+    source = (ROOT / "batch" / "s3.py").read_text()
+    called = set(re.findall(r"client\.(\w+)\(", source)) - {"get_paginator"}
+    return called | set(re.findall(r'get_paginator\("(\w+)"\)', source))
+
+
+def collection_operations_in_code() -> set[str]:
+    source = (ROOT / "batch" / "collections.py").read_text()
+    return set(re.findall(r'_call\(\s*"\w+",\s*"(\w+)"', source)) | {REGISTRY["index_faces"].operation}
+
+
+def detect_operations() -> set[str]:
+    return {analysis.operation for name, analysis in REGISTRY.items() if name != "index_faces"}
+
+
+@pytest.mark.parametrize("name", ["iam-policy.json", "iam-collection.json", "iam-gc.json", "iam-kms.json"])
+def test_each_policy_is_valid_json_with_only_known_placeholders(name: str) -> None:
+    policy = load_policy(name)
+    assert policy["Version"] == "2012-10-17"
+    assert all(
+        s["Effect"] in ("Allow", "Deny") and s["Action"] and s["Resource"] for s in policy["Statement"]
+    )
+    assert not re.search(r"\b[A-Z]+_[A-Z_]+\b", json.dumps(policy)), "a placeholder was left unfilled"
+
+
+def test_every_s3_method_the_code_calls_is_accounted_for() -> None:
+    assert s3_methods_in_code() == set(JOB_S3_REQUESTS) | set(GC_S3_REQUESTS)
+
+
+@pytest.mark.parametrize(
+    "request_", [r for requests in JOB_S3_REQUESTS.values() for r in requests], ids=lambda r: f"{r[0]} {r[1]}"
+)
+def test_the_job_policy_allows_every_s3_request_of_a_run(request_: Request) -> None:
+    assert allows(load_policy("iam-policy.json"), request_)
+
+
+def test_the_job_policy_allows_every_analysis_but_no_collection_operation() -> None:
+    policy = load_policy("iam-policy.json")
+    for operation in detect_operations():
+        assert allows(policy, (f"rekognition:{operation}", "*", {})), operation
+    for operation in collection_operations_in_code():
+        assert not allows(policy, (f"rekognition:{operation}", COLLECTION, {})), operation
+
+
+def test_the_job_policy_holds_no_delete_and_no_wildcard_action() -> None:
+    policy = load_policy("iam-policy.json")
+    actions = [a for s in policy["Statement"] if s["Effect"] == "Allow" for a in _listed(s["Action"])]
+    assert not [a for a in actions if "Delete" in a or "*" in a]
+    for request in GC_S3_REQUESTS["delete_objects"]:
+        assert not allows(policy, request)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        ("s3:ListBucket", IN_BUCKET, {"s3:prefix": "private/"}),  # another prefix of the input bucket
+        ("s3:ListBucket", IN_BUCKET, {}),  # the whole input bucket
+        ("s3:GetObject", f"{IN_BUCKET}/private/x.jpg", {}),
+        ("s3:PutObject", f"{IN_BUCKET}/photos/2026/x.jpg", {}),  # never writes the input
+        ("s3:PutObject", f"{OUT_BUCKET}/elsewhere/x.parquet", {}),  # nor outside the output prefix
+        ("s3:GetObject", f"{OUT_BUCKET}/elsewhere/x.parquet", {}),
+        ("s3:ListBucket", OUT_BUCKET, {"s3:prefix": "elsewhere/"}),
+        ("s3:PutObject", f"{OUT}_commits/r1.json", {}),  # overwriting a commit: create-only
+        ("s3:DeleteObject", f"{OUT}_commits/r1.json", {}),
+    ],
+    ids=lambda r: f"{r[0]} {r[1]} {dict(r[2])}",
+)
+def test_the_job_policy_denies_what_the_job_never_does(request_: Request) -> None:
+    assert not allows(load_policy("iam-policy.json"), request_)
+
+
+def test_the_collection_policy_adds_what_index_faces_calls_on_one_collection() -> None:
+    policy = combined("iam-policy.json", "iam-collection.json")
+    for operation in collection_operations_in_code():
+        assert allows(policy, (f"rekognition:{operation}", COLLECTION, {})), operation
+        other = COLLECTION.replace("family-photos", "someone-elses")
+        assert not allows(policy, (f"rekognition:{operation}", other, {})), operation
+    assert not allows(policy, ("rekognition:DeleteCollection", COLLECTION, {}))
+
+
+def test_the_gc_policy_lists_reads_manifests_and_deletes_only_uncommitted_files() -> None:
+    policy = load_policy("iam-gc.json")
+    assert allows(policy, JOB_S3_REQUESTS["list_objects_v2"][1])
+    assert allows(policy, JOB_S3_REQUESTS["get_object"][1])
+    for request in GC_S3_REQUESTS["delete_objects"]:
+        assert allows(policy, request)
+    assert not allows(policy, ("s3:DeleteObject", f"{OUT}_commits/r1.json", {}))
+    assert not allows(policy, ("s3:DeleteObject", f"{IN_BUCKET}/photos/2026/a.jpg", {}))
+    assert not allows(policy, ("s3:PutObject", f"{OUT}labels/x.parquet", {}))
+
+
+def test_the_kms_policy_lets_s3_encrypt_and_decrypt_with_the_output_key_only() -> None:
+    policy = load_policy("iam-kms.json")
+    via_s3 = {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}
+    for action in ("kms:GenerateDataKey", "kms:Decrypt"):
+        assert allows(policy, (action, PLACEHOLDERS["KMS_KEY_ARN"], via_s3))
+        assert not allows(policy, (action, PLACEHOLDERS["KMS_KEY_ARN"], {}))  # not outside S3
+    assert not allows(policy, ("kms:Decrypt", "arn:aws:kms:eu-west-1:123456789012:key/other", via_s3))
