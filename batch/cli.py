@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input", help="s3://BUCKET/PREFIX to analyse")
     run.add_argument("--output", help="a local folder or s3://BUCKET/PREFIX for the tables")
     run.add_argument(
-        "--analyses", help="comma-separated: labels,faces,text,moderation,celebrities,index_faces"
+        "--analyses",
+        help="comma-separated: labels,faces,text,moderation,celebrities,index_faces,face_search",
     )
     run.add_argument("--config", help="a TOML file (see configs/default.toml); flags override it")
     run.add_argument(
@@ -93,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--collection",
         metavar="NAME",
-        help="the face collection of index_faces (created when missing; [analyses.index_faces] collection)",
+        help="the face collection of index_faces (created when missing) and face_search "
+        "([analyses.index_faces] and [analyses.face_search] collection)",
     )
     run.add_argument(
         "--prune",
@@ -127,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
     report = commands.add_parser("report", help="write the HTML report of a finished run")
     report.add_argument("run_id", metavar="RUN_ID", help="the run's id (the runs table's run_id)")
-    report.add_argument("--output", required=True, help="the run's output: a local folder or s3://BUCKET/PREFIX")
+    report.add_argument(
+        "--output", required=True, help="the run's output: a local folder or s3://BUCKET/PREFIX"
+    )
     report.add_argument("--to", help="write the report to this file (default: OUTPUT/_reports/RUN_ID.html)")
     report.add_argument("--config", help="a TOML file; only its [report] section is read")
     report.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
@@ -168,6 +172,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             "rekognition.image_source": args.image_source,
             "run.prune": args.prune,
             "analyses.index_faces.collection": args.collection,
+            "analyses.face_search.collection": args.collection,
         },
     )
     from batch.job import run  # Dask is imported only when a run starts
