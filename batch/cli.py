@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input", help="s3://BUCKET/PREFIX to analyse")
     run.add_argument("--output", help="a local folder or s3://BUCKET/PREFIX for the tables")
     run.add_argument(
-        "--analyses", help="comma-separated: labels,faces,text,moderation,celebrities,index_faces"
+        "--analyses",
+        help="comma-separated: labels,faces,text,moderation,celebrities,index_faces,face_search",
     )
     run.add_argument("--config", help="a TOML file (see configs/default.toml); flags override it")
     run.add_argument(
@@ -91,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--collection",
         metavar="NAME",
-        help="the face collection of index_faces (created when missing; [analyses.index_faces] collection)",
+        help="the face collection of index_faces (created when missing) and face_search "
+        "([analyses.index_faces] and [analyses.face_search] collection)",
     )
     run.add_argument(
         "--prune",
@@ -198,6 +200,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             "rekognition.image_source": args.image_source,
             "run.prune": args.prune,
             "analyses.index_faces.collection": args.collection,
+            "analyses.face_search.collection": args.collection,
         },
     )
     from batch.job import run  # Dask is imported only when a run starts

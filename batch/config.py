@@ -197,6 +197,7 @@ DEFAULT_PRICES: dict[str, float] = {
     "moderation": 0.001,
     "celebrities": 0.001,
     "index_faces": 0.001,
+    "face_search": 0.001,
 }
 
 #: US dollars for what a collection costs beyond its IndexFaces calls, in `[pricing]` next to the
@@ -402,6 +403,8 @@ def _validate_run(config: RunConfig) -> None:
     _check(0 <= config.max_error_rate <= 1, "run.max_error_rate", "must be in 0..1", config.max_error_rate)
     if "index_faces" in config.analyses and not config.analysis_settings["index_faces"].collection:
         raise ConfigError("analyses.index_faces.collection: required by index_faces (--collection NAME)")
+    if "face_search" in config.analyses and not config.analysis_settings["face_search"].collection:
+        raise ConfigError("analyses.face_search.collection: required by face_search (--collection NAME)")
     if config.prune and "index_faces" not in config.analyses:
         raise ConfigError("run.prune: deletes faces of a collection; add index_faces to run.analyses")
 

@@ -445,7 +445,10 @@ def _run_batches(
     with dask_client(config.dask) as client:
         processes, threads = worker_threads(client)
         # One quota per operation for the whole cluster, held by the scheduler (batch.ratelimit).
-        quotas = {REGISTRY[name].operation: config.quota(name) for name in config.analyses}
+        quotas: dict[str, float] = {}
+        for name in config.analyses:
+            for operation in REGISTRY[name].operations:
+                quotas.setdefault(operation, config.quota(name))
         install_quota(client, quotas, default=config.rekognition.tps)
         summary.quotas = quotas
         cpu_before = _cpu_seconds() + sum(client.run(_cpu_seconds).values())
@@ -614,10 +617,18 @@ def _add(summary: RunSummary, record: BatchRecord, config: RunConfig) -> None:
     summary.files += len(record.files)
     for written in record.files:
         summary.rows[written.table] += written.rows
+    for operation, price in operation_prices(config).items():
+        summary.estimated_cost_usd += record.calls.get((operation, "ok"), 0) * price
+
+
+def operation_prices(config: RunConfig) -> dict[str, float]:
+    """US dollars per successful call of each operation the run's analyses make: the price of the
+    first analysis (in the run's order) that calls it (face_search's DetectFaces is priced once)."""
+    prices: dict[str, float] = {}
     for name in config.analyses:
-        summary.estimated_cost_usd += (
-            record.calls.get((REGISTRY[name].operation, "ok"), 0) * config.prices[name]
-        )
+        for operation in REGISTRY[name].operations:
+            prices.setdefault(operation, config.prices[name])
+    return prices
 
 
 def _commit(config: RunConfig, store: RunStore, summary: RunSummary, attempt: _Attempt) -> None:

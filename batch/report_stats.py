@@ -262,8 +262,8 @@ def _face_caption(row: Mapping[str, Any]) -> str:
 
 
 #: The tables drawn, in drawing order. Text words are left out (their lines are drawn), and so are
-#: `unrecognized_faces`, `indexed_faces` and `unindexed_faces` when `faces` was asked for: they are the
-#: same faces. Any other table with box
+#: `unrecognized_faces`, `indexed_faces`, `unindexed_faces` and `face_matches` when `faces` was asked
+#: for: they are the same faces. Any other table with box
 #: columns (a future analysis) is drawn too, captioned with its name.
 BOX_LAYERS: tuple[BoxLayer, ...] = (
     BoxLayer("label_instances", "label", lambda r: f"{r['name']}{_percent(r['confidence'])}"),
@@ -278,8 +278,8 @@ def box_layers(tables: Mapping[str, pa.Schema]) -> list[BoxLayer]:
     """The layers to draw for a run whose tables are `tables` (name -> schema)."""
     known = [layer for layer in BOX_LAYERS if layer.table in tables]
     drawn = {layer.table for layer in BOX_LAYERS}
-    if "faces" in tables:  # the same faces again: recognised or not, indexed into a collection or not
-        drawn.update({"unrecognized_faces", "indexed_faces", "unindexed_faces"})
+    if "faces" in tables:  # the same faces again: recognised or not, indexed, searched or not
+        drawn.update({"unrecognized_faces", "indexed_faces", "unindexed_faces", "face_matches"})
     others = [
         BoxLayer(name, name.replace("_", " "), _table_caption(name))
         for name, schema in sorted(tables.items())

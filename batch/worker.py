@@ -26,7 +26,8 @@ from distributed import get_worker
 from PIL import Image
 
 from batch import faults
-from batch.analyses import REGISTRY
+from batch.analyses import REGISTRY, Analysis, in_run_order
+from batch.analyses._multi import ImageInput
 from batch.commits import RunStore
 from batch.config import RekognitionConfig
 from batch.convert import UnusableImage, forbid_decompression_bombs, to_jpeg
@@ -228,26 +229,29 @@ def analyse_image(
 
     succeeded: list[str] = []
     status, reason = "analysed", None
-    for name in analyses:
+    pixels = _pixels_once(image, s3, context.bucket, obj)
+    for name in in_run_order(analyses):
         if stop.is_set():
             status, reason = "failed", "run aborted"
             break
-        analysis = REGISTRY[name]
-        settings = context.analysis_settings[name]
-        request = analysis.request(image, obj.key, settings)
-        call = caller.call(analysis.client_method, analysis.operation, request)
-        if call.response is not None:
-            placement = _placement(frame, call, analysis.orientation_field)
-            shared = {**common, **analysis.shared_columns(settings)}
-            for table, rows in analysis.flatten(call.response, placement).items():
-                result.rows.setdefault(table, []).extend({**shared, **row} for row in rows)
+        source = ImageInput(image, pixels, functools.partial(_placement_for, frame), result.rows)
+        operation, call = _run_analysis(
+            REGISTRY[name],
+            context=context,
+            key=obj.key,
+            source=source,
+            caller=caller,
+            common=common,
+            result=result,
+        )
+        if call is None:
             succeeded.append(name)
             continue
         result.errors.append(
             {
                 **common,
                 "analysis": name,
-                "operation": analysis.operation,
+                "operation": operation,
                 "error_code": call.error_code,
                 "message": call.message,
                 "attempts": call.attempts,
@@ -255,7 +259,7 @@ def analyse_image(
             }
         )
         if call.outcome is Outcome.FATAL or call.budget_exhausted:
-            result.fatal = f"{analysis.operation}: {call.error_code}: {call.message}"
+            result.fatal = f"{operation}: {call.error_code}: {call.message}"
             if call.budget_exhausted:
                 result.fatal = f"Rekognition keeps failing, retry budget spent; last error {result.fatal}"
             stop.set()
@@ -270,6 +274,39 @@ def analyse_image(
         common, obj, header=header, status=status, reason=reason, analyses=succeeded, sent=sent
     )
     return result
+
+
+def _run_analysis(
+    analysis: Analysis,
+    *,
+    context: RunContext,
+    key: str,
+    source: ImageInput,
+    caller: RekognitionCaller,
+    common: dict[str, Any],
+    result: _ImageResult,
+) -> tuple[str, CallResult | None]:
+    """Call one analysis for the image and add its rows to `result`; (operation, the failed call or
+    None when it succeeded)."""
+    settings = context.analysis_settings[analysis.name]
+    shared = {**common, **analysis.shared_columns(settings)}
+    if analysis.run is not None:
+        # Several calls per image (face search): the module makes them through `caller`.
+        outcome = analysis.run(source, settings, caller.call)
+        for table, rows in outcome.rows.items():
+            result.rows.setdefault(table, []).extend({**shared, **row} for row in rows)
+        return outcome.failed or (analysis.operation, None)
+    call = caller.call(
+        analysis.client_method, analysis.operation, analysis.request(source.image, key, settings)
+    )
+    if call.response is None:
+        return analysis.operation, call
+    placement = source.placement(
+        call.response.get(analysis.orientation_field) if analysis.orientation_field else None
+    )
+    for table, rows in analysis.flatten(call.response, placement).items():
+        result.rows.setdefault(table, []).extend({**shared, **row} for row in rows)
+    return analysis.operation, None
 
 
 @dataclass(frozen=True)
@@ -364,8 +401,15 @@ def _conversion_slots() -> threading.BoundedSemaphore:
     return threading.BoundedSemaphore(CONVERSIONS_PER_PROCESS)
 
 
-def _placement(header: ImageHeader, call: CallResult, orientation_field: str | None) -> BoxPlacement:
-    correction = call.response.get(orientation_field) if (orientation_field and call.response) else None
+def _pixels_once(image: Mapping[str, Any], s3: Any, bucket: str, obj: ListedObject) -> Callable[[], bytes]:
+    """The bytes of the image as sent, read from S3 on first use when it was sent as a reference."""
+    if "Bytes" in image:
+        data: bytes = image["Bytes"]
+        return lambda: data
+    return functools.cache(lambda: read_object(s3, bucket, obj))
+
+
+def _placement_for(header: ImageHeader, correction: str | None) -> BoxPlacement:
     return BoxPlacement.for_response(
         image_format=header.format,
         # Rekognition answered, so the image was readable: a header we could not parse is the rare

@@ -54,8 +54,10 @@ def check_request(analysis: Analysis, request: dict[str, Any]) -> None:
 # --- the registry against botocore's model --------------------------------------------------------
 
 
-def test_the_registry_holds_the_six_analyses() -> None:
-    assert list(REGISTRY) == ["labels", "faces", "text", "moderation", "celebrities", "index_faces"]
+def test_the_registry_holds_the_seven_analyses() -> None:
+    assert list(REGISTRY) == [
+        "labels", "faces", "text", "moderation", "celebrities", "index_faces", "face_search",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("analysis", ANALYSES, ids=by_name)
@@ -134,10 +136,18 @@ SETTINGS_MAPPINGS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
             "detection_attributes": st.lists(st.sampled_from(faces.ATTRIBUTES), max_size=4),
         },
     ),
+    "face_search": st.fixed_dictionaries(
+        {"collection": st.from_regex(r"[a-zA-Z0-9_.\-]{1,255}", fullmatch=True)},
+        optional={
+            "face_match_threshold": percents,
+            "max_matches": st.integers(1, 4096),
+            "crop_margin": st.floats(0, 1),
+        },
+    ),
 }
 
 #: Settings an analysis needs before it can be called at all (index_faces: a collection).
-REQUIRED = {"index_faces": {"collection": "people"}}
+REQUIRED = {"index_faces": {"collection": "people"}, "face_search": {"collection": "people"}}
 
 
 def usable_defaults(analysis: Analysis) -> Any:
@@ -579,6 +589,7 @@ EXPECTED_ROWS: dict[str, dict[str, Callable[[Mapping[str, Any]], int]]] = {
         "indexed_faces": lambda r: len(_items(r, "FaceRecords")),
         "unindexed_faces": lambda r: len(_items(r, "UnindexedFaces")),
     },
+    "face_search": {"face_matches": lambda r: len(_items(r, "FaceMatches"))},
 }
 
 placements = st.builds(

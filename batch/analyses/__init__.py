@@ -33,12 +33,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from batch.analyses import celebrities, faces, index_faces, labels, moderation, text
+from batch.analyses import celebrities, face_search, faces, index_faces, labels, moderation, text
+from batch.analyses._multi import Call, ImageInput, MultiOutcome
 from batch.errors import ConfigError
 from batch.geometry import BoxPlacement
 from batch.tables import JOB_TABLES
 
-__all__ = ["REGISTRY", "Analysis", "all_tables", "select", "settings_digest"]
+__all__ = ["REGISTRY", "Analysis", "all_tables", "in_run_order", "select", "settings_digest"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,13 @@ class Analysis:
     image_request: Callable[[str, Any], dict[str, Any]] | None = None
     #: Columns every row shares, from the settings (IndexFaces' collection_id); None: none.
     row_columns: Callable[[Any], dict[str, Any]] | None = None
+    #: Several calls per image (face search, comparison): `run(ImageInput, settings, call)` replaces
+    #: build_request + one call + flatten (`batch.analyses._multi`); None: one call per image.
+    run: Callable[[ImageInput, Any, Call], MultiOutcome] | None = None
+    #: Every operation the analysis calls (rate limited and priced as the analysis); () = (operation,).
+    extra_operations: tuple[str, ...] = ()
+    #: Analyses that run before this one for the same image when both are asked for (their rows are read).
+    after: tuple[str, ...] = ()
 
     @classmethod
     def from_module(cls, module: ModuleType) -> Analysis:
@@ -73,7 +81,15 @@ class Analysis:
             orientation_field=module.ORIENTATION_FIELD,
             image_request=getattr(module, "image_request", None),
             row_columns=getattr(module, "row_columns", None),
+            run=getattr(module, "run", None),
+            extra_operations=tuple(o for o in getattr(module, "OPERATIONS", ()) if o != module.OPERATION),
+            after=getattr(module, "AFTER", ()),
         )
+
+    @property
+    def operations(self) -> tuple[str, ...]:
+        """Every operation this analysis may call, its main one first."""
+        return (self.operation, *self.extra_operations)
 
     def request(self, image: Mapping[str, Any], key: str, settings: Any) -> dict[str, Any]:
         """The keyword arguments of the boto3 call for the image stored under `key`."""
@@ -100,7 +116,9 @@ class Analysis:
 
 REGISTRY: dict[str, Analysis] = {
     analysis.name: analysis
-    for analysis in map(Analysis.from_module, (labels, faces, text, moderation, celebrities, index_faces))
+    for analysis in map(
+        Analysis.from_module, (labels, faces, text, moderation, celebrities, index_faces, face_search)
+    )
 }
 
 
@@ -114,6 +132,18 @@ def select(names: Iterable[str], where: str = "analyses") -> list[Analysis]:
         if REGISTRY[name] not in chosen:
             chosen.append(REGISTRY[name])
     return chosen
+
+
+def in_run_order(names: Iterable[str]) -> tuple[str, ...]:
+    """`names` in the order one image runs them: as given, except that an analysis moves after the
+    ones its `after` names (face_search reads the rows of index_faces and faces)."""
+    pending = list(names)
+    ordered: list[str] = []
+    while pending:
+        ready = next(n for n in pending if not set(REGISTRY[n].after) & (set(pending) - {n}))
+        ordered.append(ready)
+        pending.remove(ready)
+    return tuple(ordered)
 
 
 def all_tables() -> dict[str, pa.Schema]:

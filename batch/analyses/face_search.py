@@ -1,0 +1,224 @@
+"""Face search: every face of the image searched in a collection -> table `face_matches`.
+
+Source of truth: botocore's model (`rekognition/2016-06-27/service-2.json`, SearchFaces,
+SearchFacesByImage, FaceMatch, Face) and the Developer Guide, "Searching faces in a collection"
+(https://docs.aws.amazon.com/rekognition/latest/dg/collections.html).
+
+SearchFacesByImage searches with the largest face of the image only, so a group photo searched as a
+whole finds one person. This analysis searches every face:
+
+* a face IndexFaces stored for this image earlier in the same run (the `indexed_faces` rows of the
+  image, same collection) is searched by its FaceId (`SearchFaces`): no image is sent again;
+* every other face (the image is not indexed in this run, or IndexFaces left the face out) is cut
+  from the upright image with a margin (`batch.analyses._multi.face_crop`) and searched alone with
+  `SearchFacesByImage`. The faces come from this run's `faces` rows when that analysis ran first,
+  else from one `DetectFaces` call.
+
+So the analysis runs after `index_faces` and `faces` for the same image (`AFTER`).
+
+`face_matches`: one row per (searched face, matched face). The searched face's box is upright, as in
+the other tables; the matched face's box (`matched_box_*`) is normalised, as the collection stores it
+(its upright pixels are in `indexed_faces`, same `face_id`). `matched_key` is the key the matched face
+was indexed from, decoded from its ExternalImageId; null for the digest form of long keys (join
+`indexed_faces` on `face_id`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from batch.analyses import faces
+from batch.analyses._multi import BOX_COLUMNS, Call, ImageInput, MultiOutcome, face_crop, failed_locally
+from batch.analyses._rows import integer, member, number, parse_settings
+from batch.analyses.index_faces import check_collection_id
+from batch.external_ids import key_of
+from batch.geometry import BoxPlacement
+from batch.tables import BOX_FIELDS, table_schema
+
+NAME = "face_search"
+#: The operation of most calls (the one the dry run counts once per image).
+OPERATION = "SearchFacesByImage"
+CLIENT_METHOD = "search_faces_by_image"
+ORIENTATION_FIELD = None
+#: Every operation this analysis may call: each is rate limited and priced as this analysis.
+OPERATIONS = ("SearchFacesByImage", "SearchFaces", "DetectFaces")
+#: Analyses whose rows this one reads when they run for the same image: they run first.
+AFTER = ("index_faces", "faces")
+#: `MaxFaces` of the search requests: 1..4096 (botocore model).
+MAX_MATCHES = 4096
+
+
+@dataclass(frozen=True)
+class Settings:
+    """`[analyses.face_search]` in the config (`--collection` sets `collection`).
+
+    `face_match_threshold` is sent as `FaceMatchThreshold` (matches below it are not returned),
+    `max_matches` as `MaxFaces` (matches per searched face, highest similarity first); `crop_margin`
+    is the fraction of a face's width and height added around it when it is cut out.
+    """
+
+    collection: str = ""
+    face_match_threshold: float = 80.0
+    max_matches: int = 100
+    crop_margin: float = 0.25
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any], where: str = "analyses.face_search") -> Settings:
+        """Read the settings from a config table; ConfigError names the bad key."""
+        return parse_settings(
+            cls,
+            mapping,
+            where,
+            {
+                "collection": check_collection_id,
+                "face_match_threshold": number(0, 100),
+                "max_matches": integer(1, MAX_MATCHES),
+                "crop_margin": number(0, 1),
+            },
+        )
+
+
+def build_request(image: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for `client.search_faces_by_image` with `image` (a face crop's `Bytes`)."""
+    return {
+        "CollectionId": settings.collection,
+        "Image": dict(image),
+        "FaceMatchThreshold": settings.face_match_threshold,
+        "MaxFaces": settings.max_matches,
+    }
+
+
+def search_by_id_request(face_id: str, settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for `client.search_faces` (a face already in the collection)."""
+    return {
+        "CollectionId": settings.collection,
+        "FaceId": face_id,
+        "FaceMatchThreshold": settings.face_match_threshold,
+        "MaxFaces": settings.max_matches,
+    }
+
+
+def row_columns(settings: Settings) -> dict[str, Any]:
+    """Columns every row of this analysis shares, from its settings."""
+    return {"collection_id": settings.collection}
+
+
+TABLES: Mapping[str, pa.Schema] = {
+    "face_matches": table_schema(
+        [
+            pa.field("collection_id", pa.string()),
+            pa.field("searched_by", pa.string()),
+            pa.field("face_index", pa.int32()),
+            pa.field("searched_face_id", pa.string()),
+            *BOX_FIELDS,
+            pa.field("similarity", pa.float64()),
+            pa.field("face_id", pa.string()),
+            pa.field("matched_box_left", pa.float64()),
+            pa.field("matched_box_top", pa.float64()),
+            pa.field("matched_box_width", pa.float64()),
+            pa.field("matched_box_height", pa.float64()),
+            pa.field("external_image_id", pa.string()),
+            pa.field("matched_key", pa.string()),
+        ]
+    ),
+}
+
+
+def match_rows(searched: Mapping[str, Any], response: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per match of a search response; `searched` holds the searched face's columns
+    (`searched_by`, `face_index`, `searched_face_id` and the box columns)."""
+    rows = []
+    for match in response.get("FaceMatches") or []:
+        external = member(match, "Face", "ExternalImageId")
+        rows.append(
+            {
+                **searched,
+                "similarity": match.get("Similarity"),
+                "face_id": member(match, "Face", "FaceId"),
+                "matched_box_left": member(match, "Face", "BoundingBox", "Left"),
+                "matched_box_top": member(match, "Face", "BoundingBox", "Top"),
+                "matched_box_width": member(match, "Face", "BoundingBox", "Width"),
+                "matched_box_height": member(match, "Face", "BoundingBox", "Height"),
+                "external_image_id": external,
+                "matched_key": key_of(external) if external else None,
+            }
+        )
+    return rows
+
+
+def flatten(response: Mapping[str, Any], placement: BoxPlacement) -> dict[str, list[dict[str, Any]]]:
+    """Rows of one SearchFacesByImage response for the whole image (its largest face, index 0)."""
+    searched = {
+        "searched_by": "image",
+        "face_index": 0,
+        "searched_face_id": None,
+        **placement.box_columns(response.get("SearchedFaceBoundingBox")),
+    }
+    return {"face_matches": match_rows(searched, response)}
+
+
+def searched_face(row: Mapping[str, Any], by: str) -> dict[str, Any]:
+    """The searched face's columns, from its `indexed_faces` (by "face_id") or `faces` row ("image")."""
+    return {
+        "searched_by": by,
+        "face_index": row.get("face_index"),
+        "searched_face_id": row.get("face_id") if by == "face_id" else None,
+        **{column: row.get(column) for column in BOX_COLUMNS},
+    }
+
+
+def plan_searches(
+    earlier: Mapping[str, list[dict[str, Any]]], collection: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """(faces to search by FaceId, faces to crop, or None when the faces must be detected first).
+
+    Faces IndexFaces stored in `collection` for this image are searched by id; when IndexFaces ran,
+    the faces it left out (`unindexed_faces`) are cropped; when only `faces` ran, all its faces are.
+    """
+    indexed = [r for r in earlier.get("indexed_faces", []) if r.get("collection_id") == collection]
+    if indexed or any(r.get("collection_id") == collection for r in earlier.get("unindexed_faces", [])):
+        left_out = [r for r in earlier.get("unindexed_faces", []) if r.get("collection_id") == collection]
+        return indexed, left_out
+    if "faces" in earlier:
+        return [], list(earlier["faces"])
+    return [], None
+
+
+def run(image: ImageInput, settings: Settings, call: Call) -> MultiOutcome:
+    """Search every face of the image (see the module docstring); stop at the first failed call."""
+    by_id, to_crop = plan_searches(image.earlier, settings.collection)
+    outcome = MultiOutcome({"face_matches": []})
+    if not by_id and to_crop is None:
+        detected = call(
+            "detect_faces", "DetectFaces", {"Image": dict(image.image), "Attributes": ["DEFAULT"]}
+        )
+        if detected.response is None:
+            outcome.failed = ("DetectFaces", detected)
+            return outcome
+        placement = image.placement(detected.response.get("OrientationCorrection"))
+        to_crop = faces.flatten(detected.response, placement)["faces"]
+    rows = outcome.rows["face_matches"]
+    for face in by_id:
+        found = call("search_faces", "SearchFaces", search_by_id_request(face["face_id"], settings))
+        if found.response is None:
+            outcome.failed = ("SearchFaces", found)
+            return outcome
+        rows += match_rows(searched_face(face, "face_id"), found.response)
+    for face in to_crop or []:
+        if face.get("box_left") is None:
+            continue  # a face without a box cannot be cut out (never seen: the model always gives one)
+        try:
+            crop = face_crop(image.pixels(), face, settings.crop_margin)
+        except (OSError, ValueError) as exc:
+            outcome.failed = ("SearchFacesByImage", failed_locally("FaceCropFailed", f"{exc}"))
+            return outcome
+        found = call(CLIENT_METHOD, OPERATION, build_request({"Bytes": crop}, settings))
+        if found.response is None:
+            outcome.failed = (OPERATION, found)
+            return outcome
+        rows += match_rows(searched_face(face, "image"), found.response)
+    return outcome
