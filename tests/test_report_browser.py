@@ -119,7 +119,7 @@ def opened(run: FinishedRun) -> Iterator[OpenedPage]:
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:
         reason = "Chromium not found: `.ci/run` installs it (apt-get install chromium)"
-        if os.environ.get("REKBATCH_REQUIRE_BROWSER"):
+        if os.environ.get("TEST_REKBATCH_REQUIRE_BROWSER"):
             pytest.fail(reason)
         pytest.skip(reason)
     with sync_playwright() as playwright:
