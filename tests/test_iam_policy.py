@@ -123,13 +123,22 @@ def s3_methods_in_code() -> set[str]:
     return called | set(re.findall(r'get_paginator\("(\w+)"\)', source))
 
 
+#: The analyses that use a face collection (their policy is iam-collection.json).
+COLLECTION_ANALYSES = ("index_faces", "face_search")
+#: Operations of those analyses that act on an image, not on the collection (the job policy allows them).
+IMAGE_OPERATIONS = {"DetectFaces"}
+
+
 def collection_operations_in_code() -> set[str]:
     source = (ROOT / "batch" / "collections.py").read_text()
-    return set(re.findall(r'_call\(\s*"\w+",\s*"(\w+)"', source)) | {REGISTRY["index_faces"].operation}
+    called = set(re.findall(r'_call\(\s*"\w+",\s*"(\w+)"', source))
+    analysed = {op for name in COLLECTION_ANALYSES for op in REGISTRY[name].operations}
+    return called | analysed - IMAGE_OPERATIONS
 
 
 def detect_operations() -> set[str]:
-    return {analysis.operation for name, analysis in REGISTRY.items() if name != "index_faces"}
+    return {op for name, analysis in REGISTRY.items() if name not in COLLECTION_ANALYSES
+            for op in analysis.operations} | IMAGE_OPERATIONS  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ["iam-policy.json", "iam-collection.json", "iam-gc.json", "iam-kms.json"])
@@ -188,7 +197,7 @@ def test_the_job_policy_denies_what_the_job_never_does(request_: Request) -> Non
     assert not allows(load_policy("iam-policy.json"), request_)
 
 
-def test_the_collection_policy_adds_what_index_faces_calls_on_one_collection() -> None:
+def test_the_collection_policy_adds_what_the_face_analyses_call_on_one_collection() -> None:
     policy = combined("iam-policy.json", "iam-collection.json")
     for operation in collection_operations_in_code():
         assert allows(policy, (f"rekognition:{operation}", COLLECTION, {})), operation
