@@ -33,9 +33,10 @@ How it works
   never wastes a round trip while the debt stays under `max_wait`, and it serves workers in the order
   they ask.
 - **Tokens are spent within their TTL, so the bound holds.** Tokens leased ahead of demand wait on
-  the worker for the threads that arrive next. They expire `token_ttl` seconds after they become
-  usable (from when they land on the worker: a slow round trip must not expire them unused), so an
-  idle worker cannot hoard tokens and burst later. A token is used no earlier than the scheduler's
+  the worker for the threads that arrive next. They expire `token_ttl` seconds after the latest lease
+  of their operation became usable on the worker (a slow round trip must not expire them unused; a
+  steady stream of leases renews the tokens still held), so an idle worker cannot hoard tokens and
+  burst later. A token is used no earlier than the scheduler's
   reservation allows and at most `token_ttl` later, so over any window of T seconds the cluster starts
   at most ``burst + rate * (T + token_ttl)`` calls per operation, plus one reply's latency. In
   practice tokens leased for demand are taken by threads arriving at about the rate they were

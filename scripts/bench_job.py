@@ -240,51 +240,24 @@ def dask_cluster(
     dask = str(Path(sys.executable).with_name("dask"))
     sched_file = workdir / "scheduler.json"
     procs: list[subprocess.Popen[bytes]] = []
+    common = ["--scheduler-file", str(sched_file), "--no-dashboard"]
     try:
-        procs.append(
-            subprocess.Popen(
-                [
-                    dask,
-                    "scheduler",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "0",
-                    "--scheduler-file",
-                    str(sched_file),
-                    "--no-dashboard",
-                ],
-                env=env,
-                start_new_session=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
+        procs.append(_start_quietly([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", *common], env))
         address = _wait_for_scheduler(sched_file, procs[0])
-        procs.append(
-            subprocess.Popen(
-                [
-                    dask,
-                    "worker",
-                    "--nworkers",
-                    str(nworkers),
-                    "--nthreads",
-                    str(nthreads),
-                    "--scheduler-file",
-                    str(sched_file),
-                    "--no-dashboard",
-                ],
-                env=env,
-                start_new_session=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
+        workers = [dask, "worker", "--nworkers", str(nworkers), "--nthreads", str(nthreads), *common]
+        procs.append(_start_quietly(workers, env))
         _wait_for_workers(address, nworkers)
         yield address, procs[0].pid
     finally:
         for proc in reversed(procs):  # workers first, so they do not try to reconnect to a dead scheduler
             _kill_group(proc)
+
+
+def _start_quietly(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A process in its own session (so its group can be killed), output discarded."""
+    return subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 def _wait_for_scheduler(path: Path, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> str:
