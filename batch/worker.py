@@ -117,9 +117,10 @@ def process_batch(spec: BatchSpec) -> BatchResult:
     caller = RekognitionCaller(rekognition, context.rekognition.retry_policy, limiter, counts, budget=budget)
     stop = threading.Event()
 
-    def one(planned: ImageToAnalyse) -> _ImageResult:
+    def one(position: int, planned: ImageToAnalyse) -> _ImageResult:
         faults.kill_worker_on_key(planned.obj.key)  # tests only: a poison image
-        image = analyse_image(planned.obj, context, caller, s3, stop, analyses=planned.analyses)
+        order = in_run_order(planned.analyses, start=position)
+        image = analyse_image(planned.obj, context, caller, s3, stop, analyses=order)
         done = settled_analyses(image.image_row["status"], image.image_row["analyses"], planned.analyses)
         image.image_row["analyses_done"] = [
             {"analysis": name, "settings_digest": context.settings_digests[name]} for name in done
@@ -129,7 +130,7 @@ def process_batch(spec: BatchSpec) -> BatchResult:
     pool = _image_threads()
     # The process's tasks share its image threads: Little's law plans calls in flight per task slot.
     pool.grow_to(spec.calls_in_flight * _task_slots())
-    futures = [pool.submit(one, planned) for planned in spec.images]
+    futures = [pool.submit(one, position, planned) for position, planned in enumerate(spec.images)]
     results = [future.result() for future in futures]
 
     rows_by_table: dict[str, list[dict[str, Any]]] = {"images": [], "errors": []}
@@ -194,7 +195,7 @@ def analyse_image(
     analyses: tuple[str, ...],
 ) -> _ImageResult:
     """Probe one image's header, send it as planned (or refuse it before any call), run `analyses`
-    one after the other, and build its rows."""
+    one after the other in the order given (`batch.analyses.in_run_order`), and build its rows."""
     common = {"run_id": context.run_id, "bucket": context.bucket, "key": obj.key, "etag": obj.etag}
     result = _ImageResult(image_row={}, rows={}, errors=[])
     try:
@@ -230,7 +231,7 @@ def analyse_image(
     succeeded: list[str] = []
     status, reason = "analysed", None
     pixels = _pixels_once(image, s3, context.bucket, obj)
-    for name in in_run_order(analyses):
+    for name in analyses:
         if stop.is_set():
             status, reason = "failed", "run aborted"
             break
@@ -270,6 +271,8 @@ def analyse_image(
             status, reason = "rejected", call.error_code
             break
         status, reason = "failed", call.error_code
+    # The row lists them in the run's order, whatever order this image ran them in.
+    succeeded.sort(key=context.analyses.index)
     result.image_row = _image_row(
         common, obj, header=header, status=status, reason=reason, analyses=succeeded, sent=sent
     )

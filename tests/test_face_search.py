@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from batch.analyses import face_search, in_run_order
+from batch.analyses import REGISTRY, face_search, in_run_order
 from batch.analyses._multi import MIN_CROP_SIDE, ImageInput, crop_box, face_crop
 from batch.external_ids import external_image_id
 from batch.geometry import BoxPlacement
@@ -105,6 +105,27 @@ def test_indexed_faces_are_searched_by_id_and_left_out_ones_are_cropped() -> Non
 def test_face_search_runs_after_the_analyses_whose_rows_it_reads() -> None:
     assert in_run_order(["face_search", "labels", "index_faces"]) == ("labels", "index_faces", "face_search")
     assert in_run_order(["faces", "face_search"]) == ("faces", "face_search")
+
+
+@given(
+    st.lists(st.sampled_from(sorted(REGISTRY)), min_size=1, unique=True),
+    st.integers(min_value=0, max_value=50),
+)
+def test_a_rotated_run_order_runs_each_analysis_once_and_after_what_it_reads(
+    names: list[str], start: int
+) -> None:
+    order = in_run_order(names, start)
+    assert sorted(order) == sorted(names)
+    for position, name in enumerate(order):
+        assert not set(REGISTRY[name].after) & set(order[position + 1 :])
+
+
+def test_consecutive_images_begin_with_each_independent_analysis_in_turn() -> None:
+    names = ["labels", "faces", "text", "moderation", "celebrities"]
+    assert [in_run_order(names, start)[0] for start in range(7)] == [*names, "labels", "faces"]
+    # face_search never comes first: it waits for index_faces, which comes first in its turn.
+    firsts = {in_run_order(["face_search", "labels", "index_faces"], start)[0] for start in range(3)}
+    assert firsts == {"labels", "index_faces"}
 
 
 def test_run_stops_at_the_first_failed_call_and_keeps_the_rows_so_far() -> None:
