@@ -34,10 +34,19 @@ CONFLICT_RETRIES = 5
 
 
 def s3_client(max_pool_connections: int = 10) -> Any:
-    """A boto3 S3 client with explicit retry settings (botocore's default changed in 1.44)."""
+    """A boto3 S3 client with explicit retry settings (botocore's default changed in 1.44).
+
+    Checksums are asked for where they protect something, not on every request: whole-object reads
+    ask S3 to send the object's checksum and botocore checks it (`ChecksumMode`), and writes send their
+    SHA-256 (`put_file`). With botocore's default ("when_supported") every header probe, a 64 KiB
+    ranged GET that no full-object checksum can cover, also carried the checksum machinery: 1.8 ms of
+    CPU per probe instead of 1.5 in a measurement here, with a probe per image.
+    """
     config = Config(
         retries={"mode": "standard", "total_max_attempts": 5},
         max_pool_connections=max_pool_connections,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
     )
     return boto3.session.Session().client("s3", config=config)
 
@@ -101,7 +110,9 @@ def read_range(client: Any, bucket: str, obj: ListedObject, length: int) -> byte
 
 def read_object(client: Any, bucket: str, obj: ListedObject) -> bytes:
     """The whole object, pinned to the listed ETag. Only for objects whose listed size was checked first."""
-    return client.get_object(Bucket=bucket, Key=obj.key, IfMatch=obj.etag)["Body"].read()
+    return client.get_object(Bucket=bucket, Key=obj.key, IfMatch=obj.etag, ChecksumMode="ENABLED")[
+        "Body"
+    ].read()
 
 
 def encryption_arguments(sse: str, kms_key_id: str) -> dict[str, str]:
@@ -156,7 +167,7 @@ def create_file(
 def get_file(client: Any, bucket: str, key: str) -> bytes | None:
     """The whole object, or None if there is no such key."""
     try:
-        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return client.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")["Body"].read()
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
             return None
