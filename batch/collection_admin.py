@@ -5,7 +5,7 @@ and `delete` removes one whole. Every call goes through `batch.rekognition.Rekog
 rate-limited at the `index_faces` quota and retried as the job's calls are. A call that fails ends the
 command with a one-line reason: `ConfigError` (exit 2) for a name Rekognition refuses,
 `CollectionUnavailable` (exit 3) for a missing collection, AccessDeniedException, or an endpoint that
-kept failing. IAM: `configs/iam-collection-admin.json`.
+kept failing (`batch.collections.collection_error`). IAM: `configs/iam-collection-admin.json`.
 """
 
 from __future__ import annotations
@@ -14,12 +14,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from batch.collection_rows import CollectionInfo
-from batch.collections import MAX_FACE_IDS
-from batch.errors import CollectionUnavailable, ConfigError, RekbatchError
+from batch.collections import MAX_FACE_IDS, collection_error
 from batch.rekognition import CallResult, RekognitionCaller
-
-#: Error codes that mean the request itself is wrong (a name the model refuses), not the collection.
-_REQUEST_ERRORS = ("InvalidParameterException", "ValidationException")
 
 
 class CollectionAdmin:
@@ -56,12 +52,4 @@ class CollectionAdmin:
         """The call's response, or the one-line error that ends the command."""
         if call.response is not None:
             return call.response
-        raise _error(collection, operation, call)
-
-
-def _error(collection: str | None, operation: str, call: CallResult) -> RekbatchError:
-    subject = f"collection {collection}: " if collection else ""
-    if call.error_code == "ResourceNotFoundException":
-        return CollectionUnavailable(f"{subject}no such collection ({operation}: {call.error_code})")
-    reason = f"{subject}{operation}: {call.error_code}: {call.message}"
-    return ConfigError(reason) if call.error_code in _REQUEST_ERRORS else CollectionUnavailable(reason)
+        raise collection_error(collection, operation, call)

@@ -195,6 +195,8 @@ class CollectionSync:
         #: Faces stored when the run started (DescribeCollection; 0 for a collection it created).
         self.faces_before = 0
         self.plan = Reconciliation([])
+        #: A dry run's account of what a run would do (`preview`, then `foresee_indexing`).
+        self.forecast = StorageForecast(exists=False)
 
     def open(self, known: set[str], prefix: str, keys: Mapping[str, str]) -> None:
         """Create the collection when missing, list its faces, delete the orphans."""
@@ -209,16 +211,27 @@ class CollectionSync:
         deleting nothing. A missing collection is not an error: a run would create it."""
         found = self.describe()
         if found is None:
-            return StorageForecast(exists=False)
+            return self.forecast
         self.plan = Reconciliation.plan(self.faces(), known, prefix, keys)
         per_key = [len(ids) for ids in self.plan.stored.values()]
-        return StorageForecast(
+        self.forecast = StorageForecast(
             exists=True,
             faces_before=int(found.get("FaceCount", 0)),
             list_faces_pages=self.counts.attempts[("ListFaces", "ok")],
             orphans=len(self.plan.orphans),
             faces_per_image=sum(per_key) / len(per_key) if per_key else 1.0,
         )
+        return self.forecast
+
+    def foresee_indexing(self, key: str, *, sent: bool) -> None:
+        """Dry run: an image a run would index (`sent`: not zero bytes), after `before_indexing`
+        deleted its stored faces; this deletes nothing."""
+        self.forecast.to_index(len(self.plan.take([key])), sent=sent)
+
+    def foresee_prune(self) -> None:
+        """Dry run, with --prune: the faces `prune` would delete (once the whole listing went through)."""
+        if self.listing_complete:
+            self.forecast.pruning, self.forecast.pruned = True, len(self.plan.unlisted())
 
     def describe(self) -> Mapping[str, Any] | None:
         """DescribeCollection's answer, or None when the collection does not exist."""
@@ -283,10 +296,20 @@ class CollectionSync:
         return self.caller.call(method, operation, request)
 
     def _error(self, operation: str, call: CallResult) -> RekbatchError:
-        reason = f"collection {self.collection}: {operation}: {call.error_code}: {call.message}"
-        if call.error_code in ("InvalidParameterException", "ValidationException"):
-            return ConfigError(reason)
-        return CollectionUnavailable(reason)
+        return collection_error(self.collection, operation, call)
+
+
+def collection_error(collection: str | None, operation: str, call: CallResult) -> RekbatchError:
+    """A failed collection call as a one-line error: ConfigError (exit 2) when Rekognition refuses the
+    request itself (a bad name), else CollectionUnavailable (exit 3): no such collection, access
+    denied, Rekognition kept failing."""
+    subject = f"collection {collection}: " if collection else ""
+    if call.error_code == "ResourceNotFoundException":
+        return CollectionUnavailable(f"{subject}no such collection ({operation}: {call.error_code})")
+    reason = f"{subject}{operation}: {call.error_code}: {call.message}"
+    if call.error_code in ("InvalidParameterException", "ValidationException"):
+        return ConfigError(reason)
+    return CollectionUnavailable(reason)
 
 
 def known_faces(

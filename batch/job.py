@@ -319,10 +319,8 @@ def _dry_run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
         limit=config.limit,
     )
     for image in planned:
-        if sync is not None and summary.forecast is not None and "index_faces" in image.analyses:
-            # As a run's `before_indexing`: the image's stored faces go before it is indexed again.
-            stored = sync.plan.take([image.obj.key])
-            summary.forecast.to_index(len(stored), sent=image.obj.size > 0)
+        if sync is not None and "index_faces" in image.analyses:
+            sync.foresee_indexing(image.obj.key, sent=image.obj.size > 0)
         if image.obj.size == 0:
             summary.images["skipped"] += 1
             continue
@@ -330,8 +328,8 @@ def _dry_run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
         for name in image.analyses:
             summary.calls[(REGISTRY[name].operation, "planned")] += 1
             summary.estimated_cost_usd += config.prices[name]
-    if sync is not None and summary.forecast is not None:
-        _forecast_storage(config, sync, summary.forecast, summary)
+    if sync is not None:
+        _forecast_storage(config, sync, summary)
     summary.status = "dry-run"
 
 
@@ -346,16 +344,15 @@ def _preview_collection(config: RunConfig, s3: Any, summary: RunSummary) -> Coll
     if config.output:
         store = RunStore(Destination(config.output), s3)
         known, keys = known_faces(store, store.manifests(), (), sync.collection)
-    summary.forecast = sync.preview(known, config.prefix, keys)
+    sync.preview(known, config.prefix, keys)
     return sync
 
 
-def _forecast_storage(
-    config: RunConfig, sync: CollectionSync, forecast: StorageForecast, summary: RunSummary
-) -> None:
+def _forecast_storage(config: RunConfig, sync: CollectionSync, summary: RunSummary) -> None:
     """Fill the summary's collection fields with what a run would do (as `_close_collection` does)."""
-    if config.prune and sync.listing_complete:
-        forecast.pruning, forecast.pruned = True, len(sync.plan.unlisted())
+    if config.prune:
+        sync.foresee_prune()
+    summary.forecast = forecast = sync.forecast
     calls = forecast.calls()
     summary.calls.update({(operation, "planned"): n for operation, n in calls.items()})
     summary.storage_cost_usd = calls.total() * config.prices["storage_operation"]
