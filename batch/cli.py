@@ -1,4 +1,4 @@
-"""Command line: `rekbatch run|report|sql|views|athena-ddl|gc ...` (also `python -m batch ...`).
+"""Command line: `rekbatch run|report|sql|views|athena-ddl|gc|collection ...` (also `python -m batch ...`).
 
 Exit codes of `run`: `RUN_EXIT_CODES` below (shown by `rekbatch run --help`; README.md has the table).
 Each non-zero code comes with a one-line reason on stderr.
@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from batch import __version__
+from batch import __version__, collection_commands
 from batch.config import load_config, load_report_config, parse_s3_url
 from batch.errors import ConfigError, OutputUnwritable, RekbatchError
 from batch.logs import pin_aws_loggers
@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--to", help="write the report to this file (default: OUTPUT/_reports/RUN_ID.html)")
     report.add_argument("--config", help="a TOML file; only its [report] section is read")
     report.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    collection_commands.add_parser(commands)
     return parser
 
 
@@ -169,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "views": _views,
         "athena-ddl": _athena_ddl,
         "gc": _gc,
+        "collection": lambda args, _argv: collection_commands.main(args),
     }
     try:
         return commands[args.command](args, argv)

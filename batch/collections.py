@@ -11,6 +11,9 @@ rows list for each key's current ETag. The driver enforces it around the batches
    collection (an older ETag, an earlier failed attempt) are deleted, so indexing never duplicates.
 3. With `--prune`, after the listing: the faces of keys under the prefix that were not listed.
 
+A dry run walks the same plan without deleting (`CollectionSync.preview`, `StorageForecast`): it calls
+only DescribeCollection and ListFaces.
+
 Faces whose ExternalImageId this job did not make, or whose key is outside the prefix, are left alone:
 several prefixes can share a collection. `Reconciliation` is the pure part; `CollectionSync` does the
 calls through `batch.rekognition.RekognitionCaller` (rate limit and retries as every call).
@@ -20,15 +23,18 @@ from __future__ import annotations
 
 import io
 import logging
+import math
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow.parquet as pq
 
-from batch.errors import ConfigError, OutputUnwritable, RekbatchError
+from batch.config import RunConfig
+from batch.errors import CollectionUnavailable, ConfigError, OutputUnwritable, RekbatchError
 from batch.external_ids import external_image_id, is_digest_id, key_of
-from batch.rekognition import CallCounts, CallResult, RekognitionCaller
+from batch.rekognition import CallCounts, CallResult, RateLimiter, RekognitionCaller, rekognition_client
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +117,69 @@ def chunks(items: Sequence[str], size: int = MAX_FACE_IDS) -> Iterator[list[str]
         yield list(items[start : start + size])
 
 
+#: The calls that keep a collection in sync: priced at `[pricing] storage_operation`, apart from the
+#: per-image calls (IndexFaces and the other analyses).
+STORAGE_OPERATIONS = ("DescribeCollection", "CreateCollection", "ListFaces", "DeleteFaces")
+
+
+@dataclass
+class StorageForecast:
+    """What a run would do to the collection, as a dry run tells it from ListFaces, the committed
+    `indexed_faces` rows and the listing. Pure. The faces to delete are exact; the DeleteFaces calls are
+    at most (a run deletes the stored faces of a whole batch's images in one call); the faces stored
+    after are an estimate, since a run learns how many faces a new image has only by indexing it."""
+
+    exists: bool
+    faces_before: int = 0
+    list_faces_pages: int = 1
+    orphans: int = 0
+    #: Stored faces of images to index again (a new ETag, or settings changed), and how many images.
+    replaced: int = 0
+    replaced_images: int = 0
+    #: With --prune (and a listing `--limit` did not cut): the faces of keys no longer listed.
+    pruning: bool = False
+    pruned: int = 0
+    images_to_index: int = 0
+    #: Faces per key the collection holds for the prefix: the guess for each image to index.
+    faces_per_image: float = 1.0
+
+    def to_index(self, stored_faces: int, *, sent: bool) -> None:
+        """One image a run would index (`sent`: not zero bytes), after deleting its `stored_faces`."""
+        self.replaced += stored_faces
+        self.replaced_images += stored_faces > 0
+        self.images_to_index += sent
+
+    @property
+    def deleted(self) -> int:
+        return self.orphans + self.replaced + self.pruned
+
+    @property
+    def faces_after(self) -> int:
+        return self.faces_before - self.deleted + round(self.images_to_index * self.faces_per_image)
+
+    def calls(self) -> Counter[str]:
+        """The storage calls of a run that would succeed (those a run prices): DescribeCollection at its
+        start (unless the collection is missing: that one fails) and end, CreateCollection when missing,
+        ListFaces pages, and at most this many DeleteFaces."""
+        deletes = math.ceil(self.orphans / MAX_FACE_IDS) + self.replaced_images
+        deletes += math.ceil(self.pruned / MAX_FACE_IDS)
+        calls = Counter(
+            {"DescribeCollection": 2, "CreateCollection": 0}
+            if self.exists
+            else {"DescribeCollection": 1, "CreateCollection": 1}
+        )
+        calls.update({"ListFaces": self.list_faces_pages, "DeleteFaces": deletes})
+        return +calls
+
+
+def collection_caller(config: RunConfig, counts: CallCounts) -> RekognitionCaller:
+    """A caller for collection operations made from one process (the driver, a `rekbatch collection`
+    command): the `index_faces` quota, the configured retry policy, the calls recorded in `counts`."""
+    client = rekognition_client(config.rekognition, 4)
+    limiter = RateLimiter(config.quota("index_faces"))
+    return RekognitionCaller(client, config.rekognition.retry_policy, limiter, counts)
+
+
 class CollectionSync:
     """One collection, kept in sync by the driver: create, list, delete. See the module docstring."""
 
@@ -123,7 +192,11 @@ class CollectionSync:
         self.listing_complete = False
         self.deleted = 0
         self.created = False
+        #: Faces stored when the run started (DescribeCollection; 0 for a collection it created).
+        self.faces_before = 0
         self.plan = Reconciliation([])
+        #: A dry run's account of what a run would do (`preview`, then `foresee_indexing`).
+        self.forecast = StorageForecast(exists=False)
 
     def open(self, known: set[str], prefix: str, keys: Mapping[str, str]) -> None:
         """Create the collection when missing, list its faces, delete the orphans."""
@@ -133,13 +206,48 @@ class CollectionSync:
             logger.warning("collection %s: deleting %d orphan faces", self.collection, len(self.plan.orphans))
             self.delete(self.plan.orphans)
 
+    def preview(self, known: set[str], prefix: str, keys: Mapping[str, str]) -> StorageForecast:
+        """Dry run: the plan `open` would make, calling only DescribeCollection and ListFaces, and
+        deleting nothing. A missing collection is not an error: a run would create it."""
+        found = self.describe()
+        if found is None:
+            return self.forecast
+        self.plan = Reconciliation.plan(self.faces(), known, prefix, keys)
+        per_key = [len(ids) for ids in self.plan.stored.values()]
+        self.forecast = StorageForecast(
+            exists=True,
+            faces_before=int(found.get("FaceCount", 0)),
+            list_faces_pages=self.counts.attempts[("ListFaces", "ok")],
+            orphans=len(self.plan.orphans),
+            faces_per_image=sum(per_key) / len(per_key) if per_key else 1.0,
+        )
+        return self.forecast
+
+    def foresee_indexing(self, key: str, *, sent: bool) -> None:
+        """Dry run: an image a run would index (`sent`: not zero bytes), after `before_indexing`
+        deleted its stored faces; this deletes nothing."""
+        self.forecast.to_index(len(self.plan.take([key])), sent=sent)
+
+    def foresee_prune(self) -> None:
+        """Dry run, with --prune: the faces `prune` would delete (once the whole listing went through)."""
+        if self.listing_complete:
+            self.forecast.pruning, self.forecast.pruned = True, len(self.plan.unlisted())
+
+    def describe(self) -> Mapping[str, Any] | None:
+        """DescribeCollection's answer, or None when the collection does not exist."""
+        found = self._call("describe_collection", "DescribeCollection", {"CollectionId": self.collection})
+        if found.error_code == "ResourceNotFoundException":
+            return None
+        if found.response is None:
+            raise self._error("DescribeCollection", found)
+        return found.response
+
     def ensure(self) -> None:
         """Create the collection unless it exists; a one-line error when that is not allowed."""
-        found = self._call("describe_collection", "DescribeCollection", {"CollectionId": self.collection})
-        if found.ok:
+        found = self.describe()
+        if found is not None:
+            self.faces_before = int(found.get("FaceCount", 0))
             return
-        if found.error_code != "ResourceNotFoundException":
-            raise self._error("DescribeCollection", found)
         created = self._call("create_collection", "CreateCollection", {"CollectionId": self.collection})
         if not created.ok and created.error_code != "ResourceAlreadyExistsException":
             raise self._error("CreateCollection", created)
@@ -148,17 +256,12 @@ class CollectionSync:
 
     def faces(self) -> Iterator[StoredFace]:
         """Every face of the collection, page by page (ListFaces)."""
-        request: dict[str, Any] = {"CollectionId": self.collection, "MaxResults": MAX_FACE_IDS}
-        while True:
-            page = self._call("list_faces", "ListFaces", request)
-            if not page.ok or page.response is None:
+        request = {"CollectionId": self.collection, "MaxResults": MAX_FACE_IDS}
+        for page in self.caller.pages("list_faces", "ListFaces", request):
+            if page.response is None:
                 raise self._error("ListFaces", page)
             for face in page.response.get("Faces") or []:
                 yield StoredFace(face["FaceId"], face.get("ExternalImageId"))
-            token = page.response.get("NextToken")
-            if not token:
-                return
-            request = {**request, "NextToken": token}
 
     def before_indexing(self, keys: Iterable[str]) -> None:
         """Delete the stored faces of images about to be indexed again."""
@@ -183,17 +286,30 @@ class CollectionSync:
 
     def face_count(self) -> int | None:
         """Faces stored now (DescribeCollection), or None when it cannot be told."""
-        found = self._call("describe_collection", "DescribeCollection", {"CollectionId": self.collection})
-        return int(found.response.get("FaceCount", 0)) if found.ok and found.response else None
+        try:
+            found = self.describe()
+        except RekbatchError:
+            return None
+        return None if found is None else int(found.get("FaceCount", 0))
 
     def _call(self, method: str, operation: str, request: Mapping[str, Any]) -> CallResult:
         return self.caller.call(method, operation, request)
 
     def _error(self, operation: str, call: CallResult) -> RekbatchError:
-        reason = f"collection {self.collection}: {operation}: {call.error_code}: {call.message}"
-        if call.error_code in ("InvalidParameterException", "ValidationException"):
-            return ConfigError(reason)
-        return OutputUnwritable(reason)
+        return collection_error(self.collection, operation, call)
+
+
+def collection_error(collection: str | None, operation: str, call: CallResult) -> RekbatchError:
+    """A failed collection call as a one-line error: ConfigError (exit 2) when Rekognition refuses the
+    request itself (a bad name), else CollectionUnavailable (exit 3): no such collection, access
+    denied, Rekognition kept failing."""
+    subject = f"collection {collection}: " if collection else ""
+    if call.error_code == "ResourceNotFoundException":
+        return CollectionUnavailable(f"{subject}no such collection ({operation}: {call.error_code})")
+    reason = f"{subject}{operation}: {call.error_code}: {call.message}"
+    if call.error_code in ("InvalidParameterException", "ValidationException"):
+        return ConfigError(reason)
+    return CollectionUnavailable(reason)
 
 
 def known_faces(

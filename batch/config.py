@@ -303,6 +303,18 @@ def load_config(
     return _build(_config_tree(path, environ, overrides))
 
 
+def load_account_config(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """The config of a command that acts on the account rather than a run (`rekbatch collection`):
+    every section is read and checked as for a run (`[rekognition]`, `[quotas]`, `[pricing]`...), but
+    no input or output is required."""
+    return _build(_config_tree(path, environ, overrides), validate_run=False)
+
+
 def load_report_config(
     path: str | Path | None = None, *, environ: Mapping[str, str] | None = None
 ) -> ReportConfig:
@@ -335,7 +347,7 @@ def parse_s3_url(url: str, what: str) -> tuple[str, str]:
 # --- building ----------------------------------------------------------------------------------------
 
 
-def _build(tree: Mapping[str, Any]) -> RunConfig:
+def _build(tree: Mapping[str, Any], *, validate_run: bool = True) -> RunConfig:
     unknown = set(tree) - set(_SECTIONS) - {"run", "analyses", "pricing", "quotas"}
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown section")
@@ -378,7 +390,8 @@ def _build(tree: Mapping[str, Any]) -> RunConfig:
         ),
         quotas=_per_analysis(tree.get("quotas", {}), "quotas", {}, minimum=None),
     )
-    _validate_run(config)
+    if validate_run:
+        _validate_run(config)
     return config
 
 

@@ -6,6 +6,7 @@
     ├── InputUnreachable          the input bucket or prefix cannot be listed (missing, denied, no network)
     ├── OutputUnwritable          the output location cannot be written
     ├── OutputUnreadable          `rekbatch report`: the output location cannot be listed or read
+    ├── CollectionUnavailable     a face collection is missing, access to it is denied, or the call failed
     ├── RunAborted                the run stopped before it finished (e.g. AccessDenied from Rekognition)
     ├── CommitRaceLost            another attempt committed the same run id first
     ├── TooManyErrors             the run committed, but more images failed than --max-error-rate allows
@@ -49,6 +50,13 @@ class OutputUnwritable(RekbatchError):
 
 class OutputUnreadable(RekbatchError):
     """The output location cannot be listed or read (missing bucket or folder, denied access)."""
+
+    exit_code = 3
+
+
+class CollectionUnavailable(RekbatchError):
+    """A face collection cannot be used: it does not exist (`rekbatch collection`), access to it is
+    denied, or Rekognition kept failing. Exit 3, as an unreachable bucket."""
 
     exit_code = 3
 

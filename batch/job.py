@@ -36,7 +36,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from batch import faults
 from batch.analyses import REGISTRY, settings_digest
-from batch.collections import CollectionSync, known_faces
+from batch.collections import (
+    STORAGE_OPERATIONS,
+    CollectionSync,
+    StorageForecast,
+    collection_caller,
+    known_faces,
+)
 from batch.commits import RunStore
 from batch.concurrency import ConcurrencyPlan, LatencyEstimate
 from batch.config import RunConfig, parse_s3_url
@@ -66,7 +72,7 @@ from batch.manifest import (
 )
 from batch.ratelimit import install_quota
 from batch.readers import committed_state
-from batch.rekognition import CallCounts, RateLimiter, RekognitionCaller, rekognition_client
+from batch.rekognition import CallCounts
 from batch.retry import error_code
 from batch.s3 import check_readable, check_writable, list_pages, s3_client
 from batch.selection import ListedObject, is_selected
@@ -100,6 +106,7 @@ class RunSummary:
     throttled: int = 0
     files: int = 0
     rows: Counter[str] = field(default_factory=Counter)
+    #: The per-image calls (the analyses' operations) at list price; storage calls are apart.
     estimated_cost_usd: float = 0.0
     dashboard: str | None = None
     #: CPU seconds of the worker processes (gathered before the cluster closes).
@@ -122,13 +129,18 @@ class RunSummary:
     #: Where the run report was written, or why it was not.
     report: str | None = None
     report_error: str | None = None
-    #: index_faces: the collection, faces deleted to keep it in sync (orphans, older ETags, pruned
-    #: keys), faces stored at the end, and what storing them costs per month.
+    #: index_faces: the collection, faces stored at the start, faces deleted to keep it in sync
+    #: (orphans, older ETags, pruned keys), faces stored at the end, and what storing them costs per
+    #: month; the storage calls (`batch.collections.STORAGE_OPERATIONS`) at `[pricing]
+    #: storage_operation`. A dry run fills them with what a run would do (`forecast`).
     collection: str | None = None
+    faces_stored_before: int | None = None
     faces_deleted: int = 0
     faces_pruned: int = 0
     faces_stored: int | None = None
     storage_cost_usd_month: float = 0.0
+    storage_cost_usd: float = 0.0
+    forecast: StorageForecast | None = None
 
     @property
     def seconds(self) -> float:
@@ -203,10 +215,12 @@ class RunSummary:
             "rows": dict(self.rows),
             "estimated_cost_usd": round(self.estimated_cost_usd, 6),
             "collection": self.collection,
+            "faces_stored_before": self.faces_stored_before,
             "faces_deleted": self.faces_deleted,
             "faces_pruned": self.faces_pruned,
             "faces_stored": self.faces_stored,
             "storage_cost_usd_month": round(self.storage_cost_usd_month, 6),
+            "storage_cost_usd": round(self.storage_cost_usd, 6),
             "dashboard": self.dashboard,
             "report": self.report,
             "cpu_seconds": {
@@ -294,12 +308,19 @@ def plan_images(
 
 def _dry_run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
     state = _committed_state(config, s3) if config.output else CommittedState()
+    sync = _preview_collection(config, s3, summary)
     ledger = Ledger()
     summary.images = ledger.counts
     planned = plan_images(
-        selected_objects(config, s3), ledger, state, settings_digests(config), limit=config.limit
+        _listed_in(selected_objects(config, s3), sync),
+        ledger,
+        state,
+        settings_digests(config),
+        limit=config.limit,
     )
     for image in planned:
+        if sync is not None and "index_faces" in image.analyses:
+            sync.foresee_indexing(image.obj.key, sent=image.obj.size > 0)
         if image.obj.size == 0:
             summary.images["skipped"] += 1
             continue
@@ -307,7 +328,38 @@ def _dry_run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
         for name in image.analyses:
             summary.calls[(REGISTRY[name].operation, "planned")] += 1
             summary.estimated_cost_usd += config.prices[name]
+    if sync is not None:
+        _forecast_storage(config, sync, summary)
     summary.status = "dry-run"
+
+
+def _preview_collection(config: RunConfig, s3: Any, summary: RunSummary) -> CollectionSync | None:
+    """Dry run with index_faces: the collection's faces and what the tables know of them, read with
+    DescribeCollection and ListFaces only (`summary.forecast`)."""
+    if "index_faces" not in config.analyses:
+        return None
+    sync = _collection_sync(config, summary)
+    known: set[str] = set()
+    keys: dict[str, str] = {}
+    if config.output:
+        store = RunStore(Destination(config.output), s3)
+        known, keys = known_faces(store, store.manifests(), (), sync.collection)
+    sync.preview(known, config.prefix, keys)
+    return sync
+
+
+def _forecast_storage(config: RunConfig, sync: CollectionSync, summary: RunSummary) -> None:
+    """Fill the summary's collection fields with what a run would do (as `_close_collection` does)."""
+    if config.prune:
+        sync.foresee_prune()
+    summary.forecast = forecast = sync.forecast
+    calls = forecast.calls()
+    summary.calls.update({(operation, "planned"): n for operation, n in calls.items()})
+    summary.storage_cost_usd = calls.total() * config.prices["storage_operation"]
+    summary.faces_stored_before = forecast.faces_before
+    summary.faces_deleted, summary.faces_pruned = forecast.deleted, forecast.pruned
+    summary.faces_stored = forecast.faces_after
+    summary.storage_cost_usd_month = forecast.faces_after * config.prices["face_storage_month"]
 
 
 def _committed_state(config: RunConfig, s3: Any) -> CommittedState:
@@ -375,28 +427,30 @@ def _open_collection(
     """With index_faces: create the collection if missing and delete the faces the tables don't know."""
     if "index_faces" not in config.analyses:
         return None
+    sync = _collection_sync(config, summary)
+    known, keys = known_faces(store, store.manifests(), attempt.files, sync.collection)
+    sync.open(known, config.prefix, keys)
+    return sync
+
+
+def _collection_sync(config: RunConfig, summary: RunSummary) -> CollectionSync:
     collection = config.analysis_settings["index_faces"].collection
     summary.collection = collection
     counts = CallCounts()
-    limiter = RateLimiter(config.quota("index_faces"))
-    client = rekognition_client(config.rekognition, 4)
-    caller = RekognitionCaller(client, config.rekognition.retry_policy, limiter, counts)
-    sync = CollectionSync(caller, collection, counts)
-    known, keys = known_faces(store, store.manifests(), attempt.files, collection)
-    sync.open(known, config.prefix, keys)
-    return sync
+    return CollectionSync(collection_caller(config, counts), collection, counts)
 
 
 def _close_collection(config: RunConfig, sync: CollectionSync, summary: RunSummary) -> None:
     """Prune (when asked and the run went through), then count the storage calls and faces."""
     if config.prune and summary.status != "aborted" and sync.listing_complete:
         summary.faces_pruned = sync.prune()
+    summary.faces_stored_before = sync.faces_before
     summary.faces_deleted = sync.deleted
     summary.faces_stored = sync.face_count()
     counts = sync.counts
     summary.calls.update(counts.attempts)
     storage_calls = sum(n for (_, outcome), n in counts.attempts.items() if outcome == "ok")
-    summary.estimated_cost_usd += storage_calls * config.prices["storage_operation"]
+    summary.storage_cost_usd = storage_calls * config.prices["storage_operation"]
     summary.storage_cost_usd_month = (summary.faces_stored or 0) * config.prices["face_storage_month"]
 
 
@@ -693,6 +747,7 @@ def _write_runs_row(
         "retries": summary.retries,
         "throttled": summary.throttled,
         "estimated_cost_usd": summary.estimated_cost_usd,
+        "storage_cost_usd": summary.storage_cost_usd,
         "status": summary.status,
         "error_rate": summary.error_rate,
         "exit_code": summary.exit_code,
@@ -743,10 +798,15 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
             f"{images['skipped']} zero-byte to skip"
         )
         for (operation, _), n in sorted(summary.calls.items()):
-            lines.append(f"  would call {operation} {n} times")
+            if operation not in STORAGE_OPERATIONS:
+                lines.append(f"  would call {operation} {n} times")
+        called = "DescribeCollection and ListFaces only" if summary.forecast else "nothing"
         lines.append(
-            f"  estimated cost at list price: ${summary.estimated_cost_usd:.4f} (nothing was called)"
+            f"  estimated cost of the image calls at list price: ${summary.estimated_cost_usd:.4f} "
+            f"(called {called})"
         )
+        if summary.forecast is not None:
+            lines += _forecast_lines(summary, summary.forecast)
         return "\n".join(lines)
     lines.append(
         f"run {summary.run_id}: {summary.status} in {summary.seconds:.1f} s"
@@ -768,19 +828,38 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
         lines.append(f"  {operation}: {', '.join(parts)}")
     lines.append(
         f"  retries: {summary.retries}, throttled: {summary.throttled}; "
-        f"estimated cost ${summary.estimated_cost_usd:.4f}"
+        f"estimated cost of the image calls ${summary.estimated_cost_usd:.4f}"
     )
     if summary.collection is not None:
         lines.append(
-            f"  collection {summary.collection}: {summary.faces_stored} faces stored "
-            f"(${summary.storage_cost_usd_month:.4f}/month); {summary.faces_deleted} deleted to stay "
-            f"in sync, {summary.faces_pruned} of them pruned"
+            f"  collection {summary.collection}: {summary.faces_stored_before} faces before, "
+            f"{summary.faces_stored} stored (${summary.storage_cost_usd_month:.4f}/month); "
+            f"{summary.faces_deleted} deleted to stay in sync, {summary.faces_pruned} of them pruned; "
+            f"storage calls ${summary.storage_cost_usd:.4f}"
         )
     tables = ", ".join(f"{t} {n}" for t, n in sorted(summary.rows.items())) or "none new"
     lines.append(f"  output: {summary.output} ({summary.files} files; rows: {tables})")
     if summary.report or summary.report_error:
         lines.append(f"  report: {summary.report or f'not written: {summary.report_error}'}")
     return "\n".join(lines)
+
+
+def _forecast_lines(summary: RunSummary, forecast: StorageForecast) -> list[str]:
+    """The dry run's collection lines: what a run would delete, its storage calls, faces after."""
+    state = f"{forecast.faces_before} faces stored" if forecast.exists else "missing: a run would create it"
+    calls = forecast.calls()
+    deletes = calls.pop("DeleteFaces", 0)
+    listed = ", ".join(f"{operation} {n}" for operation, n in sorted(calls.items()))
+    pruned = f"{forecast.pruned} of keys no longer listed" if forecast.pruning else "no --prune"
+    return [
+        f"  collection {summary.collection}: {state}",
+        f"  would delete {forecast.deleted} faces: {forecast.orphans} orphans, {forecast.replaced} of "
+        f"{forecast.replaced_images} images to index again, {pruned}",
+        f"  storage calls: {listed}, DeleteFaces at most {deletes}: ${summary.storage_cost_usd:.4f} "
+        "at list price, apart from the image calls",
+        f"  faces stored after: about {forecast.faces_after} (${summary.storage_cost_usd_month:.4f}/month; "
+        f"{forecast.images_to_index} images to index at {forecast.faces_per_image:.1f} faces each)",
+    ]
 
 
 class Progress:

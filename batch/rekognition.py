@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -185,6 +185,17 @@ class RekognitionCaller:
         response = dict(response)
         response.pop("ResponseMetadata", None)
         return CallResult(response, attempts)
+
+    def pages(self, method: str, operation: str, request: Mapping[str, Any]) -> Iterator[CallResult]:
+        """Each page of a paginated operation (`NextToken`, e.g. ListFaces), each one a `call`; ends
+        after the last page or after the first page that failed (check `ok`)."""
+        while True:
+            page = self.call(method, operation, request)
+            yield page
+            token = page.response.get("NextToken") if page.response is not None else None
+            if not token:
+                return
+            request = {**request, "NextToken": token}
 
 
 def _one_line(exc: BaseException) -> str:

@@ -12,6 +12,7 @@ import hashlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -139,6 +140,20 @@ def put_file(
     client.put_object(
         Bucket=bucket, Key=key, Body=body, ChecksumSHA256=checksum, **(encryption or {}), **conditions
     )
+
+
+def put_local_file(
+    client: Any, bucket: str, key: str, path: Path, encryption: Mapping[str, str] | None = None
+) -> None:
+    """`put_file` for a file on disk too large to hold in memory: its SHA-256 read in one pass, then
+    the file streamed in one PUT (up to S3's 5 GB for a single PUT)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+        handle.seek(0)
+        checksum = base64.b64encode(digest.digest()).decode()
+        client.put_object(Bucket=bucket, Key=key, Body=handle, ChecksumSHA256=checksum, **(encryption or {}))
 
 
 def create_file(

@@ -23,7 +23,7 @@ import hashlib
 import io
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +34,15 @@ import pyarrow.parquet as pq
 
 from batch.config import OutputConfig, parse_s3_url
 from batch.manifest import FileEntry
-from batch.s3 import create_file, delete_files, encryption_arguments, get_file, list_files, put_file
+from batch.s3 import (
+    create_file,
+    delete_files,
+    encryption_arguments,
+    get_file,
+    list_files,
+    put_file,
+    put_local_file,
+)
 from batch.tables import rows_to_table
 
 
@@ -161,6 +169,46 @@ def _complete_temp_file(path: Path, body: bytes) -> Iterator[Path]:
         yield tmp
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_parquet_file(
+    to: str,
+    schema: pa.Schema,
+    tables: Iterable[pa.Table],
+    *,
+    compression: str = "zstd",
+    s3_client: Any = None,
+    encryption: Mapping[str, str] | None = None,
+) -> int:
+    """Stream `tables` into ONE Parquet file at `to` (a local path or `s3://bucket/key`); its rows.
+
+    For a file too large to build in memory (`rekbatch collection export`), not for the job's tables:
+    the tables are written one by one to a temp file (beside the target, or the system's temp folder
+    for S3), which is then published whole (renamed into place, or sent in one PUT with its SHA-256).
+    A failure part-way publishes nothing.
+    """
+    target = None if to.startswith("s3://") else Path(to)
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed at once, pyarrow opens it by name
+        dir=None if target is None else target.parent, prefix=".tmp-", suffix=".parquet", delete=False
+    )
+    handle.close()
+    tmp, rows = Path(handle.name), 0
+    try:
+        with pq.ParquetWriter(tmp, schema, compression=None if compression == "none" else compression) as out:
+            for table in tables:
+                out.write_table(table)
+                rows += table.num_rows
+        if target is None:
+            put_local_file(s3_client, *parse_s3_url(to, "--to"), tmp, encryption)
+        else:
+            with tmp.open("rb") as written:
+                os.fsync(written.fileno())
+            tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rows
 
 
 def parquet_bytes(table: pa.Table, compression: str) -> bytes:

@@ -159,6 +159,9 @@ RUNS_SCHEMA = table_schema(
         pa.field("retries", pa.int64()),
         pa.field("throttled", pa.int64()),
         pa.field("estimated_cost_usd", pa.float64()),
+        # The collection's storage calls (CreateCollection, ListFaces, DeleteFaces...), apart from
+        # the per-image calls above; 0 without index_faces.
+        pa.field("storage_cost_usd", pa.float64()),
         pa.field("status", pa.string()),
         pa.field("error_rate", pa.float64()),
         pa.field("exit_code", pa.int32()),

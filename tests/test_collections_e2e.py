@@ -116,6 +116,17 @@ def assert_collection_equals_tables(
         assert external_image_id(row["key"]) == row["external_image_id"]
 
 
+def assert_the_dry_run_predicted_the_run(forecast: dict[str, Any], done: dict[str, Any]) -> None:
+    """The dry run's faces and storage calls are the run's; storage is priced apart from IndexFaces."""
+    for field in ("faces_stored_before", "faces_deleted", "faces_pruned", "faces_stored"):
+        assert forecast[field] == done[field], field  # faces_stored is an estimate, exact here
+    planned = {c["operation"]: c["count"] for c in forecast["calls"] if c["outcome"] == "planned"}
+    made = {c["operation"]: c["count"] for c in done["calls"] if c["outcome"] == "ok"}
+    assert planned == made == {"IndexFaces": 1, "DescribeCollection": 2, "ListFaces": 1, "DeleteFaces": 2}
+    assert forecast["storage_cost_usd"] == done["storage_cost_usd"] == pytest.approx(5 * 0.01)
+    assert forecast["estimated_cost_usd"] == done["estimated_cost_usd"] == pytest.approx(0.001)
+
+
 def indexfaces_calls(stack: LocalStack, since: int) -> Counter[str]:
     return Counter(c["name"] for c in stack.calls()[since:] if c["operation"] == "IndexFaces")
 
@@ -148,16 +159,30 @@ def test_the_collection_follows_the_bucket_across_runs(stack: LocalStack, tmp_pa
             assert max(abs(a - b) for a, b in zip(got, drawn_box, strict=True)) <= 2, key
     assert summary(tmp_path)["faces_stored"] == 5
 
-    # A changed image (one face instead of two) and a deleted one, with --prune.
+    # A changed image (one face instead of two) and a deleted one, with --prune: a dry run first.
     put(stack, "sync/two.jpg", SQUARE)
     stack.s3_client().delete_object(Bucket=BUCKET, Key="sync/one.jpg")
+    priced = {"REKBATCH_PRICING__STORAGE_OPERATION": "0.01"}
+    stored = listed_faces(stack, "people")
     before = len(stack.calls())
-    assert rekbatch(stack, tmp_path, "sync/", "--collection", "people", "--prune") == 0
+    assert (
+        rekbatch(stack, tmp_path, "sync/", "--collection", "people", "--prune", "--dry-run", env=priced) == 0
+    )
+    forecast = summary(tmp_path)
+    assert {c["operation"] for c in stack.calls()[before:]} == {"DescribeCollection", "ListFaces"}
+    assert listed_faces(stack, "people") == stored  # the dry run changed nothing
+    before = len(stack.calls())
+    assert rekbatch(stack, tmp_path, "sync/", "--collection", "people", "--prune", env=priced) == 0
     assert indexfaces_calls(stack, before) == Counter({"sync/two.jpg": 1})
     current = [k for k in shapes if k != "sync/one.jpg"]
     assert_collection_equals_tables(stack, tmp_path, "people", current)
     assert len(listed_faces(stack, "people")) == 3
-    assert (summary(tmp_path)["faces_pruned"], summary(tmp_path)["faces_deleted"]) == (1, 3)
+    done = summary(tmp_path)
+    assert (done["faces_pruned"], done["faces_deleted"]) == (1, 3)
+    assert_the_dry_run_predicted_the_run(forecast, done)
+    with readers.connect(str(tmp_path / "out")) as sql:  # the runs row prices storage apart too
+        rows = sql.sql("SELECT estimated_cost_usd, storage_cost_usd FROM runs ORDER BY started_at").fetchall()
+    assert rows[-1] == (done["estimated_cost_usd"], done["storage_cost_usd"])
 
     # Nothing changed: no IndexFaces at all, and the collection stays as it is.
     before = len(stack.calls())

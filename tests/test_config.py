@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from batch.config import RunConfig, load_config
+from batch.config import RunConfig, load_account_config, load_config
 from batch.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,6 +113,15 @@ def test_input_must_be_an_s3_url_and_output_is_required() -> None:
         load_config(environ={}, overrides={"run.input": "s3://bucket-a/p/"})
     # A dry run writes nothing, so it needs no output.
     assert load_config(environ={}, overrides={"run.input": "s3://bucket-a/p/", "run.dry_run": True}).dry_run
+
+
+def test_account_commands_need_no_input_but_check_every_section(tmp_path: Path) -> None:
+    path = write(tmp_path, "[quotas]\nindex_faces = 3\n[pricing]\nface_storage_month = 0.5\n")
+    config = load_account_config(path, environ={"REKBATCH_REKOGNITION__REGION": "eu-west-1"})
+    assert (config.quota("index_faces"), config.prices["face_storage_month"]) == (3.0, 0.5)
+    assert config.rekognition.region == "eu-west-1"
+    with pytest.raises(ConfigError, match=r"rekognition\.tps"):
+        load_account_config(environ={"REKBATCH_REKOGNITION__TPS": "-1"})
 
 
 def test_missing_or_broken_file(tmp_path: Path) -> None:

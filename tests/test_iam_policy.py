@@ -1,9 +1,10 @@
 """The IAM policies in configs/: valid JSON that allows every AWS call the job makes and nothing it must not.
 
 The calls are read from the code where they live (`batch/s3.py` is the only door to S3, the analyses'
-REGISTRY and `batch/collections.py` name every Rekognition operation), so a new call fails here until the
-policy grants it. A small evaluator of the policy grammar the files use (Allow/Deny, wildcards,
-StringLike[IfExists], StringEquals, Null) decides each request, with the placeholders filled in.
+REGISTRY and `batch/collections.py` name every Rekognition operation of a run, `batch/collection_admin.py`
+those of `rekbatch collection`), so a new call fails here until the policy grants it. A small evaluator
+of the policy grammar the files use (Allow/Deny, wildcards, StringLike[IfExists], StringEquals, Null)
+decides each request, with the placeholders filled in.
 """
 
 from __future__ import annotations
@@ -129,9 +130,14 @@ COLLECTION_ANALYSES = ("index_faces", "face_search")
 IMAGE_OPERATIONS = {"DetectFaces"}
 
 
+def operations_called_in(module: str) -> set[str]:
+    """The Rekognition operations a module calls: `_call("method", "Operation", ...)` or `pages(...)`."""
+    source = (ROOT / "batch" / module).read_text()
+    return set(re.findall(r'(?:_call|pages)\(\s*"\w+",\s*"(\w+)"', source))
+
+
 def collection_operations_in_code() -> set[str]:
-    source = (ROOT / "batch" / "collections.py").read_text()
-    called = set(re.findall(r'_call\(\s*"\w+",\s*"(\w+)"', source))
+    called = operations_called_in("collections.py")
     analysed = {op for name in COLLECTION_ANALYSES for op in REGISTRY[name].operations}
     return called | analysed - IMAGE_OPERATIONS
 
@@ -141,7 +147,10 @@ def detect_operations() -> set[str]:
             for op in analysis.operations} | IMAGE_OPERATIONS  # fmt: skip
 
 
-@pytest.mark.parametrize("name", ["iam-policy.json", "iam-collection.json", "iam-gc.json", "iam-kms.json"])
+@pytest.mark.parametrize(
+    "name",
+    ["iam-policy.json", "iam-collection.json", "iam-collection-admin.json", "iam-gc.json", "iam-kms.json"],
+)
 def test_each_policy_is_valid_json_with_only_known_placeholders(name: str) -> None:
     policy = load_policy(name)
     assert policy["Version"] == "2012-10-17"
@@ -166,7 +175,7 @@ def test_the_job_policy_allows_every_analysis_but_no_collection_operation() -> N
     policy = load_policy("iam-policy.json")
     for operation in detect_operations():
         assert allows(policy, (f"rekognition:{operation}", "*", {})), operation
-    for operation in collection_operations_in_code():
+    for operation in collection_operations_in_code() | operations_called_in("collection_admin.py"):
         assert not allows(policy, (f"rekognition:{operation}", COLLECTION, {})), operation
 
 
@@ -204,6 +213,21 @@ def test_the_collection_policy_adds_what_the_face_analyses_call_on_one_collectio
         other = COLLECTION.replace("family-photos", "someone-elses")
         assert not allows(policy, (f"rekognition:{operation}", other, {})), operation
     assert not allows(policy, ("rekognition:DeleteCollection", COLLECTION, {}))
+
+
+def test_the_collection_admin_policy_allows_the_commands_calls_and_changes_no_faces() -> None:
+    policy = load_policy("iam-collection-admin.json")
+    called = operations_called_in("collection_admin.py")
+    assert "ListCollections" in called
+    # ListCollections names no collection: IAM evaluates it against "*".
+    assert allows(policy, ("rekognition:ListCollections", "*", {}))
+    other = COLLECTION.replace("family-photos", "someone-elses")
+    for operation in called - {"ListCollections"}:
+        assert allows(policy, (f"rekognition:{operation}", COLLECTION, {})), operation
+        # `list` describes every collection; only the named one may be deleted.
+        assert allows(policy, (f"rekognition:{operation}", other, {})) == (operation != "DeleteCollection")
+    for operation in collection_operations_in_code() - called:  # indexing, deleting faces, searching
+        assert not allows(policy, (f"rekognition:{operation}", COLLECTION, {})), operation
 
 
 def test_the_gc_policy_lists_reads_manifests_and_deletes_only_uncommitted_files() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime
 
+from batch.collections import StorageForecast
 from batch.job import Progress, RunSummary, format_summary
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
@@ -33,3 +34,25 @@ def test_summary_names_every_outcome_and_the_cost() -> None:
     assert "3 listed: 2 analysed, 0 rejected, 0 failed, 1 skipped" in text
     assert "DetectLabels: 2 ok" in text
     assert "$0.0020" in text
+
+
+def test_the_dry_run_prices_the_collection_apart_from_the_image_calls() -> None:
+    summary = RunSummary("r1", "s3://b/p/", "", ("index_faces",), "d", "", NOW, status="dry-run")
+    summary.images.update({"listed": 3, "to_analyse": 1, "unchanged": 2})
+    forecast = StorageForecast(exists=True, faces_before=5, orphans=1, pruning=True, pruned=1)
+    forecast.to_index(2, sent=True)
+    summary.forecast, summary.collection = forecast, "people"
+    summary.calls.update({("IndexFaces", "planned"): 1, ("DeleteFaces", "planned"): 3})
+    summary.estimated_cost_usd, summary.storage_cost_usd = 0.001, 0.06
+    summary.storage_cost_usd_month = 0.00003
+    lines = format_summary(summary, dry_run=True).splitlines()
+    assert lines[1:] == [
+        "  would call IndexFaces 1 times",  # storage calls are not among the image calls
+        "  estimated cost of the image calls at list price: $0.0010 (called DescribeCollection and "
+        "ListFaces only)",
+        "  collection people: 5 faces stored",
+        "  would delete 4 faces: 1 orphans, 2 of 1 images to index again, 1 of keys no longer listed",
+        "  storage calls: DescribeCollection 2, ListFaces 1, DeleteFaces at most 3: $0.0600 at list price, "
+        "apart from the image calls",
+        "  faces stored after: about 2 ($0.0000/month; 1 images to index at 1.0 faces each)",
+    ]

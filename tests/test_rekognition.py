@@ -144,3 +144,24 @@ def test_throttling_does_not_draw_on_the_budget() -> None:
     budget = RetryBudget(ratio=0.0, capacity=0)
     caller, _, _ = caller_for(client, budget=budget)
     assert caller.call("detect_labels", "DetectLabels", {}).attempts == 6
+
+
+def test_pages_follow_next_token_and_retry_each_page_alone() -> None:
+    client = ScriptedClient(
+        [
+            {"Faces": [{"FaceId": "a"}], "NextToken": "1"},
+            client_error("ThrottlingException"),
+            {"Faces": [{"FaceId": "b"}], "NextToken": "2"},
+            client_error("ResourceNotFoundException"),
+        ]
+    )
+    client.list_faces = client.detect_labels  # type: ignore[method-assign]
+    caller, counts, _ = caller_for(client)
+    pages = list(caller.pages("list_faces", "ListFaces", {"CollectionId": "people"}))
+    assert [p.response for p in pages[:2]] == [
+        {"Faces": [{"FaceId": "a"}], "NextToken": "1"},
+        {"Faces": [{"FaceId": "b"}], "NextToken": "2"},
+    ]
+    assert (pages[2].ok, pages[2].error_code) == (False, "ResourceNotFoundException")  # and no more
+    assert [r.get("NextToken") for r in client.requests] == [None, "1", "1", "2"]
+    assert counts.attempts[("ListFaces", "ok")] == 2
