@@ -238,6 +238,7 @@ def summary_figures(run: Mapping[str, Any]) -> list[Figure]:
     if run["started_at"] and run["ended_at"]:
         seconds = (run["ended_at"] - run["started_at"]).total_seconds()
     cost = run["estimated_cost_usd"] or 0.0
+    storage = run.get("storage_cost_usd")  # null: no collection, or a run from before the column
     return [
         *figures,
         Figure("calls", "calls", calls, f"{calls:,}"),
@@ -245,6 +246,7 @@ def summary_figures(run: Mapping[str, Any]) -> list[Figure]:
         Figure("throttled", "throttled", run["throttled"] or 0, f"{run['throttled'] or 0:,}"),
         Figure("wall_seconds", "wall time", seconds, "-" if seconds is None else f"{seconds:,.1f} s"),
         Figure("estimated_cost_usd", "estimated cost", cost, f"${cost:,.4f}"),
+        *([Figure("storage_cost_usd", "collection calls", storage, f"${storage:,.4f}")] if storage else []),
     ]
 
 

@@ -114,6 +114,7 @@ class RunBuilder:
             "retries": 2,
             "throttled": 2,
             "estimated_cost_usd": 0.0123,
+            "storage_cost_usd": 0.05,
             "status": "completed",
         }
         self.add(
@@ -189,6 +190,7 @@ def test_the_summary_figures_are_the_runs_row(tmp_path: Path) -> None:
     for name in ("images_listed", "images_analysed", "images_rejected", "retries", "throttled"):
         assert figures[name] == str(row[name]), name
     assert float(figures["estimated_cost_usd"]) == row["estimated_cost_usd"]
+    assert float(figures["storage_cost_usd"]) == row["storage_cost_usd"] == 0.05  # priced apart
     assert float(figures["wall_seconds"]) == 42.5
     assert figures["calls"] == "3"
     assert [f.name for f in summary_figures(row)] == list(figures)
