@@ -125,7 +125,7 @@ def _known_faces(output: str, collection: str) -> set[str]:
         parse_s3_url(output, "--output")
     store = RunStore(Destination(output), s3_client())
     try:
-        return known_faces(store, store.manifests(), (), collection)[0]
+        return known_faces(store, store.manifests(), (), collection).ids
     except ClientError as exc:
         raise OutputUnreadable(f"cannot read {output}: {exc.response.get('Error', {}).get('Code')}") from None
     except BotoCoreError as exc:
@@ -137,12 +137,6 @@ def _delete(args: argparse.Namespace, config: RunConfig, out: TextIO) -> int:
     faces = admin.describe(args.name).faces
     admin.delete(args.name)
     print(f"deleted collection {args.name} and its {faces} faces", file=out)
-    # Committed indexed_faces rows still list them: an incremental run would not index those images.
-    print(
-        "note: an index_faces run into a new collection of that name indexes only new or changed "
-        "images; use --full to index every image again",
-        file=out,
-    )
     return 0
 
 

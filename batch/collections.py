@@ -195,24 +195,29 @@ class CollectionSync:
         #: Faces stored when the run started (DescribeCollection; 0 for a collection it created).
         self.faces_before = 0
         self.plan = Reconciliation([])
+        #: (key, ETag) of images the tables say are indexed whose faces the collection lost: the job
+        #: indexes them again (set by `open` and `preview`).
+        self.lost: set[tuple[str, str]] = set()
         #: A dry run's account of what a run would do (`preview`, then `foresee_indexing`).
         self.forecast = StorageForecast(exists=False)
 
-    def open(self, known: set[str], prefix: str, keys: Mapping[str, str]) -> None:
-        """Create the collection when missing, list its faces, delete the orphans."""
+    def open(self, known: KnownFaces, prefix: str) -> None:
+        """Create the collection when missing, list its faces, delete the orphans, and find the images
+        whose faces it lost (`lost`)."""
         self.ensure()
-        self.plan = Reconciliation.plan(self.faces(), known, prefix, keys)
+        self._plan(known, prefix)
         if self.plan.orphans:
             logger.warning("collection %s: deleting %d orphan faces", self.collection, len(self.plan.orphans))
             self.delete(self.plan.orphans)
 
-    def preview(self, known: set[str], prefix: str, keys: Mapping[str, str]) -> StorageForecast:
+    def preview(self, known: KnownFaces, prefix: str) -> StorageForecast:
         """Dry run: the plan `open` would make, calling only DescribeCollection and ListFaces, and
         deleting nothing. A missing collection is not an error: a run would create it."""
         found = self.describe()
         if found is None:
+            self.lost = known.lost((), prefix)
             return self.forecast
-        self.plan = Reconciliation.plan(self.faces(), known, prefix, keys)
+        self._plan(known, prefix)
         per_key = [len(ids) for ids in self.plan.stored.values()]
         self.forecast = StorageForecast(
             exists=True,
@@ -222,6 +227,10 @@ class CollectionSync:
             faces_per_image=sum(per_key) / len(per_key) if per_key else 1.0,
         )
         return self.forecast
+
+    def _plan(self, known: KnownFaces, prefix: str) -> None:
+        self.plan = Reconciliation.plan(self.faces(), known.ids, prefix, known.digest_keys)
+        self.lost = known.lost((face for ids in self.plan.stored.values() for face in ids), prefix)
 
     def foresee_indexing(self, key: str, *, sent: bool) -> None:
         """Dry run: an image a run would index (`sent`: not zero bytes), after `before_indexing`
@@ -312,26 +321,52 @@ def collection_error(collection: str | None, operation: str, call: CallResult) -
     return CollectionUnavailable(reason)
 
 
-def known_faces(
-    store: Any, manifests: Sequence[Any], kept: Iterable[Any], collection: str
-) -> tuple[set[str], dict[str, str]]:
-    """The face ids the tables know in `collection` (committed `indexed_faces` rows, and the files of
-    batches a resumed run keeps), and digest external id -> key for `owned`."""
+@dataclass
+class KnownFaces:
+    """What the committed `indexed_faces` rows of one collection say (`known_faces`)."""
+
+    #: Every face id the rows list (any key, any ETag, any run).
+    ids: set[str] = field(default_factory=set)
+    #: Digest external id -> key, for `owned`.
+    digest_keys: dict[str, str] = field(default_factory=dict)
+    #: (key, ETag) -> the faces of the last committed run that indexed that image.
+    latest: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    _run_of: dict[tuple[str, str], str] = field(default_factory=dict, init=False, repr=False)
+
+    def add(self, run_id: str, key: str, etag: str, face_id: str, external_id: str | None) -> None:
+        """One row, in commit order: a later run's rows of an image replace an earlier run's."""
+        self.ids.add(face_id)
+        if external_id and is_digest_id(external_id):
+            self.digest_keys[external_id] = key
+        image = (key, etag)
+        if image not in self.latest or self._run_of[image] != run_id:
+            self._run_of[image] = run_id
+            self.latest[image] = set()
+        self.latest[image].add(face_id)
+
+    def lost(self, stored: Iterable[str], prefix: str) -> set[tuple[str, str]]:
+        """The images under `prefix` whose last indexing left faces the collection no longer holds
+        (`stored`: the collection's face ids of the prefix): deleted by hand, or the collection was
+        deleted and created again. They must be indexed again, or the collection stays short of them."""
+        present = set(stored)
+        return {
+            image for image, faces in self.latest.items() if image[0].startswith(prefix) and faces - present
+        }
+
+
+def known_faces(store: Any, manifests: Sequence[Any], kept: Iterable[Any], collection: str) -> KnownFaces:
+    """What the tables know of `collection`: committed `indexed_faces` rows, oldest commit first, then
+    the files of batches a resumed run keeps."""
     from batch.readers import committed_files
 
     entries = [*committed_files(manifests, "indexed_faces"), *(f for f in kept if f.table == "indexed_faces")]
-    known: set[str] = set()
-    keys: dict[str, str] = {}
+    known = KnownFaces()
+    columns = ["run_id", "key", "etag", "collection_id", "face_id", "external_image_id"]
     for entry in entries:
         body = store.read(entry.path)
         if body is None:
             raise OutputUnwritable(f"{store.destination.location(entry.path)} is committed but missing")
-        columns = ["key", "collection_id", "face_id", "external_image_id"]
-        rows = pq.read_table(io.BytesIO(body), columns=columns)
-        for row in rows.to_pylist():
-            if row["collection_id"] != collection:
-                continue
-            known.add(row["face_id"])
-            if row["external_image_id"] and is_digest_id(row["external_image_id"]):
-                keys[row["external_image_id"]] = row["key"]
-    return known, keys
+        for row in pq.read_table(io.BytesIO(body), columns=columns).to_pylist():
+            if row["collection_id"] == collection:
+                known.add(row["run_id"], row["key"], row["etag"], row["face_id"], row["external_image_id"])
+    return known

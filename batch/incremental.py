@@ -52,6 +52,12 @@ class CommittedState:
         merged = self._settled.get(identity, frozenset()) | frozenset(settled)
         self._settled[identity] = self._shared.setdefault(merged, merged)
 
+    def unsettle(self, key: str, etag: str, analysis: str) -> None:
+        """Forget that committed runs settled `analysis` for the image (its result was lost since)."""
+        identity = image_identity(key, etag)
+        kept = frozenset(pair for pair in self._settled.get(identity, ()) if pair[0] != analysis)
+        self._settled[identity] = self._shared.setdefault(kept, kept)
+
     def needed(self, key: str, etag: str, wanted: Mapping[str, str]) -> tuple[str, ...]:
         """The analyses of `wanted` (name -> settings digest, in run order) this image still needs."""
         settled = self._settled.get(image_identity(key, etag), frozenset())

@@ -39,6 +39,7 @@ from batch.analyses import REGISTRY, settings_digest
 from batch.collections import (
     STORAGE_OPERATIONS,
     CollectionSync,
+    KnownFaces,
     StorageForecast,
     collection_caller,
     known_faces,
@@ -309,6 +310,7 @@ def plan_images(
 def _dry_run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
     state = _committed_state(config, s3) if config.output else CommittedState()
     sync = _preview_collection(config, s3, summary)
+    _index_lost_faces_again(state, sync)
     ledger = Ledger()
     summary.images = ledger.counts
     planned = plan_images(
@@ -339,12 +341,11 @@ def _preview_collection(config: RunConfig, s3: Any, summary: RunSummary) -> Coll
     if "index_faces" not in config.analyses:
         return None
     sync = _collection_sync(config, summary)
-    known: set[str] = set()
-    keys: dict[str, str] = {}
+    known = KnownFaces()
     if config.output:
         store = RunStore(Destination(config.output), s3)
-        known, keys = known_faces(store, store.manifests(), (), sync.collection)
-    sync.preview(known, config.prefix, keys)
+        known = known_faces(store, store.manifests(), (), sync.collection)
+    sync.preview(known, config.prefix)
     return sync
 
 
@@ -410,6 +411,7 @@ def _run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
     summary.images = attempt.ledger.counts
     state = _committed_state(config, s3)
     sync = _open_collection(config, store, summary, attempt)
+    _index_lost_faces_again(state, sync)
     _run_batches(config, s3, summary, attempt, state, sync=sync)
     if sync is not None:
         _close_collection(config, sync, summary)
@@ -428,9 +430,15 @@ def _open_collection(
     if "index_faces" not in config.analyses:
         return None
     sync = _collection_sync(config, summary)
-    known, keys = known_faces(store, store.manifests(), attempt.files, sync.collection)
-    sync.open(known, config.prefix, keys)
+    sync.open(known_faces(store, store.manifests(), attempt.files, sync.collection), config.prefix)
     return sync
+
+
+def _index_lost_faces_again(state: CommittedState, sync: CollectionSync | None) -> None:
+    """Images whose faces the collection lost are not settled for index_faces, whatever the tables
+    say: the collection must hold every face of the current images."""
+    for key, etag in sync.lost if sync is not None else ():
+        state.unsettle(key, etag, "index_faces")
 
 
 def _collection_sync(config: RunConfig, summary: RunSummary) -> CollectionSync:

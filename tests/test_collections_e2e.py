@@ -191,6 +191,41 @@ def test_the_collection_follows_the_bucket_across_runs(stack: LocalStack, tmp_pa
     assert_collection_equals_tables(stack, tmp_path, "people", current)
 
 
+def test_faces_the_collection_lost_are_indexed_again(stack: LocalStack, tmp_path: Path) -> None:
+    """Faces deleted behind the job's back, or the whole collection deleted: the tables say done, but
+    the collection must hold every face of the current images."""
+    shapes = {
+        "lost/a.jpg": (TALL, SQUARE),
+        "lost/b.jpg": (SQUARE,),
+        "lost/c.jpg": (TALL,),
+        "lost/none.jpg": (),
+    }
+    for key, drawn in shapes.items():
+        put(stack, key, *drawn)
+    assert rekbatch(stack, tmp_path, "lost/", "--collection", "lossy") == 0
+    keys = list(shapes)
+    one_of_a = next(
+        f["FaceId"] for f in listed_faces(stack, "lossy") if key_of(f["ExternalImageId"]) == keys[0]
+    )
+    rekognition(stack).delete_faces(CollectionId="lossy", FaceIds=[one_of_a])
+
+    before = len(stack.calls())
+    assert rekbatch(stack, tmp_path, "lost/", "--collection", "lossy") == 0
+    assert indexfaces_calls(stack, before) == Counter({"lost/a.jpg": 1})  # its other face deleted first
+    assert_collection_equals_tables(stack, tmp_path, "lossy", keys)
+    assert len(listed_faces(stack, "lossy")) == 4
+
+    rekognition(stack).delete_collection(CollectionId="lossy")
+    assert rekbatch(stack, tmp_path, "lost/", "--collection", "lossy", "--dry-run") == 0
+    planned = {c["operation"]: c["count"] for c in summary(tmp_path)["calls"] if c["outcome"] == "planned"}
+    assert planned["IndexFaces"] == 3
+    before = len(stack.calls())
+    assert rekbatch(stack, tmp_path, "lost/", "--collection", "lossy") == 0
+    assert indexfaces_calls(stack, before) == Counter(keys[:3])  # none.jpg had no face to lose
+    assert_collection_equals_tables(stack, tmp_path, "lossy", keys)
+    assert len(listed_faces(stack, "lossy")) == 4
+
+
 def test_a_crash_between_indexing_and_commit_leaves_no_orphan_after_resume(
     stack: LocalStack, tmp_path: Path
 ) -> None:
