@@ -56,15 +56,22 @@ def stack(truth: GroundTruth, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield local
 
 
-def rekbatch(stack: LocalStack, out: Path, prefix: str, analyses: str, *more: str) -> None:
+def run_cli(
+    stack: LocalStack, out: Path, prefix: str, analyses: str, *more: str
+) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "batch", "run", "--config", str(ROOT / "configs" / "local.toml"),
                "--input", f"s3://{BUCKET}/{prefix}", "--output", str(out), "--analyses", analyses,
                "--collection", "crew", *more]  # fmt: skip
     environment = {**os.environ, **stack.env, "REKBATCH_DASK__N_WORKERS": "1"}
-    done = subprocess.run(
+    return subprocess.run(
         command, env=environment, cwd=out.parent, capture_output=True, text=True, timeout=300
     )
+
+
+def rekbatch(stack: LocalStack, out: Path, prefix: str, analyses: str, *more: str) -> str:
+    done = run_cli(stack, out, prefix, analyses, *more)
     assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def rows(out: Path, sql: str) -> list[dict[str, Any]]:
@@ -223,11 +230,37 @@ def test_every_face_is_indexed_searched_and_compared_with_only_the_same_person(
     )
 
     # 5. One more reference photo (a prefix now holds both): every image is compared with both again,
-    # and with every face of each; nothing is indexed or searched again.
+    # and with every face of each; nothing is indexed or searched again. The dry run said so, calling
+    # nothing: once per image and reference photo, at least.
+    both = ("--reference", f"s3://{BUCKET}/refs/")
     before = len(stack.calls())
-    rekbatch(stack, out, "people/", everything, "--reference", f"s3://{BUCKET}/refs/", "--run-id", "faces-3")
+    planned = rekbatch(stack, out, "people/", everything, *both, "--dry-run")
+    assert len(stack.calls()) == before
+    assert f"would call CompareFaces at least {len(INDEXED) * len(REFERENCES)} times" in planned
+    assert f"would call DetectFaces {len(REFERENCES)} times" in planned
+    rekbatch(stack, out, "people/", everything, *both, "--run-id", "faces-3")
     made = calls(stack, before)
     reference_faces = sum(len(truth.by_name(r).faces) for r in REFERENCES)
     assert (made["IndexFaces"], made["SearchFaces"], made["DetectFaces"]) == (0, 0, len(REFERENCES))
     assert made["CompareFaces"] == len(faced) * reference_faces
     check_comparisons(truth, out, "faces-3", REFERENCES)
+
+
+@pytest.mark.parametrize(
+    ("reference", "reason"),
+    [
+        ("refs/missing.jpg", "no such key"),
+        ("people/empty/nothing.jpg", "no face found in it"),
+        ("nobody/", "no images under it"),
+    ],
+)
+def test_an_unusable_reference_stops_the_run_before_it_starts(
+    stack: LocalStack, tmp_path: Path, reference: str, reason: str
+) -> None:
+    out = tmp_path / "out"
+    done = run_cli(stack, out, "people/", "compare_faces", "--reference", f"s3://{BUCKET}/{reference}")
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"rekbatch: error: analyses.compare_faces.references: s3://{BUCKET}/{reference}: {reason}\n",
+    )
+    assert not (out / "_runs").exists()  # no attempt was claimed: nothing to resume or collect

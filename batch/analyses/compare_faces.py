@@ -105,7 +105,7 @@ def reference_location(url: str, where: str = "analyses.compare_faces.references
     `s3://bucket/prefix/` (ending in `/`) every image under the prefix. ConfigError naming `where`."""
     from batch.config import parse_s3_url  # batch.config imports the analyses
 
-    bucket, key = parse_s3_url(url, f"{where}: {url!r}")
+    bucket, key = parse_s3_url(url, where)
     prefix = url.endswith("/")
     if not key and not prefix:
         raise ConfigError(f"{where}: {url!r} names no image: give s3://BUCKET/KEY or a prefix ending in '/'")
