@@ -191,6 +191,11 @@ def test_other_failures_stop_at_the_failed_call_and_keep_the_rows(
     assert len(outcome.rows["face_comparison_misses"]) == len(answers) - 1
 
 
+def test_no_face_is_an_error_when_detect_faces_found_faces_in_the_image() -> None:
+    outcome = compare_faces.run(image_input({"faces": [{"face_index": 0}]}), resolved(face()), Calls(NO_FACE))
+    assert outcome.failed == ("CompareFaces", NO_FACE)
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(response_values("CompareFaces"), min_size=1, max_size=3),

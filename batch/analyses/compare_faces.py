@@ -272,16 +272,17 @@ def reference_columns(face: ReferenceFace, table: str) -> dict[str, Any]:
     return columns
 
 
-def no_face_in_image(error_code: str | None, message: str | None, *, compared_before: bool) -> bool:
+def no_face_in_image(error_code: str | None, message: str | None, *, has_faces: bool) -> bool:
     """Whether a failed CompareFaces only says the image has no face.
 
     Rekognition answers InvalidParameterException when the source or the target holds no face ("Request
     has invalid parameters" in the wild, naming neither). Each reference crop held a face when the
-    driver detected it, so the image is taken to have none, unless an earlier comparison of the same
-    image found faces or the message names the source image (e.g. a `quality_filter` that filters
-    the reference face out): then it is an error of the call.
+    driver detected it, so the image is taken to have none, unless the image is known to have faces
+    (an earlier comparison of it, or DetectFaces in the same run, found some) or the message names
+    the source image (e.g. a `quality_filter` that filters the reference face out): then it is an
+    error of the call.
     """
-    if error_code != NO_FACE_CODE or compared_before:
+    if error_code != NO_FACE_CODE or has_faces:
         return False
     return "source" not in (message or "").lower()
 
@@ -295,8 +296,8 @@ def run(image: ImageInput, settings: Settings, call: Call) -> MultiOutcome:
     for face in settings.faces:
         compared = call(CLIENT_METHOD, OPERATION, compare_request(face, image.image, settings))
         if compared.response is None:
-            answered = bool(outcome.rows["face_comparison_misses"])
-            if not no_face_in_image(compared.error_code, compared.message, compared_before=answered):
+            has_faces = bool(outcome.rows["face_comparison_misses"] or image.earlier.get("faces"))
+            if not no_face_in_image(compared.error_code, compared.message, has_faces=has_faces):
                 outcome.failed = (OPERATION, compared)
             return outcome
         placement = image.placement(compared.response.get(TARGET_ORIENTATION_FIELD))
