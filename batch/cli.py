@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import re
 import shlex
 import sys
 from collections.abc import Iterator, Sequence
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", help="a local folder or s3://BUCKET/PREFIX for the tables")
     run.add_argument(
         "--analyses",
-        help="comma-separated: labels,faces,text,moderation,celebrities,index_faces,face_search",
+        help="comma-separated: labels,faces,text,moderation,celebrities,index_faces,face_search,"
+        "compare_faces",
     )
     run.add_argument("--config", help="a TOML file (see configs/default.toml); flags override it")
     run.add_argument(
@@ -100,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="index_faces: delete the collection's faces of keys no longer under the prefix",
+    )
+    run.add_argument(
+        "--reference",
+        action="append",
+        metavar="S3_URL",
+        help="compare_faces: a reference photo s3://BUCKET/KEY, or s3://BUCKET/PREFIX/ for every image "
+        "under it; repeat the flag or separate URLs with commas ([analyses.compare_faces] references)",
     )
     run.add_argument("--summary-json", help="also write the run's summary as JSON to this path")
     run.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO")
@@ -203,6 +212,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             "run.prune": args.prune,
             "analyses.index_faces.collection": args.collection,
             "analyses.face_search.collection": args.collection,
+            "analyses.compare_faces.references": reference_urls(args.reference),
         },
     )
     from batch.job import run  # Dask is imported only when a run starts
@@ -215,6 +225,14 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     if problem is not None:
         raise problem
     return 0
+
+
+def reference_urls(flags: Sequence[str] | None) -> list[str] | None:
+    """The URLs of the `--reference` flags, each of which may hold several separated by commas (a
+    comma starts a new URL only before `s3://`, so keys with commas survive); None: no flag."""
+    if flags is None:
+        return None
+    return [url.lstrip() for flag in flags for url in re.split(r",(?=\s*s3://)", flag) if url.strip()]
 
 
 def _sql(args: argparse.Namespace, argv: Sequence[str] | None) -> int:

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from batch.config import RunConfig
 from batch.errors import CollectionUnavailable, ConfigError, OutputUnwritable, RekbatchError
 from batch.external_ids import external_image_id, is_digest_id, key_of
-from batch.rekognition import CallCounts, CallResult, RateLimiter, RekognitionCaller, rekognition_client
+from batch.rekognition import CallCounts, CallResult, RekognitionCaller, driver_caller
 
 logger = logging.getLogger(__name__)
 
@@ -175,9 +175,7 @@ class StorageForecast:
 def collection_caller(config: RunConfig, counts: CallCounts) -> RekognitionCaller:
     """A caller for collection operations made from one process (the driver, a `rekbatch collection`
     command): the `index_faces` quota, the configured retry policy, the calls recorded in `counts`."""
-    client = rekognition_client(config.rekognition, 4)
-    limiter = RateLimiter(config.quota("index_faces"))
-    return RekognitionCaller(client, config.rekognition.retry_policy, limiter, counts)
+    return driver_caller(config, "index_faces", counts)
 
 
 class CollectionSync:

@@ -198,6 +198,7 @@ DEFAULT_PRICES: dict[str, float] = {
     "celebrities": 0.001,
     "index_faces": 0.001,
     "face_search": 0.001,
+    "compare_faces": 0.001,
 }
 
 #: US dollars for what a collection costs beyond its IndexFaces calls, in `[pricing]` next to the
@@ -256,7 +257,9 @@ class RunConfig:
         """A stable digest of what determines the results (not run id, limits or output paths)."""
         payload = {
             "analyses": list(self.analyses),
-            "settings": {name: _plain(self.analysis_settings[name]) for name in self.analyses},
+            "settings": {
+                name: REGISTRY[name].settings_document(self.analysis_settings[name]) for name in self.analyses
+            },
             "image_source": self.rekognition.image_source,
             "convert_to_jpeg": self.rekognition.convert_to_jpeg,
             "max_convert_bytes": self.rekognition.max_convert_bytes,
@@ -418,6 +421,10 @@ def _validate_run(config: RunConfig) -> None:
         raise ConfigError("analyses.index_faces.collection: required by index_faces (--collection NAME)")
     if "face_search" in config.analyses and not config.analysis_settings["face_search"].collection:
         raise ConfigError("analyses.face_search.collection: required by face_search (--collection NAME)")
+    if "compare_faces" in config.analyses and not config.analysis_settings["compare_faces"].references:
+        raise ConfigError(
+            "analyses.compare_faces.references: required by compare_faces (--reference s3://BUCKET/KEY)"
+        )
     if config.prune and "index_faces" not in config.analyses:
         raise ConfigError("run.prune: deletes faces of a collection; add index_faces to run.analyses")
 

@@ -33,6 +33,8 @@ from PIL import (
     TiffImagePlugin,
 )
 
+from batch.geometry import BoxPlacement
+
 EXIF_ORIENTATION_TAG = 0x0112
 
 #: Rekognition reads these as they are stored ("MPO", a multi-picture JPEG, is reported as "JPEG").
@@ -104,6 +106,19 @@ class ImageHeader:
     @classmethod
     def unreadable(cls, fmt: str | None, fault: HeaderFault, problem: str) -> ImageHeader:
         return cls(fmt, None, None, None, problem, fault)
+
+    def box_placement(self, orientation_correction: str | None) -> BoxPlacement:
+        """Where the boxes of a Rekognition answer about this image go (`BoxPlacement.for_response`)."""
+        return BoxPlacement.for_response(
+            image_format=self.format,
+            # Rekognition answered, so the image was readable: a header we could not parse is the rare
+            # case of a header past MAX_HEAD_BYTES. Size 0 means unknown: the normalised box columns are
+            # kept and the pixel columns are null, rather than losing the rows.
+            stored_width=self.stored_width or 0,
+            stored_height=self.stored_height or 0,
+            exif_orientation=self.exif_orientation,
+            orientation_correction=orientation_correction,
+        )
 
 
 class HeaderIncomplete(Exception):

@@ -34,7 +34,7 @@ from typing import Any, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from batch import faults
+from batch import faults, references
 from batch.analyses import REGISTRY, settings_digest
 from batch.collections import (
     STORAGE_OPERATIONS,
@@ -73,7 +73,7 @@ from batch.manifest import (
 )
 from batch.ratelimit import install_quota
 from batch.readers import committed_state
-from batch.rekognition import CallCounts
+from batch.rekognition import CallCounts, driver_caller
 from batch.retry import error_code
 from batch.s3 import check_readable, check_writable, list_pages, s3_client
 from batch.selection import ListedObject, is_selected
@@ -142,6 +142,9 @@ class RunSummary:
     storage_cost_usd_month: float = 0.0
     storage_cost_usd: float = 0.0
     forecast: StorageForecast | None = None
+    #: compare_faces: the reference photos and the faces cut out of them (none in a dry run).
+    reference_photos: int = 0
+    reference_faces: int = 0
 
     @property
     def seconds(self) -> float:
@@ -222,6 +225,8 @@ class RunSummary:
             "faces_stored": self.faces_stored,
             "storage_cost_usd_month": round(self.storage_cost_usd_month, 6),
             "storage_cost_usd": round(self.storage_cost_usd, 6),
+            "reference_photos": self.reference_photos,
+            "reference_faces": self.reference_faces,
             "dashboard": self.dashboard,
             "report": self.report,
             "cpu_seconds": {
@@ -308,6 +313,7 @@ def plan_images(
 
 
 def _dry_run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
+    config = _resolve_references(config, s3, summary, detect=False)
     state = _committed_state(config, s3) if config.output else CommittedState()
     sync = _preview_collection(config, s3, summary)
     _index_lost_faces_again(state, sync)
@@ -328,8 +334,9 @@ def _dry_run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
             continue
         summary.images["to_analyse"] += 1
         for name in image.analyses:
-            summary.calls[(REGISTRY[name].operation, "planned")] += 1
-            summary.estimated_cost_usd += config.prices[name]
+            calls = REGISTRY[name].planned_calls(config.analysis_settings[name])
+            summary.calls[(REGISTRY[name].operation, "planned")] += calls
+            summary.estimated_cost_usd += calls * config.prices[name]
     if sync is not None:
         _forecast_storage(config, sync, summary)
     summary.status = "dry-run"
@@ -407,6 +414,8 @@ def _run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
         summary.status = "already-committed"
         summary.manifest = store.destination.location(manifest_path(summary.run_id))
         return
+    config = _resolve_references(config, s3, summary, detect=True)
+    summary.config_digest = config.digest()  # with the references' ETags
     attempt = _start_attempt(config, store, summary)
     summary.images = attempt.ledger.counts
     state = _committed_state(config, s3)
@@ -446,6 +455,25 @@ def _collection_sync(config: RunConfig, summary: RunSummary) -> CollectionSync:
     summary.collection = collection
     counts = CallCounts()
     return CollectionSync(collection_caller(config, counts), collection, counts)
+
+
+def _resolve_references(config: RunConfig, s3: Any, summary: RunSummary, *, detect: bool) -> RunConfig:
+    """With compare_faces: `config` with its references resolved (`batch.references`), before any
+    batch. `detect`: cut their faces out (DetectFaces per photo, counted and priced as compare_faces);
+    a dry run counts those calls instead of making them."""
+    if "compare_faces" not in config.analyses:
+        return config
+    counts = CallCounts()
+    caller = driver_caller(config, "faces", counts) if detect else None  # the DetectFaces quota
+    config = references.resolve(config, s3, caller)
+    resolved = config.analysis_settings["compare_faces"].resolved
+    summary.reference_photos, summary.reference_faces = len(resolved.images), len(resolved.faces)
+    if not detect:
+        counts.attempts[("DetectFaces", "planned")] = len(resolved.images)
+    summary.calls.update(counts.attempts)
+    billed = sum(n for (_, outcome), n in counts.attempts.items() if outcome in ("ok", "planned"))
+    summary.estimated_cost_usd += billed * config.prices["compare_faces"]
+    return config
 
 
 def _close_collection(config: RunConfig, sync: CollectionSync, summary: RunSummary) -> None:
@@ -805,14 +833,19 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
             f"{images['to_analyse']} to analyse, {images['unchanged']} unchanged since a committed run, "
             f"{images['skipped']} zero-byte to skip"
         )
+        # Calls per face (face search, comparison) are counted once per image or reference: at least.
+        per_face = {REGISTRY[n].operation for n in summary.analyses if REGISTRY[n].run is not None}
         for (operation, _), n in sorted(summary.calls.items()):
             if operation not in STORAGE_OPERATIONS:
-                lines.append(f"  would call {operation} {n} times")
+                lines.append(f"  would call {operation} {'at least ' * (operation in per_face)}{n} times")
+        if summary.reference_photos:
+            lines.append(
+                f"  {summary.reference_photos} reference photos: one CompareFaces per image and face "
+                "in them (a dry run does not detect their faces)"
+            )
         called = "DescribeCollection and ListFaces only" if summary.forecast else "nothing"
-        lines.append(
-            f"  estimated cost of the image calls at list price: ${summary.estimated_cost_usd:.4f} "
-            f"(called {called})"
-        )
+        cost = f"{'at least ' * bool(per_face)}${summary.estimated_cost_usd:.4f}"
+        lines.append(f"  estimated cost of the image calls at list price: {cost} (called {called})")
         if summary.forecast is not None:
             lines += _forecast_lines(summary, summary.forecast)
         return "\n".join(lines)
@@ -845,6 +878,8 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
             f"{summary.faces_deleted} deleted to stay in sync, {summary.faces_pruned} of them pruned; "
             f"storage calls ${summary.storage_cost_usd:.4f}"
         )
+    if summary.reference_photos:
+        lines.append(f"  references: {summary.reference_faces} faces in {summary.reference_photos} photos")
     tables = ", ".join(f"{t} {n}" for t, n in sorted(summary.rows.items())) or "none new"
     lines.append(f"  output: {summary.output} ({summary.files} files; rows: {tables})")
     if summary.report or summary.report_error:

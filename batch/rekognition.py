@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import boto3
 from botocore.config import Config
 
-from batch.config import RekognitionConfig
+from batch.config import RekognitionConfig, RunConfig
 from batch.quota import TokenBucket
 from batch.retry import ERROR_OUTCOMES, Outcome, RetryBudget, RetryPolicy, classify, error_code
 from batch.timeline import SecondKey, second_key
@@ -200,3 +200,13 @@ class RekognitionCaller:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:500]
+
+
+def driver_caller(config: RunConfig, analysis: str, counts: CallCounts) -> RekognitionCaller:
+    """A caller for the few calls one process makes outside the batches (the driver's collection sync
+    and reference faces, a `rekbatch collection` command): the quota of `analysis`, the configured
+    retry policy, the calls recorded in `counts`. A process-local limiter: those calls come before or
+    after the batches, not beside them."""
+    client = rekognition_client(config.rekognition, 4)
+    limiter = RateLimiter(config.quota(analysis))
+    return RekognitionCaller(client, config.rekognition.retry_policy, limiter, counts)

@@ -278,8 +278,10 @@ def box_layers(tables: Mapping[str, pa.Schema]) -> list[BoxLayer]:
     """The layers to draw for a run whose tables are `tables` (name -> schema)."""
     known = [layer for layer in BOX_LAYERS if layer.table in tables]
     drawn = {layer.table for layer in BOX_LAYERS}
-    if "faces" in tables:  # the same faces again: recognised or not, indexed, searched or not
-        drawn.update({"unrecognized_faces", "indexed_faces", "unindexed_faces", "face_matches"})
+    if "faces" in tables:  # the same faces again: recognised or not, indexed, searched, compared or not
+        drawn.update(
+            {"unrecognized_faces", "indexed_faces", "unindexed_faces", "face_matches", "face_comparisons"}
+        )
     others = [
         BoxLayer(name, name.replace("_", " "), _table_caption(name))
         for name, schema in sorted(tables.items())

@@ -109,6 +109,19 @@ def read_range(client: Any, bucket: str, obj: ListedObject, length: int) -> byte
     return response["Body"].read()
 
 
+def head(client: Any, bucket: str, key: str) -> ListedObject | None:
+    """One object's current version as a listing would show it (HeadObject), or None if there is no
+    such key. Other errors (denied, no bucket) are raised."""
+    try:
+        response = client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+    etag = response["ETag"].strip('"')
+    return ListedObject(key, etag, response["ContentLength"], response["LastModified"])
+
+
 def read_object(client: Any, bucket: str, obj: ListedObject) -> bytes:
     """The whole object, pinned to the listed ETag. Only for objects whose listed size was checked first."""
     return client.get_object(Bucket=bucket, Key=obj.key, IfMatch=obj.etag, ChecksumMode="ENABLED")[

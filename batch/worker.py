@@ -31,7 +31,7 @@ from batch.analyses._multi import ImageInput
 from batch.commits import RunStore
 from batch.config import RekognitionConfig
 from batch.convert import UnusableImage, forbid_decompression_bombs, to_jpeg
-from batch.geometry import BoxPlacement, upright_size
+from batch.geometry import upright_size
 from batch.image_checks import CONVERSION_ERROR, ImageRules, Refusal, Route, plan_image
 from batch.image_header import ImageHeader
 from batch.incremental import settled_analyses
@@ -235,7 +235,7 @@ def analyse_image(
         if stop.is_set():
             status, reason = "failed", "run aborted"
             break
-        source = ImageInput(image, pixels, functools.partial(_placement_for, frame), result.rows)
+        source = ImageInput(image, pixels, frame.box_placement, result.rows)
         operation, call = _run_analysis(
             REGISTRY[name],
             context=context,
@@ -410,19 +410,6 @@ def _pixels_once(image: Mapping[str, Any], s3: Any, bucket: str, obj: ListedObje
         data: bytes = image["Bytes"]
         return lambda: data
     return functools.cache(lambda: read_object(s3, bucket, obj))
-
-
-def _placement_for(header: ImageHeader, correction: str | None) -> BoxPlacement:
-    return BoxPlacement.for_response(
-        image_format=header.format,
-        # Rekognition answered, so the image was readable: a header we could not parse is the rare
-        # case of a header past MAX_HEAD_BYTES. Size 0 means unknown: the normalised box columns are
-        # kept and the pixel columns are null, rather than losing the rows.
-        stored_width=header.stored_width or 0,
-        stored_height=header.stored_height or 0,
-        exif_orientation=header.exif_orientation,
-        orientation_correction=correction,
-    )
 
 
 def _image_row(

@@ -21,6 +21,7 @@ from batch.analyses import (
     Analysis,
     all_tables,
     celebrities,
+    compare_faces,
     faces,
     index_faces,
     labels,
@@ -54,9 +55,10 @@ def check_request(analysis: Analysis, request: dict[str, Any]) -> None:
 # --- the registry against botocore's model --------------------------------------------------------
 
 
-def test_the_registry_holds_the_seven_analyses() -> None:
+def test_the_registry_holds_the_eight_analyses() -> None:
     assert list(REGISTRY) == [
         "labels", "faces", "text", "moderation", "celebrities", "index_faces", "face_search",
+        "compare_faces",
     ]  # fmt: skip
 
 
@@ -144,15 +146,36 @@ SETTINGS_MAPPINGS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
             "crop_margin": st.floats(0, 1),
         },
     ),
+    "compare_faces": st.fixed_dictionaries(
+        {"references": st.lists(st.sampled_from(["s3://refs/ada.jpg", "s3://refs/people/"]), min_size=1)},
+        optional={
+            "similarity_threshold": percents,
+            "quality_filter": st.sampled_from(index_faces.QUALITY_FILTERS),
+            "crop_margin": st.floats(0, 1),
+        },
+    ),
 }
 
 #: Settings an analysis needs before it can be called at all (index_faces: a collection).
-REQUIRED = {"index_faces": {"collection": "people"}, "face_search": {"collection": "people"}}
+REQUIRED = {
+    "index_faces": {"collection": "people"},
+    "face_search": {"collection": "people"},
+    "compare_faces": {"references": ["s3://refs/ada.jpg"]},
+}
+REFERENCE = compare_faces.ReferenceImage("refs", "ada.jpg", "e1")
+
+
+def ready(settings: Any) -> Any:
+    """The settings as the driver hands them to the workers: compare_faces' references resolved."""
+    if not isinstance(settings, compare_faces.Settings):
+        return settings
+    face = compare_faces.ReferenceFace(REFERENCE, 0, (0.1, 0.2, 0.3, 0.4), b"\xff\xd8\xff\xe0")
+    return dataclasses.replace(settings, resolved=compare_faces.References((REFERENCE,), (face,)))
 
 
 def usable_defaults(analysis: Analysis) -> Any:
     """The default settings plus what the analysis requires."""
-    return analysis.settings_type.from_mapping(REQUIRED.get(analysis.name, {}))
+    return ready(analysis.settings_type.from_mapping(REQUIRED.get(analysis.name, {})))
 
 
 def test_every_analysis_has_a_settings_strategy() -> None:
@@ -164,7 +187,7 @@ def test_every_analysis_has_a_settings_strategy() -> None:
 def test_default_request_passes_botocore_validation(analysis: Analysis, image: dict[str, Any]) -> None:
     request = analysis.request(image, "photos/a b/é=+.jpg", usable_defaults(analysis))
     check_request(analysis, request)
-    assert request["Image"] == image
+    assert request.get("Image", request.get("TargetImage")) == image
 
 
 @pytest.mark.parametrize("analysis", ANALYSES, ids=by_name)
@@ -172,7 +195,7 @@ def test_any_accepted_settings_give_a_valid_request(analysis: Analysis) -> None:
     @settings(max_examples=100, deadline=None)
     @given(SETTINGS_MAPPINGS[analysis.name], st.sampled_from(IMAGES))
     def valid(mapping: dict[str, Any], image: dict[str, Any]) -> None:
-        chosen = analysis.settings_type.from_mapping(mapping, f"analyses.{analysis.name}")
+        chosen = ready(analysis.settings_type.from_mapping(mapping, f"analyses.{analysis.name}"))
         check_request(analysis, analysis.request(image, "k/" + "é" * 511, chosen))
 
     valid()
@@ -254,6 +277,13 @@ BAD_SETTINGS = [
     ("text", "min_bounding_box_height", 1.5),
     ("text", "min_bounding_box_width", -0.1),
     ("moderation", "min_confidence", 200),
+    ("compare_faces", "references", "s3://refs/ada.jpg"),
+    ("compare_faces", "references", ["refs/ada.jpg"]),
+    ("compare_faces", "references", ["s3://refs"]),
+    ("compare_faces", "similarity_threshold", 101),
+    ("compare_faces", "quality_filter", "BEST"),
+    ("compare_faces", "crop_margin", 2),
+    ("compare_faces", "resolved", {}),
 ]
 
 
@@ -590,6 +620,10 @@ EXPECTED_ROWS: dict[str, dict[str, Callable[[Mapping[str, Any]], int]]] = {
         "unindexed_faces": lambda r: len(_items(r, "UnindexedFaces")),
     },
     "face_search": {"face_matches": lambda r: len(_items(r, "FaceMatches"))},
+    "compare_faces": {
+        "face_comparisons": lambda r: len(_items(r, "FaceMatches")),
+        "face_comparison_misses": lambda r: 1,
+    },
 }
 
 placements = st.builds(

@@ -47,6 +47,7 @@ JOB_S3_REQUESTS: dict[str, list[Request]] = {
         ("s3:ListBucket", OUT_BUCKET, {"s3:prefix": "rekbatch/_runs/r1/"}),  # --resume: batch records
     ],
     "head_bucket": [("s3:ListBucket", OUT_BUCKET, {})],  # check_writable: HeadBucket needs ListBucket
+    "head_object": [("s3:GetObject", f"{IN_BUCKET}/photos/2026/people/ada.jpg", {})],  # a reference photo
     "get_object": [
         ("s3:GetObject", f"{IN_BUCKET}/photos/2026/a b/ü=1.jpg", {}),  # headers, bytes, thumbnails
         ("s3:GetObject", f"{OUT}_commits/r0.json", {}),  # manifests

@@ -4,8 +4,10 @@ Two incremental runs of the CLI on the local stack (moto's S3 server, our Rekogn
 LocalCluster with worker processes), shared by every query: the first over a few samples with every
 analysis, the second over those plus a few more without `celebrities`. So the queries meet what a
 nightly output holds: images analysed in an older run, unchanged images with no row in the newer one,
-a flag that is new in the last run, an analysis not yet run on some images. Expected rows come from
-the sample set's ground truth (`batch.local.samples`), computed independently of the endpoint.
+a flag that is new in the last run, an analysis not yet run on some images. The face queries read a
+third run, into its own output: a few samples indexed into a collection, searched and compared with a
+reference photo. Expected rows come from the sample set's ground truth (`batch.local.samples`),
+computed independently of the endpoint.
 """
 
 from __future__ import annotations
@@ -51,10 +53,22 @@ ADDED = [
     "orientation/exif-8.jpg",
     "other/turned.tiff",
 ]
+#: The faces run: both identities, a group photo, Exif orientations, a Unicode key, a faceless image.
+FACES = [
+    "orientation/exif-1.jpg",
+    "orientation/exif-6.jpg",
+    "group/team.jpg",
+    "plain/street.jpg",
+    "odd/café-nfc.jpg",
+    "empty/nothing.jpg",
+]
+FACES_ANALYSES = ("index_faces", "face_search", "compare_faces")
+#: Its reference photo: outside the prefix, one face (3:4).
+REFERENCE = "photos-archive/old.jpg"
 FIRST_ANALYSES = ("labels", "faces", "text", "moderation", "celebrities")
 SECOND_ANALYSES = ("labels", "faces", "text", "moderation")
 RUN_IDS = ("nightly-1", "nightly-2")
-VARIABLES = {"celebrity": "Ada Lovelace", "word": "stack", "analysis": "celebrities"}
+VARIABLES = {"celebrity": "Ada Lovelace", "word": "stack", "analysis": "celebrities", "reference": REFERENCE}
 TOLERANCE = 0.002
 
 
@@ -64,6 +78,9 @@ class Demo:
     truth: GroundTruth
     first: list[SampleTruth]
     added: list[SampleTruth]
+    #: The faces run's output and images.
+    faces_output: Path
+    faces: list[SampleTruth]
 
     @property
     def every(self) -> list[SampleTruth]:
@@ -75,25 +92,26 @@ class Demo:
     def analysed(self, samples: list[SampleTruth] | None = None) -> list[SampleTruth]:
         return [s for s in (self.every if samples is None else samples) if s.job_status == "analysed"]
 
-    def query(self, name: str) -> list[dict[str, Any]]:
-        """The rows of the last result of docs/queries/<name>.sql, as dicts."""
+    def query(self, name: str, *, faces: bool = False) -> list[dict[str, Any]]:
+        """The rows of the last result of docs/queries/<name>.sql over the demo runs' output (or the
+        faces run's), as dicts."""
         results: list[list[dict[str, Any]]] = []
 
         def keep(relation: Any) -> None:
             results.append([dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()])
 
-        with readers.connect(str(self.output)) as connection:
+        with readers.connect(str(self.faces_output if faces else self.output)) as connection:
             sql = (QUERIES / f"{name}.sql").read_text(encoding="utf-8")
             sql_shell.run_script(connection, sql, VARIABLES, keep)
         return results[-1]
 
 
 def run_job(
-    stack: LocalStack, output: Path, run_id: str, include: list[str], analyses: tuple[str, ...]
+    stack: LocalStack, output: Path, run_id: str, include: list[str], analyses: tuple[str, ...], *more: str
 ) -> None:
     command = [sys.executable, "-m", "batch", "run", "--config", str(ROOT / "configs" / "local.toml")]
     command += ["--input", f"s3://{BUCKET}/{PREFIX}", "--output", str(output), "--run-id", run_id]
-    command += ["--analyses", ",".join(analyses)]
+    command += ["--analyses", ",".join(analyses), *more]
     env = {
         **os.environ,
         **stack.env,
@@ -113,11 +131,16 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
         output = tmp / "out"
         run_job(stack, output, RUN_IDS[0], FIRST, FIRST_ANALYSES)
         run_job(stack, output, RUN_IDS[1], FIRST + ADDED, SECOND_ANALYSES)
+        faces_output = tmp / "faces-out"
+        reference = ["--reference", f"s3://{BUCKET}/{REFERENCE}", "--collection", "demo"]
+        run_job(stack, faces_output, "faces-1", FACES, FACES_ANALYSES, *reference)
     return Demo(
         output,
         truth,
         [truth.by_key(PREFIX + name) for name in FIRST],
         [truth.by_key(PREFIX + name) for name in ADDED],
+        faces_output,
+        [truth.by_key(PREFIX + name) for name in FACES],
     )
 
 
@@ -269,6 +292,28 @@ def check_run_history(demo: Demo) -> None:
         len(demo.first),
     )
     assert second["analyses"] == list(SECOND_ANALYSES)
+
+
+def check_images_of_reference_person(demo: Demo) -> None:
+    rows = demo.query("images_of_reference_person", faces=True)
+    (person,) = {face.identity for face in demo.truth.by_key(REFERENCE).faces}
+    expected = {s.key: sum(f.identity == person for f in s.faces) for s in demo.faces}
+    assert {row["key"]: row["faces"] for row in rows} == {k: n for k, n in expected.items() if n}
+    assert max(expected.values()) == 3  # the group photo: every face of the person, not the largest only
+    assert [row["similarity"] for row in rows] == sorted((row["similarity"] for row in rows), reverse=True)
+    assert all(row["similarity"] >= 80 for row in rows)
+
+
+def check_same_person_groups(demo: Demo) -> None:
+    rows = demo.query("same_person_groups", faces=True)
+    people = {f.identity for s in demo.faces for f in s.faces}
+    expected = [
+        (sum(f.identity == person for s in demo.faces for f in s.faces),
+         sorted(s.key for s in demo.faces if any(f.identity == person for f in s.faces)))
+        for person in people
+    ]  # fmt: skip
+    assert sorted((row["faces"], row["keys"]) for row in rows) == sorted(expected)
+    assert len(rows) == 2  # the samples' two identities
 
 
 CHECKS: dict[str, Callable[[Demo], None]] = {

@@ -1,6 +1,7 @@
 """The analyses: one module per Rekognition operation, listed in `REGISTRY`.
 
-Each module (`labels`, `faces`, `text`, `moderation`, `celebrities`) holds, with no I/O:
+Each module (`labels`, `faces`, `text`, `moderation`, `celebrities`, and the face collection and
+comparison ones) holds, with no I/O:
 
 * `Settings`: a frozen dataclass of its config options with defaults and `from_mapping(m, where)`;
 * `build_request(image, settings)`: the keyword arguments of the boto3 call;
@@ -33,7 +34,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from batch.analyses import celebrities, face_search, faces, index_faces, labels, moderation, text
+from batch.analyses import (
+    celebrities,
+    compare_faces,
+    face_search,
+    faces,
+    index_faces,
+    labels,
+    moderation,
+    text,
+)
 from batch.analyses._multi import Call, ImageInput, MultiOutcome
 from batch.errors import ConfigError
 from batch.geometry import BoxPlacement
@@ -65,11 +75,17 @@ class Analysis:
     extra_operations: tuple[str, ...] = ()
     #: Analyses that run before this one for the same image when both are asked for (their rows are read).
     after: tuple[str, ...] = ()
+    #: What `settings_digest` hashes of the settings (compare_faces: its resolved references); None:
+    #: every field of the settings dataclass.
+    document: Callable[[Any], dict[str, Any]] | None = None
+    #: Calls of `operation` per image at least, from the settings, for the dry run; None: one.
+    calls_per_image: Callable[[Any], int] | None = None
 
     @classmethod
     def from_module(cls, module: ModuleType) -> Analysis:
         """The analysis an analysis module defines (NAME, OPERATION, CLIENT_METHOD, Settings, TABLES,
-        build_request, flatten, ORIENTATION_FIELD; optionally image_request and row_columns)."""
+        build_request, flatten, ORIENTATION_FIELD; optionally image_request, row_columns, run,
+        OPERATIONS, AFTER, settings_document and planned_calls)."""
         return cls(
             name=module.NAME,
             operation=module.OPERATION,
@@ -84,6 +100,8 @@ class Analysis:
             run=getattr(module, "run", None),
             extra_operations=tuple(o for o in getattr(module, "OPERATIONS", ()) if o != module.OPERATION),
             after=getattr(module, "AFTER", ()),
+            document=getattr(module, "settings_document", None),
+            calls_per_image=getattr(module, "planned_calls", None),
         )
 
     @property
@@ -102,6 +120,14 @@ class Analysis:
         """The columns every row of this analysis shares under `settings` (most analyses: none)."""
         return self.row_columns(settings) if self.row_columns is not None else {}
 
+    def settings_document(self, settings: Any) -> dict[str, Any]:
+        """The settings as `settings_digest` and the config digest see them (JSON-ready)."""
+        return self.document(settings) if self.document is not None else dataclasses.asdict(settings)
+
+    def planned_calls(self, settings: Any) -> int:
+        """Calls of the main operation one image costs at least (the dry run's count)."""
+        return self.calls_per_image(settings) if self.calls_per_image is not None else 1
+
     def default_settings(self) -> Any:
         """The settings when the config says nothing about this analysis."""
         return self.settings_type()
@@ -117,7 +143,8 @@ class Analysis:
 REGISTRY: dict[str, Analysis] = {
     analysis.name: analysis
     for analysis in map(
-        Analysis.from_module, (labels, faces, text, moderation, celebrities, index_faces, face_search)
+        Analysis.from_module,
+        (labels, faces, text, moderation, celebrities, index_faces, face_search, compare_faces),
     )
 }
 
@@ -171,14 +198,15 @@ def settings_digest(analysis: Analysis, settings: Any) -> str:
     """A stable sha256 (hex) of an analysis's operation and settings: sorted JSON of the dataclass.
 
     Equal settings give equal digests across processes and Python versions, so a later run can tell
-    whether an image was analysed with the same request options.
+    whether an image was analysed with the same request options (for compare_faces: against the same
+    reference images, `compare_faces.settings_document`).
     """
     if not isinstance(settings, analysis.settings_type):
         raise TypeError(f"expected {analysis.settings_type.__name__}, got {type(settings).__name__}")
     document = {
         "analysis": analysis.name,
         "operation": analysis.operation,
-        "settings": dataclasses.asdict(settings),
+        "settings": analysis.settings_document(settings),
     }
     encoded = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(encoded.encode("ascii")).hexdigest()

@@ -89,15 +89,18 @@ def crop_box(box: Mapping[str, float], width: int, height: int, margin: float) -
     return x0, y0, x1, y1
 
 
-def face_crop(data: bytes, box: Mapping[str, float], margin: float) -> bytes:
+def face_crop(data: bytes, box: Mapping[str, float], margin: float, max_side: int | None = None) -> bytes:
     """A JPEG of one face cut from the upright image (Exif orientation applied first), scaled up to
-    `MIN_CROP_SIDE` when smaller."""
+    `MIN_CROP_SIDE` when smaller, and down to `max_side` on its longer side when given and larger."""
     with Image.open(io.BytesIO(data)) as opened:
         upright = ImageOps.exif_transpose(opened).convert("RGB")
     face = upright.crop(crop_box(box, upright.width, upright.height, margin))
-    short = min(face.size)
-    if short < MIN_CROP_SIDE:
-        scale = MIN_CROP_SIDE / short
+    scale = 1.0
+    if min(face.size) < MIN_CROP_SIDE:
+        scale = MIN_CROP_SIDE / min(face.size)
+    elif max_side is not None and max(face.size) > max_side:
+        scale = max(max_side / max(face.size), MIN_CROP_SIDE / min(face.size))
+    if scale != 1.0:
         face = face.resize(
             (math.ceil(face.width * scale), math.ceil(face.height * scale)), Image.Resampling.LANCZOS
         )

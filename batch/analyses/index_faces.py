@@ -53,7 +53,8 @@ def check_collection_id(key: str, value: Any) -> str:
     return value
 
 
-def _quality_filter(key: str, value: Any) -> str:
+def check_quality_filter(key: str, value: Any) -> str:
+    """One of `QUALITY_FILTERS` (IndexFaces' and CompareFaces' `QualityFilter`); ConfigError naming `key`."""
     if value not in QUALITY_FILTERS:
         raise ConfigError(f"{key}: must be one of {', '.join(QUALITY_FILTERS)}, got {value!r}")
     return str(value)
@@ -82,7 +83,7 @@ class Settings:
             {
                 "collection": check_collection_id,
                 "max_faces": integer(1, MAX_FACES),
-                "quality_filter": _quality_filter,
+                "quality_filter": check_quality_filter,
                 "detection_attributes": strings(choices=faces.ATTRIBUTES),
             },
         )

@@ -1,0 +1,306 @@
+"""Face comparison: every face of the image compared with each reference face -> tables
+`face_comparisons` and `face_comparison_misses`.
+
+Source of truth: botocore's model (`rekognition/2016-06-27/service-2.json`, CompareFaces,
+CompareFacesMatch, ComparedFace, ComparedSourceImageFace) and the Developer Guide, "Comparing faces in
+images" (https://docs.aws.amazon.com/rekognition/latest/dg/faces-comparefaces.html).
+
+CompareFaces compares the *largest* face of `SourceImage` with each of the 100 largest faces of
+`TargetImage`. So a reference photo is not sent whole: the driver resolves the references once per run
+(`batch.references`: list a prefix, HEAD a key for its ETag, DetectFaces, then every face cut out
+upright with a margin by `face_crop`), and the crops travel to the workers in the settings
+(`Settings.resolved`). Each image then costs one CompareFaces per reference face, the crop as
+`SourceImage.Bytes` and the image as `TargetImage`, sent as the other analyses send it.
+
+An image without a face is not an error of the image: CompareFaces answers InvalidParameterException
+("no faces in the target image"), which is recorded as zero comparisons. When `faces` ran first for
+the image and found none, no CompareFaces call is made at all (`AFTER`).
+
+* `face_comparisons`: one row per (reference face, image face) with similarity >= the threshold.
+* `face_comparison_misses`: one row per (reference face, image) compared: how many image faces were
+  compared and how many stayed below the threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from batch.analyses._multi import Call, ImageInput, MultiOutcome, face_crop
+from batch.analyses._rows import member, number, parse_settings, strings
+from batch.analyses.index_faces import check_quality_filter
+from batch.errors import ConfigError
+from batch.geometry import BoxPlacement
+from batch.tables import BOX_FIELDS, table_schema
+
+NAME = "compare_faces"
+OPERATION = "CompareFaces"
+CLIENT_METHOD = "compare_faces"
+#: CompareFaces has no `OrientationCorrection`; `run` reads `TARGET_ORIENTATION_FIELD` itself.
+ORIENTATION_FIELD = None
+TARGET_ORIENTATION_FIELD = "TargetImageOrientationCorrection"
+#: When `faces` runs for the same image, it runs first: an image it finds no face in is not compared.
+AFTER = ("faces",)
+#: What CompareFaces answers when the source or the target image holds no face.
+NO_FACE_CODE = "InvalidParameterException"
+#: The longer side of a reference face's crop, at most, in pixels: far more detail than comparing
+#: needs (Rekognition finds faces of 40 px in a 1920x1080 image), and small enough that the crops
+#: travel with every Dask task without weighing on it.
+MAX_CROP_SIDE = 1024
+
+
+@dataclass(frozen=True)
+class ReferenceImage:
+    """One reference photo as the driver found it: the object version its faces come from."""
+
+    bucket: str
+    key: str
+    etag: str
+
+
+@dataclass(frozen=True)
+class ReferenceFace:
+    """One face of a reference photo, cut out to be sent as CompareFaces' `SourceImage`."""
+
+    image: ReferenceImage
+    #: The face's position in DetectFaces' answer for the reference, from 0.
+    face_index: int
+    #: The face's box in the upright reference photo, normalised: (left, top, width, height).
+    box: tuple[float, float, float, float]
+    #: The face cut out of the upright photo with `crop_margin` around it, as a JPEG.
+    crop: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class References:
+    """The references of a run, resolved by the driver (`batch.references`)."""
+
+    images: tuple[ReferenceImage, ...]
+    #: Every face of every image; empty in a dry run (which detects nothing).
+    faces: tuple[ReferenceFace, ...] = ()
+
+
+def faces_of(
+    image: ReferenceImage, detected: list[dict[str, Any]], data: bytes, margin: float
+) -> tuple[ReferenceFace, ...]:
+    """The reference faces of one photo: each face DetectFaces found (its `faces` rows, with upright
+    boxes) cut out of the photo's bytes with `margin` around it."""
+    return tuple(
+        ReferenceFace(
+            image,
+            row["face_index"],
+            (row["box_left"], row["box_top"], row["box_width"], row["box_height"]),
+            face_crop(data, row, margin, MAX_CROP_SIDE),
+        )
+        for row in detected
+        if row.get("box_left") is not None  # a face without a box cannot be cut out (never seen)
+    )
+
+
+def reference_location(url: str, where: str = "analyses.compare_faces.references") -> tuple[str, str, bool]:
+    """(bucket, key or prefix, is a prefix) of a reference URL: `s3://bucket/key.jpg` is one image,
+    `s3://bucket/prefix/` (ending in `/`) every image under the prefix. ConfigError naming `where`."""
+    from batch.config import parse_s3_url  # batch.config imports the analyses
+
+    bucket, key = parse_s3_url(url, where)
+    prefix = url.endswith("/")
+    if not key and not prefix:
+        raise ConfigError(f"{where}: {url!r} names no image: give s3://BUCKET/KEY or a prefix ending in '/'")
+    return bucket, key, prefix
+
+
+def _references(key: str, value: Any) -> tuple[str, ...]:
+    urls: tuple[str, ...] = strings()(key, value)
+    for url in urls:
+        reference_location(url, key)
+    return urls
+
+
+def _not_a_setting(key: str, value: Any) -> Any:
+    raise ConfigError(f"{key}: set by the job from `references`, not a config key")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """`[analyses.compare_faces]` in the config (`--reference` sets `references`).
+
+    `references` are `s3://bucket/key` URLs of reference photos, or prefixes ending in `/` (every image
+    under it); `similarity_threshold` is sent as `SimilarityThreshold` (matches below it are counted in
+    `face_comparison_misses`, not returned), `quality_filter` as `QualityFilter`; `crop_margin` is the
+    fraction of a reference face's width and height added around it when it is cut out.
+    """
+
+    references: tuple[str, ...] = ()
+    similarity_threshold: float = 80.0
+    quality_filter: str = "NONE"
+    crop_margin: float = 0.25
+    #: The references as the driver resolved them; None until then (never read from the config).
+    resolved: References | None = None
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any], where: str = "analyses.compare_faces") -> Settings:
+        """Read the settings from a config table; ConfigError names the bad key."""
+        return parse_settings(
+            cls,
+            mapping,
+            where,
+            {
+                "references": _references,
+                "similarity_threshold": number(0, 100),
+                "quality_filter": check_quality_filter,
+                "crop_margin": number(0, 1),
+                "resolved": _not_a_setting,
+            },
+        )
+
+    @property
+    def faces(self) -> tuple[ReferenceFace, ...]:
+        """The reference faces to compare each image with; the driver must have resolved them."""
+        if self.resolved is None:
+            raise ValueError("compare_faces: the references were not resolved (batch.references)")
+        return self.resolved.faces
+
+
+def settings_document(settings: Settings) -> dict[str, Any]:
+    """What `batch.analyses.settings_digest` hashes: the request options and, once resolved, each
+    reference image's bucket, key and ETag (its faces follow from them), so a new or changed reference
+    makes the next run compare every image again and an unchanged set does not. The URLs themselves
+    count only until resolved: the same images under another URL give the same digest."""
+    document: dict[str, Any] = {
+        "similarity_threshold": settings.similarity_threshold,
+        "quality_filter": settings.quality_filter,
+        "crop_margin": settings.crop_margin,
+    }
+    if settings.resolved is None:
+        document["references"] = sorted(settings.references)
+    else:
+        document["reference_images"] = sorted([i.bucket, i.key, i.etag] for i in settings.resolved.images)
+    return document
+
+
+def planned_calls(settings: Settings) -> int:
+    """CompareFaces calls per image at least, for the dry run: one per reference image (each holds at
+    least one face; a dry run does not detect them)."""
+    return len(settings.resolved.images) if settings.resolved is not None else len(settings.references)
+
+
+def compare_request(face: ReferenceFace, target: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for `client.compare_faces`: the reference face's crop with `target`."""
+    return {
+        "SourceImage": {"Bytes": face.crop},
+        "TargetImage": dict(target),
+        "SimilarityThreshold": settings.similarity_threshold,
+        "QualityFilter": settings.quality_filter,
+    }
+
+
+def build_request(image: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+    """The request comparing `image` with the first reference face (the registry's one-call view;
+    `run` makes one request per reference face with `compare_request`)."""
+    return compare_request(settings.faces[0], image, settings)
+
+
+_REFERENCE_FIELDS = [
+    pa.field("reference_bucket", pa.string()),
+    pa.field("reference_key", pa.string()),
+    pa.field("reference_etag", pa.string()),
+    pa.field("reference_face_index", pa.int32()),
+]
+
+TABLES: Mapping[str, pa.Schema] = {
+    "face_comparisons": table_schema(
+        [
+            *_REFERENCE_FIELDS,
+            pa.field("reference_box_left", pa.float64()),
+            pa.field("reference_box_top", pa.float64()),
+            pa.field("reference_box_width", pa.float64()),
+            pa.field("reference_box_height", pa.float64()),
+            pa.field("similarity", pa.float64()),
+            pa.field("face_confidence", pa.float64()),
+            *BOX_FIELDS,
+        ]
+    ),
+    "face_comparison_misses": table_schema(
+        [
+            *_REFERENCE_FIELDS,
+            pa.field("faces_compared", pa.int32()),
+            pa.field("faces_unmatched", pa.int32()),
+        ]
+    ),
+}
+
+
+def flatten(response: Mapping[str, Any], placement: BoxPlacement) -> dict[str, list[dict[str, Any]]]:
+    """Rows per table of one CompareFaces response, without the reference's columns (`run` adds
+    them): each match with the image face's upright box, and the counts."""
+    matches = response.get("FaceMatches") or []
+    unmatched = len(response.get("UnmatchedFaces") or [])
+    return {
+        "face_comparisons": [
+            {
+                "similarity": match.get("Similarity"),
+                "face_confidence": member(match, "Face", "Confidence"),
+                **placement.box_columns(member(match, "Face", "BoundingBox")),
+            }
+            for match in matches
+        ],
+        "face_comparison_misses": [
+            {"faces_compared": len(matches) + unmatched, "faces_unmatched": unmatched}
+        ],
+    }
+
+
+def reference_columns(face: ReferenceFace, table: str) -> dict[str, Any]:
+    """The reference face's columns of a row of `table`."""
+    columns: dict[str, Any] = {
+        "reference_bucket": face.image.bucket,
+        "reference_key": face.image.key,
+        "reference_etag": face.image.etag,
+        "reference_face_index": face.face_index,
+    }
+    if table == "face_comparisons":
+        left, top, width, height = face.box
+        columns.update(
+            reference_box_left=left,
+            reference_box_top=top,
+            reference_box_width=width,
+            reference_box_height=height,
+        )
+    return columns
+
+
+def no_face_in_image(error_code: str | None, message: str | None, *, has_faces: bool) -> bool:
+    """Whether a failed CompareFaces only says the image has no face.
+
+    Rekognition answers InvalidParameterException when the source or the target holds no face ("Request
+    has invalid parameters" in the wild, naming neither). Each reference crop held a face when the
+    driver detected it, so the image is taken to have none, unless the image is known to have faces
+    (an earlier comparison of it, or DetectFaces in the same run, found some) or the message names
+    the source image (e.g. a `quality_filter` that filters the reference face out): then it is an
+    error of the call.
+    """
+    if error_code != NO_FACE_CODE or has_faces:
+        return False
+    return "source" not in (message or "").lower()
+
+
+def run(image: ImageInput, settings: Settings, call: Call) -> MultiOutcome:
+    """Compare the image with each reference face (see the module docstring); stop at the first
+    failed call, keeping the rows so far."""
+    outcome = MultiOutcome({table: [] for table in TABLES})
+    if "faces" in image.earlier and not image.earlier["faces"]:
+        return outcome  # DetectFaces found no face: CompareFaces would only say so
+    for face in settings.faces:
+        compared = call(CLIENT_METHOD, OPERATION, compare_request(face, image.image, settings))
+        if compared.response is None:
+            has_faces = bool(outcome.rows["face_comparison_misses"] or image.earlier.get("faces"))
+            if not no_face_in_image(compared.error_code, compared.message, has_faces=has_faces):
+                outcome.failed = (OPERATION, compared)
+            return outcome
+        placement = image.placement(compared.response.get(TARGET_ORIENTATION_FIELD))
+        for table, rows in flatten(compared.response, placement).items():
+            outcome.rows[table] += [{**reference_columns(face, table), **row} for row in rows]
+    return outcome

@@ -1,0 +1,130 @@
+"""The reference faces of `compare_faces`, resolved once per run by the driver, before the batches.
+
+CompareFaces compares only the largest face of its source image, so each face of each reference photo
+is sent alone (`batch.analyses.compare_faces`). Here, once per run:
+
+1. the photos: a key is looked up (HeadObject: its ETag), a prefix (ending in `/`) is listed for its
+   images (the input's name rule, `batch.selection.is_selected`); duplicates count once;
+2. with a caller (not in a dry run), their faces: one DetectFaces per photo, rate limited and retried
+   as every call, and each face cut out of the upright photo (`compare_faces.faces_of`).
+
+The result goes into the compare_faces settings (`Settings.resolved`), so the crops travel to the
+workers with the run's settings, and the settings digest names the photos' ETags.
+
+Errors end the run before it starts, with one line: a missing reference, a prefix without images,
+a photo without a face or one Rekognition refuses is a config error (exit 2); S3 or Rekognition
+unreachable or denying access is InputUnreachable (exit 3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from batch.analyses import faces
+from batch.analyses.compare_faces import (
+    ReferenceFace,
+    ReferenceImage,
+    References,
+    faces_of,
+    reference_location,
+)
+from batch.config import InputConfig, RekognitionConfig, RunConfig
+from batch.errors import ConfigError, InputUnreachable
+from batch.image_header import probe
+from batch.rekognition import RekognitionCaller
+from batch.retry import IMAGE_ERRORS, error_code
+from batch.s3 import head, list_pages, read_object
+from batch.selection import ListedObject, is_selected
+
+WHERE = "analyses.compare_faces.references"
+
+
+def resolve(config: RunConfig, s3: Any, caller: RekognitionCaller | None) -> RunConfig:
+    """`config` with compare_faces' references resolved (the photos, and with `caller` their faces);
+    `config` itself when the run does not compare faces."""
+    if "compare_faces" not in config.analyses:
+        return config
+    settings = config.analysis_settings["compare_faces"]
+    photos = find_photos(s3, settings.references)
+    found: tuple[ReferenceFace, ...] = ()
+    if caller is not None:
+        found = tuple(
+            face
+            for bucket, obj in photos
+            for face in detect_faces(
+                s3, caller, bucket, obj, config=config.rekognition, margin=settings.crop_margin
+            )
+        )
+    images = tuple(ReferenceImage(bucket, obj.key, obj.etag) for bucket, obj in photos)
+    resolved = dataclasses.replace(settings, resolved=References(images, found))
+    return dataclasses.replace(
+        config, analysis_settings={**config.analysis_settings, "compare_faces": resolved}
+    )
+
+
+def find_photos(s3: Any, urls: Sequence[str]) -> list[tuple[str, ListedObject]]:
+    """(bucket, object) of every reference photo the URLs name, in order, each once."""
+    found: dict[tuple[str, str], ListedObject] = {}
+    for url in urls:
+        bucket, key, is_prefix = reference_location(url)
+        try:
+            objects = list(_images_under(s3, bucket, key)) if is_prefix else _one(s3, bucket, key)
+        except (ClientError, BotoCoreError) as exc:
+            raise InputUnreachable(f"{WHERE}: cannot read {url}: {error_code(exc)}") from None
+        if not objects:
+            raise ConfigError(f"{WHERE}: {url}: " + ("no images under it" if is_prefix else "no such key"))
+        for obj in objects:
+            found.setdefault((bucket, obj.key), obj)
+    return [(bucket, obj) for (bucket, _), obj in found.items()]
+
+
+def _images_under(s3: Any, bucket: str, prefix: str) -> Iterator[ListedObject]:
+    for page in list_pages(s3, bucket, prefix):
+        yield from (obj for obj in page if is_selected(obj, prefix, InputConfig()))
+
+
+def _one(s3: Any, bucket: str, key: str) -> list[ListedObject]:
+    obj = head(s3, bucket, key)
+    return [obj] if obj is not None else []
+
+
+def detect_faces(
+    s3: Any,
+    caller: RekognitionCaller,
+    bucket: str,
+    obj: ListedObject,
+    *,
+    config: RekognitionConfig,
+    margin: float,
+) -> tuple[ReferenceFace, ...]:
+    """Every face of one reference photo, cut out: one DetectFaces call (the photo sent as the images
+    are, `rekognition.image_source`) and the photo read once, pinned to its ETag."""
+    where = f"{WHERE}: s3://{bucket}/{obj.key}"
+    if obj.size > config.max_convert_bytes:
+        raise ConfigError(f"{where}: {obj.size} bytes, over rekognition.max_convert_bytes")
+    try:
+        data = read_object(s3, bucket, obj)
+    except (ClientError, BotoCoreError) as exc:
+        raise InputUnreachable(f"{where}: cannot read it: {error_code(exc)}") from None
+    image = (
+        {"Bytes": data}
+        if config.image_source == "bytes"
+        else {"S3Object": {"Bucket": bucket, "Name": obj.key}}
+    )
+    detected = caller.call("detect_faces", "DetectFaces", {"Image": image, "Attributes": ["DEFAULT"]})
+    if detected.response is None:
+        reason = f"{where}: DetectFaces: {detected.error_code}: {detected.message}"
+        raise (ConfigError if detected.error_code in IMAGE_ERRORS else InputUnreachable)(reason)
+    placement = probe(data, complete=True).box_placement(detected.response.get("OrientationCorrection"))
+    rows = faces.flatten(detected.response, placement)["faces"]
+    try:
+        found = faces_of(ReferenceImage(bucket, obj.key, obj.etag), rows, data, margin)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{where}: cannot cut its faces out: {exc}") from None
+    if not found:
+        raise ConfigError(f"{where}: no face found in it")
+    return found
