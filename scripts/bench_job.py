@@ -84,6 +84,9 @@ latency (log): the endpoint's latency_ms of successful calls; (client): per API 
 cpu: job = driver + workers from its summary (4-worker cluster: minus the workers' CPU before the job, plus
   the scheduler's during it);
   baseline = this process's CPU during it. RSS: the job's driver; baseline: this process (incl. seeding).
+  mid-run: every process of the workload (driver, scheduler, nannies, workers; baseline: this one) over
+  the middle half of its active span, sampled every 0.5 s: the cost per call of a long run, without
+  each process's first calls and the tail.
 stack: the endpoint's and moto's CPU during the workload; near 2 cores busy, the machine sets the pace."""
 
 
@@ -103,6 +106,8 @@ class Workload:
     summary: dict[str, Any] | None = None
     #: CPU seconds the local stack (endpoint + moto) spent during the workload: is the stack the bottleneck?
     stack_cpu_seconds: float = 0.0
+    #: (epoch seconds, CPU seconds so far) of the workload's processes, every half second (`CpuSampler`).
+    cpu_samples: list[tuple[float, float]] = field(default_factory=list)
 
 
 # ---- images ---------------------------------------------------------------------------------------------
@@ -180,10 +185,61 @@ def write_config(path: Path, n_workers: int, args: argparse.Namespace) -> Path:
     return path
 
 
+class CpuSampler:
+    """CPU seconds of some process trees, sampled every `interval` s in a thread while a workload runs.
+
+    For the CPU per call in the middle of a run (`mid_run_cpu`): the summary's figure covers the first
+    batch to the last, so it includes each worker process's first-call costs (clients, imports) and the
+    tail, which weigh more in a 20 s bench than in a nightly run of hours.
+    """
+
+    def __init__(self, roots: Callable[[], Sequence[int]], interval: float = 0.5) -> None:
+        self._roots, self._interval = roots, interval
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.samples.append((time.time(), processes_cpu(descendants(self._roots()))))
+
+
+def descendants(roots: Sequence[int]) -> list[int]:
+    """The processes and all their descendants (Linux /proc)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            parents.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]), []).append(
+                int(stat.parent.name)
+            )
+    found, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += parents.get(pid, [])
+    return found
+
+
 def run_job(
-    name: str, workdir: Path, config: Path, env: dict[str, str], quota: float, *, scheduler: str | None = None
+    name: str,
+    workdir: Path,
+    config: Path,
+    env: dict[str, str],
+    quota: float,
+    *,
+    scheduler: str | None = None,
+    cluster_pids: Sequence[int] = (),
 ) -> Workload:
-    """Run the job as a subprocess; its CPU and memory come from its JSON summary."""
+    """Run the job as a subprocess; its CPU and memory come from its JSON summary. `cluster_pids`: the
+    processes of a remote cluster, sampled with the job's for the mid-run CPU."""
     out, summary_path = workdir / f"out-{name}", workdir / f"summary-{name}.json"
     cmd = [
         sys.executable,
@@ -204,10 +260,12 @@ def run_job(
         str(config),
     ] + (["--scheduler", scheduler] if scheduler else [])
     started = time.time()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with CpuSampler(lambda: [proc.pid, *cluster_pids]) as sampler:
+        stdout, stderr = proc.communicate()
     ended = time.time()
     if proc.returncode != 0 or not summary_path.exists():
-        sys.exit(f"{name}: the job exited with {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        sys.exit(f"{name}: the job exited with {proc.returncode}\n{stdout}\n{stderr}")
     summary = json.loads(summary_path.read_text())
     cpu = summary["cpu_seconds"]
     return Workload(
@@ -218,6 +276,7 @@ def run_job(
         summary["driver_peak_rss_mb"],
         processing_cpu_seconds=cpu["processing"],
         summary=summary,
+        cpu_samples=sampler.samples,
     )
 
 
@@ -235,9 +294,10 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 @contextlib.contextmanager
 def dask_cluster(
     env: dict[str, str], workdir: Path, nworkers: int, nthreads: int
-) -> Iterator[tuple[str, int]]:
+) -> Iterator[tuple[str, list[int]]]:
     """A `dask scheduler` and `dask worker --nworkers N` on loopback; yields the scheduler's address and
-    pid; always stopped."""
+    the pids of the two commands (the scheduler's first; the workers and nannies are the second's
+    descendants); always stopped."""
     dask = str(Path(sys.executable).with_name("dask"))
     sched_file = workdir / "scheduler.json"
     procs: list[subprocess.Popen[bytes]] = []
@@ -250,7 +310,7 @@ def dask_cluster(
         workers = [dask, "worker", "--nworkers", str(nworkers), "--nthreads", str(nthreads), *common]
         procs.append(_start_quietly(workers, env))
         _wait_for_workers(address, nworkers)
-        yield address, procs[0].pid
+        yield address, [proc.pid for proc in procs]
     finally:
         for proc in reversed(procs):  # workers first, so they do not try to reconnect to a dead scheduler
             _kill_group(proc)
@@ -319,12 +379,14 @@ def run_baseline(count: int, threads: int = BASELINE_THREADS) -> Workload:
                 latencies.append((time.perf_counter() - t) * 1000)
 
     cpu0, started = _own_cpu(), time.time()
-    with ThreadPoolExecutor(threads) as pool:
+    with ThreadPoolExecutor(threads) as pool, CpuSampler(lambda: [os.getpid()]) as sampler:
         list(pool.map(analyse, range(count)))
     ended = time.time()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # includes seeding: an upper bound
     name = "baseline" if threads == BASELINE_THREADS else f"baseline {threads} thr"
-    return Workload(name, started, ended, _own_cpu() - cpu0, rss, client_latency_ms=latencies)
+    workload = Workload(name, started, ended, _own_cpu() - cpu0, rss, client_latency_ms=latencies)
+    workload.cpu_samples = sampler.samples
+    return workload
 
 
 def sized_threads(quota: float) -> int:
@@ -371,6 +433,21 @@ def max_in_window(times: Sequence[float], width: float = 1.0) -> int:
     return best
 
 
+def mid_run_cpu(w: Workload, ok: Sequence[dict[str, Any]]) -> float:
+    """CPU ms per successful call over the middle half of the active span: every process of the workload
+    (driver, scheduler, nannies, workers), from the samples either side of the window."""
+    if not ok or len(w.cpu_samples) < 2:
+        return float("nan")
+    first, last = min(r["ts"] for r in ok), max(r["ts"] for r in ok)
+    lo, hi = first + (last - first) / 4, last - (last - first) / 4
+    inside = [(t, c) for t, c in w.cpu_samples if lo <= t <= hi]
+    if len(inside) < 2:
+        return float("nan")
+    (t0, c0), (t1, c1) = inside[0], inside[-1]
+    calls = sum(t0 <= r["ts"] < t1 for r in ok)
+    return 1000 * (c1 - c0) / max(calls, 1)
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -412,6 +489,7 @@ def metrics(w: Workload, quota: float, burst: float, images: int) -> dict[str, A
         "cpu ms / call, processing": 1000
         * (w.processing_cpu_seconds if w.processing_cpu_seconds is not None else w.cpu_seconds)
         / max(len(ok), 1),
+        "cpu ms / call, mid-run": mid_run_cpu(w, ok),
         "driver peak RSS MB": w.peak_rss_mb,
         # The endpoint and moto share the machine with the job: above ~1.5 of 2 cores they, not the job,
         # set the pace, and utilisation measures the machine.
@@ -532,7 +610,8 @@ def run_all(args: argparse.Namespace, stack: LocalStack, workdir: Path) -> list[
             )
         )
     ]
-    with dask_cluster(env, workdir, args.workers, 2) as (address, scheduler_pid):
+    with dask_cluster(env, workdir, args.workers, 2) as (address, cluster_pids):
+        scheduler_pid = cluster_pids[0]
         before = cluster_worker_cpu(address)
         scheduler_before = processes_cpu([scheduler_pid])
         job = measured(
@@ -543,6 +622,7 @@ def run_all(args: argparse.Namespace, stack: LocalStack, workdir: Path) -> list[
                 env,
                 args.quota,
                 scheduler=address,
+                cluster_pids=cluster_pids,
             )
         )
         job.cpu_seconds -= before  # the cluster existed before the job: its start-up is not the job's CPU
