@@ -30,7 +30,7 @@ SELECT i.key, i.format, i.exif_orientation AS exif, i.stored_width || 'x' || i.s
        i.width || 'x' || i.height AS upright, i.status,
        count(DISTINCT f.face_index) AS faces,
        count(DISTINCT t.text_id) FILTER (WHERE t.type = 'LINE') AS lines,
-       string_agg(DISTINCT l.name, ', ') AS labels
+       string_agg(DISTINCT l.name, ', ' ORDER BY l.name) AS labels
 FROM images AS i
 LEFT JOIN faces AS f USING (run_id, key)
 LEFT JOIN text AS t USING (run_id, key)
