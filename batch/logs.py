@@ -4,19 +4,25 @@ botocore at DEBUG logs each request's body (with `--image-source bytes`, the bas
 headers (the `Authorization` header names the access key id; with temporary credentials the
 `X-Amz-Security-Token` header holds the session token); urllib3 and s3transfer log request lines.
 So these loggers are pinned to WARNING in code, whatever level the job's own loggers run at.
+
+Pillow's warning about corrupt Exif data is silenced too: the job records what it found in each image's
+row (orientation 1 when the tag cannot be read), and a nightly log should not carry a Python warning per
+odd photo.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 
 #: Loggers that would print credentials or image bytes at DEBUG: pinned to WARNING.
 QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
 
 
 def pin_aws_loggers() -> None:
-    """Set the AWS SDK's loggers to WARNING. Call it in every process that makes AWS calls (the driver
-    after configuring logging, each Dask worker process before its first client): a worker's levels
-    come from its own process (Dask's `logging` config can name any logger), not from the driver."""
+    """Set the AWS SDK's loggers to WARNING and silence Pillow's corrupt-Exif warning. Call it in every
+    process that makes AWS calls (the driver after configuring logging, each Dask worker process before
+    its first client): a worker's levels and warning filters are its own process's, not the driver's."""
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning, r"PIL\.TiffImagePlugin")

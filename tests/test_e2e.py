@@ -218,6 +218,11 @@ def test_bad_input_gets_its_row_and_what_the_header_condemns_is_never_sent(
     assert run.result.returncode == 0
 
 
+def test_odd_photos_leave_no_python_warning_in_the_log(run: Run) -> None:
+    """The samples hold photos whose Exif is cut short: their rows say so; stderr is for people."""
+    assert "Warning" not in run.result.stderr
+
+
 def test_objects_outside_the_prefix_are_untouched(stack: LocalStack, run: Run, truth: GroundTruth) -> None:
     outside = {s.key for s in truth.outside_prefix()}
     assert outside
