@@ -34,6 +34,7 @@ from batch.analyses.compare_faces import (
 )
 from batch.config import InputConfig, RekognitionConfig, RunConfig
 from batch.errors import ConfigError, InputUnreachable
+from batch.image_checks import Refusal
 from batch.image_header import probe
 from batch.rekognition import RekognitionCaller
 from batch.retry import IMAGE_ERRORS, error_code
@@ -101,25 +102,27 @@ def detect_faces(
     config: RekognitionConfig,
     margin: float,
 ) -> tuple[ReferenceFace, ...]:
-    """Every face of one reference photo, cut out: one DetectFaces call (the photo sent as the images
-    are, `rekognition.image_source`) and the photo read once, pinned to its ETag."""
+    """Every face of one reference photo, cut out: one DetectFaces call (the photo sent as an image of
+    the input would be: `batch.worker.prepare_image`, so a WebP is converted and a file Rekognition
+    would refuse is refused before any call) and the photo read once, pinned to its ETag."""
+    from batch.worker import prepare_image  # the worker module imports Dask: only when references run
+
     where = f"{WHERE}: s3://{bucket}/{obj.key}"
     if obj.size > config.max_convert_bytes:
         raise ConfigError(f"{where}: {obj.size} bytes, over rekognition.max_convert_bytes")
     try:
         data = read_object(s3, bucket, obj)
+        prepared = prepare_image(s3, bucket, config, obj, probe(data, complete=True), data=data)
     except (ClientError, BotoCoreError) as exc:
         raise InputUnreachable(f"{where}: cannot read it: {error_code(exc)}") from None
-    image = (
-        {"Bytes": data}
-        if config.image_source == "bytes"
-        else {"S3Object": {"Bucket": bucket, "Name": obj.key}}
-    )
-    detected = caller.call("detect_faces", "DetectFaces", {"Image": image, "Attributes": ["DEFAULT"]})
+    if isinstance(prepared, Refusal):
+        raise ConfigError(f"{where}: not usable as a reference: {prepared.code}: {prepared.reason}")
+    request = {"Image": prepared.image, "Attributes": ["DEFAULT"]}
+    detected = caller.call("detect_faces", "DetectFaces", request)
     if detected.response is None:
         reason = f"{where}: DetectFaces: {detected.error_code}: {detected.message}"
         raise (ConfigError if detected.error_code in IMAGE_ERRORS else InputUnreachable)(reason)
-    placement = probe(data, complete=True).box_placement(detected.response.get("OrientationCorrection"))
+    placement = prepared.frame.box_placement(detected.response.get("OrientationCorrection"))
     rows = faces.flatten(detected.response, placement)["faces"]
     try:
         found = faces_of(ReferenceImage(bucket, obj.key, obj.etag), rows, data, margin)

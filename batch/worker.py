@@ -200,7 +200,7 @@ def analyse_image(
     result = _ImageResult(image_row={}, rows={}, errors=[])
     try:
         header = read_header(s3, context.bucket, obj)
-        prepared = _prepare_image(s3, context, obj, header)
+        prepared = prepare_image(s3, context.bucket, context.rekognition, obj, header)
     except (ClientError, BotoCoreError) as exc:
         # Deleted or replaced since the listing (the reads are pinned to the listed ETag), or S3 down.
         code = error_code(exc)
@@ -266,8 +266,10 @@ def analyse_image(
             stop.set()
             status, reason = "failed", call.error_code
             break
-        if call.error_code in IMAGE_ERRORS:
-            # The image itself is unusable: the other analyses would fail the same way.
+        if call.error_code in IMAGE_ERRORS and REGISTRY[name].run is None:
+            # The image itself is unusable: the other analyses would fail the same way. Not so for the
+            # several calls of face search and comparison: they also send face crops and reference
+            # faces, and an InvalidParameterException may be about those, not the image.
             status, reason = "rejected", call.error_code
             break
         status, reason = "failed", call.error_code
@@ -313,7 +315,7 @@ def _run_analysis(
 
 
 @dataclass(frozen=True)
-class _PreparedImage:
+class PreparedImage:
     """An image ready to send: the request's `Image` member and the facts its rows need."""
 
     image: dict[str, Any]
@@ -329,27 +331,33 @@ class _PreparedImage:
 CONVERSIONS_PER_PROCESS = 2
 
 
-def _prepare_image(
-    s3: Any, context: RunContext, obj: ListedObject, header: ImageHeader
-) -> _PreparedImage | Refusal:
-    """Plan from the header; read the object only to send its bytes or to convert it."""
-    rules = _image_rules(context.rekognition)
+def prepare_image(
+    s3: Any,
+    bucket: str,
+    config: RekognitionConfig,
+    obj: ListedObject,
+    header: ImageHeader,
+    *,
+    data: bytes | None = None,
+) -> PreparedImage | Refusal:
+    """Plan from the header; read the object only to send its bytes or to convert it (`data`: the
+    object's bytes when the caller has them already, e.g. a reference photo)."""
+    rules = _image_rules(config)
     route = plan_image(obj.size, header, rules)
     if isinstance(route, Refusal):
         return route
     if route is Route.S3_OBJECT:
-        image = {"S3Object": {"Bucket": context.bucket, "Name": obj.key}}
-        return _PreparedImage(image, header, header, {"sent_as": route.value})
-    data = read_object(s3, context.bucket, obj)
+        image = {"S3Object": {"Bucket": bucket, "Name": obj.key}}
+        return PreparedImage(image, header, header, {"sent_as": route.value})
+    if data is None:
+        data = read_object(s3, bucket, obj)
     if route is Route.BYTES:
         sent = {"sent_as": route.value, "sent_bytes": len(data)}
-        return _PreparedImage({"Bytes": data}, header, header, sent)
+        return PreparedImage({"Bytes": data}, header, header, sent)
     return _converted(data, header, rules.max_pixels, obj.key)
 
 
-def _converted(
-    data: bytes, header: ImageHeader, max_pixels: int | None, key: str
-) -> _PreparedImage | Refusal:
+def _converted(data: bytes, header: ImageHeader, max_pixels: int | None, key: str) -> PreparedImage | Refusal:
     with _conversion_slots():
         try:
             converted = to_jpeg(data, header.format or "", max_pixels=max_pixels)
@@ -366,7 +374,7 @@ def _converted(
         "sent_height": converted.height,
     }
     source = converted.source
-    return _PreparedImage({"Bytes": converted.data}, source, _answer_frame(source), sent)
+    return PreparedImage({"Bytes": converted.data}, source, _answer_frame(source), sent)
 
 
 def _answer_frame(source: ImageHeader) -> ImageHeader:

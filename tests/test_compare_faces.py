@@ -157,12 +157,21 @@ def test_every_reference_face_is_compared_and_its_rows_carry_the_reference() -> 
         rows_to_table([{**COMMON, **row} for row in rows], ANALYSIS.tables[table])
 
 
-def test_an_image_without_a_face_is_zero_comparisons_after_one_call() -> None:
+def test_an_image_without_a_face_is_zero_comparisons_and_no_error() -> None:
     calls = Calls(NO_FACE)
     outcome = compare_faces.run(image_input(), resolved(face(), face(GROUP)), calls)
     assert outcome.failed is None
     assert outcome.rows == {"face_comparisons": [], "face_comparison_misses": []}
-    assert len(calls.requests) == 1  # the other reference faces would be told the same
+    assert len(calls.requests) == 2  # one unbilled call per reference face: any of them may be at fault
+
+
+def test_a_reference_face_at_fault_does_not_pass_the_image_off_as_faceless() -> None:
+    """The first reference face is one CompareFaces finds no face in; the second finds the image's."""
+    calls = Calls(NO_FACE, answer(90.0, unmatched=1))
+    outcome = compare_faces.run(image_input(), resolved(face(), face(GROUP)), calls)
+    assert len(calls.requests) == 2
+    assert outcome.failed == ("CompareFaces", NO_FACE)  # the analysis's error, to be tried again
+    assert [r["similarity"] for r in outcome.rows["face_comparisons"]] == [90.0]
 
 
 def test_no_call_when_detect_faces_found_no_face_in_the_same_run() -> None:

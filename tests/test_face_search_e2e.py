@@ -172,7 +172,8 @@ def test_every_face_is_indexed_searched_and_compared_with_only_the_same_person(
     # The reference, once; and face_search detects the faces of the image IndexFaces found none in.
     assert made["DetectFaces"] == 2
     assert made["CompareFaces"] == len(faced) * reference_faces
-    assert calls(stack, before, "InvalidParameterException")["CompareFaces"] == 1  # the faceless image
+    # The faceless image: each reference face is told "no face" (unbilled), since any could be at fault.
+    assert calls(stack, before, "InvalidParameterException")["CompareFaces"] == reference_faces
     check_comparisons(truth, out, "faces-1", REFERENCES[:1])
     by_id = rows(out, "SELECT searched_face_id, face_id, similarity, matched_key FROM face_matches")
     # Images are indexed in parallel, so a face searched early misses faces indexed later; the later
@@ -264,3 +265,18 @@ def test_an_unusable_reference_stops_the_run_before_it_starts(
         f"rekbatch: error: analyses.compare_faces.references: s3://{BUCKET}/{reference}: {reason}\n",
     )
     assert not (out / "_runs").exists()  # no attempt was claimed: nothing to resume or collect
+
+
+def test_a_reference_rekognition_would_refuse_is_refused_before_any_call(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    """Decided from its header, as an input image would be: no DetectFaces call, one line, exit 2."""
+    stack.s3_client().put_object(Bucket=BUCKET, Key="refs-bad/notes.jpg", Body=b"not an image at all")
+    out = tmp_path / "out"
+    before = len(stack.calls())
+    done = run_cli(stack, out, "people/", "compare_faces", "--reference", f"s3://{BUCKET}/refs-bad/")
+    prefix = f"rekbatch: error: analyses.compare_faces.references: s3://{BUCKET}/refs-bad/notes.jpg: "
+    assert done.returncode == 2
+    assert done.stderr.startswith(prefix + "not usable as a reference: ")
+    assert done.stderr.count("\n") == 1
+    assert calls(stack, before)["DetectFaces"] == 0

@@ -13,8 +13,9 @@ upright with a margin by `face_crop`), and the crops travel to the workers in th
 `SourceImage.Bytes` and the image as `TargetImage`, sent as the other analyses send it.
 
 An image without a face is not an error of the image: CompareFaces answers InvalidParameterException
-("no faces in the target image"), which is recorded as zero comparisons. When `faces` ran first for
-the image and found none, no CompareFaces call is made at all (`AFTER`).
+("no faces in the target image") for each reference face, which is recorded as zero comparisons (see
+`run` for a reference face at fault). When `faces` ran first for the image and found none, no
+CompareFaces call is made at all (`AFTER`).
 
 * `face_comparisons`: one row per (reference face, image face) with similarity >= the threshold.
 * `face_comparison_misses`: one row per (reference face, image) compared: how many image faces were
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -35,6 +36,9 @@ from batch.analyses.index_faces import check_quality_filter
 from batch.errors import ConfigError
 from batch.geometry import BoxPlacement
 from batch.tables import BOX_FIELDS, table_schema
+
+if TYPE_CHECKING:  # batch.rekognition imports batch.config, which imports the analyses
+    from batch.rekognition import CallResult
 
 NAME = "compare_faces"
 OPERATION = "CompareFaces"
@@ -272,35 +276,42 @@ def reference_columns(face: ReferenceFace, table: str) -> dict[str, Any]:
     return columns
 
 
-def no_face_in_image(error_code: str | None, message: str | None, *, has_faces: bool) -> bool:
-    """Whether a failed CompareFaces only says the image has no face.
+def may_mean_no_face(compared: CallResult) -> bool:
+    """Whether a failed CompareFaces may only say that the image has no face.
 
-    Rekognition answers InvalidParameterException when the source or the target holds no face ("Request
-    has invalid parameters" in the wild, naming neither). Each reference crop held a face when the
-    driver detected it, so the image is taken to have none, unless the image is known to have faces
-    (an earlier comparison of it, or DetectFaces in the same run, found some) or the message names
-    the source image (e.g. a `quality_filter` that filters the reference face out): then it is an
-    error of the call.
+    Rekognition answers InvalidParameterException when the source or the target holds no face
+    ("Request has invalid parameters" in the wild, naming neither). A message that names the source
+    (e.g. a `quality_filter` that filters the reference face out) blames the reference face.
     """
-    if error_code != NO_FACE_CODE or has_faces:
-        return False
-    return "source" not in (message or "").lower()
+    return compared.error_code == NO_FACE_CODE and "source" not in (compared.message or "").lower()
 
 
 def run(image: ImageInput, settings: Settings, call: Call) -> MultiOutcome:
-    """Compare the image with each reference face (see the module docstring); stop at the first
-    failed call, keeping the rows so far."""
+    """Compare the image with each reference face (see the module docstring).
+
+    A failed call stops the comparisons, keeping the rows so far, except one that may only mean "no face
+    in the image" (`may_mean_no_face`): the image is compared with the other reference faces. If every
+    comparison said so and nothing showed the image has faces, it has none: zero comparisons, no error.
+    Otherwise the reference face is at fault (a crop CompareFaces finds no face in), and that is the
+    analysis's error, never the image's: the image is not rejected. An image without a face so costs
+    one unbilled call per reference face; with `faces` in the run, none.
+    """
     outcome = MultiOutcome({table: [] for table in TABLES})
     if "faces" in image.earlier and not image.earlier["faces"]:
         return outcome  # DetectFaces found no face: CompareFaces would only say so
+    said_no_face: list[CallResult] = []
     for face in settings.faces:
         compared = call(CLIENT_METHOD, OPERATION, compare_request(face, image.image, settings))
         if compared.response is None:
-            has_faces = bool(outcome.rows["face_comparison_misses"] or image.earlier.get("faces"))
-            if not no_face_in_image(compared.error_code, compared.message, has_faces=has_faces):
+            if not may_mean_no_face(compared):
                 outcome.failed = (OPERATION, compared)
-            return outcome
+                return outcome
+            said_no_face.append(compared)
+            continue
         placement = image.placement(compared.response.get(TARGET_ORIENTATION_FIELD))
         for table, rows in flatten(compared.response, placement).items():
             outcome.rows[table] += [{**reference_columns(face, table), **row} for row in rows]
+    has_faces = bool(outcome.rows["face_comparison_misses"] or image.earlier.get("faces"))
+    if said_no_face and has_faces:
+        outcome.failed = (OPERATION, said_no_face[0])
     return outcome
