@@ -125,7 +125,10 @@ def _known_faces(output: str, collection: str) -> set[str]:
         parse_s3_url(output, "--output")
     store = RunStore(Destination(output), s3_client())
     try:
-        return known_faces(store, store.manifests(), (), collection).ids
+        manifests = store.manifests()
+        if not manifests:  # a mistyped --output would otherwise read as "the tables know no face"
+            raise OutputUnreadable(f"no committed run under {output}")
+        return known_faces(store, manifests, (), collection).ids
     except ClientError as exc:
         raise OutputUnreadable(f"cannot read {output}: {exc.response.get('Error', {}).get('Code')}") from None
     except BotoCoreError as exc:

@@ -203,8 +203,8 @@ DEFAULT_PRICES: dict[str, float] = {
 
 #: US dollars for what a collection costs beyond its IndexFaces calls, in `[pricing]` next to the
 #: analyses: each face stored, per month ("face metadata storage", list price $0.00001), and each
-#: storage operation the job makes to keep the collection in sync (CreateCollection, ListFaces,
-#: DeleteFaces; 0 by default: check the pricing page for your region).
+#: storage operation the job makes to keep the collection in sync (CreateCollection, DescribeCollection,
+#: ListFaces, DeleteFaces; 0 by default: check the pricing page for your region).
 STORAGE_PRICES: dict[str, float] = {
     "face_storage_month": 0.00001,
     "storage_operation": 0.0,

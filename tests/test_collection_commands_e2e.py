@@ -110,6 +110,8 @@ def test_describe_compares_the_collection_with_the_committed_rows(
         f"  committed indexed_faces rows in {tmp_path}: 4 faces, 3 of them still stored",
         "  collection and tables agree: no: 1 stored faces no committed row lists",
     ]
+    code, out, err = rekbatch(capsys, "describe", "described", "--output", str(tmp_path / "typo"))
+    assert (code, out, err) == (3, "", f"rekbatch: error: no committed run under {tmp_path / 'typo'}\n")
     code, out, _ = rekbatch(capsys, "describe", "described", "--json")
     assert (code, json.loads(out)["faces"]) == (0, 4)
 
