@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from batch.collection_rows import CollectionInfo
-from batch.collections import MAX_FACE_IDS, collection_error
+from batch.collections import MAX_FACE_IDS, collection_error, face_pages
 from batch.rekognition import CallResult, RekognitionCaller
 
 
@@ -40,9 +40,7 @@ class CollectionAdmin:
 
     def face_pages(self, collection: str) -> Iterator[list[Mapping[str, Any]]]:
         """The collection's faces (ListFaces `Face` records), one page of at most 4,096 at a time."""
-        request = {"CollectionId": collection, "MaxResults": MAX_FACE_IDS}
-        for page in self.caller.pages("list_faces", "ListFaces", request):
-            yield list(self._answer(collection, "ListFaces", page).get("Faces") or [])
+        return face_pages(self.caller, collection)
 
     def _call(self, method: str, operation: str, request: Mapping[str, Any]) -> CallResult:
         return self.caller.call(method, operation, request)

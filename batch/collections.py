@@ -263,12 +263,8 @@ class CollectionSync:
 
     def faces(self) -> Iterator[StoredFace]:
         """Every face of the collection, page by page (ListFaces)."""
-        request = {"CollectionId": self.collection, "MaxResults": MAX_FACE_IDS}
-        for page in self.caller.pages("list_faces", "ListFaces", request):
-            if page.response is None:
-                raise self._error("ListFaces", page)
-            for face in page.response.get("Faces") or []:
-                yield StoredFace(face["FaceId"], face.get("ExternalImageId"))
+        for page in face_pages(self.caller, self.collection):
+            yield from (StoredFace(face["FaceId"], face.get("ExternalImageId")) for face in page)
 
     def before_indexing(self, keys: Iterable[str]) -> None:
         """Delete the stored faces of images about to be indexed again."""
@@ -304,6 +300,16 @@ class CollectionSync:
 
     def _error(self, operation: str, call: CallResult) -> RekbatchError:
         return collection_error(self.collection, operation, call)
+
+
+def face_pages(caller: RekognitionCaller, collection: str) -> Iterator[list[Mapping[str, Any]]]:
+    """The collection's faces (ListFaces `Face` records), one page of at most 4,096 at a time; a page
+    that fails ends it with `collection_error`."""
+    request = {"CollectionId": collection, "MaxResults": MAX_FACE_IDS}
+    for page in caller.pages("list_faces", "ListFaces", request):
+        if page.response is None:
+            raise collection_error(collection, "ListFaces", page)
+        yield list(page.response.get("Faces") or [])
 
 
 def collection_error(collection: str | None, operation: str, call: CallResult) -> RekbatchError:
