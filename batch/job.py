@@ -313,7 +313,8 @@ def plan_images(
 
 
 def _dry_run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
-    config = _resolve_references(config, s3, summary, detect=False)
+    store = RunStore(Destination(config.output), s3) if config.output else None
+    config = _resolve_references(config, s3, summary, store, detect=False)
     state = _committed_state(config, s3) if config.output else CommittedState()
     sync = _preview_collection(config, s3, summary)
     _index_lost_faces_again(state, sync)
@@ -414,7 +415,7 @@ def _run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
         summary.status = "already-committed"
         summary.manifest = store.destination.location(manifest_path(summary.run_id))
         return
-    config = _resolve_references(config, s3, summary, detect=True)
+    config = _resolve_references(config, s3, summary, store, detect=True)
     summary.config_digest = config.digest()  # with the references' ETags
     attempt = _start_attempt(config, store, summary)
     summary.images = attempt.ledger.counts
@@ -457,12 +458,32 @@ def _collection_sync(config: RunConfig, summary: RunSummary) -> CollectionSync:
     return CollectionSync(collection_caller(config, counts), collection, counts)
 
 
-def _resolve_references(config: RunConfig, s3: Any, summary: RunSummary, *, detect: bool) -> RunConfig:
+def _resolve_references(
+    config: RunConfig, s3: Any, summary: RunSummary, store: RunStore | None, *, detect: bool
+) -> RunConfig:
     """With compare_faces: `config` with its references resolved (`batch.references`), before any
-    batch. `detect`: cut their faces out (DetectFaces per photo, counted and priced as compare_faces);
-    a dry run counts those calls instead of making them."""
+    batch. `detect`: cut their faces out (DetectFaces per photo version not cut out by an earlier run
+    into `store`, counted and priced as compare_faces); a dry run counts those calls instead."""
     if "compare_faces" not in config.analyses:
         return config
+    counts = CallCounts()
+    cache = references.FaceCache(store) if store is not None else None
+    caller = driver_caller(config, "faces", counts) if detect else None  # the DetectFaces quota
+    config = references.resolve(config, s3, caller, cache)
+    settings = config.analysis_settings["compare_faces"]
+    summary.reference_photos, summary.reference_faces = (
+        len(settings.resolved.images),
+        len(settings.resolved.faces),
+    )
+    if not detect:
+        uncut = [
+            i for i in settings.resolved.images if cache is None or cache.get(i, settings.crop_margin) is None
+        ]
+        counts.attempts[("DetectFaces", "planned")] = len(uncut)
+    summary.calls.update(+counts.attempts)
+    billed = sum(n for (_, outcome), n in counts.attempts.items() if outcome in ("ok", "planned"))
+    summary.estimated_cost_usd += billed * config.prices["compare_faces"]
+    return config
     counts = CallCounts()
     caller = driver_caller(config, "faces", counts) if detect else None  # the DetectFaces quota
     config = references.resolve(config, s3, caller)

@@ -6,7 +6,9 @@ is sent alone (`batch.analyses.compare_faces`). Here, once per run:
 1. the photos: a key is looked up (HeadObject: its ETag), a prefix (ending in `/`) is listed for its
    images (the input's name rule, `batch.selection.is_selected`); duplicates count once;
 2. with a caller (not in a dry run), their faces: one DetectFaces per photo, rate limited and retried
-   as every call, and each face cut out of the upright photo (`compare_faces.faces_of`).
+   as every call, and each face cut out of the upright photo (`compare_faces.faces_of`). With an output
+   (`FaceCache`), the faces of a photo version are kept under `_references/` and read back by later
+   runs: DetectFaces is paid once per reference photo version, not once per night.
 
 The result goes into the compare_faces settings (`Settings.resolved`), so the crops travel to the
 workers with the run's settings, and the settings digest names the photos' ETags.
@@ -18,7 +20,10 @@ unreachable or denying access is InputUnreachable (exit 3).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
+import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -26,6 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from batch.analyses import faces
 from batch.analyses.compare_faces import (
+    MAX_CROP_SIDE,
     ReferenceFace,
     ReferenceImage,
     References,
@@ -44,22 +50,69 @@ from batch.selection import ListedObject, is_selected
 WHERE = "analyses.compare_faces.references"
 
 
-def resolve(config: RunConfig, s3: Any, caller: RekognitionCaller | None) -> RunConfig:
-    """`config` with compare_faces' references resolved (the photos, and with `caller` their faces);
-    `config` itself when the run does not compare faces."""
+#: Under the output: the faces cut out of each reference photo version (`FaceCache`).
+FACES_DIR = "_references"
+
+
+class FaceCache:
+    """The reference faces earlier runs cut out, kept under the output (`_references/<digest>.json`),
+    one file per photo version (bucket, key, ETag) and crop settings, written once (create-only).
+
+    `store` is the output's `batch.commits.RunStore`. `rekbatch gc` leaves the folder alone.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def get(self, image: ReferenceImage, margin: float) -> tuple[ReferenceFace, ...] | None:
+        body = self._store.read(self.path(image, margin))
+        return None if body is None else faces_from_json(image, body)
+
+    def put(self, image: ReferenceImage, margin: float, found: tuple[ReferenceFace, ...]) -> None:
+        self._store.destination.create(self.path(image, margin), faces_to_json(found), self._store.s3_client)
+
+    @staticmethod
+    def path(image: ReferenceImage, margin: float) -> str:
+        document = json.dumps([image.bucket, image.key, image.etag, margin, MAX_CROP_SIDE])
+        return f"{FACES_DIR}/{hashlib.sha256(document.encode()).hexdigest()}.json"
+
+
+def faces_to_json(found: tuple[ReferenceFace, ...]) -> bytes:
+    faces_json = [
+        {"face_index": f.face_index, "box": list(f.box), "crop": base64.b64encode(f.crop).decode("ascii")}
+        for f in found
+    ]
+    return json.dumps({"faces": faces_json}).encode()
+
+
+def faces_from_json(image: ReferenceImage, body: bytes) -> tuple[ReferenceFace, ...]:
+    return tuple(
+        ReferenceFace(image, f["face_index"], tuple(f["box"]), base64.b64decode(f["crop"]))
+        for f in json.loads(body)["faces"]
+    )
+
+
+def resolve(
+    config: RunConfig, s3: Any, caller: RekognitionCaller | None, cache: FaceCache | None = None
+) -> RunConfig:
+    """`config` with compare_faces' references resolved (the photos, and with `caller` their faces:
+    from `cache` when an earlier run cut them out); `config` itself when the run does not compare faces."""
     if "compare_faces" not in config.analyses:
         return config
     settings = config.analysis_settings["compare_faces"]
     photos = find_photos(s3, settings.references)
     found: tuple[ReferenceFace, ...] = ()
     if caller is not None:
-        found = tuple(
-            face
-            for bucket, obj in photos
-            for face in detect_faces(
-                s3, caller, bucket, obj, config=config.rekognition, margin=settings.crop_margin
-            )
-        )
+        for bucket, obj in photos:
+            image = ReferenceImage(bucket, obj.key, obj.etag)
+            cut = cache.get(image, settings.crop_margin) if cache is not None else None
+            if cut is None:
+                cut = detect_faces(
+                    s3, caller, bucket, obj, config=config.rekognition, margin=settings.crop_margin
+                )
+                if cache is not None:
+                    cache.put(image, settings.crop_margin, cut)
+            found += cut
     images = tuple(ReferenceImage(bucket, obj.key, obj.etag) for bucket, obj in photos)
     resolved = dataclasses.replace(settings, resolved=References(images, found))
     return dataclasses.replace(

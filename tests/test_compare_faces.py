@@ -311,3 +311,18 @@ def test_the_dry_run_counts_one_call_per_reference_photo_at_least() -> None:
     assert ANALYSIS.planned_calls(resolved(face(), face(index=1), face(GROUP))) == 2
     assert ANALYSIS.planned_calls(resolved(images=(ADA, GROUP))) == 2
     assert REGISTRY["labels"].planned_calls(REGISTRY["labels"].default_settings()) == 1
+
+
+def test_cut_out_faces_are_kept_per_photo_version_and_read_back_equal(tmp_path: Any) -> None:
+    from batch.commits import RunStore
+    from batch.references import FaceCache
+    from batch.sink import Destination
+
+    cache = FaceCache(RunStore(Destination(str(tmp_path))))
+    found = (face(ADA, 0, b"\xff\xd8one"), face(ADA, 2, b"\xff\xd8two"))
+    assert cache.get(ADA, 0.25) is None
+    cache.put(ADA, 0.25, found)
+    assert cache.get(ADA, 0.25) == found
+    changed = dataclasses.replace(ADA, etag="e2")
+    assert cache.get(changed, 0.25) is None  # a new version of the photo is detected again
+    assert cache.get(ADA, 0.5) is None  # so is the same photo cut with another margin
