@@ -18,6 +18,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from batch.manifest import image_identity
 
+#: An analysis's settings digest, or the digests of its parts (`batch.analyses.settled_digests`).
+Digests = str | tuple[str, ...]
+
 #: Image statuses that settle every analysis asked of the image, whether it was called or not.
 SETTLES_ALL = frozenset({"rejected", "skipped"})
 
@@ -40,7 +43,7 @@ class CommittedState:
         self._settled: dict[bytes, frozenset[tuple[str, str]]] = {}
         self._shared: dict[frozenset[tuple[str, str]], frozenset[tuple[str, str]]] = {}
         self._needed: dict[
-            tuple[frozenset[tuple[str, str]], tuple[tuple[str, str], ...]], tuple[str, ...]
+            tuple[frozenset[tuple[str, str]], tuple[tuple[str, Digests], ...]], tuple[str, ...]
         ] = {}
 
     def __len__(self) -> int:
@@ -58,11 +61,23 @@ class CommittedState:
         kept = frozenset(pair for pair in self._settled.get(identity, ()) if pair[0] != analysis)
         self._settled[identity] = self._shared.setdefault(kept, kept)
 
-    def needed(self, key: str, etag: str, wanted: Mapping[str, str]) -> tuple[str, ...]:
-        """The analyses of `wanted` (name -> settings digest, in run order) this image still needs."""
+    def needed(self, key: str, etag: str, wanted: Mapping[str, Digests]) -> tuple[str, ...]:
+        """The analyses of `wanted` (name -> settings digest, or the digests of its parts:
+        `batch.analyses.settled_digests`; in run order) this image still needs, wholly or in part."""
         settled = self._settled.get(image_identity(key, etag), frozenset())
         pairs = tuple(wanted.items())
         memo = (settled, pairs)
         if memo not in self._needed:  # one tuple per combination, shared by every image that has it
-            self._needed[memo] = tuple(name for name, digest in pairs if (name, digest) not in settled)
+            self._needed[memo] = tuple(name for name, digests in pairs if _unsettled(settled, name, digests))
         return self._needed[memo]
+
+    def missing_parts(self, key: str, etag: str, name: str, digests: tuple[str, ...]) -> tuple[int, ...]:
+        """The positions in `digests` of the parts of analysis `name` this image still needs."""
+        settled = self._settled.get(image_identity(key, etag), frozenset())
+        return tuple(i for i, digest in enumerate(digests) if (name, digest) not in settled)
+
+
+def _unsettled(settled: frozenset[tuple[str, str]], name: str, digests: Digests) -> bool:
+    if isinstance(digests, str):
+        return (name, digests) not in settled
+    return any((name, digest) not in settled for digest in digests)

@@ -35,7 +35,7 @@ from typing import Any, TextIO
 from botocore.exceptions import BotoCoreError, ClientError
 
 from batch import faults, references
-from batch.analyses import REGISTRY, settings_digest
+from batch.analyses import REGISTRY, settings_digest, settled_digests
 from batch.collections import (
     STORAGE_OPERATIONS,
     CollectionSync,
@@ -57,7 +57,7 @@ from batch.errors import (
     TooManyErrors,
 )
 from batch.executor import Backlog, dashboard_address, dask_client, run_windowed, worker_threads
-from batch.incremental import CommittedState
+from batch.incremental import CommittedState, Digests
 from batch.manifest import (
     OUTCOMES,
     AttemptRecord,
@@ -275,8 +275,13 @@ def run(config: RunConfig, *, command_line: str = "", out: TextIO = sys.stdout) 
 
 
 def settings_digests(config: RunConfig) -> dict[str, str]:
-    """Each analysis of the run -> the digest of its settings, in the run's order."""
+    """Each analysis of the run -> the digest of its settings, in the run's order (the manifest's)."""
     return {name: settings_digest(REGISTRY[name], config.analysis_settings[name]) for name in config.analyses}
+
+
+def wanted_digests(config: RunConfig) -> dict[str, Digests]:
+    """Each analysis of the run -> what an image settled for it records (`settled_digests`), in order."""
+    return {name: settled_digests(REGISTRY[name], config.analysis_settings[name]) for name in config.analyses}
 
 
 def selected_objects(config: RunConfig, s3: Any) -> Iterator[ListedObject]:
@@ -289,7 +294,7 @@ def plan_images(
     objects: Iterable[ListedObject],
     ledger: Ledger,
     state: CommittedState,
-    wanted: Mapping[str, str],
+    wanted: Mapping[str, Digests],
     *,
     skip_keys: frozenset[str] = frozenset(),
     limit: int = 0,
@@ -309,7 +314,21 @@ def plan_images(
             ledger.record(ImageOutcome(obj.key, obj.etag, "unchanged"))
             continue
         sent += 1
-        yield ImageToAnalyse(obj, needed)
+        yield ImageToAnalyse(obj, needed, _missing_parts(state, obj, needed, wanted))
+
+
+def _missing_parts(
+    state: CommittedState, obj: ListedObject, needed: tuple[str, ...], wanted: Mapping[str, Digests]
+) -> dict[str, tuple[int, ...]]:
+    """For the needed analyses settled part by part, the parts this image still needs when not all."""
+    parts = {}
+    for name in needed:
+        digests = wanted[name]
+        if not isinstance(digests, str):
+            missing = state.missing_parts(obj.key, obj.etag, name, digests)
+            if len(missing) < len(digests):
+                parts[name] = missing
+    return parts
 
 
 def _dry_run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
@@ -324,7 +343,7 @@ def _dry_run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
         _listed_in(selected_objects(config, s3), sync),
         ledger,
         state,
-        settings_digests(config),
+        wanted_digests(config),
         limit=config.limit,
     )
     for image in planned:
@@ -335,7 +354,10 @@ def _dry_run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
             continue
         summary.images["to_analyse"] += 1
         for name in image.analyses:
-            calls = REGISTRY[name].planned_calls(config.analysis_settings[name])
+            settings = config.analysis_settings[name]
+            if name in image.parts:
+                settings = REGISTRY[name].only_parts(settings, image.parts[name])
+            calls = REGISTRY[name].planned_calls(settings)
             summary.calls[(REGISTRY[name].operation, "planned")] += calls
             summary.estimated_cost_usd += calls * config.prices[name]
     if sync is not None:
@@ -552,7 +574,7 @@ def _run_batches(
     sync: CollectionSync | None = None,
 ) -> None:
     destination = Destination.for_output(config.output, config.output_options)
-    wanted = settings_digests(config)
+    wanted = wanted_digests(config)
     with dask_client(config.dask) as client:
         processes, threads = worker_threads(client)
         # One quota per operation for the whole cluster, held by the scheduler (batch.ratelimit).

@@ -34,7 +34,7 @@ from batch.convert import UnusableImage, forbid_decompression_bombs, to_jpeg
 from batch.geometry import upright_size
 from batch.image_checks import CONVERSION_ERROR, ImageRules, Refusal, Route, plan_image
 from batch.image_header import ImageHeader
-from batch.incremental import settled_analyses
+from batch.incremental import Digests, settled_analyses
 from batch.logs import pin_aws_loggers
 from batch.manifest import BatchRecord, ImageOutcome, data_file_name
 from batch.ratelimit import ClusterRateLimiter
@@ -59,8 +59,9 @@ class RunContext:
     bucket: str
     analyses: tuple[str, ...]
     analysis_settings: Mapping[str, Any]
-    #: `batch.analyses.settings_digest` of each analysis: stored with the rows for incremental runs.
-    settings_digests: Mapping[str, str]
+    #: What an image settled for each analysis records (`batch.analyses.settled_digests`): stored in
+    #: the `images` rows' `analyses_done` for incremental runs.
+    settings_digests: Mapping[str, Digests]
     rekognition: RekognitionConfig
     destination: Destination
     compression: str
@@ -74,6 +75,9 @@ class ImageToAnalyse:
 
     obj: ListedObject
     analyses: tuple[str, ...]
+    #: For an analysis settled part by part, the parts it still needs when not all (positions in
+    #: `settled_digests`; compare_faces: the reference photos it was not compared with yet).
+    parts: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -120,10 +124,12 @@ def process_batch(spec: BatchSpec) -> BatchResult:
     def one(position: int, planned: ImageToAnalyse) -> _ImageResult:
         faults.kill_worker_on_key(planned.obj.key)  # tests only: a poison image
         order = in_run_order(planned.analyses, start=position)
-        image = analyse_image(planned.obj, context, caller, s3, stop, analyses=order)
+        image = analyse_image(planned.obj, context, caller, s3, stop, analyses=order, parts=planned.parts)
         done = settled_analyses(image.image_row["status"], image.image_row["analyses"], planned.analyses)
         image.image_row["analyses_done"] = [
-            {"analysis": name, "settings_digest": context.settings_digests[name]} for name in done
+            {"analysis": name, "settings_digest": digest}
+            for name in done
+            for digest in _settled_now(context.settings_digests[name], planned.parts.get(name))
         ]
         return image
 
@@ -143,6 +149,13 @@ def process_batch(spec: BatchSpec) -> BatchResult:
         fatal = fatal or image.fatal
     record = finish_batch(spec, rows_by_table, s3, counts)
     return BatchResult(record, counts.latency_seconds, counts.answered, fatal, dict(counts.per_second))
+
+
+def _settled_now(digests: Digests, parts: tuple[int, ...] | None) -> tuple[str, ...]:
+    """The digests an image settled for one analysis now: its settings digest, or the parts it ran."""
+    if isinstance(digests, str):
+        return (digests,)
+    return digests if parts is None else tuple(digests[i] for i in parts)
 
 
 def finish_batch(
@@ -193,6 +206,7 @@ def analyse_image(
     stop: threading.Event,
     *,
     analyses: tuple[str, ...],
+    parts: Mapping[str, tuple[int, ...]] | None = None,
 ) -> _ImageResult:
     """Probe one image's header, send it as planned (or refuse it before any call), run `analyses`
     one after the other in the order given (`batch.analyses.in_run_order`), and build its rows."""
@@ -236,8 +250,12 @@ def analyse_image(
             status, reason = "failed", "run aborted"
             break
         source = ImageInput(image, pixels, frame.box_placement, result.rows)
+        analysis, settings = REGISTRY[name], context.analysis_settings[name]
+        if parts and name in parts:  # only the parts not settled yet (compare_faces: new references)
+            settings = analysis.only_parts(settings, parts[name])
         operation, call = _run_analysis(
-            REGISTRY[name],
+            analysis,
+            settings,
             context=context,
             key=obj.key,
             source=source,
@@ -283,6 +301,7 @@ def analyse_image(
 
 def _run_analysis(
     analysis: Analysis,
+    settings: Any,
     *,
     context: RunContext,
     key: str,
@@ -291,9 +310,8 @@ def _run_analysis(
     common: dict[str, Any],
     result: _ImageResult,
 ) -> tuple[str, CallResult | None]:
-    """Call one analysis for the image and add its rows to `result`; (operation, the failed call or
-    None when it succeeded)."""
-    settings = context.analysis_settings[analysis.name]
+    """Call one analysis for the image under `settings` and add its rows to `result`; (operation, the
+    failed call or None when it succeeded)."""
     shared = {**common, **analysis.shared_columns(settings)}
     if analysis.run is not None:
         # Several calls per image (face search): the module makes them through `caller`.

@@ -14,13 +14,14 @@ from hypothesis import strategies as st
 from PIL import Image
 from shape_strategies import operation_model, response_values
 
-from batch.analyses import REGISTRY, compare_faces, in_run_order, settings_digest
+from batch.analyses import REGISTRY, compare_faces, in_run_order, settings_digest, settled_digests
 from batch.analyses._multi import ImageInput
 from batch.analyses.compare_faces import ReferenceFace, ReferenceImage, References, Settings
 from batch.cli import reference_urls
 from batch.config import load_config
 from batch.errors import ConfigError
 from batch.geometry import ORIENTATIONS, BoxPlacement
+from batch.incremental import CommittedState
 from batch.rekognition import CallResult
 from batch.tables import rows_to_table
 
@@ -291,6 +292,38 @@ def test_the_settings_digest_changes_with_the_reference_set_only() -> None:
     assert settings_digest(ANALYSIS, resolved(face(), similarity_threshold=90)) != digest
     # A dry run finds the photos but cuts no face out: its digest is the real run's.
     assert settings_digest(ANALYSIS, resolved(images=(ADA,))) == digest
+
+
+def test_each_reference_photo_is_settled_on_its_own() -> None:
+    """A new reference photo adds a part; the parts of the others keep their digests, so an image is
+    compared only with the new one (and a changed option compares it with all again)."""
+    one = settled_digests(ANALYSIS, resolved(face()))
+    both = settled_digests(ANALYSIS, resolved(face(GROUP, 0, b"g0"), face(), face(GROUP, 1, b"g1")))
+    assert isinstance(one, tuple)
+    assert isinstance(both, tuple)
+    assert len(one) == 1
+    assert len(both) == 2
+    assert one[0] in both
+    assert not set(one) & set(settled_digests(ANALYSIS, resolved(face(), similarity_threshold=90)))
+    group_only = ANALYSIS.only_parts(resolved(face(GROUP, 0, b"g0"), face(), face(GROUP, 1, b"g1")), (0,))
+    assert [f.crop for f in group_only.faces] == [b"g0", b"g1"]
+    assert group_only.resolved is not None
+    assert group_only.resolved.images == (GROUP,)
+
+
+def test_an_image_needs_only_the_reference_photos_it_was_not_compared_with() -> None:
+    state = CommittedState()
+    one = settled_digests(ANALYSIS, resolved(face()))
+    both = settled_digests(ANALYSIS, resolved(face(), face(GROUP)))
+    assert isinstance(one, tuple)
+    assert isinstance(both, tuple)
+    state.add("a.jpg", "e", [("compare_faces", d) for d in one])
+    assert state.needed("a.jpg", "e", {"compare_faces": one}) == ()
+    assert state.needed("a.jpg", "e", {"compare_faces": both}) == ("compare_faces",)
+    assert state.missing_parts("a.jpg", "e", "compare_faces", both) == (
+        both.index(next(d for d in both if d not in one)),
+    )
+    assert state.missing_parts("b.jpg", "e", "compare_faces", both) == (0, 1)
 
 
 def test_the_config_digest_holds_the_references_not_their_crops() -> None:

@@ -49,7 +49,15 @@ from batch.errors import ConfigError
 from batch.geometry import BoxPlacement
 from batch.tables import JOB_TABLES
 
-__all__ = ["REGISTRY", "Analysis", "all_tables", "in_run_order", "select", "settings_digest"]
+__all__ = [
+    "REGISTRY",
+    "Analysis",
+    "all_tables",
+    "in_run_order",
+    "select",
+    "settings_digest",
+    "settled_digests",
+]
 
 
 @dataclass(frozen=True)
@@ -80,12 +88,16 @@ class Analysis:
     document: Callable[[Any], dict[str, Any]] | None = None
     #: Calls of `operation` per image at least, from the settings, for the dry run; None: one.
     calls_per_image: Callable[[Any], int] | None = None
+    #: The settings' parts, settled one by one (`parts`); None: settled whole.
+    part_documents: Callable[[Any], list[dict[str, Any]] | None] | None = None
+    #: The settings narrowed to some parts (`only_parts`).
+    with_parts: Callable[[Any, tuple[int, ...]], Any] | None = None
 
     @classmethod
     def from_module(cls, module: ModuleType) -> Analysis:
         """The analysis an analysis module defines (NAME, OPERATION, CLIENT_METHOD, Settings, TABLES,
         build_request, flatten, ORIENTATION_FIELD; optionally image_request, row_columns, run,
-        OPERATIONS, AFTER, settings_document and planned_calls)."""
+        OPERATIONS, AFTER, settings_document, planned_calls, settings_parts and with_parts)."""
         return cls(
             name=module.NAME,
             operation=module.OPERATION,
@@ -102,6 +114,8 @@ class Analysis:
             after=getattr(module, "AFTER", ()),
             document=getattr(module, "settings_document", None),
             calls_per_image=getattr(module, "planned_calls", None),
+            part_documents=getattr(module, "settings_parts", None),
+            with_parts=getattr(module, "with_parts", None),
         )
 
     @property
@@ -123,6 +137,17 @@ class Analysis:
     def settings_document(self, settings: Any) -> dict[str, Any]:
         """The settings as `settings_digest` and the config digest see them (JSON-ready)."""
         return self.document(settings) if self.document is not None else dataclasses.asdict(settings)
+
+    def parts(self, settings: Any) -> list[dict[str, Any]] | None:
+        """The settings split into parts an image is settled for one by one (compare_faces: one per
+        reference photo), as JSON-ready documents; None: the analysis is settled whole."""
+        return self.part_documents(settings) if self.part_documents is not None else None
+
+    def only_parts(self, settings: Any, indices: tuple[int, ...]) -> Any:
+        """`settings` narrowed to the parts at `indices` (of `parts(settings)`)."""
+        if self.with_parts is None:
+            raise TypeError(f"{self.name} has no parts")
+        return self.with_parts(settings, indices)
 
     def planned_calls(self, settings: Any) -> int:
         """Calls of the main operation one image costs at least (the dry run's count)."""
@@ -194,6 +219,17 @@ def all_tables() -> dict[str, pa.Schema]:
     return tables
 
 
+def settled_digests(analysis: Analysis, settings: Any) -> str | tuple[str, ...]:
+    """What a committed run records for an image this analysis settled under `settings`: the settings
+    digest, or for an analysis whose settings have parts, one digest per part, so that a later run
+    repeats only the parts it has not settled (compare_faces: a new reference photo is compared with
+    every image, the unchanged ones are not compared again)."""
+    parts = analysis.parts(settings)
+    if parts is None:
+        return settings_digest(analysis, settings)
+    return tuple(_digest(analysis, part) for part in parts)
+
+
 def settings_digest(analysis: Analysis, settings: Any) -> str:
     """A stable sha256 (hex) of an analysis's operation and settings: sorted JSON of the dataclass.
 
@@ -203,10 +239,10 @@ def settings_digest(analysis: Analysis, settings: Any) -> str:
     """
     if not isinstance(settings, analysis.settings_type):
         raise TypeError(f"expected {analysis.settings_type.__name__}, got {type(settings).__name__}")
-    document = {
-        "analysis": analysis.name,
-        "operation": analysis.operation,
-        "settings": analysis.settings_document(settings),
-    }
+    return _digest(analysis, analysis.settings_document(settings))
+
+
+def _digest(analysis: Analysis, settings_document: Mapping[str, Any]) -> str:
+    document = {"analysis": analysis.name, "operation": analysis.operation, "settings": settings_document}
     encoded = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(encoded.encode("ascii")).hexdigest()

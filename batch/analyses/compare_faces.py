@@ -24,6 +24,7 @@ CompareFaces call is made at all (`AFTER`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -169,10 +170,10 @@ class Settings:
 
 
 def settings_document(settings: Settings) -> dict[str, Any]:
-    """What `batch.analyses.settings_digest` hashes: the request options and, once resolved, each
-    reference image's bucket, key and ETag (its faces follow from them), so a new or changed reference
-    makes the next run compare every image again and an unchanged set does not. The URLs themselves
-    count only until resolved: the same images under another URL give the same digest."""
+    """What `batch.analyses.settings_digest` hashes (the manifest's and the config's digest): the request
+    options and, once resolved, each reference image's bucket, key and ETag (its faces follow from
+    them). The URLs themselves count only until resolved: the same images under another URL give the
+    same digest. Images are settled per reference photo (`settings_parts`), not by this digest."""
     document: dict[str, Any] = {
         "similarity_threshold": settings.similarity_threshold,
         "quality_filter": settings.quality_filter,
@@ -183,6 +184,25 @@ def settings_document(settings: Settings) -> dict[str, Any]:
     else:
         document["reference_images"] = sorted([i.bucket, i.key, i.etag] for i in settings.resolved.images)
     return document
+
+
+def settings_parts(settings: Settings) -> list[dict[str, Any]] | None:
+    """One part per resolved reference photo: the request options and that photo's bucket, key and
+    ETag. An image is settled for each photo it was compared with (`batch.analyses.settled_digests`):
+    a new reference photo costs one comparison per image, and the others are not paid again."""
+    if settings.resolved is None:
+        return None
+    options = {k: v for k, v in settings_document(settings).items() if k != "reference_images"}
+    return [{**options, "reference_image": [i.bucket, i.key, i.etag]} for i in settings.resolved.images]
+
+
+def with_parts(settings: Settings, indices: tuple[int, ...]) -> Settings:
+    """`settings` with only the reference photos at `indices` (of `settings_parts`) and their faces."""
+    if settings.resolved is None:
+        raise ValueError("compare_faces: the references were not resolved (batch.references)")
+    images = tuple(settings.resolved.images[i] for i in indices)
+    faces = tuple(f for f in settings.resolved.faces if f.image in images)
+    return dataclasses.replace(settings, resolved=References(images, faces))
 
 
 def planned_calls(settings: Settings) -> int:
