@@ -56,6 +56,10 @@ def make_image(
     return buf.getvalue()
 
 
+#: When `commit_rows` commits a run unless told otherwise.
+COMMITTED_AT = datetime(2026, 11, 25, 2, tzinfo=UTC)
+
+
 def commit_rows(
     store: RunStore,
     run_id: str,
@@ -63,8 +67,10 @@ def commit_rows(
     *,
     dt: str = "2026-11-25",
     analyses: Mapping[str, str] | None = None,
+    committed_at: datetime = COMMITTED_AT,
 ) -> Manifest:
-    """Write one batch of rows as the job would and commit it as run `run_id` (attempt 1, batch 0)."""
+    """Write one batch of rows as the job would and commit it as run `run_id` (attempt 1, batch 0);
+    give later runs a later `committed_at` when a test reads which run is the latest."""
     files = write_tables(
         store.destination,
         rows_by_table,
@@ -74,9 +80,9 @@ def commit_rows(
         compression="none",
         s3_client=store.s3_client,
     )
-    now = datetime(2026, 11, 25, 2, tzinfo=UTC)
+    at = committed_at
     manifest = Manifest(
-        run_id, 1, (1,), now, now, dt, "s3://in/p/", "digest", analyses or {}, tuple(files), {"listed": 0}
+        run_id, 1, (1,), at, at, dt, "s3://in/p/", "digest", analyses or {}, tuple(files), {"listed": 0}
     )
     assert store.commit(manifest)
     return manifest

@@ -7,7 +7,9 @@ nightly output holds: images analysed in an older run, unchanged images with no 
 a flag that is new in the last run, an analysis not yet run on some images. The face queries read a
 third run, into its own output: a few samples indexed into a collection, searched and compared with a
 reference photo. Expected rows come from the sample set's ground truth (`batch.local.samples`),
-computed independently of the endpoint.
+computed independently of the endpoint. The face queries also read runs committed from rows built by
+hand (`Runs`): what several nightly runs leave (a replaced reference photo, a new similarity threshold,
+an image replaced by a photo of someone else) without running the job each time.
 """
 
 from __future__ import annotations
@@ -19,16 +21,20 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import COMMITTED_AT, commit_rows
 
 from batch import readers, sql_shell
 from batch.analyses import REGISTRY
+from batch.commits import RunStore
 from batch.config import DEFAULT_PRICES
 from batch.local.samples import GroundTruth, SampleTruth
 from batch.local.stack import LocalStack, seed_samples
+from batch.sink import Destination
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +74,7 @@ REFERENCE = "photos-archive/old.jpg"
 FIRST_ANALYSES = ("labels", "faces", "text", "moderation", "celebrities")
 SECOND_ANALYSES = ("labels", "faces", "text", "moderation")
 RUN_IDS = ("nightly-1", "nightly-2")
+COLLECTION = "demo"
 VARIABLES = {"celebrity": "Ada Lovelace", "word": "stack", "analysis": "celebrities", "reference": REFERENCE}
 TOLERANCE = 0.002
 
@@ -93,17 +100,22 @@ class Demo:
         return [s for s in (self.every if samples is None else samples) if s.job_status == "analysed"]
 
     def query(self, name: str, *, faces: bool = False) -> list[dict[str, Any]]:
-        """The rows of the last result of docs/queries/<name>.sql over the demo runs' output (or the
-        faces run's), as dicts."""
-        results: list[list[dict[str, Any]]] = []
+        """The rows of docs/queries/<name>.sql over the demo runs' output (or the faces run's)."""
+        return query_rows(self.faces_output if faces else self.output, name)
 
-        def keep(relation: Any) -> None:
-            results.append([dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()])
 
-        with readers.connect(str(self.faces_output if faces else self.output)) as connection:
-            sql = (QUERIES / f"{name}.sql").read_text(encoding="utf-8")
-            sql_shell.run_script(connection, sql, VARIABLES, keep)
-        return results[-1]
+def query_rows(output: Path, name: str) -> list[dict[str, Any]]:
+    """The rows of the last result of docs/queries/<name>.sql over the committed runs of `output`, as
+    dicts."""
+    results: list[list[dict[str, Any]]] = []
+
+    def keep(relation: Any) -> None:
+        results.append([dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()])
+
+    with readers.connect(str(output)) as connection:
+        sql = (QUERIES / f"{name}.sql").read_text(encoding="utf-8")
+        sql_shell.run_script(connection, sql, VARIABLES, keep)
+    return results[-1]
 
 
 def run_job(
@@ -132,7 +144,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
         run_job(stack, output, RUN_IDS[0], FIRST, FIRST_ANALYSES)
         run_job(stack, output, RUN_IDS[1], FIRST + ADDED, SECOND_ANALYSES)
         faces_output = tmp / "faces-out"
-        reference = ["--reference", f"s3://{BUCKET}/{REFERENCE}", "--collection", "demo"]
+        reference = ["--reference", f"s3://{BUCKET}/{REFERENCE}", "--collection", COLLECTION]
         run_job(stack, faces_output, "faces-1", FACES, FACES_ANALYSES, *reference)
     return Demo(
         output,
@@ -314,6 +326,7 @@ def check_same_person_groups(demo: Demo) -> None:
     ]  # fmt: skip
     assert sorted((row["faces"], row["keys"]) for row in rows) == sorted(expected)
     assert len(rows) == 2  # the samples' two identities
+    assert {row["collection_id"] for row in rows} == {COLLECTION}
 
 
 CHECKS: dict[str, Callable[[Demo], None]] = {
@@ -359,3 +372,132 @@ def test_rekbatch_sql_prints_a_query_file_and_refuses_bad_sql(demo: Demo) -> Non
     assert broken.stderr.startswith("rekbatch: error: Binder Error:")
     assert broken.stderr.count("\n") == 1
     assert "count_star()" in broken.stdout  # the statements before the bad one ran and printed
+
+
+# --- the face queries over several runs, their rows built by hand ----------------------------------------
+
+Rows = dict[str, list[dict[str, Any]]]
+
+
+class Runs:
+    """Runs committed one after another into one output, from rows built here rather than by the job:
+    what the face queries read after several nightly runs, in a fraction of a second."""
+
+    def __init__(self, output: Path) -> None:
+        self.output = output
+        self.store = RunStore(Destination(str(output)))
+        self.committed = 0
+
+    def commit(self, *images: Rows) -> None:
+        """One run, an hour after the previous one, holding the rows of these images."""
+        self.committed += 1
+        run_id = f"run-{self.committed}"
+        tables: Rows = {}
+        for rows in images:
+            for table, table_rows in rows.items():
+                tables.setdefault(table, []).extend(
+                    {"run_id": run_id, "bucket": "b", **r} for r in table_rows
+                )
+        commit_rows(self.store, run_id, tables, committed_at=COMMITTED_AT + timedelta(hours=self.committed))
+
+    def query(self, name: str) -> list[dict[str, Any]]:
+        return query_rows(self.output, name)
+
+
+def image_row(key: str, etag: str, *analyses: str) -> dict[str, Any]:
+    return {"key": key, "etag": etag, "status": "analysed", "analyses": list(analyses)}
+
+
+def compared(key: str, etag: str, reference_etag: str, faces: int, matches: dict[int, float]) -> Rows:
+    """One image compared with the reference photo's face: its `faces` faces, of which face i matched
+    with similarity `matches[i]` (at or above the run's similarity_threshold)."""
+    version = {"key": key, "etag": etag}
+    reference = {"reference_bucket": "b", "reference_key": REFERENCE, "reference_etag": reference_etag}
+    box = {"box_top": 0.1, "box_width": 0.1, "box_height": 0.1}
+    return {
+        "images": [image_row(key, etag, "compare_faces")],
+        "face_comparisons": [
+            {**version, **reference, **box, "box_left": i / 10, "similarity": s} for i, s in matches.items()
+        ],
+        "face_comparison_misses": [
+            {**version, **reference, "faces_compared": faces, "faces_unmatched": faces - len(matches)}
+        ],
+    }
+
+
+def searched(key: str, etag: str, matches: dict[int, str], indexed: tuple[str, ...] = ()) -> Rows:
+    """One image searched in the collection: face i matched the face `matches[i]`. With `indexed` (the
+    FaceIds IndexFaces stored for its faces, in order) the image was indexed in the same run and each
+    face is searched by its FaceId; else by its crop."""
+    version = {"key": key, "etag": etag, "collection_id": COLLECTION}
+    analyses = ("index_faces", "face_search") if indexed else ("face_search",)
+    return {
+        "images": [image_row(key, etag, *analyses)],
+        "indexed_faces": [{**version, "face_id": face, "face_index": i} for i, face in enumerate(indexed)],
+        "face_matches": [
+            {
+                **version,
+                "face_index": i,
+                "searched_by": "face_id" if indexed else "image",
+                "searched_face_id": indexed[i] if indexed else None,
+                "face_id": matched,
+                "similarity": 99.0,
+            }
+            for i, matched in matches.items()
+        ],
+    }
+
+
+def groups(runs: Runs) -> list[tuple[str, int, list[str]]]:
+    return [(r["collection_id"], r["faces"], r["keys"]) for r in runs.query("same_person_groups")]
+
+
+def test_a_replaced_reference_photo_that_matches_nothing_finds_no_image(tmp_path: Path) -> None:
+    runs = Runs(tmp_path)
+    runs.commit(compared("a.jpg", "e1", "ref-1", 1, {0: 99.0}))
+    assert keys(runs.query("images_of_reference_person")) == ["a.jpg"]
+    runs.commit(compared("a.jpg", "e1", "ref-2", 1, {}))  # a new photo: every image compared again
+    assert runs.query("images_of_reference_person") == []  # not the old photo's match
+
+
+def test_an_image_compared_again_counts_only_its_latest_comparison(tmp_path: Path) -> None:
+    runs = Runs(tmp_path)
+    # similarity_threshold 70, then 90: every image compared again, fewer faces match.
+    runs.commit(
+        compared("a.jpg", "e1", "ref-1", 2, {0: 75.0, 1: 95.0}),
+        compared("b.jpg", "e1", "ref-1", 1, {0: 72.0}),
+    )
+    runs.commit(compared("a.jpg", "e1", "ref-1", 2, {1: 95.0}), compared("b.jpg", "e1", "ref-1", 1, {}))
+    runs.commit(compared("c.jpg", "e1", "ref-1", 1, {0: 91.0}))  # a new image only: a.jpg's stays the latest
+    rows = runs.query("images_of_reference_person")
+    assert [(r["key"], r["faces"], r["similarity"]) for r in rows] == [("a.jpg", 1, 95.0), ("c.jpg", 1, 91.0)]
+
+
+def test_same_person_groups_do_not_join_two_people_through_two_versions_of_an_image(tmp_path: Path) -> None:
+    runs = Runs(tmp_path)
+    runs.commit(searched("y.jpg", "e1", {}, ("ada-y",)), searched("z.jpg", "e1", {}, ("bob-z",)))
+    runs.commit(searched("x.jpg", "e1", {0: "ada-y"}))  # searched by its crop: Ada
+    runs.commit(searched("x.jpg", "e2", {0: "bob-z"}))  # replaced by a photo of Bob
+    assert groups(runs) == [(COLLECTION, 2, ["x.jpg", "z.jpg"]), (COLLECTION, 1, ["y.jpg"])]
+
+
+def test_same_person_groups_drop_the_faces_of_an_older_version(tmp_path: Path) -> None:
+    runs = Runs(tmp_path)
+    runs.commit(searched("w.jpg", "e1", {}, ("ada-w",)), searched("y.jpg", "e1", {0: "ada-w"}, ("ada-y",)))
+    # w.jpg replaced by a photo of Bob: its old face is deleted from the collection, y.jpg's match with
+    # it joins nothing now.
+    runs.commit(searched("w.jpg", "e2", {}, ("bob-w",)), searched("z.jpg", "e1", {0: "bob-w"}, ("bob-z",)))
+    assert groups(runs) == [(COLLECTION, 2, ["w.jpg", "z.jpg"]), (COLLECTION, 1, ["y.jpg"])]
+
+
+def test_same_person_groups_join_faces_through_a_chain_of_matches(tmp_path: Path) -> None:
+    runs = Runs(tmp_path)
+    # d matched c, c matched b, b matched a: one person three matches away, and one alone.
+    chain = [searched(key, "e1", {0: prev} if prev else {}, (face,)) for key, face, prev in (
+        ("a.jpg", "f-a", ""), ("b.jpg", "f-b", "f-a"), ("c.jpg", "f-c", "f-b"), ("d.jpg", "f-d", "f-c"),
+    )]  # fmt: skip
+    runs.commit(*chain, searched("e.jpg", "e1", {}, ("f-e",)))
+    assert groups(runs) == [
+        (COLLECTION, 4, ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]),
+        (COLLECTION, 1, ["e.jpg"]),
+    ]
