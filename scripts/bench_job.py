@@ -193,8 +193,10 @@ class CpuSampler:
     tail, which weigh more in a 20 s bench than in a nightly run of hours.
     """
 
-    def __init__(self, roots: Callable[[], Sequence[int]], interval: float = 0.5) -> None:
-        self._roots, self._interval = roots, interval
+    def __init__(
+        self, roots: Callable[[], Sequence[int]], interval: float = 0.5, *, descendants: bool = True
+    ) -> None:
+        self._roots, self._interval, self._descendants = roots, interval, descendants
         self.samples: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -209,7 +211,10 @@ class CpuSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            self.samples.append((time.time(), processes_cpu(descendants(self._roots()))))
+            roots = self._roots()
+            self.samples.append(
+                (time.time(), processes_cpu(descendants(roots) if self._descendants else roots))
+            )
 
 
 def descendants(roots: Sequence[int]) -> list[int]:
@@ -379,7 +384,10 @@ def run_baseline(count: int, threads: int = BASELINE_THREADS) -> Workload:
                 latencies.append((time.perf_counter() - t) * 1000)
 
     cpu0, started = _own_cpu(), time.time()
-    with ThreadPoolExecutor(threads) as pool, CpuSampler(lambda: [os.getpid()]) as sampler:
+    with (
+        ThreadPoolExecutor(threads) as pool,
+        CpuSampler(lambda: [os.getpid()], descendants=False) as sampler,
+    ):  # the stack is our child
         list(pool.map(analyse, range(count)))
     ended = time.time()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # includes seeding: an upper bound
