@@ -284,7 +284,7 @@ def analyse_image(
             stop.set()
             status, reason = "failed", call.error_code
             break
-        if call.error_code in IMAGE_ERRORS and REGISTRY[name].run is None:
+        if call.error_code in IMAGE_ERRORS and analysis.run is None:
             # The image itself is unusable: the other analyses would fail the same way. Not so for the
             # several calls of face search and comparison: they also send face crops and reference
             # faces, and an InvalidParameterException may be about those, not the image.
