@@ -29,7 +29,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from batch.analyses import faces
+from batch.analyses._multi import detected_faces
 from batch.analyses.compare_faces import (
     MAX_CROP_SIDE,
     ReferenceFace,
@@ -170,13 +170,10 @@ def detect_faces(
         raise InputUnreachable(f"{where}: cannot read it: {error_code(exc)}") from None
     if isinstance(prepared, Refusal):
         raise ConfigError(f"{where}: not usable as a reference: {prepared.code}: {prepared.reason}")
-    request = {"Image": prepared.image, "Attributes": ["DEFAULT"]}
-    detected = caller.call("detect_faces", "DetectFaces", request)
+    rows, detected = detected_faces(caller.call, prepared.image, prepared.frame.box_placement)
     if detected.response is None:
         reason = f"{where}: DetectFaces: {detected.error_code}: {detected.message}"
         raise (ConfigError if detected.error_code in IMAGE_ERRORS else InputUnreachable)(reason)
-    placement = prepared.frame.box_placement(detected.response.get("OrientationCorrection"))
-    rows = faces.flatten(detected.response, placement)["faces"]
     try:
         found = faces_of(ReferenceImage(bucket, obj.key, obj.etag), rows, data, margin)
     except (OSError, ValueError) as exc:

@@ -26,7 +26,16 @@ from batch.geometry import BoxPlacement
 if TYPE_CHECKING:  # batch.rekognition imports batch.config, which imports the analyses
     from batch.rekognition import CallResult
 
-__all__ = ["MIN_CROP_SIDE", "Call", "ImageInput", "MultiOutcome", "crop_box", "face_crop", "failed_locally"]
+__all__ = [
+    "MIN_CROP_SIDE",
+    "Call",
+    "ImageInput",
+    "MultiOutcome",
+    "crop_box",
+    "detected_faces",
+    "face_crop",
+    "failed_locally",
+]
 
 #: Rekognition refuses images under 80 px a side: smaller crops are scaled up to this.
 MIN_CROP_SIDE = 80
@@ -62,6 +71,20 @@ class MultiOutcome:
     rows: dict[str, list[dict[str, Any]]]
     #: (operation, result) of the failed call; None when every call answered.
     failed: tuple[str, CallResult] | None = None
+
+
+def detected_faces(
+    call: Call, image: Mapping[str, Any], placement: Callable[[str | None], BoxPlacement]
+) -> tuple[list[dict[str, Any]], CallResult]:
+    """One DetectFaces call (default attributes) on `image` (a request's `Image` member): the `faces`
+    rows, boxes placed upright by `placement`, and the call (no rows when it failed: check `ok`)."""
+    from batch.analyses import faces  # the analyses package imports this module
+
+    detected = call("detect_faces", "DetectFaces", {"Image": dict(image), "Attributes": ["DEFAULT"]})
+    if detected.response is None:
+        return [], detected
+    placed = placement(detected.response.get("OrientationCorrection"))
+    return faces.flatten(detected.response, placed)["faces"], detected
 
 
 def failed_locally(code: str, message: str) -> CallResult:

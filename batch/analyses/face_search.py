@@ -31,8 +31,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from batch.analyses import faces
-from batch.analyses._multi import BOX_COLUMNS, Call, ImageInput, MultiOutcome, face_crop, failed_locally
+from batch.analyses._multi import (
+    BOX_COLUMNS,
+    Call,
+    ImageInput,
+    MultiOutcome,
+    detected_faces,
+    face_crop,
+    failed_locally,
+)
 from batch.analyses._rows import integer, member, number, parse_settings
 from batch.analyses.index_faces import check_collection_id
 from batch.external_ids import key_of
@@ -193,14 +200,10 @@ def run(image: ImageInput, settings: Settings, call: Call) -> MultiOutcome:
     by_id, to_crop = plan_searches(image.earlier, settings.collection)
     outcome = MultiOutcome({"face_matches": []})
     if not by_id and to_crop is None:
-        detected = call(
-            "detect_faces", "DetectFaces", {"Image": dict(image.image), "Attributes": ["DEFAULT"]}
-        )
+        to_crop, detected = detected_faces(call, image.image, image.placement)
         if detected.response is None:
             outcome.failed = ("DetectFaces", detected)
             return outcome
-        placement = image.placement(detected.response.get("OrientationCorrection"))
-        to_crop = faces.flatten(detected.response, placement)["faces"]
     rows = outcome.rows["face_matches"]
     for face in by_id:
         found = call("search_faces", "SearchFaces", search_by_id_request(face["face_id"], settings))
