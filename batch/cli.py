@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         default=None,
-        help="list and count what would be analysed, with its cost; call nothing",
+        help="list and count what would be analysed, with its cost; call nothing that is billed "
+        "or changes anything (with index_faces: DescribeCollection and ListFaces only)",
     )
     run.add_argument(
         "--full",
