@@ -111,6 +111,8 @@ class _ImageResult:
     rows: dict[str, list[dict[str, Any]]]
     errors: list[dict[str, Any]]
     fatal: str | None = None
+    #: Analyses that failed but settled some of their parts: name -> positions among the parts run.
+    settled_parts: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 def process_batch(spec: BatchSpec) -> BatchResult:
@@ -130,6 +132,11 @@ def process_batch(spec: BatchSpec) -> BatchResult:
             {"analysis": name, "settings_digest": digest}
             for name in done
             for digest in _settled_now(context.settings_digests[name], planned.parts.get(name))
+        ] + [
+            {"analysis": name, "settings_digest": digest}
+            for name, positions in image.settled_parts.items()
+            if name not in done
+            for digest in _settled_now(context.settings_digests[name], planned.parts.get(name), positions)
         ]
         return image
 
@@ -151,11 +158,15 @@ def process_batch(spec: BatchSpec) -> BatchResult:
     return BatchResult(record, counts.latency_seconds, counts.answered, fatal, dict(counts.per_second))
 
 
-def _settled_now(digests: Digests, parts: tuple[int, ...] | None) -> tuple[str, ...]:
-    """The digests an image settled for one analysis now: its settings digest, or the parts it ran."""
+def _settled_now(
+    digests: Digests, parts: tuple[int, ...] | None, positions: tuple[int, ...] | None = None
+) -> tuple[str, ...]:
+    """The digests an image settled for one analysis now: its settings digest, or the parts it ran
+    (`parts`: their positions among all, None: all), or of those only the ones at `positions`."""
     if isinstance(digests, str):
         return (digests,)
-    return digests if parts is None else tuple(digests[i] for i in parts)
+    ran = tuple(digests) if parts is None else tuple(digests[i] for i in parts)
+    return ran if positions is None else tuple(ran[i] for i in positions)
 
 
 def finish_batch(
@@ -318,6 +329,8 @@ def _run_analysis(
         outcome = analysis.run(source, settings, caller.call)
         for table, rows in outcome.rows.items():
             result.rows.setdefault(table, []).extend({**shared, **row} for row in rows)
+        if outcome.failed and outcome.settled_parts:
+            result.settled_parts[analysis.name] = outcome.settled_parts
         return outcome.failed or (analysis.operation, None)
     call = caller.call(
         analysis.client_method, analysis.operation, analysis.request(source.image, key, settings)

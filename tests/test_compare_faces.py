@@ -201,6 +201,29 @@ def test_other_failures_stop_at_the_failed_call_and_keep_the_rows(
     assert len(outcome.rows["face_comparison_misses"]) == len(answers) - 1
 
 
+def test_after_a_failure_the_photos_whose_faces_were_all_compared_stay_settled() -> None:
+    throttled = CallResult(None, 6, "ThrottlingException", "slow down")
+    settings = resolved(face(), face(GROUP, 0, b"g0"), face(GROUP, 1, b"g1"))
+    outcome = compare_faces.run(image_input(), settings, Calls(answer(90.0), answer(85.0), throttled))
+    assert outcome.failed == ("CompareFaces", throttled)
+    assert outcome.settled_parts == (0,)  # ADA's one face answered; GROUP's second did not
+    outcome = compare_faces.run(image_input(), settings, Calls(throttled))
+    assert outcome.settled_parts == ()
+    # A reference face CompareFaces finds no face in, in an image with faces: its photo stays unsettled.
+    outcome = compare_faces.run(image_input(), settings, Calls(NO_FACE, answer(85.0), answer(80.0)))
+    assert outcome.failed == ("CompareFaces", NO_FACE)
+    assert outcome.settled_parts == (1,)
+
+
+def test_the_digests_an_image_settles_are_those_of_the_parts_it_ran_and_finished() -> None:
+    from batch.worker import _settled_now
+
+    assert _settled_now("d", None) == ("d",)
+    assert _settled_now(("a", "b", "c"), None) == ("a", "b", "c")
+    assert _settled_now(("a", "b", "c"), (0, 2)) == ("a", "c")
+    assert _settled_now(("a", "b", "c"), (0, 2), (1,)) == ("c",)  # ran a and c; only c finished
+
+
 def test_no_face_is_an_error_when_detect_faces_found_faces_in_the_image() -> None:
     outcome = compare_faces.run(image_input({"faces": [{"face_index": 0}]}), resolved(face()), Calls(NO_FACE))
     assert outcome.failed == ("CompareFaces", NO_FACE)

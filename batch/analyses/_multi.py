@@ -71,6 +71,9 @@ class MultiOutcome:
     rows: dict[str, list[dict[str, Any]]]
     #: (operation, result) of the failed call; None when every call answered.
     failed: tuple[str, CallResult] | None = None
+    #: After a failed call, for an analysis settled part by part (`batch.analyses.Analysis.parts`):
+    #: the positions of the parts whose calls all answered, settled despite the failure.
+    settled_parts: tuple[int, ...] = ()
 
 
 def detected_faces(

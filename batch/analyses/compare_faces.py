@@ -320,11 +320,15 @@ def run(image: ImageInput, settings: Settings, call: Call) -> MultiOutcome:
     if "faces" in image.earlier and not image.earlier["faces"]:
         return outcome  # DetectFaces found no face: CompareFaces would only say so
     said_no_face: list[CallResult] = []
-    for face in settings.faces:
+    unanswered: list[ReferenceFace] = []
+    for position, face in enumerate(settings.faces):
         compared = call(CLIENT_METHOD, OPERATION, compare_request(face, image.image, settings))
         if compared.response is None:
+            unanswered.append(face)
             if not may_mean_no_face(compared):
                 outcome.failed = (OPERATION, compared)
+                # The photos all of whose faces were compared stay settled: not paid again.
+                outcome.settled_parts = _complete_photos(settings, [*unanswered, *settings.faces[position:]])
                 return outcome
             said_no_face.append(compared)
             continue
@@ -334,4 +338,12 @@ def run(image: ImageInput, settings: Settings, call: Call) -> MultiOutcome:
     has_faces = bool(outcome.rows["face_comparison_misses"] or image.earlier.get("faces"))
     if said_no_face and has_faces:
         outcome.failed = (OPERATION, said_no_face[0])
+        outcome.settled_parts = _complete_photos(settings, unanswered)
     return outcome
+
+
+def _complete_photos(settings: Settings, unanswered: list[ReferenceFace]) -> tuple[int, ...]:
+    """Positions of the reference photos each of whose faces was compared (none in `unanswered`)."""
+    photos = settings.resolved.images if settings.resolved is not None else ()
+    failed = {face.image for face in unanswered}
+    return tuple(i for i, photo in enumerate(photos) if photo not in failed)
