@@ -147,10 +147,13 @@ class RekognitionCaller:
         self._client = client
         self._budget = budget
         self._clock = clock
-        self._policy = policy
         self._limiter = limiter
         self._counts = counts
-        self._sleep = sleep
+        # One Retrying for all calls and threads (its per-call state is thread-local, as for tenacity's
+        # decorator): building one per call cost CPU and left a cycle of objects for the collector.
+        self._retrying = policy.retrying(
+            sleep=sleep, on_retry=lambda _exc: counts.record_retry(), budget=budget
+        )
 
     def call(self, method: str, operation: str, request: Mapping[str, Any]) -> CallResult:
         attempts = 0
@@ -173,11 +176,8 @@ class RekognitionCaller:
 
         if self._budget is not None:
             self._budget.deposit()
-        retrying = self._policy.retrying(
-            sleep=self._sleep, on_retry=lambda _exc: self._counts.record_retry(), budget=self._budget
-        )
         try:
-            response = retrying(attempt)
+            response = self._retrying(attempt)
         except Exception as exc:
             outcome = classify(exc)
             spent = outcome is Outcome.TRANSIENT and self._budget is not None and self._budget.exhausted

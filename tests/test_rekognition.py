@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from botocore.exceptions import ClientError, ReadTimeoutError
@@ -165,3 +168,37 @@ def test_pages_follow_next_token_and_retry_each_page_alone() -> None:
     assert (pages[2].ok, pages[2].error_code) == (False, "ResourceNotFoundException")  # and no more
     assert [r.get("NextToken") for r in client.requests] == [None, "1", "1", "2"]
     assert counts.attempts[("ListFaces", "ok")] == 2
+
+
+def test_threads_sharing_a_caller_each_see_their_own_attempts() -> None:
+    """A task's image threads share one caller (and its tenacity `Retrying`): the attempts and retries
+    of one call must not leak into another's, however the threads interleave."""
+    failures = {f"img-{i}": i % 4 for i in range(64)}  # image i is throttled i % 4 times, then answered
+    lock = threading.Lock()
+
+    class KeyedClient:
+        def detect_labels(self, **request: Any) -> Any:
+            key = request["Image"]["S3Object"]["Name"]
+            time.sleep(0.001)  # let the other threads run between attempts
+            with lock:
+                if failures[key] > 0:
+                    failures[key] -= 1
+                    raise client_error("ThrottlingException")
+            return {"Labels": [{"Name": key}]}
+
+    counts = CallCounts()
+    caller = RekognitionCaller(
+        KeyedClient(), RetryPolicy(max_attempts=6), RateLimiter(1e6), counts, sleep=lambda _s: time.sleep(0)
+    )
+
+    def call(i: int) -> tuple[int, Any]:
+        request = {"Image": {"S3Object": {"Bucket": "b", "Name": f"img-{i}"}}}
+        return i, caller.call("detect_labels", "DetectLabels", request)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, range(64)))
+    for i, result in results:
+        assert result.ok
+        assert result.response == {"Labels": [{"Name": f"img-{i}"}]}
+        assert result.attempts == 1 + i % 4
+    assert counts.retries == sum(i % 4 for i in range(64))
