@@ -63,7 +63,8 @@ def parse_timestamp(value: Any) -> datetime:
     """A response's timestamp as an aware datetime, as botocore's own parser gives it, but without
     dateutil's general-purpose parser for the two forms S3 sends: ISO 8601 in XML bodies (every key
     of a listing) and RFC 7231 dates in headers (Last-Modified). botocore's took 34 us a value here,
-    45 % of the driver's CPU per listed key; these take 0.1 and 3 us. Anything else goes to botocore.
+    these 0.1 and 3 us: the driver's CPU per listed key fell from 0.074 to 0.051 ms. Anything else,
+    and any value these read without a time zone, goes to botocore's.
     """
     if isinstance(value, str):
         parsed: datetime | None = None
