@@ -548,8 +548,9 @@ def _freeze_startup_heap() -> None:
     response parsers), so full collections come every few seconds under load, and they stopped a
     worker for 50-450 ms each, holding the GIL: the calls that came due meanwhile went out together,
     and the endpoint throttled some (`make bench`). After the freeze the longest mid-run pause was 16 ms.
-    An object frozen here that becomes garbage later stays until the process exits; at this point
-    that is the start-up state, which lives that long anyway.
+    A frozen object is still freed when its last reference goes; only a reference cycle among frozen
+    objects would stay until the process exits, and at this point they are the start-up state, which
+    lives that long anyway.
     """
     gc.collect()
     gc.freeze()
