@@ -26,6 +26,7 @@ from batch.ratelimit import (
     QuotaExtension,
     ReservingBucket,
     install_quota,
+    token_times,
 )
 
 
@@ -126,7 +127,7 @@ def test_throttle_reports_cut_once_then_recover() -> None:
         max_size=150,
     ),
 )
-def test_tokens_used_after_their_wait_stay_within_burst_plus_rate_times_window(
+def test_tokens_used_when_the_worker_credits_them_stay_within_burst_plus_rate_times_window(
     quota: float, workers: int, requests: list[tuple[float, int, int]]
 ) -> None:
     clock = FakeClock()
@@ -137,7 +138,7 @@ def test_tokens_used_after_their_wait_stay_within_burst_plus_rate_times_window(
         reply = extension.lease("X", want=want, throttled=throttled)
         assert reply["granted"] <= want
         assert 0 <= reply["wait"] <= extension.max_wait + 1e-9 or reply["granted"] == 0
-        uses.append((clock.now + reply["wait"], reply["granted"]))
+        uses.extend((at, 1) for at in token_times(reply, clock.now))
     uses.sort()
     burst = extension._operation("X").bucket.burst
     for i, (start, _) in enumerate(uses):
@@ -145,6 +146,17 @@ def test_tokens_used_after_their_wait_stay_within_burst_plus_rate_times_window(
         for end, granted in uses[i:]:
             total += granted
             assert total <= burst + quota * (end - start) + 1e-6
+
+
+def test_a_lease_at_the_quota_goes_one_token_at_a_time() -> None:
+    """The bucket pays for a lease's tokens one by one: each may go 1/rate after the one before, the
+    last after the reply's wait; with tokens to spare, they may all go at once."""
+    in_debt: LeaseReply = {"granted": 4, "wait": 0.2, "rate": 50.0, "ttl": 0.25}
+    assert token_times(in_debt, 10.0) == pytest.approx([10.14, 10.16, 10.18, 10.2])
+    partly: LeaseReply = {"granted": 4, "wait": 0.02, "rate": 50.0, "ttl": 0.25}
+    assert token_times(partly, 10.0) == pytest.approx([10.0, 10.0, 10.0, 10.02])
+    spare: LeaseReply = {"granted": 3, "wait": 0.0, "rate": 50.0, "ttl": 0.25}
+    assert token_times(spare, 10.0) == [10.0, 10.0, 10.0]
 
 
 # --- the worker's limiter, against the extension in-process ------------------------------------------
@@ -173,7 +185,8 @@ def direct_lease(extension: QuotaExtension, calls: list[tuple[str, int, int]] | 
 
 def test_limiter_sleeps_out_an_empty_bucket() -> None:
     clock = FakeClock()
-    extension, _ = make_extension({"X": 10}, clock=clock, burst=1)
+    # One token per lease: a lone thread waits out a whole lease, so a larger one would end later.
+    extension, _ = make_extension({"X": 10}, clock=clock, burst=1, lease_seconds=0.1)
     limiter = ClusterRateLimiter(direct_lease(extension), clock=clock, sleep=clock.sleep)
     for _ in range(21):
         limiter.acquire("X")
