@@ -39,8 +39,9 @@ How it works
   to 20 threads together (4 tokens of each of 5 operations): threads woken together hand the GIL to
   each other at every socket call they make (with 100 threads at 250 calls/s, waking them 5 at a
   time instead of one by one raised the futex calls per call from 5 to 30), and their calls reached
-  the endpoint as a burst. One by one, leases of 0.2 s of tokens cost no burst, and the job's worker
-  went from 63-67 system calls per call to 41-43, and from 2.0-2.3 ms of CPU per call to 1.6-1.7.
+  the endpoint as a burst. One by one, leases of 0.2 s of tokens cost no burst: one worker at 250
+  calls/s went from 63-67 system calls per call to 40-48, and from about 1,450 lease round trips per
+  7,500 calls to about 750.
 - **Tokens are spent within their TTL, so the bound holds.** Tokens leased ahead of demand wait on
   the worker for the threads that arrive next. They expire `token_ttl` seconds after the latest token
   of their operation became usable on the worker (a slow round trip must not expire them unused; a
