@@ -503,13 +503,12 @@ class ClusterRateLimiter:
             if want > 0 or pool.throttled:
                 requests[name] = (max(want, 0), pool.throttled)
                 pool.leasing, pool.throttled = True, 0
-        unanswered = dict(requests)
+        replies: dict[str, LeaseReply] = {}
         open_leases = set(requests)
         self._cond.release()
         try:
             replies = self._lease(requests)
             landed = self._clock()
-            unanswered = {name: request for name, request in requests.items() if name not in replies}
             with self._cond:
                 schedule = self._schedule(replies, landed, operation)
             for at, name, last in schedule:
@@ -523,8 +522,9 @@ class ClusterRateLimiter:
         finally:
             self._cond.acquire()
             self._leases += 1
-            for name, (_, throttled) in unanswered.items():  # not answered: report with the next request
-                self._pools[name].throttled += throttled
+            for name, (_, throttled) in requests.items():
+                if name not in replies:  # not answered: report with the next request
+                    self._pools[name].throttled += throttled
             for name in open_leases:  # not answered, or interrupted while crediting: the rest is lost
                 pool = self._pools[name]
                 pool.leasing = False

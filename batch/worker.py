@@ -539,6 +539,10 @@ def _task_slots() -> int:
         return 1
 
 
+#: `gc.set_threshold` in a worker process (see `_tune_collector`).
+COLLECTOR_THRESHOLDS = (20_000, 50, 100)
+
+
 def _tune_collector() -> None:
     """Exclude every object alive now from the garbage collector's scans (`gc.freeze`), and collect
     the young generations less often.
@@ -562,10 +566,6 @@ def _tune_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*COLLECTOR_THRESHOLDS)
-
-
-#: `gc.set_threshold` in a worker process (see `_tune_collector`).
-COLLECTOR_THRESHOLDS = (20_000, 50, 100)
 
 
 @functools.cache
