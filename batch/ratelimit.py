@@ -24,8 +24,15 @@ How it works
   operation and request. Asking only for the threads already waiting (the first version) made
   0.54-0.70 round trips per call in the job; asking for demand, all operations in one request, made
   0.19 (one worker at 250 calls/s), and 0.10 once a lease's tokens went out one by one (below) and
-  leases could grow to 0.2 s of tokens. One thread per worker talks to the scheduler for an
-  operation at a time; the others wait on a condition.
+  leases could grow to 0.2 s of tokens. An operation whose granted tokens are still on their way
+  (waiting for their time, below) rides along too, when its waiting threads or its demand outnumber
+  them: at the quota the bucket is in debt, so a lease's tokens take up to `max_wait` to arrive, and
+  while an operation stayed out of other requests until its lease's last token, each operation
+  leased on its own. On 4 workers that made 1.15 operations per request and a round trip per 3
+  calls; riding along, 4.5 operations per request, 737 round trips per 7,500 calls instead of
+  2,498 (188 instead of 758 on one worker), and the job's CPU per call 5-19 % lower on 4 workers
+  in three paired runs. One request per operation is out at a time on a worker; the threads that
+  wait for tokens wait on a condition.
 - **The scheduler lends ahead instead of saying "come back later".** The bucket may go into debt, up
   to `max_wait` seconds of tokens. A lease is granted at once, with the delay after which its tokens
   may be used (Go's `rate.Limiter.ReserveN`; GCRA). A first version
@@ -376,7 +383,10 @@ class _Pool:
     tokens: int = 0
     expires_at: float = 0.0
     queue: deque[_Waiter] = field(default_factory=deque)
+    #: A lease request is out (or, granted nothing, its "ask again after" is not over).
     leasing: bool = False
+    #: Tokens granted by leases that landed, not yet credited (each waits for its time).
+    pending: int = 0
     throttled: int = 0
     rate: float = math.nan
     demand: DemandEstimate = field(default_factory=DemandEstimate)
@@ -434,7 +444,7 @@ class ClusterRateLimiter:
             pool.queue.append(waiter)
             try:
                 while not self._hand_out(pool, waiter):
-                    if pool.leasing:
+                    if pool.leasing or pool.pending:  # tokens are coming: wait for a turn
                         waiter.wake.wait()
                     else:
                         self._refill(operation)
@@ -473,25 +483,50 @@ class ClusterRateLimiter:
         return waiter is not None and waiter.ready
 
     def _wake_next(self, pool: _Pool) -> None:
-        """Hand out what the pool holds; if threads still wait and no lease is under way, wake the
+        """Hand out what the pool holds; if threads still wait and no tokens are coming, wake the
         longest-waiting one to lease (the others sleep on until a token is theirs)."""
         self._hand_out(pool)
-        if pool.queue and not pool.leasing:
+        if pool.queue and not pool.leasing and not pool.pending:
             pool.queue[0].wake.notify()
 
     def _want(self, pool: _Pool, now: float) -> int:
         """Tokens to ask for: the expected demand over the horizon, at least the waiting threads,
-        minus the tokens in hand."""
-        held = pool.tokens if now < pool.expires_at else 0
+        minus the tokens in hand and those on their way."""
+        held = (pool.tokens if now < pool.expires_at else 0) + pool.pending
         expected = math.ceil(pool.demand.rate(now) * self._horizon - _EPSILON)
         return max(len(pool.queue), expected) - held
 
     def _refill(self, operation: str) -> None:
         """Lease tokens for `operation`, and in the same round trip for every other operation that is
-        due (the caller holds the condition; it is released during the RPC and the waits). The tokens
-        granted are credited one at a time, each when it may be used (`token_times`), each waking the
-        thread whose turn it is: see "A lease's tokens go out one by one" in the module's docstring.
+        due, its earlier tokens still on their way or not (the caller holds the condition; it is
+        released during the RPC and the waits). The tokens granted are credited one at a time, each
+        when it may be used (`token_times`), each waking the thread whose turn it is: see "A lease's
+        tokens go out one by one" in the module's docstring.
         """
+        requests = self._due(operation)
+        replies: dict[str, LeaseReply] = {}
+        open_leases = set(requests)  # operations whose lease still holds their pool's `leasing`
+        uncredited: dict[str, int] = {}
+        self._cond.release()
+        try:
+            replies = self._lease(requests)
+            landed = self._clock()
+            with self._cond:
+                schedule = self._schedule(replies, landed, operation)
+                uncredited = self._on_their_way(replies, open_leases)
+            for at, name in schedule:
+                delay = at - self._clock()
+                if delay > 0:
+                    self._sleep(delay)
+                with self._cond:
+                    self._credit(name, replies[name], uncredited, open_leases)
+        finally:
+            self._cond.acquire()
+            self._settle(requests, replies, open_leases, uncredited)
+
+    def _due(self, operation: str) -> dict[str, tuple[int, int]]:
+        """The request: (want, throttled reports) of `operation` and of every operation that is due
+        and has no request out; marks them leasing (the caller holds the condition)."""
         now = self._clock()
         requests: dict[str, tuple[int, int]] = {}
         for name, pool in self._pools.items():
@@ -503,57 +538,30 @@ class ClusterRateLimiter:
             if want > 0 or pool.throttled:
                 requests[name] = (max(want, 0), pool.throttled)
                 pool.leasing, pool.throttled = True, 0
-        replies: dict[str, LeaseReply] = {}
-        open_leases = set(requests)
-        self._cond.release()
-        try:
-            replies = self._lease(requests)
-            landed = self._clock()
-            with self._cond:
-                schedule = self._schedule(replies, landed, operation)
-            for at, name, last in schedule:
-                delay = at - self._clock()
-                if delay > 0:
-                    self._sleep(delay)
-                with self._cond:
-                    self._credit(self._pools[name], replies[name], last=last)
-                    if last:
-                        open_leases.discard(name)
-        finally:
-            self._cond.acquire()
-            self._leases += 1
-            for name, (_, throttled) in requests.items():
-                if name not in replies:  # not answered: report with the next request
-                    self._pools[name].throttled += throttled
-            for name in open_leases:  # not answered, or interrupted while crediting: the rest is lost
-                pool = self._pools[name]
-                pool.leasing = False
-                self._wake_next(pool)
+        return requests
 
-    def _schedule(
-        self, replies: Mapping[str, LeaseReply], landed: float, operation: str
-    ) -> list[tuple[float, str, bool]]:
-        """(when, operation, last of its lease) for each token granted, in time order; an operation
-        granted nothing gets one entry, without a token, when its lease ends (the caller holds the
-        condition)."""
-        entries: list[tuple[float, str, bool]] = []
+    def _on_their_way(self, replies: Mapping[str, LeaseReply], open_leases: set[str]) -> dict[str, int]:
+        """Count the tokens granted as pending and end those leases: another request may carry their
+        operations while the tokens wait for their time. Returns the tokens to credit per operation
+        (the caller holds the condition)."""
+        uncredited: dict[str, int] = {}
         for name, reply in replies.items():
-            pool = self._pools[name]
-            pool.rate = reply["rate"]
-            if not reply["granted"]:
-                # Nothing yet: the caller's operation waits out the scheduler's "ask again after"; a
-                # piggybacked one ends at once (its own waiters will ask again).
-                entries.append((landed + (reply["wait"] if name == operation else 0.0), name, True))
-                continue
-            times = token_times(reply, landed)
-            entries.extend((at, name, i == len(times) - 1) for i, at in enumerate(times))
-        entries.sort(key=lambda entry: entry[0])
-        return entries
+            if reply["granted"]:
+                uncredited[name] = reply["granted"]
+                self._pools[name].pending += reply["granted"]
+                self._pools[name].leasing = False
+                open_leases.discard(name)
+        return uncredited
 
-    def _credit(self, pool: _Pool, reply: LeaseReply, *, last: bool) -> None:
-        """Add one token of a reply to the pool (none if it granted nothing) and wake the thread whose
-        turn it is; after a lease's last token, the next lease may go (the caller holds the condition)."""
-        if reply["granted"]:
+    def _credit(
+        self, name: str, reply: LeaseReply, uncredited: dict[str, int], open_leases: set[str]
+    ) -> None:
+        """Add one token of `name`'s reply to its pool, or, if the reply granted nothing, end its
+        lease; wake the thread whose turn it is (the caller holds the condition)."""
+        pool = self._pools[name]
+        if name in uncredited:
+            uncredited[name] -= 1
+            pool.pending -= 1
             if self._clock() >= pool.expires_at:
                 self._expired += pool.tokens  # drop expired tokens before the fresh one extends the TTL
                 pool.tokens = 0
@@ -563,9 +571,49 @@ class ClusterRateLimiter:
             # tokens timed from the request would all expire unused while the scheduler counts them
             # as spent, so workers would lease forever and call nothing (seen on a 2-core run).
             pool.expires_at = self._clock() + reply["ttl"]
-        if last:
+        else:  # granted nothing: its "ask again after" is over
             pool.leasing = False
+            open_leases.discard(name)
         self._wake_next(pool)
+
+    def _settle(
+        self,
+        requests: Mapping[str, tuple[int, int]],
+        replies: Mapping[str, LeaseReply],
+        open_leases: set[str],
+        uncredited: Mapping[str, int],
+    ) -> None:
+        """After a lease, however it ended: keep the throttle reports of operations not answered, drop
+        the tokens not credited (interrupted), end the open leases, wake who may go on (the caller
+        holds the condition)."""
+        self._leases += 1
+        for name, (_, throttled) in requests.items():
+            if name not in replies:  # not answered: report with the next request
+                self._pools[name].throttled += throttled
+        for name, count in uncredited.items():  # interrupted while crediting: the rest is lost
+            self._pools[name].pending -= count
+        for name in open_leases:
+            self._pools[name].leasing = False
+        for name in requests:
+            self._wake_next(self._pools[name])
+
+    def _schedule(
+        self, replies: Mapping[str, LeaseReply], landed: float, operation: str
+    ) -> list[tuple[float, str]]:
+        """(when, operation) for each token granted, in time order; an operation granted nothing gets
+        one entry, without a token, when its lease ends (the caller holds the condition)."""
+        entries: list[tuple[float, str]] = []
+        for name, reply in replies.items():
+            pool = self._pools[name]
+            pool.rate = reply["rate"]
+            if not reply["granted"]:
+                # Nothing yet: the caller's operation waits out the scheduler's "ask again after"; a
+                # piggybacked one ends at once (its own waiters will ask again).
+                entries.append((landed + (reply["wait"] if name == operation else 0.0), name))
+                continue
+            entries.extend((at, name) for at in token_times(reply, landed))
+        entries.sort(key=lambda entry: entry[0])
+        return entries
 
 
 def token_times(reply: LeaseReply, landed: float) -> list[float]:

@@ -305,6 +305,33 @@ def test_a_piggybacked_operation_that_gets_nothing_does_not_hold_up_the_caller()
     assert clock.now == 0.0
 
 
+def test_an_operation_whose_tokens_are_on_their_way_rides_along() -> None:
+    """At the quota the bucket is in debt, so a lease's tokens wait for their time, one by one. An
+    operation whose tokens are on their way but fewer than its waiting threads must still ride along
+    with another operation's request: excluded, each operation leased on its own, and 4 workers made
+    one round trip per 3 calls (1.15 operations per request)."""
+    requests: list[dict[str, int]] = []
+
+    def lease(batch: Mapping[str, tuple[int, int]]) -> dict[str, LeaseReply]:
+        requests.append({op: want for op, (want, _) in batch.items()})
+        if len(requests) == 1:  # A's first lease: 2 tokens, usable in 0.5 s and 1 s
+            return {op: {"granted": 2, "wait": 1.0, "rate": 2.0, "ttl": 2.0} for op in batch}
+        return {
+            op: {"granted": want, "wait": 0.0, "rate": 2.0, "ttl": 2.0} for op, (want, _) in batch.items()
+        }
+
+    limiter = ClusterRateLimiter(lease)
+    with ThreadPoolExecutor(3) as pool:
+        waiting_for_a = [pool.submit(limiter.acquire, "A") for _ in range(3)]
+        time.sleep(0.1)  # A's lease landed; its 2 tokens wait for their time, 3 threads for a token
+        limiter.acquire("B")
+        for future in waiting_for_a:
+            future.result(timeout=5)
+    assert requests[0] == {"A": 1}
+    assert requests[1] == {"B": 1, "A": 1}  # A: 3 waiting - 2 on their way
+    assert limiter.stats().acquired == 4
+
+
 def test_threads_share_one_lease_at_a_time() -> None:
     """Real threads and clock: one RPC at a time per operation, and the rate holds."""
     extension, _ = make_extension({"X": 200}, workers=1)
