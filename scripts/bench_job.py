@@ -414,10 +414,12 @@ def sized_threads(quota: float) -> int:
 def run_sdk_floor(count: int, quota: float) -> Workload:
     """The job's own requests with nothing around them: the clients the job builds (`rekognition_client`,
     `s3_client`), a header probe per image (`read_header`), then the five calls, each operation paced at
-    the quota by reservation (a thread takes the next slot and sleeps until it), in as many threads as
-    the job's plan starts with. No Dask, no lease round trips, no retries, no rows, no Parquet: what a
-    call and its share of a probe cost in boto3 on this machine, now. The machine's speed swings between
-    runs; the job's CPU over this floor, measured in the same run, does not swing with it."""
+    the quota by reservation (a thread takes the next slot and sleeps until it, once: `RateLimiter`'s
+    bucket has its threads poll in short sleeps, 10 a call with this many threads, which would raise
+    the floor), in as many threads as the job's plan starts with. No Dask, no lease round trips, no
+    retries, no rows, no Parquet: what a call and its share of a probe cost in boto3 on this machine,
+    now. The machine's speed swings between runs (this floor by 1.4 to 2.4 ms here): compare the job
+    with the floor of the same run."""
     config = RekognitionConfig()
     threads = 2 * ConcurrencyPlan(quota * len(OPERATIONS), task_slots=2).per_task(config.expected_latency)
     rekognition, s3 = rekognition_client(config, threads), s3_client(threads)
