@@ -512,9 +512,8 @@ class ClusterRateLimiter:
             replies = self._lease(requests)
             landed = self._clock()
             with self._cond:
-                schedule = self._schedule(replies, landed, operation)
-                uncredited = self._on_their_way(replies, open_leases)
-            for at, name in schedule:
+                uncredited = self._land(replies, open_leases)
+            for at, name in _schedule(replies, landed, operation):
                 delay = at - self._clock()
                 if delay > 0:
                     self._sleep(delay)
@@ -540,12 +539,13 @@ class ClusterRateLimiter:
                 pool.leasing, pool.throttled = True, 0
         return requests
 
-    def _on_their_way(self, replies: Mapping[str, LeaseReply], open_leases: set[str]) -> dict[str, int]:
-        """Count the tokens granted as pending and end those leases: another request may carry their
-        operations while the tokens wait for their time. Returns the tokens to credit per operation
-        (the caller holds the condition)."""
+    def _land(self, replies: Mapping[str, LeaseReply], open_leases: set[str]) -> dict[str, int]:
+        """Take in the replies: each operation's rate; the tokens granted count as pending, and their
+        leases end, so another request may carry those operations while the tokens wait for their
+        time. Returns the tokens to credit per operation (the caller holds the condition)."""
         uncredited: dict[str, int] = {}
         for name, reply in replies.items():
+            self._pools[name].rate = reply["rate"]
             if reply["granted"]:
                 uncredited[name] = reply["granted"]
                 self._pools[name].pending += reply["granted"]
@@ -597,23 +597,20 @@ class ClusterRateLimiter:
         for name in requests:
             self._wake_next(self._pools[name])
 
-    def _schedule(
-        self, replies: Mapping[str, LeaseReply], landed: float, operation: str
-    ) -> list[tuple[float, str]]:
-        """(when, operation) for each token granted, in time order; an operation granted nothing gets
-        one entry, without a token, when its lease ends (the caller holds the condition)."""
-        entries: list[tuple[float, str]] = []
-        for name, reply in replies.items():
-            pool = self._pools[name]
-            pool.rate = reply["rate"]
-            if not reply["granted"]:
-                # Nothing yet: the caller's operation waits out the scheduler's "ask again after"; a
-                # piggybacked one ends at once (its own waiters will ask again).
-                entries.append((landed + (reply["wait"] if name == operation else 0.0), name))
-                continue
-            entries.extend((at, name) for at in token_times(reply, landed))
-        entries.sort(key=lambda entry: entry[0])
-        return entries
+
+def _schedule(replies: Mapping[str, LeaseReply], landed: float, operation: str) -> list[tuple[float, str]]:
+    """(when, operation) for each token granted, in time order; an operation granted nothing gets one
+    entry, without a token, when its lease ends. Pure."""
+    entries: list[tuple[float, str]] = []
+    for name, reply in replies.items():
+        if not reply["granted"]:
+            # Nothing yet: the caller's operation waits out the scheduler's "ask again after"; a
+            # piggybacked one ends at once (its own waiters will ask again).
+            entries.append((landed + (reply["wait"] if name == operation else 0.0), name))
+            continue
+        entries.extend((at, name) for at in token_times(reply, landed))
+    entries.sort(key=lambda entry: entry[0])
+    return entries
 
 
 def token_times(reply: LeaseReply, landed: float) -> list[float]:
