@@ -49,7 +49,7 @@ from botocore.config import Config
 
 from batch.concurrency import ConcurrencyPlan
 from batch.config import RekognitionConfig
-from batch.executor import TICK_INTERVAL
+from batch.executor import slower_timers_environment
 from batch.local import samples
 from batch.local.stack import LocalStack
 from batch.rekognition import RateLimiter, rekognition_client
@@ -316,8 +316,8 @@ def dask_cluster(
     sched_file = workdir / "scheduler.json"
     procs: list[subprocess.Popen[bytes]] = []
     common = ["--scheduler-file", str(sched_file), "--no-dashboard"]
-    # As the README advises for a cluster dedicated to the job (the job slows its workers' tick itself).
-    env = {**env, "DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL": TICK_INTERVAL}
+    # As the README advises for a cluster dedicated to the job (the job slows its workers' timers itself).
+    env = {**env, **slower_timers_environment()}
     try:
         procs.append(_start_quietly([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", *common], env))
         address = _wait_for_scheduler(sched_file, procs[0])
