@@ -418,7 +418,7 @@ def run_sdk_floor(count: int, quota: float) -> Workload:
     bucket has its threads poll in short sleeps, 10 a call with this many threads, which would raise
     the floor), in as many threads as the job's plan starts with. No Dask, no lease round trips, no
     retries, no rows, no Parquet: what a call and its share of a probe cost in boto3 on this machine,
-    now. The machine's speed swings between runs (this floor by 1.4 to 2.4 ms here): compare the job
+    now. The machine's speed swings between runs (this floor by 1.4 to 2.5 ms here): compare the job
     with the floor of the same run."""
     config = RekognitionConfig()
     threads = 2 * ConcurrencyPlan(quota * len(OPERATIONS), task_slots=2).per_task(config.expected_latency)
