@@ -12,6 +12,8 @@ images, all five analyses each, one after the other:
 4. the same baseline with a pool sized for the quota by Little's law (quota x 5 operations x 0.2 s);
 4b. the SDK floor: the job's own requests and nothing around them (`run_sdk_floor`), for the CPU that
    any job on boto3 pays per call on this machine, measured in the same run as the job's;
+4c. the same floor spread over as many processes as the cluster has workers (`run_sdk_floor_processes`),
+   for what boto3 pays per call when the load comes from that many processes sharing the cores;
 5. then, against a second LocalStack at `--high-load` times the quota (default 2: 500 calls/s, the load
    of the CPU target's "one core could drive 500 calls/s"), the job on 1 worker process again, over as
    many times the images.
@@ -29,6 +31,7 @@ import argparse
 import contextlib
 import json
 import math
+import multiprocessing
 import os
 import resource
 import signal
@@ -91,8 +94,8 @@ latency (log): the endpoint's latency_ms of successful calls; (client): per API 
   botocore's retries and rate waits included (baseline only: the job's summary has no latency).
 cpu: job = driver + workers from its summary (4-worker cluster: minus the workers' CPU before the job, plus
   the scheduler's during it);
-  baseline and sdk floor = this process's CPU during it. RSS: the job's driver; baseline and sdk floor:
-  this process (incl. seeding).
+  baseline and sdk floor = this process's CPU during it (the floor in N processes: theirs). RSS: the
+  job's driver; baseline and sdk floor: this process (incl. seeding; N processes: the largest).
   mid-run: every process of the workload (driver, scheduler, nannies, workers; baseline: this one) over
   the middle half of its active span, sampled every 0.5 s: the cost per call of a long run, without
   each process's first calls and the tail.
@@ -117,6 +120,8 @@ class Workload:
     stack_cpu_seconds: float = 0.0
     #: (epoch seconds, CPU seconds so far) of the workload's processes, every half second (`CpuSampler`).
     cpu_samples: list[tuple[float, float]] = field(default_factory=list)
+    #: Processes making the calls (the job: its worker processes), to pair each job with its SDK floor.
+    processes: int = 1
 
 
 # ---- images ---------------------------------------------------------------------------------------------
@@ -251,6 +256,7 @@ def run_job(
     *,
     scheduler: str | None = None,
     cluster_pids: Sequence[int] = (),
+    processes: int = 1,
 ) -> Workload:
     """Run the job as a subprocess; its CPU and memory come from its JSON summary. `cluster_pids`: the
     processes of a remote cluster, sampled with the job's for the mid-run CPU."""
@@ -291,6 +297,7 @@ def run_job(
         processing_cpu_seconds=cpu["processing"],
         summary=summary,
         cpu_samples=sampler.samples,
+        processes=processes,
     )
 
 
@@ -411,7 +418,7 @@ def sized_threads(quota: float) -> int:
     return math.ceil(quota * len(OPERATIONS) * 0.2)
 
 
-def run_sdk_floor(count: int, quota: float) -> Workload:
+def run_sdk_floor(count: int, quota: float, part: int = 0, parts: int = 1) -> Workload:
     """The job's own requests with nothing around them: the clients the job builds (`rekognition_client`,
     `s3_client`), a header probe per image (`read_header`), then the five calls, each operation paced at
     the quota by reservation (a thread takes the next slot and sleeps until it, once: `RateLimiter`'s
@@ -419,11 +426,12 @@ def run_sdk_floor(count: int, quota: float) -> Workload:
     the floor), in as many threads as the job's plan starts with. No Dask, no lease round trips, no
     retries, no rows, no Parquet: what a call and its share of a probe cost in boto3 on this machine,
     now. The machine's speed swings between runs (this floor by 1.4 to 2.5 ms here): compare the job
-    with the floor of the same run."""
-    config = RekognitionConfig()
-    threads = 2 * ConcurrencyPlan(quota * len(OPERATIONS), task_slots=2).per_task(config.expected_latency)
-    rekognition, s3 = rekognition_client(config, threads), s3_client(threads)
-    objects = [obj for page in list_pages(s3, BUCKET, PREFIX) for obj in page][:count]
+    with the floor of the same run. `part` of `parts`: every `parts`-th image from the `part`-th, at
+    the quota's share (`run_sdk_floor_processes`)."""
+    quota /= parts
+    threads = floor_threads(quota)
+    rekognition, s3 = rekognition_client(RekognitionConfig(), threads), s3_client(threads)
+    objects = [obj for page in list_pages(s3, BUCKET, PREFIX) for obj in page][:count][part::parts]
     slots: dict[str, float] = {}
     lock = threading.Lock()
 
@@ -449,9 +457,58 @@ def run_sdk_floor(count: int, quota: float) -> Workload:
     ):
         list(pool.map(analyse, range(len(objects))))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # as the baseline's: an upper bound
-    workload = Workload(f"sdk floor {threads} thr", started, time.time(), _own_cpu() - cpu0, rss)
+    workload = Workload(f"sdk floor 1 proc, {threads} thr", started, time.time(), _own_cpu() - cpu0, rss)
     workload.cpu_samples = sampler.samples
     return workload
+
+
+def floor_threads(quota: float) -> int:
+    """The floor's threads at `quota` per operation: the job plan's first figure for 2 task slots."""
+    return 2 * ConcurrencyPlan(quota * len(OPERATIONS), task_slots=2).per_task(
+        RekognitionConfig().expected_latency
+    )
+
+
+def run_sdk_floor_processes(count: int, quota: float, processes: int) -> Workload:
+    """The SDK floor spread over as many processes as the cluster has workers, each with its share of
+    the images and of the quota, started together: what boto3 itself costs per call when the same load
+    comes from `processes` processes sharing this machine's cores (each process's calls come further
+    apart, and the processes take turns on the cores). The job on that many workers pays this too."""
+    spawn = multiprocessing.get_context("spawn")  # fresh interpreters, as the cluster's workers are
+    start, figures = spawn.Barrier(processes), spawn.Queue()
+    children = [
+        spawn.Process(
+            target=_floor_part,
+            args=(start, figures),
+            kwargs={"count": count, "quota": quota, "part": part, "parts": processes},
+        )
+        for part in range(processes)
+    ]
+    for child in children:
+        child.start()
+    with CpuSampler(lambda: [child.pid for child in children if child.pid], descendants=False) as sampler:
+        parts = [figures.get(timeout=JOB_TIMEOUT) for _ in children]
+    for child in children:
+        child.join()
+    threads = processes * floor_threads(quota / processes)
+    workload = Workload(
+        f"sdk floor {processes} proc, {threads} thr",
+        min(p[0] for p in parts),
+        max(p[1] for p in parts),
+        sum(p[2] for p in parts),
+        max(p[3] for p in parts),
+        processes=processes,
+    )
+    workload.cpu_samples = sampler.samples
+    return workload
+
+
+def _floor_part(start: Any, figures: Any, *, count: int, quota: float, part: int, parts: int) -> None:
+    """One process of `run_sdk_floor_processes`: its figures go back as a plain tuple (this module runs
+    as `__mp_main__` here, and its classes would not unpickle in the parent)."""
+    start.wait()
+    w = run_sdk_floor(count, quota, part, parts)
+    figures.put((w.started, w.ended, w.cpu_seconds, w.peak_rss_mb))
 
 
 def stack_pids() -> list[int]:
@@ -527,6 +584,7 @@ def metrics(w: Workload, quota: float, burst: float, images: int) -> dict[str, A
     ideal = images * len(OPERATIONS) / (quota * len(OPERATIONS))
     latencies = [r["latency_ms"] for r in ok]
     return {
+        "processes": w.processes,
         "calls ok / all": f"{len(ok)} / {len(recs)}",
         # Calls that never succeeded, retries exhausted (the same count for the job and the baseline).
         "calls missing": images * len(OPERATIONS) - len(ok),
@@ -592,15 +650,16 @@ CPU_TARGET_MS = 2.0
 
 
 def floor_ratios(cols: dict[str, dict[str, Any]]) -> str:
-    """Each job's CPU per call over the SDK floor's, measured in the same run (`run_sdk_floor`)."""
-    floor = next((cols[n] for n in cols if n.startswith("sdk floor")), None)
-    if floor is None:
-        return ""
-    base = floor["cpu ms / call, processing"]
-    ratios = ", ".join(
-        f"{n} x{cols[n]['cpu ms / call, processing'] / base:.2f}" for n in cols if n.startswith("job")
-    )
-    return f"CPU per call over the SDK floor's ({_fmt(base)} ms, same run): {ratios}"
+    """Each job's CPU per call over the SDK floor's in as many processes, measured in the same run
+    (`run_sdk_floor`, `run_sdk_floor_processes`)."""
+    floors = {c["processes"]: (n, c) for n, c in cols.items() if n.startswith("sdk floor")}
+    ratios = []
+    for name, job in cols.items():
+        if name.startswith("job") and job["processes"] in floors:
+            floor_name, floor = floors[job["processes"]]
+            for fig in ("cpu ms / call, processing", "cpu ms / call, mid-run"):
+                ratios.append(f"{name} {fig.split(', ')[1]} x{job[fig] / floor[fig]:.2f} ({floor_name})")
+    return "CPU per call over the SDK floor's in as many processes, same run:\n  " + "\n  ".join(ratios)
 
 
 def verdicts(cols: dict[str, dict[str, Any]], quota: float, burst: float) -> list[tuple[str, bool, str]]:
@@ -711,6 +770,7 @@ def run_all(args: argparse.Namespace, stack: LocalStack, workdir: Path) -> list[
                 args.quota,
                 scheduler=address,
                 cluster_pids=cluster_pids,
+                processes=args.workers,
             )
         )
         job.cpu_seconds -= before  # the cluster existed before the job: its start-up is not the job's CPU
@@ -722,6 +782,7 @@ def run_all(args: argparse.Namespace, stack: LocalStack, workdir: Path) -> list[
     results.append(measured(lambda: run_baseline(args.images)))
     results.append(measured(lambda: run_baseline(args.images, sized_threads(args.quota))))
     results.append(measured(lambda: run_sdk_floor(args.images, args.quota)))
+    results.append(measured(lambda: run_sdk_floor_processes(args.images, args.quota, args.workers)))
     calls = stack.calls()
     for w in results:
         w.records = [r for r in calls if w.started <= r["ts"] <= w.ended]
