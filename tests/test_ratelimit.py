@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import math
 import threading
 import time
@@ -40,14 +41,17 @@ def make_extension(
     return extension, scheduler
 
 
-#: In a real cluster, a thread wakes a little after its token's time; allow one token for that jitter.
-JITTER = 1
+def jitter(rate: float) -> int:
+    """With real threads and clocks, a token is credited a little after its time (the crediting thread
+    wakes late, up to ~10 ms on a busy 2-core machine), and the tokens due meanwhile go out together:
+    allow for them in a window's count."""
+    return 1 + math.ceil(rate * 0.01)
 
 
-def default_burst(rate: float) -> int:
-    """The bucket size `QuotaExtension` gives a quota of `rate` by default."""
+def default_burst() -> float:
+    """The bucket size `QuotaExtension` gives every quota by default."""
     defaults = QuotaExtension.__init__.__kwdefaults__ or {}
-    return max(1, math.ceil(rate * defaults["burst_seconds"]))
+    return float(defaults["burst"])
 
 
 def max_in_window(times: Sequence[float], window: float = 1.0) -> int:
@@ -82,6 +86,17 @@ def test_lends_ahead_then_says_when_to_come_back() -> None:
     clock.sleep(reply["wait"])
     reply = extension.lease("X", want=1)
     assert (reply["granted"], reply["wait"]) == (1, pytest.approx(0.3))
+
+
+def test_a_fresh_quota_lets_one_call_go_at_once_and_paces_the_rest() -> None:
+    """The account's bucket keeps its room for the jitter the job cannot pace: five tokens at once here
+    took the local endpoint's 10-token bucket down to 1-3 tokens at the start of a run on 4 workers."""
+    extension, _ = make_extension({"X": 50}, clock=FakeClock(), lease_seconds=0.2)
+    reply = extension.lease("X", want=10)
+    times = token_times(reply, landed=0.0)
+    assert reply["granted"] == 10
+    assert times[0] == 0.0
+    assert all(b - a == pytest.approx(1 / 50) for a, b in itertools.pairwise(times))
 
 
 def test_reserving_bucket_validates() -> None:
@@ -274,7 +289,10 @@ def test_one_request_leases_every_operation_that_is_due() -> None:
     clock = FakeClock()
     calls: list[tuple[str, int, int]] = []
     requests: list[int] = []
-    extension, _ = make_extension({"A": 50, "B": 50}, clock=clock, lease_seconds=0.1)
+    # Room for a lease's tokens at once: this one thread also credits its leases' tokens at their
+    # times, and with a 1-token bucket that would pace its loop below the rate. Here the subject is
+    # what one request carries, not the pacing.
+    extension, _ = make_extension({"A": 50, "B": 50}, clock=clock, lease_seconds=0.1, burst=5)
     direct = direct_lease(extension, calls)
 
     def counted(batch: Mapping[str, tuple[int, int]]) -> dict[str, LeaseReply]:
@@ -360,7 +378,7 @@ def test_threads_share_one_lease_at_a_time() -> None:
         list(pool.map(lambda _: spin(), range(8)))
     assert most == 1
     assert len(times) == 400
-    assert max_in_window(times) <= 200 + extension._operation("X").bucket.burst
+    assert max_in_window(times) <= 200 + extension._operation("X").bucket.burst + jitter(200)
     assert limiter.stats().leases < 400
 
 
@@ -492,9 +510,9 @@ def test_cluster_holds_the_quota_and_fills_it(cluster: tuple[LocalCluster, Clien
     results = run_everywhere(client, "fill", seconds=3.0)
     times = all_times(results)
     start = min(times)
-    burst = default_burst(40)
+    burst = default_burst()
     print(f"\n40/s on 4 workers: {len(times)} calls, max in 1 s window {max_in_window(times)}")
-    assert max_in_window(times) <= 40 + burst + JITTER
+    assert max_in_window(times) <= 40 + burst + jitter(40)
     assert len([t for t in times if t < start + 3.0]) >= 0.9 * 40 * 3
     assert all(result["acquired"] > 0 for result in results)  # every worker got its turn
 
@@ -506,7 +524,7 @@ def test_reregistering_resets_the_quota(cluster: tuple[LocalCluster, Client]) ->
     install_quota(client, {"X": 60}, default=10)
     times = all_times(run_everywhere(client, "reset", seconds=2.0, threads=4))
     assert len(times) >= 0.9 * 60 * 2
-    assert max_in_window(times) <= 60 + default_burst(60) + JITTER
+    assert max_in_window(times) <= 60 + default_burst() + jitter(60)
 
 
 @pytest.mark.integration
@@ -565,7 +583,7 @@ def test_overhead_at_200_per_second(cluster: tuple[LocalCluster, Client]) -> Non
         f"{calm_leases:.3f} RPCs per acquisition"
     )
     assert leases / acquired < 0.6
-    assert max_in_window(times) <= 200 + default_burst(200) + JITTER
+    assert max_in_window(times) <= 200 + default_burst() + jitter(200)
 
 
 @pytest.mark.integration
@@ -598,5 +616,5 @@ def test_workers_joining_mid_run_keep_the_bound(cluster: tuple[LocalCluster, Cli
     print(f"\nscale 4 -> 6: {len(times)} calls, max in 1 s window {max_in_window(times)}, joined got {late}")
     assert len(joined) == 2
     assert all(n > 0 for n in late)
-    assert max_in_window(times) <= 40 + default_burst(40) + JITTER
+    assert max_in_window(times) <= 40 + default_burst() + jitter(40)
     assert len(times) >= 0.9 * 40 * 6
