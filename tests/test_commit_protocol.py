@@ -9,6 +9,7 @@ when a process is killed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -24,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
 import pytest
@@ -166,6 +168,19 @@ def worker_processes(parent: int) -> list[int]:
     return found
 
 
+def talks_to(pid: int, url: str) -> bool:
+    """Whether process `pid` holds a TCP connection to the server at `url` (Linux /proc): a worker's
+    boto3 client connects on its first call."""
+    port = f"{urlsplit(url).port:04X}"
+    sockets = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if (target := str(fd.readlink())).startswith("socket:["):
+                sockets.add(target[8:-1])
+    rows = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
+    return any(row.split()[2].endswith(f":{port}") and row.split()[9] in sockets for row in rows)
+
+
 def wait_for(condition: Any, timeout: float = 120.0) -> Any:
     deadline = time.monotonic() + timeout
     while not (value := condition()):
@@ -182,11 +197,13 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(stack: LocalStack,
         stack, tmp_path, "killed/", "--analyses", "labels,text", env={"REKBATCH_DASK__N_WORKERS": "2"}
     )
     workers = wait_for(lambda: len(w := worker_processes(job.pid)) == 2 and w)
-    wait_for(lambda: len(stack.calls()) - before >= 12)  # a quarter of the calls: batches are in flight
-    os.kill(workers[0], signal.SIGKILL)
+    wait_for(lambda: len(stack.calls()) - before >= 12)  # an eighth of the calls: batches are in flight
+    # One that has made calls: its batch in flight then has calls that its second run repeats.
+    victim = wait_for(lambda: next((w for w in workers if talks_to(w, stack.rekognition_url)), None))
+    os.kill(victim, signal.SIGKILL)
     code, stderr = finish(job)
     assert code == 0, stderr
-    assert not Path(f"/proc/{workers[0]}").exists()
+    assert not Path(f"/proc/{victim}").exists()
     (manifest,) = store(tmp_path).manifests()
     assert manifest.counts["listed"] == manifest.counts["analysed"] == 48
     assert committed_keys(tmp_path) == Counter(keys)
