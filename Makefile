@@ -32,7 +32,7 @@ bench: setup
 
 ## Both local servers with the sample bucket, until Ctrl-C; prints the variables to export.
 local-stack: setup
-	$(BIN)/python -m batch.local stack --seed-bucket rekbatch-demo --seed-prefix photos/
+	$(BIN)/python -m local_stack stack --seed-bucket rekbatch-demo --seed-prefix photos/
 
 clean:
 	rm -rf demo-output .pytest_cache .hypothesis

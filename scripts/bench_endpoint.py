@@ -28,7 +28,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from batch.local.stack import LocalStack, seed_samples
+from local_stack.stack import LocalStack, seed_samples
 
 
 def run(

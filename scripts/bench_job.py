@@ -50,13 +50,13 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from batch.concurrency import ConcurrencyPlan
-from batch.config import RekognitionConfig
-from batch.executor import slower_timers_environment
-from batch.local import samples
-from batch.local.stack import LocalStack
-from batch.rekognition import RateLimiter, rekognition_client
-from batch.s3 import list_pages, read_header, s3_client
+from batch.core.concurrency import ConcurrencyPlan
+from batch.config.model import RekognitionConfig
+from batch.aws.executor import slower_timers_environment
+from local_stack import samples
+from local_stack.stack import LocalStack
+from batch.aws.rekognition import RateLimiter, rekognition_client
+from batch.aws.s3 import list_pages, read_header, s3_client
 
 BUCKET, PREFIX = "bench", "images/"
 ANALYSES = "labels,faces,text,moderation,celebrities"

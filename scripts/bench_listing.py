@@ -38,8 +38,8 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.s3.models import s3_backends
 from PIL import Image, ImageDraw
 
-from batch.local.s3server import free_port, stop_process, wait_until_up
-from batch.local.stack import DUMMY_ENV, endpoint_command
+from local_stack.s3server import free_port, stop_process, wait_until_up
+from local_stack.stack import DUMMY_ENV, endpoint_command
 
 BUCKET, BIG, SMALL = "listing", "big/", "small/"
 #: GNU time (`-v` prints the maximum RSS the OS saw); optional, the summary has the driver's own figure.

@@ -18,8 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from batch import readers
-from batch.local.stack import LocalStack, seed_samples
+from batch.storage import readers
+from local_stack.stack import LocalStack, seed_samples
 
 BUCKET = "rekbatch-demo"
 PREFIX = "photos/"

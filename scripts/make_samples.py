@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from batch.local.samples import generate
+from local_stack.samples import generate
 
 
 def main() -> None:

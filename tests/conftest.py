@@ -12,12 +12,12 @@ import pytest
 from PIL import Image, ImageDraw
 
 from batch.analyses import all_tables
-from batch.commits import RunStore
-from batch.local import samples as sample_set
-from batch.local.samples import GroundTruth
-from batch.local.stack import LocalStack
-from batch.manifest import Manifest, data_file_name
-from batch.sink import write_tables
+from batch.storage.commits import RunStore
+from local_stack import samples as sample_set
+from local_stack.samples import GroundTruth
+from local_stack.stack import LocalStack
+from batch.core.manifest import Manifest, data_file_name
+from batch.storage.sink import write_tables
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batch.aimd import AdaptiveRate
+from batch.core.aimd import AdaptiveRate
 
 ceilings = st.floats(min_value=0.5, max_value=5000, allow_nan=False)
 #: A run of events: (seconds since the previous event, whether a throttle was reported).

@@ -28,9 +28,9 @@ from batch.analyses import (
     select,
     settings_digest,
 )
-from batch.errors import ConfigError
-from batch.geometry import ORIENTATIONS, BoxPlacement
-from batch.tables import JOB_TABLES, rows_to_table
+from batch.core.errors import ConfigError
+from batch.core.geometry import ORIENTATIONS, BoxPlacement
+from batch.core.tables import JOB_TABLES, rows_to_table
 
 IMAGES: list[dict[str, Any]] = [
     {"S3Object": {"Bucket": "my-bucket", "Name": "photos/a.jpg"}},

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pytest
 
 from batch.analyses import all_tables
-from batch.manifest import COMMITS_SCHEMA
-from batch.tables import PARTITION_COLUMN
+from batch.core.manifest import COMMITS_SCHEMA
+from batch.core.tables import PARTITION_COLUMN
 
 sqlglot = pytest.importorskip("sqlglot")
 exp = sqlglot.exp

@@ -1,4 +1,4 @@
-"""`rekbatch collection list|describe|delete|export` on the local stack (in-process `batch.cli.main`).
+"""`rekbatch collection list|describe|delete|export` on the local stack (in-process `batch.cli.main.main`).
 
 What a user checks: the commands show the collections and faces that `ListCollections` and `ListFaces`
 show, the export holds exactly the faces ListFaces gives with their keys decoded, and every mistake
@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import commit_rows, make_image
 
-from batch.cli import main
-from batch.collection_rows import EXPORT_SCHEMA
-from batch.commits import RunStore
-from batch.external_ids import external_image_id
-from batch.local.stack import LocalStack
-from batch.sink import Destination
+from batch.cli.main import main
+from batch.faces.rows import EXPORT_SCHEMA
+from batch.storage.commits import RunStore
+from batch.core.external_ids import external_image_id
+from local_stack.stack import LocalStack
+from batch.storage.sink import Destination
 
 pytestmark = pytest.mark.integration
 

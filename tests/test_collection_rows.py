@@ -1,4 +1,4 @@
-"""batch.collection_rows: the export file's rows and schema, and what `rekbatch collection` prints."""
+"""batch.faces.rows: the export file's rows and schema, and what `rekbatch collection` prints."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 from hypothesis import given, settings
 from shape_strategies import response_values
 
-from batch.collection_rows import (
+from batch.faces.rows import (
     EXPORT_SCHEMA,
     CollectionInfo,
     TablesAgreement,
@@ -20,8 +20,8 @@ from batch.collection_rows import (
     export_row,
     export_table,
 )
-from batch.external_ids import external_image_id
-from batch.sink import parquet_bytes
+from batch.core.external_ids import external_image_id
+from batch.storage.sink import parquet_bytes
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "tables.md"
 

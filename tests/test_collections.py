@@ -1,12 +1,12 @@
-"""batch.collections: what a dry run says a run would do to the collection (StorageForecast), and which
+"""batch.faces.sync: what a dry run says a run would do to the collection (StorageForecast), and which
 images the collection lost (KnownFaces). Pure."""
 
 from __future__ import annotations
 
 from collections import Counter
 
-from batch.collections import KnownFaces, StorageForecast
-from batch.incremental import CommittedState
+from batch.faces.sync import KnownFaces, StorageForecast
+from batch.core.incremental import CommittedState
 
 
 def test_a_missing_collection_would_be_created_and_nothing_deleted() -> None:

@@ -21,9 +21,10 @@ import boto3
 import pytest
 from conftest import make_image
 
-from batch import faults, readers
-from batch.external_ids import external_image_id, key_of
-from batch.local.stack import LocalStack
+from batch.run import faults
+from batch.storage import readers
+from batch.core.external_ids import external_image_id, key_of
+from local_stack.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

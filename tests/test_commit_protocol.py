@@ -1,7 +1,7 @@
 """The commit protocol end to end: the CLI as a subprocess on the local stack, faults made for real.
 
 What a user would check after each fault: the run's exit code and one-line reason, whether a manifest
-exists, and what the documented read path (`batch.readers`) shows: every key exactly once, nothing of
+exists, and what the documented read path (`batch.storage.readers`) shows: every key exactly once, nothing of
 an attempt that did not commit. The endpoint refuses RecognizeCelebrities (`--deny`, as an IAM policy
 without `rekognition:RecognizeCelebrities` would) and answers after 30 ms, so batches are in flight
 when a process is killed.
@@ -31,11 +31,12 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import make_image
 
-from batch import faults, readers
-from batch.commits import RunStore
-from batch.local.stack import LocalStack
-from batch.manifest import Manifest
-from batch.sink import Destination
+from batch.run import faults
+from batch.storage import readers
+from batch.storage.commits import RunStore
+from local_stack.stack import LocalStack
+from batch.core.manifest import Manifest
+from batch.storage.sink import Destination
 
 pytestmark = pytest.mark.integration
 

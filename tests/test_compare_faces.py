@@ -17,13 +17,13 @@ from shape_strategies import operation_model, response_values
 from batch.analyses import REGISTRY, compare_faces, in_run_order, settings_digest, settled_digests
 from batch.analyses._multi import ImageInput
 from batch.analyses.compare_faces import ReferenceFace, ReferenceImage, References, Settings
-from batch.cli import reference_urls
-from batch.config import load_config
-from batch.errors import ConfigError
-from batch.geometry import ORIENTATIONS, BoxPlacement
-from batch.incremental import CommittedState
-from batch.rekognition import CallResult
-from batch.tables import rows_to_table
+from batch.cli.main import reference_urls
+from batch.config.model import load_config
+from batch.core.errors import ConfigError
+from batch.core.geometry import ORIENTATIONS, BoxPlacement
+from batch.core.incremental import CommittedState
+from batch.aws.rekognition import CallResult
+from batch.core.tables import rows_to_table
 
 ANALYSIS = REGISTRY["compare_faces"]
 TARGET = {"S3Object": {"Bucket": "photos", "Name": "a b/é.jpg"}}
@@ -216,7 +216,7 @@ def test_after_a_failure_the_photos_whose_faces_were_all_compared_stay_settled()
 
 
 def test_the_digests_an_image_settles_are_those_of_the_parts_it_ran_and_finished() -> None:
-    from batch.worker import _settled_now
+    from batch.run.worker import _settled_now
 
     assert _settled_now("d", None) == ("d",)
     assert _settled_now(("a", "b", "c"), None) == ("a", "b", "c")
@@ -370,9 +370,9 @@ def test_the_dry_run_counts_one_call_per_reference_photo_at_least() -> None:
 
 
 def test_cut_out_faces_are_kept_per_photo_version_and_read_back_equal(tmp_path: Any) -> None:
-    from batch.commits import RunStore
-    from batch.references import FaceCache
-    from batch.sink import Destination
+    from batch.storage.commits import RunStore
+    from batch.faces.references import FaceCache
+    from batch.storage.sink import Destination
 
     cache = FaceCache(RunStore(Destination(str(tmp_path))))
     found = (face(ADA, 0, b"\xff\xd8one"), face(ADA, 2, b"\xff\xd8two"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batch.concurrency import ConcurrencyPlan, LatencyEstimate
+from batch.core.concurrency import ConcurrencyPlan, LatencyEstimate
 
 
 def test_littles_law_with_headroom_split_over_the_task_slots() -> None:

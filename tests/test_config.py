@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from batch.config import RunConfig, load_account_config, load_config
-from batch.errors import ConfigError
+from batch.config.model import RunConfig, load_account_config, load_config
+from batch.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = {"run.input": "s3://bucket-a/photos/", "run.output": "out"}

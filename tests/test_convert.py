@@ -1,4 +1,4 @@
-"""batch.convert: upright JPEG copies within 5 MB, first frame only, and bad files refused without a crash."""
+"""batch.core.convert: upright JPEG copies within 5 MB, first frame only, and bad files refused without a crash."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from batch.convert import UnusableImage, forbid_decompression_bombs, to_jpeg
-from batch.image_header import probe
-from batch.local.samples import STORE_TRANSFORM, gif_claiming
+from batch.core.convert import UnusableImage, forbid_decompression_bombs, to_jpeg
+from batch.core.image_header import probe
+from local_stack.samples import STORE_TRANSFORM, gif_claiming
 
 LIMIT = Image.MAX_IMAGE_PIXELS
 RED, BLUE, GREY = (255, 0, 0), (0, 0, 255), (128, 128, 128)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import make_image
 
-from batch.local.stack import LocalStack
+from local_stack.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -19,12 +19,12 @@ from typing import Any
 import duckdb
 import pytest
 
-from batch import readers
-from batch.geometry import Box, upright_to_stored_box
-from batch.local.samples import GroundTruth, SampleTruth
-from batch.local.stack import LocalStack, seed_samples
-from batch.local.vision import content_digest
-from batch.selection import IMAGE_SUFFIXES
+from batch.storage import readers
+from batch.core.geometry import Box, upright_to_stored_box
+from local_stack.samples import GroundTruth, SampleTruth
+from local_stack.stack import LocalStack, seed_samples
+from local_stack.vision import content_digest
+from batch.core.selection import IMAGE_SUFFIXES
 
 pytestmark = pytest.mark.integration
 

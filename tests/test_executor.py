@@ -1,8 +1,8 @@
-"""batch.executor.Backlog: the order in which work is submitted, and the one-at-a-time quarantine."""
+"""batch.aws.executor.Backlog: the order in which work is submitted, and the one-at-a-time quarantine."""
 
 from __future__ import annotations
 
-from batch.executor import Backlog
+from batch.aws.executor import Backlog
 
 
 def test_quarantined_specs_go_first_one_at_a_time_and_hold_the_stream_back() -> None:

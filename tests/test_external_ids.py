@@ -1,5 +1,5 @@
-"""Key <-> ExternalImageId (`batch.external_ids`) and the pure part of collection sync
-(`batch.collections.Reconciliation`)."""
+"""Key <-> ExternalImageId (`batch.core.external_ids`) and the pure part of collection sync
+(`batch.faces.sync.Reconciliation`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batch.collections import Reconciliation, StoredFace, chunks, owned
-from batch.external_ids import external_image_id, is_digest_id, is_external_image_id, key_of
+from batch.faces.sync import Reconciliation, StoredFace, chunks, owned
+from batch.core.external_ids import external_image_id, is_digest_id, is_external_image_id, key_of
 
 #: S3 keys: any Unicode text without surrogates, 1 to 1,024 bytes of UTF-8.
 keys = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=400).filter(

@@ -12,9 +12,9 @@ from PIL import Image
 
 from batch.analyses import REGISTRY, face_search, in_run_order
 from batch.analyses._multi import MIN_CROP_SIDE, ImageInput, crop_box, face_crop
-from batch.external_ids import external_image_id
-from batch.geometry import BoxPlacement
-from batch.rekognition import CallResult
+from batch.core.external_ids import external_image_id
+from batch.core.geometry import BoxPlacement
+from batch.aws.rekognition import CallResult
 
 fractions = st.floats(0, 1)
 

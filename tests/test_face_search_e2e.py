@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-from batch import readers
-from batch.local import samples
-from batch.local.samples import GroundTruth, SampleTruth, TruthObject
-from batch.local.stack import LocalStack
+from batch.storage import readers
+from local_stack import samples
+from local_stack.samples import GroundTruth, SampleTruth, TruthObject
+from local_stack.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import make_image
 
-from batch import readers
-from batch.local.stack import LocalStack
+from batch.storage import readers
+from local_stack.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

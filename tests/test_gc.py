@@ -1,4 +1,4 @@
-"""batch.gc: what no committed run lists goes, after the grace period; nothing else does."""
+"""batch.storage.gc: what no committed run lists goes, after the grace period; nothing else does."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from conftest import commit_rows
 
-from batch import readers
-from batch.cli import main
-from batch.commits import RunStore
-from batch.gc import collect_garbage, garbage
-from batch.local.stack import LocalStack
-from batch.manifest import AttemptRecord, data_file_name
-from batch.sink import Destination, StoredFile, write_tables
-from batch.tables import JOB_TABLES
+from batch.storage import readers
+from batch.cli.main import main
+from batch.storage.commits import RunStore
+from batch.storage.gc import collect_garbage, garbage
+from local_stack.stack import LocalStack
+from batch.core.manifest import AttemptRecord, data_file_name
+from batch.storage.sink import Destination, StoredFile, write_tables
+from batch.core.tables import JOB_TABLES
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 OLD, RECENT = NOW - timedelta(days=3), NOW - timedelta(hours=1)

@@ -1,4 +1,4 @@
-"""batch.geometry: round trips in all eight orientations, a pixel-level check against Pillow, and the
+"""batch.core.geometry: round trips in all eight orientations, a pixel-level check against Pillow, and the
 frame rules of BoxPlacement.for_response (Developer Guide "images-orientation")."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageOps
 
-from batch.geometry import (
+from batch.core.geometry import (
     ORIENTATIONS,
     Box,
     BoxPlacement,

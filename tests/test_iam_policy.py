@@ -1,7 +1,7 @@
 """The IAM policies in configs/: valid JSON that allows every AWS call the job makes and nothing it must not.
 
-The calls are read from the code where they live (`batch/s3.py` is the only door to S3, the analyses'
-REGISTRY and `batch/collections.py` name every Rekognition operation of a run, `batch/collection_admin.py`
+The calls are read from the code where they live (`batch/aws/s3.py` is the only door to S3, the analyses'
+REGISTRY and `batch/faces/sync.py` name every Rekognition operation of a run, `batch/faces/admin.py`
 those of `rekbatch collection`), so a new call fails here until the policy grants it. A small evaluator
 of the policy grammar the files use (Allow/Deny, wildcards, StringLike[IfExists], StringEquals, Null)
 decides each request, with the placeholders filled in.
@@ -39,7 +39,7 @@ CONDITIONAL_PUT = {"s3:if-none-match": "*"}
 
 Request = tuple[str, str, Mapping[str, str]]  # (action, resource ARN, condition context)
 
-#: What each S3 client method in batch/s3.py does for a run: the requests IAM sees.
+#: What each S3 client method in batch/aws/s3.py does for a run: the requests IAM sees.
 JOB_S3_REQUESTS: dict[str, list[Request]] = {
     "list_objects_v2": [
         ("s3:ListBucket", IN_BUCKET, {"s3:prefix": "photos/2026/"}),  # the listing, check_readable
@@ -120,7 +120,7 @@ def allows(policy: Mapping[str, Any], request: Request) -> bool:
 
 
 def s3_methods_in_code() -> set[str]:
-    source = (ROOT / "batch" / "s3.py").read_text()
+    source = (ROOT / "batch" / "aws" / "s3.py").read_text()
     called = set(re.findall(r"client\.(\w+)\(", source)) - {"get_paginator"}
     return called | set(re.findall(r'get_paginator\("(\w+)"\)', source))
 
@@ -138,7 +138,7 @@ def operations_called_in(module: str) -> set[str]:
 
 
 def collection_operations_in_code() -> set[str]:
-    called = operations_called_in("collections.py")
+    called = operations_called_in("faces/sync.py")
     analysed = {op for name in COLLECTION_ANALYSES for op in REGISTRY[name].operations}
     return called | analysed - IMAGE_OPERATIONS
 
@@ -176,7 +176,7 @@ def test_the_job_policy_allows_every_analysis_but_no_collection_operation() -> N
     policy = load_policy("iam-policy.json")
     for operation in detect_operations():
         assert allows(policy, (f"rekognition:{operation}", "*", {})), operation
-    for operation in collection_operations_in_code() | operations_called_in("collection_admin.py"):
+    for operation in collection_operations_in_code() | operations_called_in("faces/admin.py"):
         assert not allows(policy, (f"rekognition:{operation}", COLLECTION, {})), operation
 
 
@@ -219,7 +219,7 @@ def test_the_collection_policy_adds_what_the_face_analyses_call_on_one_collectio
 def test_the_collection_admin_policy_allows_the_commands_calls_and_changes_no_faces() -> None:
     policy = load_policy("iam-collection-admin.json")
     # ListFaces: `face_pages`, which the commands share with the job's sync (collections.py).
-    called = operations_called_in("collection_admin.py") | {"ListFaces"}
+    called = operations_called_in("faces/admin.py") | {"ListFaces"}
     assert "ListCollections" in called
     # ListCollections names no collection: IAM evaluates it against "*".
     assert allows(policy, ("rekognition:ListCollections", "*", {}))

@@ -1,4 +1,4 @@
-"""batch.image_checks: the plan for every listed image, from its size and header, before any call."""
+"""batch.core.image_checks: the plan for every listed image, from its size and header, before any call."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batch.image_checks import (
+from batch.core.image_checks import (
     MAX_REQUEST_BYTES,
     MAX_S3_OBJECT_BYTES,
     MAX_SIDE_PX,
@@ -16,7 +16,7 @@ from batch.image_checks import (
     Route,
     plan_image,
 )
-from batch.image_header import HeaderFault, ImageHeader
+from batch.core.image_header import HeaderFault, ImageHeader
 
 MANY = settings(max_examples=500, deadline=None)
 MB = 1024 * 1024

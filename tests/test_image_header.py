@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from batch.image_header import HeaderFault, HeaderIncomplete, probe, sniff_format
-from batch.local.samples import png_claiming
+from batch.core.image_header import HeaderFault, HeaderIncomplete, probe, sniff_format
+from local_stack.samples import png_claiming
 
 MANY = settings(max_examples=60, deadline=None)
 
@@ -119,7 +119,7 @@ def test_a_webp_head_is_enough_and_a_bad_chunk_is_broken() -> None:
 
 def test_a_huge_claimed_size_is_reported_as_it_is() -> None:
     # Image.open would raise DecompressionBombError and hide the size; the header gives it, decoding
-    # nothing, and the size limits (batch.image_checks) refuse it.
+    # nothing, and the size limits (batch.core.image_checks) refuse it.
     png = png_claiming(30000, 30000)
     assert len(png) < 200
     header = probe(png, complete=True)

@@ -1,4 +1,4 @@
-"""batch.incremental and the driver's planning: which analyses each listed image still needs."""
+"""batch.core.incremental and the driver's planning: which analyses each listed image still needs."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batch.incremental import CommittedState, settled_analyses
-from batch.job import plan_images
-from batch.manifest import Ledger
-from batch.selection import ListedObject
+from batch.core.incremental import CommittedState, settled_analyses
+from batch.run.job import plan_images
+from batch.core.manifest import Ledger
+from batch.core.selection import ListedObject
 
 WANTED = {"labels": "L1", "faces": "F1", "text": "T1"}
 NOW = datetime(2026, 11, 25, tzinfo=UTC)

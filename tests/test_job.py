@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime
 
-from batch.collections import StorageForecast
-from batch.job import Progress, RunSummary, format_summary
+from batch.faces.sync import StorageForecast
+from batch.run.job import Progress, RunSummary, format_summary
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 

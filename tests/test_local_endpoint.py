@@ -24,9 +24,9 @@ from botocore.credentials import Credentials
 from botocore_shapes import validate_response
 from conftest import make_image
 
-from batch.local import samples as sample_set
-from batch.local.samples import GroundTruth, SampleTruth, TruthObject
-from batch.local.stack import LocalStack, seed_samples
+from local_stack import samples as sample_set
+from local_stack.samples import GroundTruth, SampleTruth, TruthObject
+from local_stack.stack import LocalStack, seed_samples
 
 pytestmark = pytest.mark.integration
 
@@ -519,7 +519,7 @@ def test_decompression_bombs_are_refused(rek: Any, side: int) -> None:
 
 
 def test_collections_persist_to_a_json_file(tmp_path: Path) -> None:
-    from batch.local.collections import CollectionStore
+    from local_stack.collections import CollectionStore
 
     path = tmp_path / "collections.json"
     store = CollectionStore(path)

@@ -15,8 +15,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 from conftest import make_image
 
-from batch.local.faults import Behaviour, FaultConfig, FaultInjector
-from batch.local.stack import LocalStack
+from local_stack.faults import Behaviour, FaultConfig, FaultInjector
+from local_stack.stack import LocalStack
 
 QUOTA = 20.0
 BURST = 5.0

@@ -1,4 +1,4 @@
-"""batch.manifest: the commit record's JSON, file names, and the accounting checked before a commit."""
+"""batch.core.manifest: the commit record's JSON, file names, and the accounting checked before a commit."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batch.config import RUN_ID_PATTERN
-from batch.manifest import (
+from batch.config.model import RUN_ID_PATTERN
+from batch.core.manifest import (
     COMMITS_SCHEMA,
     AttemptRecord,
     BatchRecord,

@@ -6,7 +6,7 @@ analysis, the second over those plus a few more without `celebrities`. So the qu
 nightly output holds: images analysed in an older run, unchanged images with no row in the newer one,
 a flag that is new in the last run, an analysis not yet run on some images. The face queries read a
 third run, into its own output: a few samples indexed into a collection, searched and compared with a
-reference photo. Expected rows come from the sample set's ground truth (`batch.local.samples`),
+reference photo. Expected rows come from the sample set's ground truth (`local_stack.samples`),
 computed independently of the endpoint. The face queries also read runs committed from rows built by
 hand (`Runs`): what several nightly runs leave (a replaced reference photo, a new similarity threshold,
 an image replaced by a photo of someone else) without running the job each time.
@@ -28,13 +28,14 @@ from typing import Any
 import pytest
 from conftest import COMMITTED_AT, commit_rows
 
-from batch import readers, sql_shell
+from batch.query import shell as sql_shell
+from batch.storage import readers
 from batch.analyses import REGISTRY
-from batch.commits import RunStore
-from batch.config import DEFAULT_PRICES
-from batch.local.samples import GroundTruth, SampleTruth
-from batch.local.stack import LocalStack, seed_samples
-from batch.sink import Destination
+from batch.storage.commits import RunStore
+from batch.config.model import DEFAULT_PRICES
+from local_stack.samples import GroundTruth, SampleTruth
+from local_stack.stack import LocalStack, seed_samples
+from batch.storage.sink import Destination
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from fakes import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batch.quota import TokenBucket
+from batch.core.quota import TokenBucket
 
 
 def test_starts_full_then_refuses() -> None:

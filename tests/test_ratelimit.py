@@ -17,7 +17,7 @@ from fakes import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batch.ratelimit import (
+from batch.aws.ratelimit import (
     HANDLER,
     ClusterRateLimiter,
     DemandEstimate,
@@ -422,7 +422,7 @@ def hammer(
 ) -> dict[str, Any]:
     """A task: `threads` threads acquire `operation` until `stop_at` (wall clock); returns the times.
 
-    The limiter is built in the task's thread and used from pool threads, as batch.worker does.
+    The limiter is built in the task's thread and used from pool threads, as batch.run.worker does.
     """
     worker = get_worker()
     limiter = _LIMITERS.get((worker.address, tag))

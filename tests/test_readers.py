@@ -1,4 +1,4 @@
-"""batch.readers: the read path opens exactly the committed files; its SQL has the tables' types."""
+"""batch.storage.readers: the read path opens exactly the committed files; its SQL has the tables' types."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pyarrow as pa
 import pytest
 from conftest import commit_rows
 
-from batch import readers
+from batch.storage import readers
 from batch.analyses import all_tables
-from batch.commits import RunStore
-from batch.manifest import COMMITS_SCHEMA, data_file_name
-from batch.sink import Destination, write_tables
+from batch.storage.commits import RunStore
+from batch.core.manifest import COMMITS_SCHEMA, data_file_name
+from batch.storage.sink import Destination, write_tables
 
 duckdb = pytest.importorskip("duckdb")
 

@@ -10,8 +10,8 @@ from typing import Any
 from botocore.exceptions import ClientError, ReadTimeoutError
 from fakes import FakeClock
 
-from batch.rekognition import CallCounts, RateLimiter, RekognitionCaller
-from batch.retry import Outcome, RetryBudget, RetryPolicy
+from batch.aws.rekognition import CallCounts, RateLimiter, RekognitionCaller
+from batch.core.retry import Outcome, RetryBudget, RetryPolicy
 
 
 def client_error(code: str, status: int = 400) -> ClientError:

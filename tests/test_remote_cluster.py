@@ -14,8 +14,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from batch.local.stack import LocalStack, seed_samples
-from batch.selection import IMAGE_SUFFIXES
+from local_stack.stack import LocalStack, seed_samples
+from batch.core.selection import IMAGE_SUFFIXES
 
 pytestmark = pytest.mark.integration
 

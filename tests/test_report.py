@@ -1,4 +1,4 @@
-"""batch.report and batch.report_data: a run's tables (real Parquet files in a folder) -> one HTML file.
+"""batch.report.page and batch.report.data: a run's tables (real Parquet files in a folder) -> one HTML file.
 
 The browser test (tests/test_report_browser.py) opens a real run's report; these check the parts:
 reading one run among others, the summary against the `runs` row, escaping, the size limit, and
@@ -18,14 +18,14 @@ from conftest import commit_rows
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batch.commits import RunStore
-from batch.config import ReportConfig, load_report_config
-from batch.errors import ConfigError, OutputUnreadable, RunNotFound
-from batch.local.samples import BOX, LINE, Spec, encode, render_upright
-from batch.report import build_report, collect, report_path, sql_query, summary_figures, take_within
-from batch.report_data import load_run
-from batch.report_stats import ImageEntry
-from batch.sink import Destination
+from batch.storage.commits import RunStore
+from batch.config.model import ReportConfig, load_report_config
+from batch.core.errors import ConfigError, OutputUnreadable, RunNotFound
+from local_stack.samples import BOX, LINE, Spec, encode, render_upright
+from batch.report.page import build_report, collect, report_path, sql_query, summary_figures, take_within
+from batch.report.data import load_run
+from batch.report.stats import ImageEntry
+from batch.storage.sink import Destination
 
 DT = "2026-11-25"
 STARTED = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)

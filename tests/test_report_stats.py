@@ -1,4 +1,4 @@
-"""batch.report_stats: the report's counts, part by part, and the gallery's sample."""
+"""batch.report.stats: the report's counts, part by part, and the gallery's sample."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from batch.analyses import all_tables
-from batch.report_stats import RunStats, StratifiedSample, box_layers, boxes_of
-from batch.tables import box_fields, rows_to_table, table_schema
+from batch.report.stats import RunStats, StratifiedSample, box_layers, boxes_of
+from batch.core.tables import box_fields, rows_to_table, table_schema
 
 #: (stratum, key) pairs with distinct keys, as a run's images are.
 offers = st.lists(st.tuples(st.sampled_from("abcde"), st.text(min_size=1, max_size=6)), max_size=60).map(

@@ -6,7 +6,7 @@ import botocore.session
 import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 
-from batch.retry import ERROR_OUTCOMES, Outcome, RetryPolicy, classify
+from batch.core.retry import ERROR_OUTCOMES, Outcome, RetryPolicy, classify
 
 IMAGE_OPERATIONS = (
     "DetectLabels",

@@ -1,4 +1,4 @@
-"""batch.s3's pure parts."""
+"""batch.aws.s3's pure parts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import botocore.utils
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batch.s3 import parse_timestamp
+from batch.aws.s3 import parse_timestamp
 
 instants = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1)).map(
     lambda moment: moment.replace(microsecond=moment.microsecond // 1000 * 1000, tzinfo=UTC)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from batch.local import samples as sample_set
-from batch.local.samples import GroundTruth, Spec
+from local_stack import samples as sample_set
+from local_stack.samples import GroundTruth, Spec
 
 
 def upright_by_exif_spec(stored: np.ndarray, orientation: int) -> np.ndarray:

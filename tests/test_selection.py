@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batch.config import InputConfig
-from batch.selection import ListedObject, batched, is_selected
+from batch.config.model import InputConfig
+from batch.core.selection import ListedObject, batched, is_selected
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 

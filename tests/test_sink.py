@@ -9,9 +9,9 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from batch.local.stack import LocalStack
-from batch.sink import Destination, write_tables
-from batch.tables import ERRORS_SCHEMA
+from local_stack.stack import LocalStack
+from batch.storage.sink import Destination, write_tables
+from batch.core.tables import ERRORS_SCHEMA
 
 
 def error_row(key: str) -> dict:

@@ -1,4 +1,4 @@
-"""batch.sql_shell: statements run in order over the committed views; the prompt; --set variables."""
+"""batch.query.shell: statements run in order over the committed views; the prompt; --set variables."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from conftest import commit_rows
 
-from batch import readers, sql_shell
-from batch.commits import RunStore
-from batch.errors import ConfigError, QueryFailed
-from batch.sink import Destination
+from batch.query import shell as sql_shell
+from batch.storage import readers
+from batch.storage.commits import RunStore
+from batch.core.errors import ConfigError, QueryFailed
+from batch.storage.sink import Destination
 
 
 @pytest.fixture

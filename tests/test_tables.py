@@ -1,4 +1,4 @@
-"""batch.tables: every schema survives rows -> Parquet -> rows; rows_to_table is strict about names."""
+"""batch.core.tables: every schema survives rows -> Parquet -> rows; rows_to_table is strict about names."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from conftest import commit_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batch import readers
+from batch.storage import readers
 from batch.analyses import REGISTRY, all_tables
-from batch.commits import RunStore
-from batch.geometry import BoxPlacement
-from batch.sink import Destination, parquet_bytes
-from batch.tables import (
+from batch.storage.commits import RunStore
+from batch.core.geometry import BoxPlacement
+from batch.storage.sink import Destination, parquet_bytes
+from batch.core.tables import (
     BOX_FIELDS,
     COMMON_FIELDS,
     IMAGES_SCHEMA,
@@ -68,7 +68,7 @@ def rows_of(schema: pa.Schema) -> st.SearchStrategy[list[dict[str, Any]]]:
 
 
 def through_parquet(table: pa.Table) -> pa.Table:
-    """The bytes the job writes (`batch.sink.parquet_bytes`, zstd as by default), read back."""
+    """The bytes the job writes (`batch.storage.sink.parquet_bytes`, zstd as by default), read back."""
     return pq.read_table(io.BytesIO(parquet_bytes(table, "zstd")))
 
 

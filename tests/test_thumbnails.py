@@ -1,4 +1,4 @@
-"""batch.thumbnails: every orientation and format comes out upright, bad files say why."""
+"""batch.report.thumbnails: every orientation and format comes out upright, bad files say why."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from batch.geometry import ORIENTATIONS
-from batch.local.samples import BOX, COLOURS, LINE, Spec, encode, png_claiming, render_upright
-from batch.thumbnails import THUMBNAIL_SIDE, ThumbnailError, upright_thumbnail
+from batch.core.geometry import ORIENTATIONS
+from local_stack.samples import BOX, COLOURS, LINE, Spec, encode, png_claiming, render_upright
+from batch.report.thumbnails import THUMBNAIL_SIDE, ThumbnailError, upright_thumbnail
 
 FACE = ("face", 66, 88, "3:4")
 

@@ -1,4 +1,4 @@
-"""batch.timeline: attempts per wall-clock second, merged across processes, bucketed for the chart."""
+"""batch.core.timeline: attempts per wall-clock second, merged across processes, bucketed for the chart."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batch.rekognition import CallCounts
-from batch.tables import CALL_SECONDS_SCHEMA, rows_to_table
-from batch.timeline import ERROR, OK, THROTTLED, outcome_class, rate_series, timeline_rows
+from batch.aws.rekognition import CallCounts
+from batch.core.tables import CALL_SECONDS_SCHEMA, rows_to_table
+from batch.core.timeline import ERROR, OK, THROTTLED, outcome_class, rate_series, timeline_rows
 
 OPERATIONS = ("DetectFaces", "DetectLabels")
 OUTCOMES = ("ok", "ThrottlingException", "ProvisionedThroughputExceededException", "InternalServerError")

@@ -45,9 +45,9 @@ from batch.analyses import (
     text,
 )
 from batch.analyses._multi import Call, ImageInput, MultiOutcome
-from batch.errors import ConfigError
-from batch.geometry import BoxPlacement
-from batch.tables import JOB_TABLES
+from batch.core.errors import ConfigError
+from batch.core.geometry import BoxPlacement
+from batch.core.tables import JOB_TABLES
 
 __all__ = [
     "REGISTRY",
@@ -209,7 +209,7 @@ def in_run_order(names: Iterable[str], start: int = 0) -> tuple[str, ...]:
 
 
 def all_tables() -> dict[str, pa.Schema]:
-    """Every output table: the job tables (`batch.tables.JOB_TABLES`) then each analysis's tables."""
+    """Every output table: the job tables (`batch.core.tables.JOB_TABLES`) then each analysis's tables."""
     tables = dict(JOB_TABLES)
     for analysis in REGISTRY.values():
         for name, schema in analysis.tables.items():

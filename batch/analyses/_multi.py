@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageOps
 
-from batch.geometry import BoxPlacement
+from batch.core.geometry import BoxPlacement
 
-if TYPE_CHECKING:  # batch.rekognition imports batch.config, which imports the analyses
-    from batch.rekognition import CallResult
+if TYPE_CHECKING:  # batch.aws.rekognition imports batch.config.model, which imports the analyses
+    from batch.aws.rekognition import CallResult
 
 __all__ = [
     "MIN_CROP_SIDE",
@@ -39,7 +39,7 @@ __all__ = [
 
 #: Rekognition refuses images under 80 px a side: smaller crops are scaled up to this.
 MIN_CROP_SIDE = 80
-#: The box columns every face row carries (`batch.tables.BOX_FIELDS`), copied from the searched face.
+#: The box columns every face row carries (`batch.core.tables.BOX_FIELDS`), copied from the searched face.
 BOX_COLUMNS: tuple[str, ...] = (
     "box_left", "box_top", "box_width", "box_height",
     "box_left_px", "box_top_px", "box_width_px", "box_height_px",
@@ -92,7 +92,7 @@ def detected_faces(
 
 def failed_locally(code: str, message: str) -> CallResult:
     """A failure found before calling (e.g. a face that cannot be cropped), shaped as a call's."""
-    from batch.rekognition import CallResult
+    from batch.aws.rekognition import CallResult
 
     return CallResult(response=None, attempts=0, error_code=code, message=message[:500])
 

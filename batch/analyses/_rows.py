@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from batch.errors import ConfigError
+from batch.core.errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------------
 # Rows

@@ -18,8 +18,8 @@ from typing import Any
 import pyarrow as pa
 
 from batch.analyses._rows import member, parse_settings
-from batch.geometry import BoxPlacement
-from batch.tables import BOX_FIELDS, table_schema
+from batch.core.geometry import BoxPlacement
+from batch.core.tables import BOX_FIELDS, table_schema
 
 NAME = "celebrities"
 OPERATION = "RecognizeCelebrities"

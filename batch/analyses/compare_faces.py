@@ -7,7 +7,7 @@ images" (https://docs.aws.amazon.com/rekognition/latest/dg/faces-comparefaces.ht
 
 CompareFaces compares the *largest* face of `SourceImage` with each of the 100 largest faces of
 `TargetImage`. So a reference photo is not sent whole: the driver resolves the references once per run
-(`batch.references`: list a prefix, HEAD a key for its ETag, DetectFaces, then every face cut out
+(`batch.faces.references`: list a prefix, HEAD a key for its ETag, DetectFaces, then every face cut out
 upright with a margin by `face_crop`), and the crops travel to the workers in the settings
 (`Settings.resolved`). Each image then costs one CompareFaces per reference face, the crop as
 `SourceImage.Bytes` and the image as `TargetImage`, sent as the other analyses send it.
@@ -34,12 +34,12 @@ import pyarrow as pa
 from batch.analyses._multi import Call, ImageInput, MultiOutcome, face_crop
 from batch.analyses._rows import member, number, parse_settings, strings
 from batch.analyses.index_faces import check_quality_filter
-from batch.errors import ConfigError
-from batch.geometry import BoxPlacement
-from batch.tables import BOX_FIELDS, table_schema
+from batch.core.errors import ConfigError
+from batch.core.geometry import BoxPlacement
+from batch.core.tables import BOX_FIELDS, table_schema
 
-if TYPE_CHECKING:  # batch.rekognition imports batch.config, which imports the analyses
-    from batch.rekognition import CallResult
+if TYPE_CHECKING:  # batch.aws.rekognition imports batch.config.model, which imports the analyses
+    from batch.aws.rekognition import CallResult
 
 NAME = "compare_faces"
 OPERATION = "CompareFaces"
@@ -81,7 +81,7 @@ class ReferenceFace:
 
 @dataclass(frozen=True)
 class References:
-    """The references of a run, resolved by the driver (`batch.references`)."""
+    """The references of a run, resolved by the driver (`batch.faces.references`)."""
 
     images: tuple[ReferenceImage, ...]
     #: Every face of every image; empty in a dry run (which detects nothing).
@@ -108,7 +108,7 @@ def faces_of(
 def reference_location(url: str, where: str = "analyses.compare_faces.references") -> tuple[str, str, bool]:
     """(bucket, key or prefix, is a prefix) of a reference URL: `s3://bucket/key.jpg` is one image,
     `s3://bucket/prefix/` (ending in `/`) every image under the prefix. ConfigError naming `where`."""
-    from batch.config import parse_s3_url  # batch.config imports the analyses
+    from batch.config.model import parse_s3_url  # batch.config.model imports the analyses
 
     bucket, key = parse_s3_url(url, where)
     prefix = url.endswith("/")
@@ -165,7 +165,7 @@ class Settings:
     def faces(self) -> tuple[ReferenceFace, ...]:
         """The reference faces to compare each image with; the driver must have resolved them."""
         if self.resolved is None:
-            raise ValueError("compare_faces: the references were not resolved (batch.references)")
+            raise ValueError("compare_faces: the references were not resolved (batch.faces.references)")
         return self.resolved.faces
 
 
@@ -199,7 +199,7 @@ def settings_parts(settings: Settings) -> list[dict[str, Any]] | None:
 def with_parts(settings: Settings, indices: tuple[int, ...]) -> Settings:
     """`settings` with only the reference photos at `indices` (of `settings_parts`) and their faces."""
     if settings.resolved is None:
-        raise ValueError("compare_faces: the references were not resolved (batch.references)")
+        raise ValueError("compare_faces: the references were not resolved (batch.faces.references)")
     images = tuple(settings.resolved.images[i] for i in indices)
     faces = tuple(f for f in settings.resolved.faces if f.image in images)
     return dataclasses.replace(settings, resolved=References(images, faces))

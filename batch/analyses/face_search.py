@@ -42,9 +42,9 @@ from batch.analyses._multi import (
 )
 from batch.analyses._rows import integer, member, number, parse_settings
 from batch.analyses.index_faces import check_collection_id
-from batch.external_ids import key_of
-from batch.geometry import BoxPlacement
-from batch.tables import BOX_FIELDS, table_schema
+from batch.core.external_ids import key_of
+from batch.core.geometry import BoxPlacement
+from batch.core.tables import BOX_FIELDS, table_schema
 
 NAME = "face_search"
 #: The operation of most calls (the one the dry run counts once per image).

@@ -4,7 +4,7 @@ Source of truth: botocore's model (`rekognition/2016-06-27/service-2.json`, Dete
 and the Developer Guide, "Detecting faces in an image"
 (https://docs.aws.amazon.com/rekognition/latest/dg/faces-detect-images.html).
 
-The box and every landmark are given upright and stored (see `batch.geometry`). Pose and eye
+The box and every landmark are given upright and stored (see `batch.core.geometry`). Pose and eye
 direction angles are copied as Rekognition returns them, in the frame it answered in: upright for a
 JPEG with Exif orientation (the usual case), the stored frame otherwise. They are not turned with the
 image.
@@ -19,8 +19,8 @@ from typing import Any
 import pyarrow as pa
 
 from batch.analyses._rows import flag_columns, member, parse_settings, strings
-from batch.geometry import BoxPlacement
-from batch.tables import BOX_FIELDS, point_struct, table_schema
+from batch.core.geometry import BoxPlacement
+from batch.core.tables import BOX_FIELDS, point_struct, table_schema
 
 NAME = "faces"
 OPERATION = "DetectFaces"

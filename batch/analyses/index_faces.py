@@ -6,9 +6,9 @@ Face, UnindexedFace) and the Developer Guide, "Adding faces to a collection"
 
 Unlike the other analyses this one changes state in the account: every indexed face is stored (and
 billed per month) until it is deleted. The job keeps the collection equal to the bucket
-(`batch.collections`): an image is indexed only when it is new or its ETag changed, its old faces are
+(`batch.faces.sync`): an image is indexed only when it is new or its ETag changed, its old faces are
 deleted first, and `--prune` deletes the faces of keys no longer listed. Each image is indexed with
-`ExternalImageId = batch.external_ids.external_image_id(key)`.
+`ExternalImageId = batch.core.external_ids.external_image_id(key)`.
 
 * `indexed_faces`: one row per stored face: its FaceId, the collection, and the face's detail (the
   columns of the `faces` table; attributes other than the defaults are null unless requested).
@@ -26,10 +26,10 @@ import pyarrow as pa
 
 from batch.analyses import faces
 from batch.analyses._rows import integer, member, parse_settings, strings
-from batch.errors import ConfigError
-from batch.external_ids import external_image_id
-from batch.geometry import BoxPlacement
-from batch.tables import table_schema
+from batch.core.errors import ConfigError
+from batch.core.external_ids import external_image_id
+from batch.core.geometry import BoxPlacement
+from batch.core.tables import table_schema
 
 NAME = "index_faces"
 OPERATION = "IndexFaces"

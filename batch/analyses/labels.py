@@ -19,8 +19,8 @@ from typing import Any
 import pyarrow as pa
 
 from batch.analyses._rows import boolean, integer, member, names, number, parse_settings, strings
-from batch.geometry import BoxPlacement
-from batch.tables import BOX_FIELDS, table_schema
+from batch.core.geometry import BoxPlacement
+from batch.core.tables import BOX_FIELDS, table_schema
 
 NAME = "labels"
 OPERATION = "DetectLabels"

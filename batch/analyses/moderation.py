@@ -18,8 +18,8 @@ from typing import Any
 import pyarrow as pa
 
 from batch.analyses._rows import number, parse_settings
-from batch.geometry import BoxPlacement
-from batch.tables import table_schema
+from batch.core.geometry import BoxPlacement
+from batch.core.tables import table_schema
 
 NAME = "moderation"
 OPERATION = "DetectModerationLabels"

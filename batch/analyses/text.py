@@ -7,7 +7,7 @@ TextDetection) and the Developer Guide, "Detecting text"
 `text_id` is unique only within one response (one image); a WORD's `parent_id` is the `text_id` of its
 LINE, and a LINE's is null. DetectText has no OrientationCorrection; that its boxes follow the Exif rule
 of the other operations (upright for a JPEG with Exif orientation) is not documented by AWS, we assume
-it (see `batch.geometry.BoxPlacement.for_response`).
+it (see `batch.core.geometry.BoxPlacement.for_response`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 import pyarrow as pa
 
 from batch.analyses._rows import member, number, optional, parse_settings
-from batch.geometry import BoxPlacement
-from batch.tables import BOX_FIELDS, point_struct, table_schema
+from batch.core.geometry import BoxPlacement
+from batch.core.tables import BOX_FIELDS, point_struct, table_schema
 
 NAME = "text"
 OPERATION = "DetectText"

@@ -1,0 +1,218 @@
+"""The job's only door to Dask: connect to a cluster, and run tasks through a bounded window.
+
+One task per batch of images, not per call: the scheduler spends about 1 ms and holds ~8 kB per task,
+against hundreds of milliseconds of calls per batch. Batches are submitted from the streamed listing
+as earlier ones finish (`as_completed` + `add`), so the scheduler holds O(window) futures, never the
+whole prefix.
+
+A task whose worker dies is re-run elsewhere; after `ALLOWED_FAILURES + 1` deaths under it, it fails
+with KilledWorker, and the driver retries its images one per task in a quarantine (`Backlog`). The
+job's LocalCluster allows one death, not Dask's three: a poison image then costs 2 worker restarts for
+its batch and 2 for itself, instead of 8, and a task that merely shared a dying worker is retried in
+quarantine, never lost. A remote scheduler keeps its own setting (`distributed.scheduler.allowed-failures`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import dask
+from dask.utils import parse_timedelta
+from distributed import Client, LocalCluster, WorkerPlugin, as_completed
+
+from batch.config.model import DaskConfig
+from batch.core.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: Worker deaths a task may survive on the job's LocalCluster before it fails with KilledWorker.
+ALLOWED_FAILURES = 1
+
+Spec = TypeVar("Spec")
+
+
+class Backlog(Iterator[Spec]):
+    """The specs to submit: the stream's, and a quarantine of specs to run one at a time.
+
+    Use it as `run_windowed`'s specs when a failed task's work is to be retried in smaller pieces.
+    `quarantine(specs)` queues specs that run one at a time and before anything from the stream: a
+    task that kills its workers then shares them only with tasks already running, so what fails in
+    quarantine failed on its own. Tell it of every finished spec (`finished`). It stops yielding
+    (StopIteration) while a quarantined spec runs or after `close()`, and may yield again later.
+    """
+
+    def __init__(self, specs: Iterator[Spec]) -> None:
+        self._specs = specs
+        self._quarantine: deque[Spec] = deque()
+        self._running: Spec | None = None  # the quarantined spec in flight
+        self._closed = False
+
+    def __next__(self) -> Spec:
+        if self._closed or self._running is not None:
+            raise StopIteration
+        if self._quarantine:
+            self._running = self._quarantine.popleft()
+            return self._running
+        return next(self._specs)
+
+    def quarantine(self, specs: Iterable[Spec]) -> None:
+        self._quarantine.extend(specs)
+
+    def finished(self, spec: Spec) -> bool:
+        """Record that `spec` ended; True if it was a quarantined one."""
+        if spec is self._running:
+            self._running = None
+            return True
+        return False
+
+    def close(self) -> None:
+        """Yield nothing more, quarantined or not."""
+        self._closed = True
+        self._quarantine.clear()
+
+
+#: Dask's timers that run whatever the load, by their `periodic_callbacks` name: (config key, the job's
+#: period), Dask's default in the comment. The job sets them on its LocalCluster's scheduler, nannies and
+#: workers, and `LightWorkerHousekeeping` on every worker of a remote cluster.
+#: - The event-loop tick only measures how late the loop runs (Dask warns past
+#:   `distributed.admin.tick.limit`, 3 s), but 50 wake-ups a second per server cost CPU: an idle 4-worker
+#:   LocalCluster used 7 % of a core in its workers with a 20 ms tick and 3 % with 200 ms, and its driver
+#:   5 % instead of 3 %.
+#: - The memory monitor checks the process's memory against Dask's spill, pause and terminate thresholds.
+#:   The job keeps no Dask data to spill and bounds its own memory (calls in flight per task): twice a
+#:   second is enough.
+#: - The system monitor samples CPU, memory and network for the dashboard's charts.
+#: With the tick alone, an idle 4-worker LocalCluster (130 threads per worker) used 72-76 ms of CPU a
+#: second, driver and workers; with all three, 38-40: 0.14 ms a call less at 250 calls/s. One worker:
+#: 26-27 and 15 ms a second.
+SLOWER_TIMERS = {
+    "tick": ("distributed.admin.tick.interval", "200ms"),  # 20 ms
+    "memory_monitor": ("distributed.worker.memory.monitor-interval", "500ms"),  # 100 ms
+    "monitor": ("distributed.admin.system-monitor.interval", "2s"),  # 500 ms
+}
+
+
+def slower_timers_environment() -> dict[str, str]:
+    """`SLOWER_TIMERS` as Dask's environment variables (`DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL`, ...),
+    for a cluster the job does not start: the plugin reaches its workers, not its scheduler or nannies."""
+    return {
+        "DASK_" + key.upper().replace(".", "__").replace("-", "_"): period
+        for key, period in SLOWER_TIMERS.values()
+    }
+
+
+class LightWorkerHousekeeping(WorkerPlugin):
+    """Stops Dask's statistical profiler and slows its timers (`SLOWER_TIMERS`) on every worker of the
+    run, present and joining (a remote cluster's workers too: their config is their owner's).
+
+    The profiler samples every thread's stack (`sys._current_frames()`) every 10 ms. On Python 3.11
+    that can deadlock the whole worker process when a garbage collection runs inside the call and a
+    finalizer needs the interpreter's thread-list lock (python/cpython#106883, dask/distributed#8616):
+    seen here as a worker frozen mid-run with a hundred image threads. It also costs CPU in proportion
+    to the threads, and ours are many (calls in flight). The dashboard's profile page stays empty.
+    """
+
+    name = "rekbatch-light-worker-housekeeping"
+
+    def setup(self, worker: Any) -> None:
+        for name in ("profile", "profile-cycle"):
+            callback = worker.periodic_callbacks.get(name)
+            if callback is not None:
+                callback.stop()
+        for name, (_, period) in SLOWER_TIMERS.items():
+            timer = worker.periodic_callbacks.get(name)
+            if timer is not None:  # tornado's PeriodicCallback reads callback_time (ms) at each run
+                timer.callback_time = max(timer.callback_time, 1000 * parse_timedelta(period))
+
+
+@contextmanager
+def dask_client(config: DaskConfig) -> Iterator[Client]:
+    """A client of the configured scheduler (`--scheduler`, else `DASK_SCHEDULER_ADDRESS`), else of a
+    LocalCluster with worker processes sized to the machine."""
+    address = config.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS", "")
+    if address:
+        try:
+            client = Client(address, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise ConfigError(f"dask.scheduler: cannot connect to {address}: {exc}") from None
+        with client:
+            client.register_plugin(LightWorkerHousekeeping())
+            yield client
+        return
+    n_workers = config.n_workers or os.cpu_count() or 1
+    with (
+        dask.config.set(
+            {
+                "distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+                **dict(SLOWER_TIMERS.values()),
+            }
+        ),
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=config.threads_per_worker,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.register_plugin(LightWorkerHousekeeping())
+        yield client
+
+
+def dashboard_address(client: Client) -> str:
+    """The Dask dashboard's address, or why there is none: a LocalCluster's scheduler runs in this process
+    and serves its dashboard only when bokeh is installed (the `dashboard` extra)."""
+    local = client.cluster is not None
+    if local and importlib.util.find_spec("bokeh") is None:
+        return "not served (pip install 'rekognition-batch[dashboard]' to serve it)"
+    return str(client.dashboard_link)
+
+
+def worker_threads(client: Client) -> tuple[int, int]:
+    """(worker processes, total threads) of the cluster now."""
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return len(workers), sum(w.get("nthreads", 1) for w in workers)
+
+
+def run_windowed(
+    client: Client,
+    task: Callable[[Spec], Any],
+    specs: Iterator[Spec],
+    *,
+    window: int,
+    key: Callable[[Spec], str],
+) -> Iterator[tuple[Spec, Any, BaseException | None]]:
+    """Run `task` on every spec, at most `window` at a time; yield (spec, result, error) as each ends.
+
+    `specs` is pulled lazily, whenever fewer than `window` tasks are running; it may hold more specs
+    after it once ran dry (the caller adds retries while it consumes results). A task's exception
+    (including Dask's KilledWorker for a task that took down its workers) is yielded, not raised, so
+    the caller can retry or record its images and go on.
+    """
+    pending: dict[Any, Spec] = {}
+
+    def fill(queue: as_completed) -> None:
+        while len(pending) < window and (spec := next(specs, None)) is not None:
+            future = client.submit(task, spec, key=key(spec), pure=False)
+            pending[future] = spec
+            queue.add(future)
+
+    queue = as_completed()
+    fill(queue)
+    for future in queue:
+        spec = pending.pop(future)
+        try:
+            yield spec, future.result(), None
+        except Exception as exc:
+            logger.warning("task %s failed: %s", key(spec), exc)
+            yield spec, None, exc
+        finally:
+            future.release()
+        fill(queue)

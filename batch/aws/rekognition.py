@@ -1,0 +1,212 @@
+"""The job's only door to Rekognition: a client per process, a rate limit, and one retry layer.
+
+The client comes from boto3, so its endpoint comes from botocore's lookup (`AWS_ENDPOINT_URL_REKOGNITION`,
+`AWS_ENDPOINT_URL`, the profile). botocore's own retries are off (`total_max_attempts=1`): tenacity
+owns them (see `batch.core.retry`), so a throttled call is retried by exactly one layer and every HTTP
+attempt passes the rate limiter.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import boto3
+from botocore.config import Config
+
+from batch.config.model import RekognitionConfig, RunConfig
+from batch.core.quota import TokenBucket
+from batch.core.retry import ERROR_OUTCOMES, Outcome, RetryBudget, RetryPolicy, classify, error_code
+from batch.core.timeline import SecondKey, second_key
+
+
+def rekognition_client(config: RekognitionConfig, max_pool_connections: int) -> Any:
+    """A boto3 Rekognition client with botocore's retries off and explicit timeouts.
+
+    `max_pool_connections` must be at least the number of threads sharing the client, or threads
+    queue for a connection (botocore's default pool is 10).
+    """
+    botocore_config = Config(
+        retries={"mode": "standard", "total_max_attempts": 1},
+        connect_timeout=config.connect_timeout,
+        read_timeout=config.read_timeout,
+        max_pool_connections=max_pool_connections,
+    )
+    session = boto3.session.Session()
+    return session.client("rekognition", region_name=config.region or None, config=botocore_config)
+
+
+THROTTLE_CODES = frozenset(code for code, outcome in ERROR_OUTCOMES.items() if outcome is Outcome.THROTTLED)
+
+
+@dataclass
+class CallCounts:
+    """Attempts by (operation, outcome), retries and throttles, for the run's summary. Thread-safe."""
+
+    attempts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    retries: int = 0
+    throttled: int = 0
+    #: Seconds spent in attempts that got an answer, and how many: Little's law needs the latency.
+    latency_seconds: float = 0.0
+    answered: int = 0
+    #: Attempts by the Unix second they ended in, operation and outcome class (`batch.core.timeline`).
+    per_second: Counter[SecondKey] = field(default_factory=Counter)
+    #: Unix time, for `per_second`: comparable across worker processes, unlike a monotonic clock.
+    wall_clock: Callable[[], float] = field(default=time.time, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, operation: str, outcome: str, seconds: float) -> None:
+        with self._lock:
+            self.attempts[(operation, outcome)] += 1
+            self.per_second[second_key(self.wall_clock(), operation, outcome)] += 1
+            if outcome in THROTTLE_CODES:
+                self.throttled += 1
+            self.latency_seconds += seconds
+            self.answered += 1
+
+    def record_retry(self) -> None:
+        with self._lock:
+            self.retries += 1
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """How one logical call ended, after its retries."""
+
+    response: Mapping[str, Any] | None
+    attempts: int
+    error_code: str | None = None
+    message: str | None = None
+    outcome: Outcome | None = None
+    #: The process's retry budget was spent when this call failed: the endpoint keeps failing.
+    budget_exhausted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.response is not None
+
+
+class Limiter(Protocol):
+    """What the caller needs of a rate limiter: `batch.aws.ratelimit.ClusterRateLimiter` on a cluster."""
+
+    def acquire(self, operation: str) -> None: ...
+
+    def report_throttle(self, operation: str) -> None: ...
+
+
+class RateLimiter:
+    """One token bucket per operation, for the calls of one process only.
+
+    For a single process outside Dask (and tests). A cluster uses `batch.aws.ratelimit.ClusterRateLimiter`:
+    per-process buckets multiply the quota by the number of processes.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._rate = rate
+        self._clock = clock
+        self._sleep = sleep
+        self._buckets: dict[str, TokenBucket] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, operation: str) -> None:
+        with self._lock:
+            bucket = self._buckets.get(operation)
+            if bucket is None:
+                # A burst of one call: the quota's own bucket absorbs little, so send calls evenly.
+                bucket = self._buckets[operation] = TokenBucket(self._rate, 1.0, clock=self._clock)
+        bucket.acquire(1.0, sleep=self._sleep)
+
+    def report_throttle(self, operation: str) -> None:
+        """A fixed rate: nothing to adapt."""
+
+
+class RekognitionCaller:
+    """Makes one logical Rekognition call: rate limit, attempt, classify, back off, retry."""
+
+    def __init__(
+        self,
+        client: Any,
+        policy: RetryPolicy,
+        limiter: Limiter,
+        counts: CallCounts,
+        *,
+        budget: RetryBudget | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._budget = budget
+        self._clock = clock
+        self._limiter = limiter
+        self._counts = counts
+        # One Retrying for all calls and threads (its per-call state is thread-local, as for tenacity's
+        # decorator): building one per call cost CPU and left a cycle of objects for the collector.
+        self._retrying = policy.retrying(
+            sleep=sleep, on_retry=lambda _exc: counts.record_retry(), budget=budget
+        )
+
+    def call(self, method: str, operation: str, request: Mapping[str, Any]) -> CallResult:
+        attempts = 0
+
+        def attempt() -> Any:
+            nonlocal attempts
+            attempts += 1
+            self._limiter.acquire(operation)
+            started = self._clock()
+            try:
+                response = getattr(self._client, method)(**request)
+            except Exception as exc:
+                self._counts.record(operation, error_code(exc), self._clock() - started)
+                if classify(exc) is Outcome.THROTTLED:
+                    # The account said no despite the limiter (another job shares it): slow down.
+                    self._limiter.report_throttle(operation)
+                raise
+            self._counts.record(operation, "ok", self._clock() - started)
+            return response
+
+        if self._budget is not None:
+            self._budget.deposit()
+        try:
+            response = self._retrying(attempt)
+        except Exception as exc:
+            outcome = classify(exc)
+            spent = outcome is Outcome.TRANSIENT and self._budget is not None and self._budget.exhausted
+            return CallResult(None, attempts, error_code(exc), _one_line(exc), outcome, spent)
+        response = dict(response)
+        response.pop("ResponseMetadata", None)
+        return CallResult(response, attempts)
+
+    def pages(self, method: str, operation: str, request: Mapping[str, Any]) -> Iterator[CallResult]:
+        """Each page of a paginated operation (`NextToken`, e.g. ListFaces), each one a `call`; ends
+        after the last page or after the first page that failed (check `ok`)."""
+        while True:
+            page = self.call(method, operation, request)
+            yield page
+            token = page.response.get("NextToken") if page.response is not None else None
+            if not token:
+                return
+            request = {**request, "NextToken": token}
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:500]
+
+
+def driver_caller(config: RunConfig, analysis: str, counts: CallCounts) -> RekognitionCaller:
+    """A caller for the few calls one process makes outside the batches (the driver's collection sync
+    and reference faces, a `rekbatch collection` command): the quota of `analysis`, the configured
+    retry policy, the calls recorded in `counts`. A process-local limiter: those calls come before or
+    after the batches, not beside them."""
+    client = rekognition_client(config.rekognition, 4)
+    limiter = RateLimiter(config.quota(analysis))
+    return RekognitionCaller(client, config.rekognition.retry_policy, limiter, counts)

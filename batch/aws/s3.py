@@ -1,0 +1,245 @@
+"""The job's only door to S3: list a prefix page by page, read an object's head or whole body, put files.
+
+Clients come from boto3, so the endpoint comes from botocore's standard lookup
+(`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, the profile): no code path here names an endpoint.
+botocore retries S3 calls itself (standard mode, 5 attempts): nothing else retries them.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.session
+import botocore.utils
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from batch.core.errors import InputUnreachable, OutputUnwritable
+from batch.core.image_header import HeaderFault, HeaderIncomplete, ImageHeader, probe, sniff_format
+from batch.core.selection import ListedObject
+
+logger = logging.getLogger(__name__)
+
+#: The first ranged read of an object's head: enough for almost every JPEG and PNG header.
+HEAD_BYTES = 64 * 1024
+#: The longest head read when the header runs past the first range (then the header is broken).
+MAX_HEAD_BYTES = 1024 * 1024
+PAGE_SIZE = 1000
+#: PUTs of one create-only write that S3 may answer 409 (a concurrent conditional write) before giving up.
+CONFLICT_RETRIES = 5
+
+
+def s3_client(max_pool_connections: int = 10) -> Any:
+    """A boto3 S3 client with explicit retry settings (botocore's default changed in 1.44).
+
+    Checksums are asked for where they protect something, not on every request: whole-object reads
+    ask S3 to send the object's checksum and botocore checks it (`ChecksumMode`), and writes send their
+    SHA-256 (`put_file`). With botocore's default ("when_supported") every header probe, a 64 KiB
+    ranged GET that no full-object checksum can cover, also carried the checksum machinery: 1.8 ms of
+    CPU per probe instead of 1.5 in a measurement here, with a probe per image.
+    """
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": 5},
+        max_pool_connections=max_pool_connections,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    session = botocore.session.get_session()
+    # The AWS CLI's way to choose how responses' timestamps are parsed (a botocore component).
+    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
+    return boto3.session.Session(botocore_session=session).client("s3", config=config)
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """A response's timestamp as an aware datetime, as botocore's own parser gives it, but without
+    dateutil's general-purpose parser for the two forms S3 sends: ISO 8601 in XML bodies (every key
+    of a listing) and RFC 7231 dates in headers (Last-Modified). botocore's took 34 us a value here,
+    these 0.1 and 3 us: the driver's CPU per listed key fell from 0.074 to 0.051 ms. Anything else,
+    and any value these read without a time zone, goes to botocore's.
+    """
+    if isinstance(value, str):
+        parsed: datetime | None = None
+        with contextlib.suppress(ValueError, TypeError):
+            parsed = datetime.fromisoformat(value) if value[:1].isdigit() else parsedate_to_datetime(value)
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed
+    return botocore.utils.parse_timestamp(value)
+
+
+def list_pages(client: Any, bucket: str, prefix: str) -> Iterator[list[ListedObject]]:
+    """ListObjectsV2 page by page (1,000 keys each), as they arrive."""
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": PAGE_SIZE}):
+        yield [
+            ListedObject(item["Key"], item["ETag"].strip('"'), item["Size"], item["LastModified"])
+            for item in page.get("Contents", [])
+        ]
+
+
+def check_readable(client: Any, bucket: str, prefix: str) -> None:
+    """Raise InputUnreachable with a one-line reason when the input prefix cannot be listed."""
+    try:
+        client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise InputUnreachable(f"cannot list s3://{bucket}/{prefix}: {code}") from None
+    except BotoCoreError as exc:
+        raise InputUnreachable(f"cannot list s3://{bucket}/{prefix}: {exc}") from None
+
+
+def check_writable(client: Any, bucket: str) -> None:
+    """Raise OutputUnwritable when the output bucket does not exist or cannot be reached."""
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise OutputUnwritable(f"cannot write to s3://{bucket}: {code}") from None
+    except BotoCoreError as exc:
+        raise OutputUnwritable(f"cannot write to s3://{bucket}: {exc}") from None
+
+
+def read_header(client: Any, bucket: str, obj: ListedObject) -> ImageHeader:
+    """Probe an image's header from a ranged GET of its head, reading more only if the header needs it.
+
+    A zero-byte object is not read (a range of nothing is an error to S3).
+    """
+    if obj.size == 0:
+        return probe(b"", complete=True)
+    length = HEAD_BYTES
+    while True:
+        head = read_range(client, bucket, obj, length)
+        try:
+            return probe(head, complete=len(head) >= obj.size)
+        except HeaderIncomplete:
+            if length >= MAX_HEAD_BYTES:
+                problem = f"no complete header in the first {length} bytes"
+                return ImageHeader.unreadable(sniff_format(head), HeaderFault.TOO_LONG, problem)
+            length *= 4
+
+
+def read_range(client: Any, bucket: str, obj: ListedObject, length: int) -> bytes:
+    """The first `length` bytes of the object, pinned to the listed ETag (a changed object fails)."""
+    response = client.get_object(Bucket=bucket, Key=obj.key, Range=f"bytes=0-{length - 1}", IfMatch=obj.etag)
+    return response["Body"].read()
+
+
+def head(client: Any, bucket: str, key: str) -> ListedObject | None:
+    """One object's current version as a listing would show it (HeadObject), or None if there is no
+    such key. Other errors (denied, no bucket) are raised."""
+    try:
+        response = client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+    etag = response["ETag"].strip('"')
+    return ListedObject(key, etag, response["ContentLength"], response["LastModified"])
+
+
+def read_object(client: Any, bucket: str, obj: ListedObject) -> bytes:
+    """The whole object, pinned to the listed ETag. Only for objects whose listed size was checked first."""
+    return client.get_object(Bucket=bucket, Key=obj.key, IfMatch=obj.etag, ChecksumMode="ENABLED")[
+        "Body"
+    ].read()
+
+
+def encryption_arguments(sse: str, kms_key_id: str) -> dict[str, str]:
+    """PutObject's server-side encryption parameters for `output.sse` and `output.kms_key_id`
+    (`batch.config.model.OutputConfig`); none for "" (the bucket's default encryption applies)."""
+    arguments = {"ServerSideEncryption": sse} if sse else {}
+    if kms_key_id:
+        arguments["SSEKMSKeyId"] = kms_key_id
+    return arguments
+
+
+def put_file(
+    client: Any,
+    bucket: str,
+    key: str,
+    body: bytes,
+    encryption: Mapping[str, str] | None = None,
+    **conditions: str,
+) -> None:
+    """One PUT of a whole file with its SHA-256, so S3 refuses a body that arrived damaged.
+    `encryption` comes from `encryption_arguments`; `conditions` are PutObject's conditional-write
+    parameters (e.g. `IfNoneMatch="*"`)."""
+    checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    client.put_object(
+        Bucket=bucket, Key=key, Body=body, ChecksumSHA256=checksum, **(encryption or {}), **conditions
+    )
+
+
+def put_local_file(
+    client: Any, bucket: str, key: str, path: Path, encryption: Mapping[str, str] | None = None
+) -> None:
+    """`put_file` for a file on disk too large to hold in memory: its SHA-256 read in one pass, then
+    the file streamed in one PUT (up to S3's 5 GB for a single PUT)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+        handle.seek(0)
+        checksum = base64.b64encode(digest.digest()).decode()
+        client.put_object(Bucket=bucket, Key=key, Body=handle, ChecksumSHA256=checksum, **(encryption or {}))
+
+
+def create_file(
+    client: Any, bucket: str, key: str, body: bytes, encryption: Mapping[str, str] | None = None
+) -> bool:
+    """Like `put_file`, but only if the key does not exist yet (`If-None-Match: *`); False if it does.
+
+    S3 answers 412 when the object exists, and 409 ConditionalRequestConflict when another conditional
+    write of the key is in progress ("retry the upload"): then the PUT is sent again until one answer
+    is final.
+    """
+    for _ in range(CONFLICT_RETRIES):
+        try:
+            put_file(client, bucket, key, body, encryption, IfNoneMatch="*")
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 412:
+                return False
+            if status != 409:
+                raise
+        else:
+            return True
+    raise OutputUnwritable(f"s3://{bucket}/{key}: conditional write kept conflicting")
+
+
+def get_file(client: Any, bucket: str, key: str) -> bytes | None:
+    """The whole object, or None if there is no such key."""
+    try:
+        return client.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+
+
+def list_files(client: Any, bucket: str, prefix: str) -> Iterator[tuple[str, int, datetime]]:
+    """(key, size, last modified) of every object under the prefix, page by page."""
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            yield item["Key"], item["Size"], item["LastModified"]
+
+
+def delete_files(client: Any, bucket: str, keys: Sequence[str]) -> None:
+    """Delete the keys, 1,000 per request (DeleteObjects' limit); raise if any could not be deleted."""
+    for start in range(0, len(keys), 1000):
+        chunk = keys[start : start + 1000]
+        response = client.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+        )
+        if response.get("Errors"):
+            error = response["Errors"][0]
+            raise OutputUnwritable(f"cannot delete s3://{bucket}/{error['Key']}: {error['Code']}")

@@ -1,0 +1,180 @@
+"""Before any call: how to send one listed image to Rekognition, or why not to. Pure: facts in, a plan out.
+
+Rekognition's rules (Developer Guide, "Guidelines and quotas",
+https://docs.aws.amazon.com/rekognition/latest/dg/limits.html): JPEG and PNG only; an S3 object up to
+15 MB, request bytes up to 5 MB (botocore model, `ImageBlob` max 5242880); at least 80 px and at most
+10,000 px a side. An image that breaks one of them is refused here, from its listed size and its header,
+with the error code Rekognition would give, so no call is spent on it. The job decodes only what it
+converts; a JPEG or PNG is decoded by Rekognition, so damage past its header (a truncated scan) is
+Rekognition's to find, and its answer becomes the image's error row.
+
+The plan, first match wins (`plan_image`):
+
+==========================================  =========================================================
+zero bytes                                  skipped, `EmptyObject`
+not an image / broken header                rejected, `InvalidImageFormatException`
+header parse met a decompression bomb       rejected, `DecompressionBomb`
+a side under 80 px                          rejected, `InvalidParameterException`
+a side over 10,000 px                       rejected, `ImageTooLargeException`
+JPEG/PNG over 15 MB                         rejected, `ImageTooLargeException`
+JPEG/PNG, `image_source = "s3"`             S3Object reference
+JPEG/PNG, bytes, up to 5 MB                 the object's bytes
+JPEG/PNG, bytes, over 5 MB                  converted (re-encoded to fit 5 MB), if conversion is on;
+                                            else rejected, `ImageTooLargeException`
+WebP/GIF/TIFF/BMP, conversion off           skipped, `NotConverted`
+WebP/GIF/TIFF/BMP over `max_convert_bytes`  rejected, `TooLargeToConvert`
+to convert, more pixels than Pillow allows  rejected, `DecompressionBomb` (never decoded)
+WebP/GIF/TIFF/BMP                           converted: first frame, upright, JPEG up to 5 MB, as bytes
+==========================================  =========================================================
+
+A converted image is not bound by the 15 MB S3-object limit (Rekognition never reads the object): only
+by `max_convert_bytes`, which bounds what the job reads whole. A JPEG or PNG over 15 MB is refused
+as Rekognition would refuse it, in both image-source modes, so both modes analyse the same images (but
+for a JPEG or PNG over 5 MB with more pixels than the job decodes, which bytes mode cannot send).
+Multi-frame files (animated GIF/WebP, multi-page TIFF, MPO) are read as their first frame, which is
+what Rekognition does with an MPO; other frames are never looked at (seeking frames of untrusted
+files is where Pillow's bomb checks have been bypassed).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from batch.core.image_header import CONVERTIBLE_FORMATS, REKOGNITION_FORMATS, HeaderFault, ImageHeader
+
+MIN_SIDE_PX = 80
+MAX_SIDE_PX = 10_000
+#: "Maximum image size stored as an Amazon S3 object is limited to 15 MB."
+MAX_S3_OBJECT_BYTES = 15 * 1024 * 1024
+#: The largest `Image.Bytes` a request may carry.
+MAX_REQUEST_BYTES = 5 * 1024 * 1024
+
+#: The job's own error codes, for images it does not send (docs/tables.md, `errors`).
+EMPTY_OBJECT = "EmptyObject"
+NOT_CONVERTED = "NotConverted"
+TOO_LARGE_TO_CONVERT = "TooLargeToConvert"
+DECOMPRESSION_BOMB = "DecompressionBomb"
+#: The conversion failed in a way no bad file should make it fail: a bug; the image is `failed`.
+CONVERSION_ERROR = "ConversionError"
+#: Rekognition's codes, for images it would refuse.
+INVALID_FORMAT = "InvalidImageFormatException"
+TOO_LARGE = "ImageTooLargeException"
+INVALID_PARAMETER = "InvalidParameterException"
+
+
+class Route(enum.Enum):
+    """How an image goes to Rekognition; the value is `images.sent_as`."""
+
+    S3_OBJECT = "s3_object"
+    BYTES = "bytes"
+    CONVERTED_JPEG = "converted_jpeg"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An image the job does not send: its `images.status`, its error code and why, in words."""
+
+    #: "rejected" (it cannot be analysed), "skipped" (by choice: empty, or conversion off), or "failed"
+    #: (the conversion met an unexpected error).
+    status: str
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ImageRules:
+    """The settings the plan depends on (from `[rekognition]`, plus Pillow's pixel limit)."""
+
+    image_source: str = "s3"
+    convert_to_jpeg: bool = True
+    max_convert_bytes: int = 50_000_000
+    #: `PIL.Image.MAX_IMAGE_PIXELS`: images with more pixels are never decoded. None: no limit.
+    max_pixels: int | None = 89_478_485
+
+
+def plan_image(size: int, header: ImageHeader, rules: ImageRules) -> Route | Refusal:
+    """How to send an image of `size` bytes (as listed) with this header, or why it is not sent."""
+    refusal = _header_refusal(size, header)
+    if refusal is not None:
+        return refusal
+    if header.stored_width is not None and header.stored_height is not None:
+        refusal = size_refusal(header.stored_width, header.stored_height)
+        if refusal is not None:
+            return refusal
+    if header.format in REKOGNITION_FORMATS:
+        return _plan_as_stored(size, header, rules)
+    return _plan_conversion(size, header, rules)
+
+
+def size_refusal(width: int, height: int) -> Refusal | None:
+    """Rekognition's refusal of an image this many pixels wide and high, if it would refuse it."""
+    if min(width, height) < MIN_SIDE_PX:
+        return Refusal("rejected", INVALID_PARAMETER, f"{width}x{height} px: under {MIN_SIDE_PX} px a side")
+    if max(width, height) > MAX_SIDE_PX:
+        return Refusal("rejected", TOO_LARGE, f"{width}x{height} px: over {MAX_SIDE_PX:,} px a side")
+    return None
+
+
+def bomb_refusal(width: int, height: int, max_pixels: int | None) -> Refusal | None:
+    """The refusal to decode an image with more pixels than `max_pixels` (Pillow's limit)."""
+    if max_pixels is None or width * height <= max_pixels:
+        return None
+    return Refusal(
+        "rejected",
+        DECOMPRESSION_BOMB,
+        f"{width}x{height} px is {width * height:,} pixels, over the {max_pixels:,} the job decodes",
+    )
+
+
+def _header_refusal(size: int, header: ImageHeader) -> Refusal | None:
+    if size == 0 or header.fault is HeaderFault.EMPTY:
+        return Refusal("skipped", EMPTY_OBJECT, "zero-byte object")
+    if header.fault is HeaderFault.BOMB:
+        return Refusal("rejected", DECOMPRESSION_BOMB, header.problem or "decompression bomb")
+    if header.fault in (HeaderFault.UNRECOGNISED, HeaderFault.BROKEN) or header.format is None:
+        return Refusal("rejected", INVALID_FORMAT, header.problem or "unrecognised image format")
+    if header.format not in REKOGNITION_FORMATS | CONVERTIBLE_FORMATS:
+        return Refusal("rejected", INVALID_FORMAT, f"{header.format}: not a format the job reads")
+    # TOO_LONG: the format is known but not the size; the size is checked where it becomes known
+    # (by Rekognition for a JPEG or PNG, by the conversion otherwise).
+    return None
+
+
+def _plan_as_stored(size: int, header: ImageHeader, rules: ImageRules) -> Route | Refusal:
+    if size > MAX_S3_OBJECT_BYTES:
+        return Refusal(
+            "rejected", TOO_LARGE, f"{size:,} bytes: over the {MAX_S3_OBJECT_BYTES:,} Rekognition reads"
+        )
+    if rules.image_source == "s3":
+        return Route.S3_OBJECT
+    if size <= MAX_REQUEST_BYTES:
+        return Route.BYTES
+    if not rules.convert_to_jpeg:
+        return Refusal(
+            "rejected",
+            TOO_LARGE,
+            f"{size:,} bytes: over the {MAX_REQUEST_BYTES:,} a request carries "
+            "(rekognition.convert_to_jpeg = false)",
+        )
+    return _plan_conversion(size, header, rules)
+
+
+def _plan_conversion(size: int, header: ImageHeader, rules: ImageRules) -> Route | Refusal:
+    if not rules.convert_to_jpeg:
+        return Refusal(
+            "skipped",
+            NOT_CONVERTED,
+            f"{header.format}: Rekognition reads JPEG and PNG only (rekognition.convert_to_jpeg = false)",
+        )
+    if size > rules.max_convert_bytes:
+        return Refusal(
+            "rejected",
+            TOO_LARGE_TO_CONVERT,
+            f"{size:,} bytes: over rekognition.max_convert_bytes ({rules.max_convert_bytes:,})",
+        )
+    if header.stored_width is not None and header.stored_height is not None:
+        refusal = bomb_refusal(header.stored_width, header.stored_height, rules.max_pixels)
+        if refusal is not None:
+            return refusal
+    return Route.CONVERTED_JPEG

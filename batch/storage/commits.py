@@ -1,0 +1,94 @@
+"""A run's control files under the output root: attempts, batch records, manifests (see `batch.core.manifest`).
+
+`RunStore` is the driver's view of them: claim an attempt number at start, read what a crashed attempt
+left for `--resume`, read the committed manifests (the incremental state, the read path, gc) and
+commit. Every write of a control file that decides something is create-only (`Destination.create`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from batch.core.manifest import (
+    COMMITS_DIR,
+    RUNS_DIR,
+    AttemptRecord,
+    BatchRecord,
+    Manifest,
+    attempt_path,
+    batch_record_path,
+    manifest_path,
+)
+from batch.storage.sink import Destination
+
+logger = logging.getLogger(__name__)
+
+#: Files read at once from S3 (manifests, records): listing and GETs are a round trip each.
+READ_THREADS = 16
+
+
+class RunStore:
+    """The control files of every run under one output root."""
+
+    def __init__(self, destination: Destination, s3_client: Any = None) -> None:
+        self.destination = destination
+        self.s3_client = s3_client
+
+    def manifest(self, run_id: str) -> Manifest | None:
+        """The run's manifest if it is committed, else None."""
+        body = self.destination.read(manifest_path(run_id), self.s3_client)
+        return Manifest.from_json(body.decode()) if body is not None else None
+
+    def manifests(self) -> list[Manifest]:
+        """Every committed run's manifest, oldest commit first."""
+        paths = [
+            f.path
+            for f in self.destination.list(f"{COMMITS_DIR}/", self.s3_client)
+            if f.path.endswith(".json")
+        ]
+        found = [Manifest.from_json(body.decode()) for body in self._read_all(paths) if body is not None]
+        return sorted(found, key=lambda m: (m.committed_at, m.run_id))
+
+    def commit(self, manifest: Manifest) -> bool:
+        """Create the run's manifest; False if another attempt committed the run id first."""
+        return self.destination.create(
+            manifest_path(manifest.run_id), manifest.to_json().encode(), self.s3_client
+        )
+
+    def claim_attempt(self, record: AttemptRecord) -> AttemptRecord:
+        """Record a new attempt on the run, numbered from `record.attempt` up to the first free number."""
+        while not self.destination.create(
+            attempt_path(record.run_id, record.attempt), record.to_json().encode(), self.s3_client
+        ):
+            record = dataclasses.replace(record, attempt=record.attempt + 1)
+        return record
+
+    def attempts(self, run_id: str) -> list[AttemptRecord]:
+        """The run's attempts so far, in order."""
+        bodies = self._read_all(self._records(run_id, "attempt-"))
+        return sorted((AttemptRecord.from_json(b.decode()) for b in bodies if b), key=lambda a: a.attempt)
+
+    def batches(self, run_id: str) -> list[BatchRecord]:
+        """The records of every complete batch of the run's attempts."""
+        bodies = self._read_all(self._records(run_id, "batch-"))
+        return [BatchRecord.from_json(b.decode()) for b in bodies if b]
+
+    def write_batch(self, run_id: str, record: BatchRecord) -> None:
+        """Mark a batch complete (after its data files are written). A re-run task rewrites it."""
+        path = batch_record_path(run_id, record.attempt, record.batch)
+        self.destination.publish(path, record.to_json().encode(), self.s3_client)
+
+    def read(self, relative: str) -> bytes | None:
+        """Any file under the output root (e.g. a committed data file), or None if it is missing."""
+        return self.destination.read(relative, self.s3_client)
+
+    def _records(self, run_id: str, kind: str) -> list[str]:
+        found = self.destination.list(f"{RUNS_DIR}/{run_id}/", self.s3_client)
+        return [f.path for f in found if f.path.rsplit("/", 1)[-1].startswith(kind)]
+
+    def _read_all(self, paths: list[str]) -> list[bytes | None]:
+        with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+            return list(pool.map(lambda p: self.destination.read(p, self.s3_client), paths))

@@ -1,0 +1,242 @@
+"""The job's only door to its output, a local folder or S3: whole files in, whole files out.
+
+Data files: `DEST/<table>/dt=<run date>/<name>.parquet` (Hive-style `dt` partition, one dataset per
+table), with names from the run, the attempt and the batch number (`batch.core.manifest.data_file_name`),
+never from S3 keys. Each file is serialised whole in memory and then published in one step (one PUT
+with a SHA-256 on S3; a temp file renamed into place locally): pyarrow streaming to S3 publishes a
+partial object when a write fails part-way, and a failed ParquetWriter leaves a valid file with only
+some of the rows. A re-run task rewrites the same names with the same rows.
+
+`create` is the commit primitive: it writes a file only if none exists (S3 `If-None-Match: *`; locally
+a hard link of a complete temp file, which fails if the name exists), so of two writers exactly one
+wins.
+
+S3 output goes through boto3 (`batch.aws.s3`), so it uses the endpoint botocore resolves
+(`AWS_ENDPOINT_URL_S3`); `pyarrow.fs.S3FileSystem` would ignore that variable. Every PUT carries the
+run's `[output]` server-side encryption (`Destination.for_output`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batch.config.model import OutputConfig, parse_s3_url
+from batch.core.manifest import FileEntry
+from batch.aws.s3 import (
+    create_file,
+    delete_files,
+    encryption_arguments,
+    get_file,
+    list_files,
+    put_file,
+    put_local_file,
+)
+from batch.core.tables import rows_to_table
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file found under the output root."""
+
+    path: str  # relative to the root, '/'-separated
+    size_bytes: int
+    modified: datetime
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where the tables go: a local folder or `s3://bucket/prefix`. Small and picklable (it travels
+    with every task); the S3 client is passed to each call, as boto3 clients don't pickle."""
+
+    root: str
+    #: Server-side encryption of every file written to S3 (`output.sse`, `output.kms_key_id`).
+    sse: str = ""
+    kms_key_id: str = ""
+
+    @classmethod
+    def for_output(cls, root: str, options: OutputConfig) -> Destination:
+        """The destination a run writes to, with its `[output]` encryption settings. Use it for every
+        writer; a bare `Destination(root)` is for readers (and leaves encryption to the bucket)."""
+        return cls(root, options.sse, options.kms_key_id)
+
+    @property
+    def is_s3(self) -> bool:
+        return self.root.startswith("s3://")
+
+    def relative_path(self, table: str, dt: str, name: str) -> str:
+        return f"{table}/dt={dt}/{name}.parquet"
+
+    def location(self, relative: str) -> str:
+        """The full path or `s3://` URL of a file under the root."""
+        if self.is_s3:
+            bucket, key = self._s3_key(relative)
+            return f"s3://{bucket}/{key}"
+        return str(Path(self.root).resolve() / relative)
+
+    def publish(self, relative: str, body: bytes, s3_client: Any = None) -> None:
+        """Write `body` at `relative` in one step, replacing a file of that name."""
+        if self.is_s3:
+            put_file(s3_client, *self._s3_key(relative), body, self._encryption)
+            return
+        path = Path(self.root) / relative
+        with _complete_temp_file(path, body) as tmp:
+            tmp.replace(path)
+
+    def create(self, relative: str, body: bytes, s3_client: Any = None) -> bool:
+        """Write `body` at `relative` only if no file has that name; False if one has (another won)."""
+        if self.is_s3:
+            return create_file(s3_client, *self._s3_key(relative), body, self._encryption)
+        path = Path(self.root) / relative
+        with _complete_temp_file(path, body) as tmp:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+        return True
+
+    def read(self, relative: str, s3_client: Any = None) -> bytes | None:
+        """The file's bytes, or None if it does not exist."""
+        if self.is_s3:
+            return get_file(s3_client, *self._s3_key(relative))
+        try:
+            return (Path(self.root) / relative).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def list(self, prefix: str, s3_client: Any = None) -> Iterator[StoredFile]:
+        """Every file under `prefix` (relative to the root, e.g. `_commits/`)."""
+        if self.is_s3:
+            bucket, key_prefix = self._s3_key(prefix)
+            root_length = len(key_prefix) - len(prefix)
+            for key, size, modified in list_files(s3_client, bucket, key_prefix):
+                yield StoredFile(key[root_length:], size, modified)
+            return
+        root = Path(self.root)
+        start = root / prefix
+        if not start.is_dir():
+            return
+        for path in sorted(start.rglob("*")):
+            if path.is_file():
+                stat = path.stat()
+                yield StoredFile(
+                    path.relative_to(root).as_posix(),
+                    stat.st_size,
+                    datetime.fromtimestamp(stat.st_mtime, UTC),
+                )
+
+    def delete(self, relatives: Sequence[str], s3_client: Any = None) -> None:
+        if self.is_s3:
+            delete_files(
+                s3_client, parse_s3_url(self.root, "output")[0], [self._s3_key(r)[1] for r in relatives]
+            )
+            return
+        for relative in relatives:
+            (Path(self.root) / relative).unlink(missing_ok=True)
+
+    @property
+    def _encryption(self) -> dict[str, str]:
+        return encryption_arguments(self.sse, self.kms_key_id)
+
+    def _s3_key(self, relative: str) -> tuple[str, str]:
+        bucket, prefix = parse_s3_url(self.root, "output")
+        return bucket, (f"{prefix.rstrip('/')}/{relative}" if prefix.strip("/") else relative)
+
+
+@contextlib.contextmanager
+def _complete_temp_file(path: Path, body: bytes) -> Iterator[Path]:
+    """A temp file beside `path` holding all of `body` (flushed to disk), removed afterwards; a write that
+    fails part-way (disk full, file size limit) raises and leaves nothing behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False)  # noqa: SIM115
+    tmp = Path(handle.name)
+    try:
+        with handle:
+            handle.write(body)
+            handle.flush()
+            os.fsync(handle.fileno())
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_parquet_file(
+    to: str,
+    schema: pa.Schema,
+    tables: Iterable[pa.Table],
+    *,
+    compression: str = "zstd",
+    s3_client: Any = None,
+    encryption: Mapping[str, str] | None = None,
+) -> int:
+    """Stream `tables` into ONE Parquet file at `to` (a local path or `s3://bucket/key`); its rows.
+
+    For a file too large to build in memory (`rekbatch collection export`), not for the job's tables:
+    the tables are written one by one to a temp file (beside the target, or the system's temp folder
+    for S3), which is then published whole (renamed into place, or sent in one PUT with its SHA-256).
+    A failure part-way publishes nothing.
+    """
+    target = None if to.startswith("s3://") else Path(to)
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed at once, pyarrow opens it by name
+        dir=None if target is None else target.parent, prefix=".tmp-", suffix=".parquet", delete=False
+    )
+    handle.close()
+    tmp, rows = Path(handle.name), 0
+    try:
+        with pq.ParquetWriter(tmp, schema, compression=None if compression == "none" else compression) as out:
+            for table in tables:
+                out.write_table(table)
+                rows += table.num_rows
+        if target is None:
+            put_local_file(s3_client, *parse_s3_url(to, "--to"), tmp, encryption)
+        else:
+            with tmp.open("rb") as written:
+                os.fsync(written.fileno())
+            tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rows
+
+
+def parquet_bytes(table: pa.Table, compression: str) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression=None if compression == "none" else compression)
+    return buffer.getvalue()
+
+
+def write_tables(
+    destination: Destination,
+    rows_by_table: Mapping[str, list[dict[str, Any]]],
+    schemas: Mapping[str, pa.Schema],
+    *,
+    dt: str,
+    name: str,
+    compression: str,
+    s3_client: Any = None,
+) -> list[FileEntry]:
+    """Write one file per table that has rows, all named `name` in the `dt` partition; return what a
+    manifest records of each (path under the root, rows, SHA-256, size)."""
+    written = []
+    for table_name, rows in rows_by_table.items():
+        if not rows:
+            continue
+        body = parquet_bytes(rows_to_table(rows, schemas[table_name]), compression)
+        relative = destination.relative_path(table_name, dt, name)
+        destination.publish(relative, body, s3_client)
+        written.append(
+            FileEntry(table_name, relative, len(rows), hashlib.sha256(body).hexdigest(), len(body))
+        )
+    return written
