@@ -27,7 +27,7 @@ OPERATION = "DetectLabels"
 CLIENT_METHOD = "detect_labels"
 ORIENTATION_FIELD = "OrientationCorrection"
 
-# Bounds from the botocore input shape (checked against the model in tests/test_analyses.py).
+# Bounds from the botocore input shape (checked against the model in tests/analyses/test_analyses.py).
 _FILTER_ITEMS = 100  # GeneralLabelsFilterList max
 _FILTER_LENGTH = 50  # GeneralLabelsFilterValue max
 _FILTER_PATTERN = "[A-Za-z0-9àâèçñó'-_(). ]*"  # GeneralLabelsFilterValue pattern, verbatim

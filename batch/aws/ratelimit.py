@@ -57,7 +57,7 @@ How it works
   at most ``burst + rate * (T + token_ttl)`` calls per operation, plus one reply's latency. In
   practice tokens leased for demand are taken by threads arriving at about the rate they were
   reserved at, so the measured bound is ``burst + rate * T``, give or take a token
-  (`tests/test_ratelimit.py`, `make bench`).
+  (`tests/aws/test_ratelimit.py`, `make bench`).
 - **Joining and leaving workers change nothing.** The bound is the scheduler's bucket and does not
   depend on the number of workers. A worker that dies loses at most one lease's tokens.
 - **Adaptive.** `ClusterRateLimiter.report_throttle` counts throttled calls. The count rides with the

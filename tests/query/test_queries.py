@@ -39,7 +39,7 @@ from batch.storage.sink import Destination
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 QUERIES = ROOT / "docs" / "queries"
 BUCKET, PREFIX = "queries-input", "photos/"
 #: Globs under the prefix. First run: celebrities, a flagged PNG, a group without text, bad files.

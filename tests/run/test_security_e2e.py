@@ -24,7 +24,7 @@ from batch.storage.sink import Destination
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 INPUT_BUCKET = "secure-input"
 OUTPUT_BUCKET = "secure-output"
 PREFIX = "photos/"

@@ -10,7 +10,7 @@ import pytest
 from batch.config.model import RunConfig, load_account_config, load_config
 from batch.core.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RUN = {"run.input": "s3://bucket-a/photos/", "run.output": "out"}
 
 

@@ -15,7 +15,7 @@ from local_stack.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 IMAGES = 40
 CAPACITY = 8
 

@@ -28,7 +28,7 @@ from batch.core.selection import IMAGE_SUFFIXES
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "e2e-input"
 PREFIX = "photos/"
 OUTPUT_BUCKET = "e2e-output"

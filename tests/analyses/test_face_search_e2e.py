@@ -30,7 +30,7 @@ from local_stack.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "search"
 ORIENTED = [f"orientation/exif-{o}.jpg" for o in range(1, 9)]
 INDEXED = ["group/team.jpg", "plain/street.jpg", "empty/nothing.jpg", *ORIENTED]

@@ -35,7 +35,7 @@ from batch.core.timeline import outcome_class
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUCKET, PREFIX = "report-input", "photos/"
 #: The samples the run analyses (globs relative to the prefix): few, but every orientation and kind.
 INCLUDE = ["orientation/*", "png/*", "other/turned.tiff", "bad/text.jpg", "bad/truncated.jpg", "bad/zero.jpg"]

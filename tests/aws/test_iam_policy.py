@@ -20,7 +20,7 @@ import pytest
 
 from batch.analyses import REGISTRY
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PLACEHOLDERS = {
     "INPUT_BUCKET": "photo-bucket",
     "INPUT_PREFIX": "photos/2026/",

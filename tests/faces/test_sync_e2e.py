@@ -28,7 +28,7 @@ from local_stack.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "faces"
 TALL, SQUARE = (66, 88), (76, 76)  # the two identity groups of the sample convention
 LONG_KEY = "sync/" + "é" * 300 + "x" * (1024 - 5 - 600 - 4) + ".jpg"  # 1,024 bytes of UTF-8

@@ -160,7 +160,7 @@ def test_timestamps_are_utc_milliseconds() -> None:
 
 # --- docs/tables.md -------------------------------------------------------------------------------
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "tables.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "tables.md"
 _SHARED = {f.name for f in COMMON_FIELDS} | {f.name for f in BOX_FIELDS}
 
 

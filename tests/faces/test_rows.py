@@ -23,7 +23,7 @@ from batch.faces.rows import (
 from batch.core.external_ids import external_image_id
 from batch.storage.sink import parquet_bytes
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "tables.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "tables.md"
 
 
 @settings(max_examples=200, deadline=None)

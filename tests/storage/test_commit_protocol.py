@@ -40,7 +40,7 @@ from batch.storage.sink import Destination
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "commits"
 TEXT = (("text", (20, 20, 120, 24)), ("text", (20, 70, 120, 24)), ("text", (20, 120, 120, 24)))
 
