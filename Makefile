@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test lint bench local-stack clean
+.PHONY: setup demo test test-fast lint bench local-stack clean
 
 setup: $(VENV)/.installed
 
@@ -21,9 +21,14 @@ demo: setup
 test: setup
 	$(BIN)/pytest
 
+## The tests that start no server (all but those marked integration), in under a minute: a tenth of
+## the Hypothesis examples; a test that starts a server, a process or a Dask cluster fails.
+test-fast: setup
+	$(BIN)/pytest -m "not integration" --hypothesis-profile=fast --forbid-servers
+
 lint: setup
-	$(BIN)/ruff check batch tests scripts
-	$(BIN)/mypy batch
+	$(BIN)/ruff check batch local_stack tests scripts
+	$(BIN)/mypy --warn-unreachable batch local_stack
 
 bench: setup
 	$(BIN)/python scripts/bench_endpoint.py

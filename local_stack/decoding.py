@@ -1,16 +1,12 @@
 """Bytes -> upright RGB pixels, validated the way Rekognition validates an image.
 
 Rules (Rekognition Developer Guide, "Guidelines and quotas" and "images-orientation"):
-- only JPEG and PNG (magic bytes AND a full decode; truncated is invalid) -> InvalidImageFormatException;
-- at least 80 px on each side -> InvalidParameterException;
-- at most 10,000 px on each side -> ImageTooLargeException (checked from the header, before decoding; AWS's
-  message reads "Input image dimensions 10800 x 5400 exceed maximum dimension size of 10000 pixels", the
-  code is not documented);
-- a JPEG with an Exif orientation is turned upright before analysis; PNG and Exif-less JPEG are analysed as
-  stored (Pillow would also honour a PNG eXIf chunk, Rekognition does not, so we only transpose JPEGs).
+- JPEG and PNG only, by magic bytes AND a full decode (truncated is invalid) -> InvalidImageFormatException;
+- under 80 px a side -> InvalidParameterException; over 10,000 px a side, or a decompression bomb ->
+  ImageTooLargeException, from the header before decoding (AWS documents the message, not the code);
+- a JPEG with an Exif orientation is turned upright; a PNG (Rekognition ignores eXIf) or an Exif-less
+  JPEG is analysed as stored.
 Size limits (5 MiB bytes, 15 MB S3 object) belong to where the bytes come from, see `images.py`.
-Decompression bombs give ImageTooLargeException: the pixel count is checked before decoding, and
-`treat_bomb_warnings_as_errors()` (called once at server start) makes Pillow's warning an error too.
 """
 
 from __future__ import annotations

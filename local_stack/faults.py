@@ -23,8 +23,6 @@ from typing import Any
 
 from batch.core.quota import TokenBucket
 
-FAULT_KINDS = ("internal_error", "throttling", "drop", "slow")
-
 
 @dataclass(frozen=True)
 class Behaviour:

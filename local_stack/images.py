@@ -3,9 +3,9 @@
 S3 objects are fetched on every call, as Rekognition does, but through a cache keyed by (bucket, key, version)
 that revalidates with a conditional GET (`If-None-Match: <etag>`; the server answers 304). A changed object
 therefore gives a new answer and a deleted one gives InvalidS3ObjectException, exactly as without the cache.
-The revalidation costs one request to the S3 server per call (moto: ~2-3 ms of its single process), which caps
-S3Object throughput; `revalidate_after` > 0 trusts a cached object for that many seconds instead (inexact:
-an object changed within the window is answered from the old bytes), for benchmarks that need more.
+The revalidation costs one request to the S3 server per call, which caps S3Object throughput;
+`revalidate_after` > 0 trusts a cached object for that many seconds instead (inexact: an object changed
+within the window is answered from the old bytes), for benchmarks that need more.
 """
 
 from __future__ import annotations

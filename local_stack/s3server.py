@@ -1,23 +1,13 @@
 """moto's S3 server on 127.0.0.1, as a subprocess that is always stopped.
 
 A subprocess rather than moto's in-process ThreadedMotoServer: it keeps moto's request handling off the
-caller's GIL, which matters when a benchmark in the same process drives both servers.
-
-The subprocess is `python -m local_stack.s3server HOST PORT` (`serve_moto` below): the application that
-`python -m moto.server` serves (same routing, same backends, same `/moto-api/`), with three per-request costs
-of `moto.server` removed. Measured with 8 threads of conditional GETs (`If-None-Match`, answered 304) against
-an otherwise idle server on this 2-core machine: `python -m moto.server` spends ~2.7-3.4 ms of CPU per
-request, this ~1.3 ms.
-
-1. moto's dispatcher resolves the backend on every request by listing moto's package directory (`os.listdir`
-   plus an `isdir` per entry) and trying hundreds of URL regexes, under a global lock: ~45% of the CPU.
-   The answer depends only on the host string it infers, so it is memoized.
-2. werkzeug logs every request at INFO (formatting, a locked write to stderr, which we discard anyway).
-   Request lines are not logged; errors still are.
-3. werkzeug's dev server answers every request with `Connection: close` (and then waits up to 10 ms for
-   stray request bytes), so each S3 call costs a new TCP connection and a new thread. `_KeepAliveHandler`
-   buffers the request body (its Content-Length is known) and the response, and keeps the connection open,
-   with TCP_NODELAY. Chunked or very large uploads fall back to werkzeug's own close-after path.
+caller's GIL, which matters when a benchmark in the same process drives both servers. The subprocess is
+`python -m local_stack.s3server HOST PORT` (`serve_moto` below): the application `python -m moto.server`
+serves (same routing, same backends, same `/moto-api/`) without three of its per-request costs: the
+backend lookup (a directory listing and hundreds of URL regexes under a global lock) is memoized by host,
+request lines are not logged (errors still are), and connections are kept alive with TCP_NODELAY
+(`_KeepAliveHandler`; chunked or very large uploads take werkzeug's close-after path). See
+docs/design/rate-limiter.md, "The bench's local stack", for what that saves.
 """
 
 from __future__ import annotations

@@ -159,8 +159,8 @@ def _image_ref(params: Any) -> ImageRef:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: botocore pools connections
     # TCP_NODELAY. An answer goes out in two writes (headers, then body); with Nagle on, the body waits for
-    # the client to ACK the headers, and its delayed ACK costs ~40 ms per call (measured: 1 client thread got
-    # 19 calls/s at 5-8 ms of server time). botocore (urllib3) already sets TCP_NODELAY on its side.
+    # the client to ACK the headers, and its delayed ACK stalls every call. botocore (urllib3) already sets
+    # TCP_NODELAY on its side. See docs/design/rate-limiter.md, "The bench's local stack".
     disable_nagle_algorithm = True
     server: RekognitionHTTPServer
 

@@ -17,7 +17,6 @@ import logging
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -135,12 +134,6 @@ class LocalStack:
             aws_secret_access_key=DUMMY_ENV["AWS_SECRET_ACCESS_KEY"],
             config=Config(max_pool_connections=32),
         )
-
-    def reset_s3(self) -> None:
-        """Forget every bucket and object (moto's `POST /moto-api/reset`)."""
-        request = urllib.request.Request(f"{self.s3_url}/moto-api/reset", method="POST")  # noqa: S310
-        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - a loopback URL we built
-            pass
 
 
 def seed_samples(

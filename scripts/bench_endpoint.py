@@ -7,10 +7,9 @@ Starts its own LocalStack (no quota, no latency), seeds the samples, then fires 
 few seconds, first with Image.Bytes and then with Image.S3Object, cycling over the good samples. Prints
 calls/s as the client saw them and as the endpoint's call log recorded them.
 
-The --threads client threads are spread over --processes client processes (default 1). boto3 costs ~1.1-1.5 ms
-of CPU per call, so one client process is ~95% busy at ~700 Bytes calls/s and caps that mode there (S3Object
-mode, ~300-550 calls/s, leaves it ~30-50% busy). Try --processes 2 to look past that cap; on a loaded 2-core
-machine its figures were too noisy to make it the default.
+The --threads client threads are spread over --processes client processes (default 1). boto3's own CPU per
+call caps one client process in Bytes mode; try --processes 2 to look past that cap (too noisy on a loaded
+2-core machine to be the default). Figures: docs/design/rate-limiter.md, "The bench's local stack".
 """
 
 from __future__ import annotations

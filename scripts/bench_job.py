@@ -1,28 +1,17 @@
-"""The batch job at the quota, side by side with a plain boto3 baseline (issue 5, "make bench").
+"""The batch job at the quota, side by side with plain boto3 baselines (issue 5, "make bench").
 
     python scripts/bench_job.py [--images M] [--quota Q] [--burst B] [--high-load F] [--quick]
 
 One LocalStack whose Rekognition endpoint allows Q calls/s per operation (token bucket of capacity B) and
-answers after 100 ms + uniform(0, 200) ms, seeded with M distinct small JPEGs. Workloads over the same
-images, all five analyses each, one after the other:
-
-1. `python -m batch run` on a LocalCluster of 1 worker process (a temporary config sets n_workers);
-2. `python -m batch run --scheduler ...` on a real cluster: `dask scheduler` + `dask worker --nworkers 4`;
-3. the baseline a user would write: boto3 with botocore's `adaptive` retry mode, ThreadPoolExecutor(16);
-4. the same baseline with a pool sized for the quota by Little's law (quota x 5 operations x 0.2 s);
-4b. the SDK floor: the job's own requests and nothing around them (`run_sdk_floor`), for the CPU that
-   any job on boto3 pays per call on this machine, measured in the same run as the job's;
-4c. the same floor spread over as many processes as the cluster has workers (`run_sdk_floor_processes`),
-   for what boto3 pays per call when the load comes from that many processes sharing the cores;
-5. then, against a second LocalStack at `--high-load` times the quota (default 2: 500 calls/s, the load
-   of the CPU target's "one core could drive 500 calls/s"), the job on 1 worker process again, over as
-   many times the images.
-
-The endpoint trusts its copy of an object for 600 s (`--s3-revalidate-after`) and its caches are warmed
-before the first workload (`warm_up`): the images never change during the bench, and on a 2-core machine the
-endpoint's own CPU would otherwise set the pace. Every figure comes from the endpoint's call log restricted
-to the workload's time span, or from the job's `--summary-json`. The job's rate limiter is measured, never
-assumed.
+answers after 100 ms + uniform(0, 200) ms, seeded with M distinct small JPEGs; all five analyses per image.
+Workloads, one after the other: the job on a LocalCluster of 1 worker process; the job on a real cluster
+(`dask scheduler` + `dask worker --nworkers 4`); boto3 with `adaptive` retries in ThreadPoolExecutor(16),
+and in a pool sized for the quota by Little's law; the SDK floor (the job's own requests and nothing
+around them) in 1 process and in as many as the cluster has workers; then the job on 1 worker against a
+second LocalStack at `--high-load` times the quota (default 2: 500 calls/s). The endpoint's caches are
+warmed first, so its own CPU does not set the pace. Every figure comes from the endpoint's call log over
+the workload's span or from the job's `--summary-json`: the rate limiter is measured, never assumed.
+See docs/design/rate-limiter.md.
 """
 
 from __future__ import annotations
@@ -50,13 +39,13 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from batch.core.concurrency import ConcurrencyPlan
-from batch.config.model import RekognitionConfig
 from batch.aws.executor import slower_timers_environment
-from local_stack import samples
-from local_stack.stack import LocalStack
 from batch.aws.rekognition import RateLimiter, rekognition_client
 from batch.aws.s3 import list_pages, read_header, s3_client
+from batch.config.model import RekognitionConfig
+from batch.core.concurrency import ConcurrencyPlan
+from local_stack import samples
+from local_stack.stack import LocalStack
 
 BUCKET, PREFIX = "bench", "images/"
 ANALYSES = "labels,faces,text,moderation,celebrities"
@@ -156,11 +145,9 @@ def upload(s3: Any, images: Sequence[bytes]) -> None:
 def warm_up(count: int, quota: float) -> float:
     """Have the endpoint fetch and analyse every image once, before anything is measured; returns seconds.
 
-    The endpoint and moto share this machine's two cores with the job. Cold, the endpoint spends ~2 ms of
-    CPU per call more (an S3 GET and a decode per new image): the first workload would pay it and the
-    others not, and the endpoint, saturated, would set the pace instead of the job. Rekognition's CPU is
-    not the user's. DetectProtectiveEquipment warms the same caches without touching the measured
-    operations' quotas; a per-process limiter keeps it at the quota.
+    Cold, the endpoint spends more CPU per call (an S3 GET and a decode per new image) on the cores the
+    job uses: the first workload would pay it and the others not. DetectProtectiveEquipment warms the
+    same caches without touching the measured operations' quotas; a per-process limiter paces it.
     """
     client = boto3.client("rekognition", config=Config(retries={"mode": "adaptive"}, max_pool_connections=16))
     limiter = RateLimiter(quota)
@@ -419,15 +406,12 @@ def sized_threads(quota: float) -> int:
 
 
 def run_sdk_floor(count: int, quota: float, part: int = 0, parts: int = 1) -> Workload:
-    """The job's own requests with nothing around them: the clients the job builds (`rekognition_client`,
-    `s3_client`), a header probe per image (`read_header`), then the five calls, each operation paced at
-    the quota by reservation (a thread takes the next slot and sleeps until it, once: `RateLimiter`'s
-    bucket has its threads poll in short sleeps, 10 a call with this many threads, which would raise
-    the floor), in as many threads as the job's plan starts with. No Dask, no lease round trips, no
-    retries, no rows, no Parquet: what a call and its share of a probe cost in boto3 on this machine,
-    now. The machine's speed swings between runs (this floor by 1.4 to 2.5 ms here): compare the job
-    with the floor of the same run. `part` of `parts`: every `parts`-th image from the `part`-th, at
-    the quota's share (`run_sdk_floor_processes`)."""
+    """The job's own requests with nothing around them: its clients, a header probe per image, the five
+    calls, each operation paced at the quota by reservation (one sleep per call: `RateLimiter`'s polling
+    would raise the floor), in as many threads as the job's plan starts with; no Dask, leases, retries,
+    rows or Parquet. What a call costs in boto3 on this machine now; its speed swings between runs, so
+    compare the job with the floor of the same run. `part` of `parts`: every `parts`-th image from the
+    `part`-th, at the quota's share."""
     quota /= parts
     threads = floor_threads(quota)
     rekognition, s3 = rekognition_client(RekognitionConfig(), threads), s3_client(threads)

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from batch.storage import readers
+from batch.query import views
 from local_stack.stack import LocalStack, seed_samples
 
 BUCKET = "rekbatch-demo"
@@ -83,7 +83,7 @@ def main() -> int:
 
     print(f"\nDuckDB over the committed files of {output} (`python -m batch views --output {output}`):")
     print(QUERY.strip())
-    readers.connect(str(output)).sql(QUERY).show(max_rows=100, max_width=200)
+    views.connect(str(output)).sql(QUERY).show(max_rows=100, max_width=200)
     if reports[0] is None:
         print("\nthe run report was not written (see the summary above)", file=sys.stderr)
         return 1

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Mapping
+import multiprocessing.process
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from PIL import Image, ImageDraw
 
-from batch.analyses import all_tables
+from batch.analyses.registry import all_tables
+from batch.core.manifest import Manifest, data_file_name
 from batch.storage.commits import RunStore
+from batch.storage.sink import write_tables
 from local_stack import samples as sample_set
 from local_stack.samples import GroundTruth
 from local_stack.stack import LocalStack
-from batch.core.manifest import Manifest, data_file_name
-from batch.storage.sink import write_tables
 
 
 @pytest.fixture(scope="session")
@@ -86,3 +91,52 @@ def commit_rows(
     )
     assert store.commit(manifest)
     return manifest
+
+
+# --- make test-fast ---------------------------------------------------------------------------------
+# `make test-fast` runs `pytest -m "not integration" --hypothesis-profile=fast --forbid-servers`: the
+# tests that start no server, property tests with 10 examples instead of 100 and those that ask for more
+# with `examples(n)` a tenth of n. `make test` (plain `pytest`) runs everything with Hypothesis' default
+# profile and no guard: neither option changes it.
+
+settings.register_profile("fast", max_examples=10)
+
+
+def examples(full: int) -> int:
+    """`max_examples` for a property test that wants more than the profile's: `full` under the default
+    profile, scaled down as the loaded profile is (`--hypothesis-profile=fast`: a tenth)."""
+    return max(1, full * settings().max_examples // settings.get_profile("default").max_examples)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--forbid-servers",
+        action="store_true",
+        help="fail a test not marked integration that listens on a socket or starts a subprocess, "
+        "a process or a Dask cluster (make test-fast); `offline_subprocess` tests may run a subprocess",
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Under --forbid-servers, from the setup of each test not marked integration (module fixtures
+    such as `local_stack` included) to its teardown, starting a server fails the test."""
+    if not item.config.getoption("--forbid-servers") or item.get_closest_marker("integration"):
+        yield
+        return
+
+    def refuse(what: str) -> Callable[..., Any]:
+        def refused(*_args: Any, **_kwargs: Any) -> Any:
+            pytest.fail(f"{item.nodeid} {what}: mark it @pytest.mark.integration (--forbid-servers)")
+
+        return refused
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "listen", refuse("listens on a socket (a server)"))
+        patch.setattr(multiprocessing.process.BaseProcess, "start", refuse("starts a process"))
+        if not item.get_closest_marker("offline_subprocess"):
+            patch.setattr(subprocess.Popen, "__init__", refuse("starts a subprocess"))
+        if "distributed" in sys.modules:  # an in-process LocalCluster listens on no socket
+            spec = sys.modules["distributed"].deploy.spec
+            patch.setattr(spec.SpecCluster, "__init__", refuse("starts a Dask cluster"))
+        yield

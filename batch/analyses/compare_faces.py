@@ -26,20 +26,25 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
-from batch.analyses._multi import Call, ImageInput, MultiOutcome, face_crop
 from batch.analyses._rows import member, number, parse_settings, strings
+from batch.analyses.base import Analysis, DriverHooks, DriverSetup, ImageInput, MultiOutcome
 from batch.analyses.index_faces import check_quality_filter
+from batch.core.calls import Call, CallResult
 from batch.core.errors import ConfigError
 from batch.core.geometry import BoxPlacement
 from batch.core.tables import BOX_FIELDS, table_schema
-
-if TYPE_CHECKING:  # batch.aws.rekognition imports batch.config.model, which imports the analyses
-    from batch.aws.rekognition import CallResult
+from batch.faces.references import (
+    REFERENCE_SUMMARY_FIELDS,
+    ReferenceFace,
+    ReferenceHooks,
+    References,
+    reference_location,
+)
 
 NAME = "compare_faces"
 OPERATION = "CompareFaces"
@@ -51,70 +56,6 @@ TARGET_ORIENTATION_FIELD = "TargetImageOrientationCorrection"
 AFTER = ("faces",)
 #: What CompareFaces answers when the source or the target image holds no face.
 NO_FACE_CODE = "InvalidParameterException"
-#: The longer side of a reference face's crop, at most, in pixels: far more detail than comparing
-#: needs (Rekognition finds faces of 40 px in a 1920x1080 image), and small enough that the crops
-#: travel with every Dask task without weighing on it.
-MAX_CROP_SIDE = 1024
-
-
-@dataclass(frozen=True)
-class ReferenceImage:
-    """One reference photo as the driver found it: the object version its faces come from."""
-
-    bucket: str
-    key: str
-    etag: str
-
-
-@dataclass(frozen=True)
-class ReferenceFace:
-    """One face of a reference photo, cut out to be sent as CompareFaces' `SourceImage`."""
-
-    image: ReferenceImage
-    #: The face's position in DetectFaces' answer for the reference, from 0.
-    face_index: int
-    #: The face's box in the upright reference photo, normalised: (left, top, width, height).
-    box: tuple[float, float, float, float]
-    #: The face cut out of the upright photo with `crop_margin` around it, as a JPEG.
-    crop: bytes = field(repr=False)
-
-
-@dataclass(frozen=True)
-class References:
-    """The references of a run, resolved by the driver (`batch.faces.references`)."""
-
-    images: tuple[ReferenceImage, ...]
-    #: Every face of every image; empty in a dry run (which detects nothing).
-    faces: tuple[ReferenceFace, ...] = ()
-
-
-def faces_of(
-    image: ReferenceImage, detected: list[dict[str, Any]], data: bytes, margin: float
-) -> tuple[ReferenceFace, ...]:
-    """The reference faces of one photo: each face DetectFaces found (its `faces` rows, with upright
-    boxes) cut out of the photo's bytes with `margin` around it."""
-    return tuple(
-        ReferenceFace(
-            image,
-            row["face_index"],
-            (row["box_left"], row["box_top"], row["box_width"], row["box_height"]),
-            face_crop(data, row, margin, MAX_CROP_SIDE),
-        )
-        for row in detected
-        if row.get("box_left") is not None  # a face without a box cannot be cut out (never seen)
-    )
-
-
-def reference_location(url: str, where: str = "analyses.compare_faces.references") -> tuple[str, str, bool]:
-    """(bucket, key or prefix, is a prefix) of a reference URL: `s3://bucket/key.jpg` is one image,
-    `s3://bucket/prefix/` (ending in `/`) every image under the prefix. ConfigError naming `where`."""
-    from batch.config.model import parse_s3_url  # batch.config.model imports the analyses
-
-    bucket, key = parse_s3_url(url, where)
-    prefix = url.endswith("/")
-    if not key and not prefix:
-        raise ConfigError(f"{where}: {url!r} names no image: give s3://BUCKET/KEY or a prefix ending in '/'")
-    return bucket, key, prefix
 
 
 def _references(key: str, value: Any) -> tuple[str, ...]:
@@ -347,3 +288,52 @@ def _complete_photos(settings: Settings, unanswered: list[ReferenceFace]) -> tup
     photos = settings.resolved.images if settings.resolved is not None else ()
     failed = {face.image for face in unanswered}
     return tuple(i for i, photo in enumerate(photos) if photo not in failed)
+
+
+@dataclass(frozen=True)
+class CompareFaces(Analysis):
+    """One CompareFaces per reference face; the references resolved by the driver (`ReferenceHooks`),
+    and images settled per reference photo (`parts`)."""
+
+    def run(self, image: ImageInput, settings: Any, call: Call) -> MultiOutcome:
+        return run(image, settings, call)
+
+    def settings_document(self, settings: Any) -> dict[str, Any]:
+        return settings_document(settings)
+
+    def parts(self, settings: Any) -> list[dict[str, Any]] | None:
+        return settings_parts(settings)
+
+    def only_parts(self, settings: Any, indices: tuple[int, ...]) -> Any:
+        return with_parts(settings, indices)
+
+    def planned_calls(self, settings: Any) -> int:
+        return planned_calls(settings)
+
+    def check(self, settings: Any) -> None:
+        if not settings.references:
+            raise ConfigError(
+                "analyses.compare_faces.references: required by compare_faces (--reference s3://BUCKET/KEY)"
+            )
+
+    def summary_fields(self) -> dict[str, Any]:
+        return dict(REFERENCE_SUMMARY_FIELDS)
+
+    def driver(self, setup: DriverSetup) -> DriverHooks:
+        return ReferenceHooks(setup)
+
+
+ANALYSIS = CompareFaces(
+    name=NAME,
+    operation=OPERATION,
+    client_method=CLIENT_METHOD,
+    settings_type=Settings,
+    tables=TABLES,
+    build_request=build_request,
+    flatten=flatten,
+    orientation_field=ORIENTATION_FIELD,
+    after=AFTER,
+    # An InvalidParameterException may be about a reference face, not the image.
+    rejects_image=False,
+    calls_at_least=True,
+)

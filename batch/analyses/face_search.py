@@ -10,7 +10,7 @@ whole finds one person. This analysis searches every face:
 * a face IndexFaces stored for this image earlier in the same run (the `indexed_faces` rows of the
   image, same collection) is searched by its FaceId (`SearchFaces`): no image is sent again;
 * every other face (the image is not indexed in this run, or IndexFaces left the face out) is cut
-  from the upright image with a margin (`batch.analyses._multi.face_crop`) and searched alone with
+  from the upright image with a margin (`batch.analyses.face_crops.face_crop`) and searched alone with
   `SearchFacesByImage`. The faces come from this run's `faces` rows when that analysis ran first,
   else from one `DetectFaces` call.
 
@@ -31,17 +31,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from batch.analyses._multi import (
-    BOX_COLUMNS,
-    Call,
-    ImageInput,
-    MultiOutcome,
-    detected_faces,
-    face_crop,
-    failed_locally,
-)
 from batch.analyses._rows import integer, member, number, parse_settings
+from batch.analyses.base import Analysis, ImageInput, MultiOutcome
+from batch.analyses.face_crops import BOX_COLUMNS, detected_faces, face_crop
 from batch.analyses.index_faces import check_collection_id
+from batch.core.calls import Call, failed_locally
+from batch.core.errors import ConfigError
 from batch.core.external_ids import key_of
 from batch.core.geometry import BoxPlacement
 from batch.core.tables import BOX_FIELDS, table_schema
@@ -107,11 +102,6 @@ def search_by_id_request(face_id: str, settings: Settings) -> dict[str, Any]:
         "FaceMatchThreshold": settings.face_match_threshold,
         "MaxFaces": settings.max_matches,
     }
-
-
-def row_columns(settings: Settings) -> dict[str, Any]:
-    """Columns every row of this analysis shares, from its settings."""
-    return {"collection_id": settings.collection}
 
 
 TABLES: Mapping[str, pa.Schema] = {
@@ -225,3 +215,35 @@ def run(image: ImageInput, settings: Settings, call: Call) -> MultiOutcome:
             return outcome
         rows += match_rows(searched_face(face, "image"), found.response)
     return outcome
+
+
+@dataclass(frozen=True)
+class FaceSearch(Analysis):
+    """Several calls per image (one per face), in the collection `index_faces` keeps."""
+
+    def run(self, image: ImageInput, settings: Any, call: Call) -> MultiOutcome:
+        return run(image, settings, call)
+
+    def shared_columns(self, settings: Any) -> dict[str, Any]:
+        return {"collection_id": settings.collection}
+
+    def check(self, settings: Any) -> None:
+        if not settings.collection:
+            raise ConfigError("analyses.face_search.collection: required by face_search (--collection NAME)")
+
+
+ANALYSIS = FaceSearch(
+    name=NAME,
+    operation=OPERATION,
+    client_method=CLIENT_METHOD,
+    settings_type=Settings,
+    tables=TABLES,
+    build_request=build_request,
+    flatten=flatten,
+    orientation_field=ORIENTATION_FIELD,
+    extra_operations=tuple(o for o in OPERATIONS if o != OPERATION),
+    after=AFTER,
+    # An InvalidParameterException may be about a face crop, not the image.
+    rejects_image=False,
+    calls_at_least=True,
+)

@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from batch.analyses._rows import flag_columns, member, parse_settings, strings
+from batch.analyses.base import Analysis
 from batch.core.geometry import BoxPlacement
 from batch.core.tables import BOX_FIELDS, point_struct, table_schema
 
@@ -148,3 +149,15 @@ def flatten(response: Mapping[str, Any], placement: BoxPlacement) -> dict[str, l
     """Rows per table (without the common columns) of one DetectFaces response."""
     faces = response.get("FaceDetails") or []
     return {"faces": [face_row(index, face, placement) for index, face in enumerate(faces)]}
+
+
+ANALYSIS = Analysis(
+    name=NAME,
+    operation=OPERATION,
+    client_method=CLIENT_METHOD,
+    settings_type=Settings,
+    tables=TABLES,
+    build_request=build_request,
+    flatten=flatten,
+    orientation_field=ORIENTATION_FIELD,
+)

@@ -26,10 +26,12 @@ import pyarrow as pa
 
 from batch.analyses import faces
 from batch.analyses._rows import integer, member, parse_settings, strings
+from batch.analyses.base import Analysis, DriverHooks, DriverSetup
 from batch.core.errors import ConfigError
 from batch.core.external_ids import external_image_id
 from batch.core.geometry import BoxPlacement
 from batch.core.tables import table_schema
+from batch.faces.sync import COLLECTION_SUMMARY_FIELDS, CollectionHooks
 
 NAME = "index_faces"
 OPERATION = "IndexFaces"
@@ -100,16 +102,6 @@ def build_request(image: Mapping[str, Any], settings: Settings) -> dict[str, Any
     }
 
 
-def image_request(key: str, settings: Settings) -> dict[str, Any]:
-    """The request members that depend on the image's key: its `ExternalImageId`."""
-    return {"ExternalImageId": external_image_id(key)}
-
-
-def row_columns(settings: Settings) -> dict[str, Any]:
-    """Columns every row of this analysis shares, from its settings."""
-    return {"collection_id": settings.collection}
-
-
 _FACE_FIELDS = [f for f in faces.TABLES["faces"] if f.name not in {"run_id", "bucket", "key", "etag"}]
 
 TABLES: Mapping[str, pa.Schema] = {
@@ -151,3 +143,47 @@ def flatten(response: Mapping[str, Any], placement: BoxPlacement) -> dict[str, l
         for index, face in enumerate(response.get("UnindexedFaces") or [])
     ]
     return {"indexed_faces": indexed, "unindexed_faces": unindexed}
+
+
+#: `[pricing]` keys of a collection beyond its IndexFaces calls: each face stored, per month ("face
+#: metadata storage"), and each call that keeps the collection in sync (`batch.faces.sync`).
+STORAGE_PRICES: dict[str, float] = {"face_storage_month": 0.00001, "storage_operation": 0.0}
+
+
+@dataclass(frozen=True)
+class IndexFaces(Analysis):
+    """IndexFaces with its collection kept equal to the bucket by the driver (`batch.faces.sync`)."""
+
+    prunes: bool = True
+
+    def request(self, image: Mapping[str, Any], key: str, settings: Any) -> dict[str, Any]:
+        """The request, with the image's `ExternalImageId` made from its key."""
+        return {**build_request(image, settings), "ExternalImageId": external_image_id(key)}
+
+    def shared_columns(self, settings: Any) -> dict[str, Any]:
+        return {"collection_id": settings.collection}
+
+    def check(self, settings: Any) -> None:
+        if not settings.collection:
+            raise ConfigError("analyses.index_faces.collection: required by index_faces (--collection NAME)")
+
+    def extra_prices(self) -> dict[str, float]:
+        return dict(STORAGE_PRICES)
+
+    def summary_fields(self) -> dict[str, Any]:
+        return dict(COLLECTION_SUMMARY_FIELDS)
+
+    def driver(self, setup: DriverSetup) -> DriverHooks:
+        return CollectionHooks(setup)
+
+
+ANALYSIS = IndexFaces(
+    name=NAME,
+    operation=OPERATION,
+    client_method=CLIENT_METHOD,
+    settings_type=Settings,
+    tables=TABLES,
+    build_request=build_request,
+    flatten=flatten,
+    orientation_field=ORIENTATION_FIELD,
+)

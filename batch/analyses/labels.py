@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from batch.analyses._rows import boolean, integer, member, names, number, parse_settings, strings
+from batch.analyses.base import Analysis
 from batch.core.geometry import BoxPlacement
 from batch.core.tables import BOX_FIELDS, table_schema
 
@@ -220,3 +221,15 @@ def flatten(response: Mapping[str, Any], placement: BoxPlacement) -> dict[str, l
         "label_instances": _instance_rows(labels, placement),
         "image_properties": property_rows,
     }
+
+
+ANALYSIS = Analysis(
+    name=NAME,
+    operation=OPERATION,
+    client_method=CLIENT_METHOD,
+    settings_type=Settings,
+    tables=TABLES,
+    build_request=build_request,
+    flatten=flatten,
+    orientation_field=ORIENTATION_FIELD,
+)

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from batch.analyses._rows import number, parse_settings
+from batch.analyses.base import Analysis
 from batch.core.geometry import BoxPlacement
 from batch.core.tables import table_schema
 
@@ -73,3 +74,15 @@ def flatten(response: Mapping[str, Any], placement: BoxPlacement) -> dict[str, l
         for label in response.get("ModerationLabels") or []
     ]
     return {"moderation": rows}
+
+
+ANALYSIS = Analysis(
+    name=NAME,
+    operation=OPERATION,
+    client_method=CLIENT_METHOD,
+    settings_type=Settings,
+    tables=TABLES,
+    build_request=build_request,
+    flatten=flatten,
+    orientation_field=ORIENTATION_FIELD,
+)

@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from batch.analyses._rows import member, number, optional, parse_settings
+from batch.analyses.base import Analysis
 from batch.core.geometry import BoxPlacement
 from batch.core.tables import BOX_FIELDS, point_struct, table_schema
 
@@ -103,3 +104,15 @@ def flatten(response: Mapping[str, Any], placement: BoxPlacement) -> dict[str, l
         for detection in response.get("TextDetections") or []
     ]
     return {"text": rows}
+
+
+ANALYSIS = Analysis(
+    name=NAME,
+    operation=OPERATION,
+    client_method=CLIENT_METHOD,
+    settings_type=Settings,
+    tables=TABLES,
+    build_request=build_request,
+    flatten=flatten,
+    orientation_field=ORIENTATION_FIELD,
+)

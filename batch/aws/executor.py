@@ -1,15 +1,10 @@
 """The job's only door to Dask: connect to a cluster, and run tasks through a bounded window.
 
-One task per batch of images, not per call: the scheduler spends about 1 ms and holds ~8 kB per task,
-against hundreds of milliseconds of calls per batch. Batches are submitted from the streamed listing
-as earlier ones finish (`as_completed` + `add`), so the scheduler holds O(window) futures, never the
-whole prefix.
-
-A task whose worker dies is re-run elsewhere; after `ALLOWED_FAILURES + 1` deaths under it, it fails
-with KilledWorker, and the driver retries its images one per task in a quarantine (`Backlog`). The
-job's LocalCluster allows one death, not Dask's three: a poison image then costs 2 worker restarts for
-its batch and 2 for itself, instead of 8, and a task that merely shared a dying worker is retried in
-quarantine, never lost. A remote scheduler keeps its own setting (`distributed.scheduler.allowed-failures`).
+One task per batch of images, not per call: a task costs the scheduler far more than a call costs the
+worker. Batches are submitted from the streamed listing as earlier ones finish (`as_completed` + `add`),
+so the scheduler holds O(window) futures, never the whole prefix. A task whose worker dies is re-run
+elsewhere; after `ALLOWED_FAILURES + 1` deaths under it, it fails with KilledWorker, and the driver
+retries its images one per task in a quarantine (`Backlog`). See docs/design/worker-runtime.md.
 """
 
 from __future__ import annotations
@@ -31,7 +26,10 @@ from batch.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-#: Worker deaths a task may survive on the job's LocalCluster before it fails with KilledWorker.
+#: Worker deaths a task may survive on the job's LocalCluster before it fails with KilledWorker: one, not
+#: Dask's three, so a poison image costs few worker restarts, and a task that merely shared a dying worker
+#: is retried in quarantine, never lost. A remote scheduler keeps its own
+#: `distributed.scheduler.allowed-failures`.
 ALLOWED_FAILURES = 1
 
 Spec = TypeVar("Spec")
@@ -79,18 +77,10 @@ class Backlog(Iterator[Spec]):
 
 #: Dask's timers that run whatever the load, by their `periodic_callbacks` name: (config key, the job's
 #: period), Dask's default in the comment. The job sets them on its LocalCluster's scheduler, nannies and
-#: workers, and `LightWorkerHousekeeping` on every worker of a remote cluster.
-#: - The event-loop tick only measures how late the loop runs (Dask warns past
-#:   `distributed.admin.tick.limit`, 3 s), but 50 wake-ups a second per server cost CPU: an idle 4-worker
-#:   LocalCluster used 7 % of a core in its workers with a 20 ms tick and 3 % with 200 ms, and its driver
-#:   5 % instead of 3 %.
-#: - The memory monitor checks the process's memory against Dask's spill, pause and terminate thresholds.
-#:   The job keeps no Dask data to spill and bounds its own memory (calls in flight per task): twice a
-#:   second is enough.
-#: - The system monitor samples CPU, memory and network for the dashboard's charts.
-#: With the tick alone, an idle 4-worker LocalCluster (130 threads per worker) used 72-76 ms of CPU a
-#: second, driver and workers; with all three, 38-40: 0.14 ms a call less at 250 calls/s. One worker:
-#: 26-27 and 15 ms a second.
+#: workers, and `LightWorkerHousekeeping` on every worker of a remote cluster. Each wake-up costs CPU, and
+#: none needs its default pace here: the tick only measures how late the event loop runs, the memory
+#: monitor guards Dask's spill thresholds (the job keeps no Dask data and bounds its own memory), and the
+#: system monitor feeds the dashboard's charts. See docs/design/worker-runtime.md for the CPU saved.
 SLOWER_TIMERS = {
     "tick": ("distributed.admin.tick.interval", "200ms"),  # 20 ms
     "memory_monitor": ("distributed.worker.memory.monitor-interval", "500ms"),  # 100 ms
@@ -113,9 +103,9 @@ class LightWorkerHousekeeping(WorkerPlugin):
 
     The profiler samples every thread's stack (`sys._current_frames()`) every 10 ms. On Python 3.11
     that can deadlock the whole worker process when a garbage collection runs inside the call and a
-    finalizer needs the interpreter's thread-list lock (python/cpython#106883, dask/distributed#8616):
-    seen here as a worker frozen mid-run with a hundred image threads. It also costs CPU in proportion
-    to the threads, and ours are many (calls in flight). The dashboard's profile page stays empty.
+    finalizer needs the interpreter's thread-list lock (python/cpython#106883, dask/distributed#8616).
+    It also costs CPU in proportion to the threads, and ours are many. The dashboard's profile page
+    stays empty.
     """
 
     name = "rekbatch-light-worker-housekeeping"

@@ -1,76 +1,13 @@
 """One Rekognition rate limit per operation for the whole Dask cluster, adaptive to throttling.
 
-Use this when the job runs on Dask (any number of worker processes, on one host or many). A limiter
-per process (`batch.aws.rekognition.RateLimiter`) splits the quota by the number of processes counted at
-the start; it drifts as soon as workers join or leave, and its share is wasted while a worker is idle.
-
-How it works
-------------
-- **The scheduler holds the buckets.** `QuotaExtension` is a Dask `SchedulerPlugin`. Its `start`
-  registers the comm handler ``rekbatch_lease`` on the scheduler (the pattern of distributed's own
-  `SemaphoreExtension`). Per operation it keeps a `ReservingBucket` and a `batch.core.aimd.AdaptiveRate`.
-  The scheduler is one process whatever the number of workers, so there is one bucket per operation
-  for the cluster, and no new service to run: Dask has no rate-limit primitive (dask/distributed#864),
-  and Redis-backed limiters would add a server to every deployment. The scheduler is already the
-  cluster's single point of failure, so this adds none.
-- **Workers lease tokens in batches, for all operations at once.** A scheduler round trip costs
-  ~0.5 ms of wall time and, measured in the job, ~1.4 ms of CPU across worker and scheduler. One per
-  call would cost more CPU than the call itself at hundreds of calls/s. So a worker's
-  `ClusterRateLimiter` asks for its *expected demand*: the operation's recent arrival rate on this
-  worker (an exponentially decayed count, `DemandEstimate`) times `lease_horizon`, at least the
-  threads already waiting, minus the tokens it holds. And one request carries every operation that
-  is due, not just the one a thread waits for: an image goes through five operations in turn, so the
-  five pools run low together. The scheduler grants at most ``ceil(rate * lease_seconds)`` per
-  operation and request. Asking only for the threads already waiting (the first version) made
-  0.54-0.70 round trips per call in the job; asking for demand, all operations in one request, made
-  0.19 (one worker at 250 calls/s), and 0.10 once a lease's tokens went out one by one (below) and
-  leases could grow to 0.2 s of tokens. An operation whose granted tokens are still on their way
-  (waiting for their time, below) rides along too, when its waiting threads or its demand outnumber
-  them: at the quota the bucket is in debt, so a lease's tokens take up to `max_wait` to arrive, and
-  while an operation stayed out of other requests until its lease's last token, each operation
-  leased on its own. On 4 workers that made 1.15 operations per request and a round trip per 3
-  calls; riding along, 4.5 operations per request, 737 round trips per 7,500 calls instead of
-  2,498 (188 instead of 758 on one worker). One request per operation is out at a time on a
-  worker; the threads that wait for tokens wait on a condition.
-- **The scheduler lends ahead instead of saying "come back later".** The bucket may go into debt, up
-  to `max_wait` seconds of tokens. A lease is granted at once, with the delay after which its tokens
-  may be used (Go's `rate.Limiter.ReserveN`; GCRA). A first version
-  answered "0 tokens, retry in t" from a plain `batch.core.quota.TokenBucket`. Measured at 200/s on 4
-  workers, it made 1.4 round trips per call: the workers polled and mostly got nothing. A reservation
-  never wastes a round trip while the debt stays under `max_wait`, and it serves workers in the order
-  they ask.
-- **A lease's tokens go out one by one.** The bucket paid for a lease's tokens one after the other,
-  1/rate apart, the last after the reply's wait (`token_times`). The leasing thread credits each at
-  that time, and each wakes the one thread whose turn it is. Crediting a whole lease at once woke up
-  to 20 threads together (4 tokens of each of 5 operations): threads woken together hand the GIL to
-  each other at every socket call they make (with 100 threads at 250 calls/s, waking them 5 at a
-  time instead of one by one raised the futex calls per call from 5 to 30), and their calls reached
-  the endpoint as a burst. One by one, leases of 0.2 s of tokens cost no burst: one worker at 250
-  calls/s went from 63-67 system calls per call to 40-48, and from about 1,450 lease round trips per
-  7,500 calls to about 750.
-- **Tokens are spent within their TTL, so the bound holds.** Tokens leased ahead of demand wait on
-  the worker for the threads that arrive next. They expire `token_ttl` seconds after the latest token
-  of their operation became usable on the worker (a slow round trip must not expire them unused; a
-  steady stream of leases renews the tokens still held), so an idle worker cannot hoard tokens and
-  burst later. A token is used no earlier than the scheduler's
-  reservation allows and at most `token_ttl` later, so over any window of T seconds the cluster starts
-  at most ``burst + rate * (T + token_ttl)`` calls per operation, plus one reply's latency. In
-  practice tokens leased for demand are taken by threads arriving at about the rate they were
-  reserved at, so the measured bound is ``burst + rate * T``, give or take a token
-  (`tests/aws/test_ratelimit.py`, `make bench`).
-- **Joining and leaving workers change nothing.** The bound is the scheduler's bucket and does not
-  depend on the number of workers. A worker that dies loses at most one lease's tokens.
-- **Adaptive.** `ClusterRateLimiter.report_throttle` counts throttled calls. The count rides with the
-  next lease request. The scheduler cuts the operation's rate by AIMD (at most once per cooldown: a
-  burst of throttles from many workers is one overload) and lets it climb back to the quota linearly.
-
-Rejected: one Actor holding the buckets (it dies with its worker, and that worker can't be retired);
-`distributed.Semaphore` (limits concurrency, not rate); per-worker `resources` (scale with workers);
-botocore's adaptive mode (per client, see `batch.core.aimd`).
-
-Re-registering the plugin (a new run on the same cluster) replaces the buckets: use `install_quota`.
-Two jobs on one cluster that register under the same name share one set of buckets, which is right
-for one account and region. The last registration's quotas win.
+The scheduler holds one token bucket per operation (`QuotaExtension`, a scheduler plugin), so the quota
+holds however many workers join or leave; the per-process `batch.aws.rekognition.RateLimiter` cannot.
+Each worker process's `ClusterRateLimiter` leases tokens for its expected demand, every operation that
+is due in one round trip; the scheduler lends ahead (a lease says when its tokens may be used), and the
+worker hands them to its threads one by one at those times. Throttles reported by the workers cut the
+rate (AIMD, `batch.core.aimd`). Over any window of T seconds the cluster starts at most
+``burst + rate * (T + token_ttl)`` calls per operation, plus one reply's latency. Register it once per
+run with `install_quota`. See docs/design/rate-limiter.md.
 """
 
 from __future__ import annotations
@@ -155,8 +92,7 @@ class ReservingBucket:
         """Change the refill rate from `now` on.
 
         Tokens already lent keep the times they were lent for: a debt is a wait, and it stays the same
-        wait at the new rate, so tokens reserved after the change come after them. Kept as a count,
-        a debt paid back faster after a rise let new tokens fall between the last lease's."""
+        wait at the new rate, so tokens reserved after the change come after them."""
         self._refill(now)
         if self._tokens < 0:
             self._tokens *= rate / self.rate
@@ -195,17 +131,10 @@ class QuotaExtension(SchedulerPlugin):
     """The cluster's token buckets, one per operation, on the scheduler; adaptive to throttling.
 
     `quotas` maps an operation name (e.g. ``"DetectLabels"``) to its quota in calls per second;
-    others get `default`. `burst` is the bucket size in tokens, 1 by default, as the per-process
-    `batch.aws.rekognition.RateLimiter`'s: calls go out evenly, and the account's own bucket keeps its
-    room for what the job cannot pace (tokens used late, then the next on time; threads waiting for
-    the GIL or a core before they send). Whatever this bucket lets out at once comes out of that
-    room. Against the local endpoint's 10-token bucket at 50/s, on 4 workers: with 5 tokens here
-    (0.1 s), 2 runs of 15 had one or two calls throttled, and the endpoint's bucket fell to 1.2-2.8
-    tokens in the first seconds; with 1, no run of 20 was throttled, and it fell to 3.8-6.4. Past
-    the first seconds both kept about 5-6: at the quota this bucket is in debt, and its size no
-    longer matters. A lease's tokens
-    may be lent up to `max_wait` seconds ahead; past that, the worker is told to ask again later.
-    The keyword arguments `beta`, `alpha` and `cooldown` are `batch.core.aimd.AdaptiveRate`'s.
+    others get `default`. `burst` is the bucket size in tokens, 1 by default: calls go out evenly, and
+    the account's own bucket keeps its room for the jitter the job cannot pace. A lease's tokens may be
+    lent up to `max_wait` seconds ahead; past that, the worker is told to ask again later. `beta`,
+    `alpha` and `cooldown` are `batch.core.aimd.AdaptiveRate`'s.
 
     Register it with `install_quota`. Tests may call `start` with any object that has a
     ``handlers`` dict and then call `lease` directly.
@@ -288,8 +217,8 @@ class QuotaExtension(SchedulerPlugin):
         return state
 
     def _lease_size(self, rate: float) -> int:
-        # Not divided by the number of workers: at 50/s over 4 workers that made every lease a single
-        # token, one round trip per call. Reservations already serve workers in the order they ask.
+        # Not divided by the number of workers: many workers would get 1-token leases, a round trip per
+        # call. Reservations already serve workers in the order they ask.
         return max(1, math.ceil(rate * self.lease_seconds))
 
 
@@ -297,7 +226,8 @@ def install_quota(client: Client, quotas: Mapping[str, float], default: float, *
     """Put a fresh `QuotaExtension` on the client's scheduler, replacing any earlier one.
 
     Call it once per run, before submitting tasks. `options` are `QuotaExtension`'s keyword arguments.
-    The scheduler process must be able to import `batch` (the same environment as the workers).
+    The scheduler process must be able to import `batch` (the same environment as the workers). Two jobs
+    on one cluster share one set of buckets (right for one account and region); the last quotas win.
     """
     client.register_plugin(QuotaExtension(quotas, default, **options), name=PLUGIN_NAME)
 
@@ -344,9 +274,8 @@ class LimiterStats:
 
 class _Waiter:
     """One thread in `acquire`: `ready` once a token was handed to it. Each waiter sleeps on its own
-    condition (sharing the limiter's lock), so a handed-out token wakes exactly the thread it is for:
-    one shared `notify_all` woke every waiting thread (up to 128 in the job) to find nothing, and that
-    showed as 14 % of a worker's GIL time in a profile."""
+    condition (sharing the limiter's lock), so a handed-out token wakes exactly the thread it is for,
+    not every waiting thread to find nothing."""
 
     __slots__ = ("ready", "wake")
 
@@ -402,8 +331,9 @@ class ClusterRateLimiter:
     """The worker side: `acquire` blocks until the cluster's quota lets one more call of an operation go.
 
     Same interface as `batch.aws.rekognition.RateLimiter` plus `report_throttle`. Build one per worker
-    process (`for_worker`), shared by all its threads. Pass `lease` (plus `clock`, `sleep`) to test it
-    without Dask.
+    process (`for_worker`), shared by all its threads. Leased tokens expire a TTL after they became
+    usable, so an idle worker cannot hoard them. Pass `lease` (plus `clock`, `sleep`) to test it without
+    Dask.
     """
 
     def __init__(
@@ -415,10 +345,8 @@ class ClusterRateLimiter:
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self._lease = lease
-        #: Seconds of expected demand one lease asks for (the scheduler caps it at its lease size).
-        #: Tokens asked for ahead of demand must be taken within their TTL: with 0.25 s, 2.6 % of the
-        #: tokens expired unused on 4 workers (12.5 calls/s per operation and worker take 4 tokens in
-        #: 0.32 s) and utilisation fell to 0.96; with 0.15 s, none.
+        #: Seconds of expected demand one lease asks for (the scheduler caps it at its lease size). Kept
+        #: well below the tokens' TTL, so tokens asked for ahead of demand are taken before they expire.
         self._horizon = lease_horizon
         self._clock = clock
         self._sleep = sleep
@@ -506,8 +434,8 @@ class ClusterRateLimiter:
         """Lease tokens for `operation`, and in the same round trip for every other operation that is
         due, its earlier tokens still on their way or not (the caller holds the condition; it is
         released during the RPC and the waits). The tokens granted are credited one at a time, each
-        when it may be used (`token_times`), each waking the thread whose turn it is: see "A lease's
-        tokens go out one by one" in the module's docstring.
+        when it may be used (`token_times`), each waking the thread whose turn it is, so the calls do
+        not reach the endpoint as a burst.
         """
         requests = self._due(operation)
         replies: dict[str, LeaseReply] = {}
@@ -572,10 +500,9 @@ class ClusterRateLimiter:
                 self._expired += pool.tokens  # drop expired tokens before the fresh one extends the TTL
                 pool.tokens = 0
             pool.tokens += 1
-            # Counted from when the token became usable here (after the reply and its wait), not
-            # from before the request: on a loaded machine a round trip can outlast the TTL, and
-            # tokens timed from the request would all expire unused while the scheduler counts them
-            # as spent, so workers would lease forever and call nothing (seen on a 2-core run).
+            # Counted from when the token became usable here, not from before the request: a round
+            # trip can outlast the TTL on a loaded machine, and tokens timed from the request would
+            # all expire unused while the scheduler counts them as spent (a livelock).
             pool.expires_at = self._clock() + reply["ttl"]
         else:  # granted nothing: its "ask again after" is over
             pool.leasing = False

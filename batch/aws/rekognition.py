@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config
 
 from batch.config.model import RekognitionConfig, RunConfig
+from batch.core.calls import CallCounts, CallResult
 from batch.core.quota import TokenBucket
-from batch.core.retry import ERROR_OUTCOMES, Outcome, RetryBudget, RetryPolicy, classify, error_code
-from batch.core.timeline import SecondKey, second_key
+from batch.core.retry import Outcome, RetryBudget, RetryPolicy, classify, error_code
 
 
 def rekognition_client(config: RekognitionConfig, max_pool_connections: int) -> Any:
@@ -38,56 +36,6 @@ def rekognition_client(config: RekognitionConfig, max_pool_connections: int) -> 
     )
     session = boto3.session.Session()
     return session.client("rekognition", region_name=config.region or None, config=botocore_config)
-
-
-THROTTLE_CODES = frozenset(code for code, outcome in ERROR_OUTCOMES.items() if outcome is Outcome.THROTTLED)
-
-
-@dataclass
-class CallCounts:
-    """Attempts by (operation, outcome), retries and throttles, for the run's summary. Thread-safe."""
-
-    attempts: Counter[tuple[str, str]] = field(default_factory=Counter)
-    retries: int = 0
-    throttled: int = 0
-    #: Seconds spent in attempts that got an answer, and how many: Little's law needs the latency.
-    latency_seconds: float = 0.0
-    answered: int = 0
-    #: Attempts by the Unix second they ended in, operation and outcome class (`batch.core.timeline`).
-    per_second: Counter[SecondKey] = field(default_factory=Counter)
-    #: Unix time, for `per_second`: comparable across worker processes, unlike a monotonic clock.
-    wall_clock: Callable[[], float] = field(default=time.time, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def record(self, operation: str, outcome: str, seconds: float) -> None:
-        with self._lock:
-            self.attempts[(operation, outcome)] += 1
-            self.per_second[second_key(self.wall_clock(), operation, outcome)] += 1
-            if outcome in THROTTLE_CODES:
-                self.throttled += 1
-            self.latency_seconds += seconds
-            self.answered += 1
-
-    def record_retry(self) -> None:
-        with self._lock:
-            self.retries += 1
-
-
-@dataclass(frozen=True)
-class CallResult:
-    """How one logical call ended, after its retries."""
-
-    response: Mapping[str, Any] | None
-    attempts: int
-    error_code: str | None = None
-    message: str | None = None
-    outcome: Outcome | None = None
-    #: The process's retry budget was spent when this call failed: the endpoint keeps failing.
-    budget_exhausted: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.response is not None
 
 
 class Limiter(Protocol):

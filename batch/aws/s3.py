@@ -41,11 +41,10 @@ CONFLICT_RETRIES = 5
 def s3_client(max_pool_connections: int = 10) -> Any:
     """A boto3 S3 client with explicit retry settings (botocore's default changed in 1.44).
 
-    Checksums are asked for where they protect something, not on every request: whole-object reads
-    ask S3 to send the object's checksum and botocore checks it (`ChecksumMode`), and writes send their
-    SHA-256 (`put_file`). With botocore's default ("when_supported") every header probe, a 64 KiB
-    ranged GET that no full-object checksum can cover, also carried the checksum machinery: 1.8 ms of
-    CPU per probe instead of 1.5 in a measurement here, with a probe per image.
+    Checksums only where they protect something: whole-object reads (`ChecksumMode`) and writes (their
+    SHA-256, `put_file`), not the ranged header probes, which no full-object checksum can cover and
+    which botocore's default ("when_supported") would still run the checksum machinery for. See
+    docs/design/worker-runtime.md.
     """
     config = Config(
         retries={"mode": "standard", "total_max_attempts": 5},
@@ -60,11 +59,11 @@ def s3_client(max_pool_connections: int = 10) -> Any:
 
 
 def parse_timestamp(value: Any) -> datetime:
-    """A response's timestamp as an aware datetime, as botocore's own parser gives it, but without
-    dateutil's general-purpose parser for the two forms S3 sends: ISO 8601 in XML bodies (every key
-    of a listing) and RFC 7231 dates in headers (Last-Modified). botocore's took 34 us a value here,
-    these 0.1 and 3 us: the driver's CPU per listed key fell from 0.074 to 0.051 ms. Anything else,
-    and any value these read without a time zone, goes to botocore's.
+    """A response's timestamp as an aware datetime, as botocore's own parser gives it.
+
+    The two forms S3 sends, ISO 8601 in XML bodies (every key of a listing) and RFC 7231 dates in
+    headers (Last-Modified), are parsed without dateutil's slow general-purpose parser. Anything else,
+    and any value read without a time zone, goes to botocore's. See docs/design/worker-runtime.md.
     """
     if isinstance(value, str):
         parsed: datetime | None = None

@@ -13,7 +13,8 @@ import sys
 from dataclasses import asdict
 from typing import Any, TextIO
 
-from batch.config.model import RunConfig, load_account_config, parse_s3_url
+from batch.config.loader import load_account_config
+from batch.config.model import RunConfig, parse_s3_url
 from batch.core.errors import ConfigError, OutputUnreadable, OutputUnwritable
 
 EXIT_CODES = """exit codes:
@@ -72,9 +73,9 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _admin(config: RunConfig) -> Any:
+    from batch.aws.rekognition import CallCounts
     from batch.faces.admin import CollectionAdmin
     from batch.faces.sync import collection_caller
-    from batch.aws.rekognition import CallCounts
 
     return CollectionAdmin(collection_caller(config, CallCounts()))
 
@@ -116,9 +117,9 @@ def _known_faces(output: str, collection: str) -> set[str]:
     """The face ids the committed `indexed_faces` rows of `output` list in `collection`."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from batch.aws.s3 import s3_client
     from batch.faces.sync import known_faces
     from batch.storage.commits import RunStore
-    from batch.aws.s3 import s3_client
     from batch.storage.sink import Destination
 
     if output.startswith("s3://"):
@@ -146,8 +147,8 @@ def _delete(args: argparse.Namespace, config: RunConfig, out: TextIO) -> int:
 def _export(args: argparse.Namespace, config: RunConfig, out: TextIO) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from batch.faces.rows import EXPORT_SCHEMA, export_table
     from batch.aws.s3 import encryption_arguments, s3_client
+    from batch.faces.rows import EXPORT_SCHEMA, export_table
     from batch.storage.sink import write_parquet_file
 
     to = _export_target(args.to)

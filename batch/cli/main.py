@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from batch import __version__
-from batch.cli import collection as collection_commands
-from batch.config.model import load_config, load_report_config, parse_s3_url
-from batch.core.errors import ConfigError, OutputUnwritable, RekbatchError
 from batch.aws.logs import pin_aws_loggers
+from batch.cli import collection as collection_commands
+from batch.config.loader import load_config, load_report_config
+from batch.config.model import parse_s3_url
+from batch.core.errors import ConfigError, OutputUnwritable, RekbatchError
 
 RUN_EXIT_CODES = """exit codes:
   0    committed (rejected and failed images are rows), or committed earlier: nothing done
@@ -238,9 +239,9 @@ def reference_urls(flags: Sequence[str] | None) -> list[str] | None:
 
 
 def _sql(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
-    from batch.query import shell as sql_shell
-    from batch.storage import readers  # duckdb only for this command
     from batch.aws.s3 import s3_client
+    from batch.query import shell as sql_shell
+    from batch.query import views  # duckdb only for this command
 
     variables = sql_shell.parse_assignments(args.set)
     query = args.query
@@ -251,7 +252,7 @@ def _sql(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             raise ConfigError(f"-f {args.file}: {exc.strerror}") from None
     _destination(args.output)
     with _output_errors(args.output):
-        connection = readers.connect(args.output, s3_client())
+        connection = views.connect(args.output, s3_client())
     with connection:
         if query is None:
             sql_shell.repl(connection, variables)
@@ -261,9 +262,9 @@ def _sql(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
 
 
 def _views(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
-    from batch.storage.commits import RunStore
-    from batch.storage.readers import duckdb_views_sql
     from batch.aws.s3 import s3_client
+    from batch.query.views import duckdb_views_sql
+    from batch.storage.commits import RunStore
 
     store = RunStore(_destination(args.output), s3_client())
     with _output_errors(args.output):
@@ -273,7 +274,7 @@ def _views(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
 
 
 def _athena_ddl(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
-    from batch.storage.readers import athena_ddl
+    from batch.query.views import athena_ddl
 
     parse_s3_url(args.location, "--location")
     print(athena_ddl(args.location, args.database), end="")
@@ -281,8 +282,8 @@ def _athena_ddl(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
 
 
 def _gc(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
-    from batch.storage.gc import DEFAULT_GRACE_HOURS, collect_garbage
     from batch.aws.s3 import s3_client
+    from batch.storage.gc import DEFAULT_GRACE_HOURS, collect_garbage
 
     hours = DEFAULT_GRACE_HOURS if args.older_than is None else args.older_than
     if hours < 0:
@@ -326,8 +327,8 @@ def _destination(output: str) -> Any:
 
 
 def _report(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
-    from batch.report.page import write_report  # matplotlib and Jinja2 only for this command
     from batch.aws.s3 import s3_client
+    from batch.report.page import write_report  # matplotlib and Jinja2 only for this command
 
     settings = load_report_config(args.config)
     print(write_report(args.output, args.run_id, settings, s3_client(), to=args.to))

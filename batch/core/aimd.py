@@ -1,28 +1,13 @@
-"""Adaptive rate: additive increase, multiplicative decrease (AIMD) of one operation's call rate.
+"""Adaptive rate: additive increase, multiplicative decrease (AIMD) of one operation's call rate. Pure.
 
-Use `AdaptiveRate` where one rate is shared by every caller of an operation (the cluster-wide limiter
-in `batch.aws.ratelimit` keeps one per operation on the Dask scheduler). The configured quota is the
-`ceiling`: the rate never goes above it. When Rekognition throttles anyway (another job or another
-tool spends the same account's quota) the rate is cut to `beta` times itself; after that it climbs
-back by `alpha * ceiling` per second, so it reaches the ceiling again within ``(1 - beta) / alpha``
-seconds of quiet (3 s with the defaults) and probes the real headroom while it climbs.
-
-Why AIMD: it is the rule that lets several independent senders converge to a fair, stable share of
-one capacity without talking to each other (TCP's congestion control, Chiu & Jain 1989). A cut that
-scales with the rate backs off fast when far over the capacity; a linear climb overshoots by little.
-Throttles arrive in bursts (every call in flight during the overload comes back throttled), so the rate
-is cut at most once per `cooldown`: one overload, one cut.
-
-When not to use it: for one process on its own, botocore's ``retries={"mode": "adaptive"}`` already
-does the same job per client, with CUBIC instead of a linear climb (`botocore/retries/adaptive.py`,
-`botocore/retries/throttling.py`). It does not coordinate across processes: N workers each back off on
-their own and climb back on their own, so together they keep overshooting. Retries of the throttled
-calls themselves belong in `batch.core.retry` (capped exponential backoff with full jitter, see
-https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/); this module only sets how
-fast new calls start.
-
-Pure: no clock is read here. Every method takes ``now`` (seconds on any monotonic clock), so the caller
-injects time and tests need no sleeping.
+`AdaptiveRate` is one rate shared by every caller of an operation (the cluster limiter in
+`batch.aws.ratelimit` keeps one per operation on the Dask scheduler). A throttle cuts it to `beta` times
+itself, at most once per `cooldown` (throttles arrive in bursts: one overload, one cut); it then climbs
+back by `alpha * ceiling` per second, reaching the configured quota within ``(1 - beta) / alpha`` seconds.
+AIMD lets independent senders converge to a fair, stable share of one capacity (TCP; Chiu & Jain 1989).
+For one process alone, botocore's ``retries={"mode": "adaptive"}`` does the same per client
+(`botocore/retries/adaptive.py`), but N processes back off and climb back each on their own. Retrying
+the throttled calls is `batch.core.retry`'s job; this only sets how fast new calls start.
 """
 
 from __future__ import annotations

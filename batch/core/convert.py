@@ -1,24 +1,13 @@
 """An image Rekognition refuses as stored -> an upright JPEG it accepts as request bytes. Pure.
 
-Use it for what `batch.core.image_checks.plan_image` routes to `CONVERTED_JPEG`: WebP, GIF, TIFF and BMP files,
-and in bytes mode JPEG/PNG files over the 5 MB a request carries. Not for JPEG/PNG files Rekognition
-takes as they are: those are never decoded by the job.
-
-How (reliability research §4.4, Pillow's own fuzzing harness):
-
-* `Image.open` with the one format the magic bytes named (`formats=[...]`), so no other plugin parses it;
-* the size checked from the header before any decoding: Rekognition's 80..10,000 px a side and Pillow's
-  `Image.MAX_IMAGE_PIXELS` (explicitly, so it holds however warnings are filtered; and
-  `forbid_decompression_bombs` turns Pillow's own warning into an error process-wide, set once);
-* a full `load()` of the first frame: `verify()` passes a truncated JPEG, `load()` does not; frames are
-  never sought (`seek()` on untrusted multi-frame files is where Pillow's bomb checks were bypassed);
-* the Exif orientation applied, so the JPEG is upright and carries no orientation: Rekognition's boxes
-  come back in the upright frame of the original;
-* transparency flattened onto white; encoded at falling JPEG quality, then downscaled (aspect kept)
-  until it fits.
-
-Pillow's expected failures (`DECODE_ERRORS`) become `UnusableImage` with the code Rekognition gives a
-bad image; anything else is a bug and propagates.
+Use it for what `batch.core.image_checks.plan_image` routes to `CONVERTED_JPEG`: WebP, GIF, TIFF and BMP
+files, and in bytes mode JPEG/PNG files over the 5 MB a request carries; never for JPEG/PNG files
+Rekognition takes as they are (the job does not decode those). Files are untrusted, so decoding follows
+Pillow's own fuzzing harness (reliability research §4.4): one plugin, sizes checked from the header
+before decoding, a full `load()` of the first frame only. The copy is upright (Exif applied, no tag) with
+transparency on white, so Rekognition answers in the original's upright frame. Pillow's expected
+failures (`DECODE_ERRORS`) become `UnusableImage` with the code Rekognition gives a bad image; anything
+else is a bug and propagates.
 """
 
 from __future__ import annotations
@@ -96,12 +85,16 @@ def to_jpeg(
     """The first frame of `data` (a `fmt` file: JPEG, PNG, WEBP, GIF, TIFF or BMP), upright, as a JPEG
     of at most `max_bytes`. Raises UnusableImage for a file that is bad, too large, or a bomb."""
     try:
+        # Only the plugin the magic bytes named parses the file.
         with Image.open(io.BytesIO(data), formats=[fmt]) as image:
             width, height = stored_size(image)
+            # Before any decoding; Pillow's pixel limit explicitly, so it holds however warnings are filtered.
             refusal = size_refusal(width, height) or bomb_refusal(width, height, max_pixels)
             if refusal is not None:
                 raise UnusableImage(refusal)
             orientation = _orientation(image)
+            # A full load of the first frame: verify() passes a truncated JPEG, load() does not. Other
+            # frames are never sought: seek() on untrusted files is where Pillow's bomb checks were bypassed.
             image.load()
             # Pillow turns a TIFF upright as it loads it, and drops the tag: apply what is left.
             still_to_apply = _orientation(image)

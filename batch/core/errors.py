@@ -1,19 +1,10 @@
 """The exceptions of rekognition-batch, in one place.
 
-    RekbatchError                 base of everything this package raises on purpose
-    ├── ConfigError               a bad config file, environment variable or flag (names the key)
-    │   └── RunNotFound           `rekbatch report`: the output holds no `runs` row for that run id
-    ├── InputUnreachable          the input bucket or prefix cannot be listed (missing, denied, no network)
-    ├── OutputUnwritable          the output location cannot be written
-    ├── OutputUnreadable          `rekbatch report`: the output location cannot be listed or read
-    ├── CollectionUnavailable     a face collection is missing, access to it is denied, or the call failed
-    ├── RunAborted                the run stopped before it finished (e.g. AccessDenied from Rekognition)
-    ├── CommitRaceLost            another attempt committed the same run id first
-    ├── TooManyErrors             the run committed, but more images failed than --max-error-rate allows
-    ├── NothingToAnalyse          the input prefix holds no images
-    └── QueryFailed               `rekbatch sql`: DuckDB could not parse or run a statement
-
-Per-image failures are never raised out of a task: they become rows of the `errors` table.
+Everything this package raises on purpose derives from `RekbatchError`: its str() is a one-line reason
+and its `exit_code` is the CLI's exit code: `ConfigError` (and `RunNotFound`) 2; `InputUnreachable`,
+`OutputUnwritable`, `OutputUnreadable`, `CollectionUnavailable` 3; `RunAborted` 4; `CommitRaceLost` 5;
+`TooManyErrors` 6; `NothingToAnalyse` 7; `QueryFailed` 1. Per-image failures are never raised out of a
+task: they become rows of the `errors` table.
 """
 
 from __future__ import annotations

@@ -1,28 +1,14 @@
 """Box geometry: where a Rekognition box lies in the upright image and in the stored pixel array.
 
-Two frames, used everywhere in this package:
-
-* **stored**: the pixel array as it is encoded in the file (what a tool that ignores Exif shows).
-* **upright**: the image as a person sees it, after the viewer applies the Exif orientation.
-
-An orientation is an Exif orientation value (1–8): the transform a viewer applies to the *stored*
-pixels to display them *upright* (Exif 2.32, tag 0x0112; Pillow's `ImageOps.exif_transpose` applies it):
-
-    1 identity            5 transpose (mirror across the main diagonal)
-    2 mirror horizontal   6 rotate 90° clockwise
-    3 rotate 180°         7 transverse (mirror across the anti-diagonal)
-    4 mirror vertical     8 rotate 90° counter-clockwise
-
-Orientations 5–8 swap width and height (`upright_size`); forgetting that is the classic bug.
-
-All coordinates here are normalised (ratios of the image's width and height, as Rekognition returns
-them) unless a name ends in `_px`. Nothing is clipped: Rekognition returns negative or >1 values for
-faces at the edge of an image, and those are transformed as given.
-
-Which frame a Rekognition response is in is decided by `BoxPlacement.for_response`; the rules come from
-the Developer Guide, "Getting image orientation and bounding box coordinates"
-(https://docs.aws.amazon.com/rekognition/latest/dg/images-orientation.html), and the
-`OrientationCorrection` documentation in botocore's model (`rekognition/2016-06-27/service-2.json`).
+Two frames: **stored**, the pixel array as encoded in the file (what a tool that ignores Exif shows), and
+**upright**, the image as a person sees it. An orientation is an Exif orientation value (Exif 2.32, tag
+0x0112, as Pillow's `ImageOps.exif_transpose` applies it): 1 identity, 2 mirror horizontal, 3 rotate
+180°, 4 mirror vertical, 5 transpose, 6 rotate 90° clockwise, 7 transverse, 8 rotate 90° counter-clockwise;
+5–8 swap width and height (`upright_size`). Coordinates are normalised (ratios, as Rekognition returns
+them) unless a name ends in `_px`, and never clipped: boxes past the edge are transformed as given.
+Which frame a response is in is decided by `BoxPlacement.for_response`, from the Developer Guide
+(https://docs.aws.amazon.com/rekognition/latest/dg/images-orientation.html) and `OrientationCorrection`
+in botocore's model (`rekognition/2016-06-27/service-2.json`).
 """
 
 from __future__ import annotations
@@ -207,27 +193,21 @@ class BoxPlacement:
     ) -> BoxPlacement:
         """Decide the frame of one response from the image header and the response's OrientationCorrection.
 
-        * `image_format`: Pillow's format name, "JPEG" (or "MPO", which Pillow reports for many camera
-          JPEGs), "PNG", or None when unknown. Unknown is read like PNG: boxes in the stored frame.
-        * `exif_orientation`: the Exif orientation tag, None when the file has none. Values outside 1..8
-          (seen in the wild) are read as "no tag", as Pillow's `exif_transpose` does.
-        * `orientation_correction`: the response's `OrientationCorrection` (null since August 2021).
-
-        Rules (Developer Guide "images-orientation"; botocore model, `OrientationCorrection`):
-
-        1. JPEG with an Exif orientation: Rekognition corrects the image first; boxes are upright.
-           Any OrientationCorrection is ignored (AWS returns null in this case).
-        2. Otherwise boxes are in the stored frame, and are turned upright with the file's orientation
-           (a PNG's eXIf chunk, which Rekognition ignores but viewers apply), or, when the file has none,
-           with a legacy ROTATE_90/180/270 (the Developer Guide's formulas; ROTATE_0 is identity).
-
-        DetectText and DetectModerationLabels have no OrientationCorrection; pass None. That they follow
-        rule 1 is not documented by AWS; we assume it.
+        `image_format` is Pillow's name ("JPEG", "MPO" for many camera JPEGs, "PNG") or None when unknown
+        (read like PNG); `exif_orientation` is None without a tag (values outside 1..8 count as none, as in
+        `exif_transpose`); `orientation_correction` is the response's, null since August 2021, None for
+        DetectText and DetectModerationLabels (they have none). Rules: Developer Guide "images-orientation".
         """
         exif = exif_orientation if exif_orientation in _STORED_TO_UPRIGHT else None
         fmt = (image_format or "").upper()
+        # A JPEG with an Exif orientation is corrected by Rekognition first: boxes are upright, and any
+        # OrientationCorrection is ignored (AWS returns null). That DetectText and DetectModerationLabels
+        # do the same is not documented by AWS; we assume it.
         if fmt in ("JPEG", "JPG", "MPO") and exif is not None:
             return cls(stored_width, stored_height, exif, "upright")
+        # Otherwise boxes are in the stored frame, turned upright by the file's own orientation (a PNG's
+        # eXIf chunk: Rekognition ignores it, viewers apply it) or, when it has none, by a legacy
+        # ROTATE_90/180/270 (the Developer Guide's formulas; ROTATE_0 is identity).
         if exif is None and orientation_correction is not None:
             legacy = LEGACY_CORRECTION_TO_ORIENTATION.get(orientation_correction)
             if legacy is None:

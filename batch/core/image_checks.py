@@ -2,38 +2,12 @@
 
 Rekognition's rules (Developer Guide, "Guidelines and quotas",
 https://docs.aws.amazon.com/rekognition/latest/dg/limits.html): JPEG and PNG only; an S3 object up to
-15 MB, request bytes up to 5 MB (botocore model, `ImageBlob` max 5242880); at least 80 px and at most
-10,000 px a side. An image that breaks one of them is refused here, from its listed size and its header,
-with the error code Rekognition would give, so no call is spent on it. The job decodes only what it
-converts; a JPEG or PNG is decoded by Rekognition, so damage past its header (a truncated scan) is
-Rekognition's to find, and its answer becomes the image's error row.
-
-The plan, first match wins (`plan_image`):
-
-==========================================  =========================================================
-zero bytes                                  skipped, `EmptyObject`
-not an image / broken header                rejected, `InvalidImageFormatException`
-header parse met a decompression bomb       rejected, `DecompressionBomb`
-a side under 80 px                          rejected, `InvalidParameterException`
-a side over 10,000 px                       rejected, `ImageTooLargeException`
-JPEG/PNG over 15 MB                         rejected, `ImageTooLargeException`
-JPEG/PNG, `image_source = "s3"`             S3Object reference
-JPEG/PNG, bytes, up to 5 MB                 the object's bytes
-JPEG/PNG, bytes, over 5 MB                  converted (re-encoded to fit 5 MB), if conversion is on;
-                                            else rejected, `ImageTooLargeException`
-WebP/GIF/TIFF/BMP, conversion off           skipped, `NotConverted`
-WebP/GIF/TIFF/BMP over `max_convert_bytes`  rejected, `TooLargeToConvert`
-to convert, more pixels than Pillow allows  rejected, `DecompressionBomb` (never decoded)
-WebP/GIF/TIFF/BMP                           converted: first frame, upright, JPEG up to 5 MB, as bytes
-==========================================  =========================================================
-
-A converted image is not bound by the 15 MB S3-object limit (Rekognition never reads the object): only
-by `max_convert_bytes`, which bounds what the job reads whole. A JPEG or PNG over 15 MB is refused
-as Rekognition would refuse it, in both image-source modes, so both modes analyse the same images (but
-for a JPEG or PNG over 5 MB with more pixels than the job decodes, which bytes mode cannot send).
-Multi-frame files (animated GIF/WebP, multi-page TIFF, MPO) are read as their first frame, which is
-what Rekognition does with an MPO; other frames are never looked at (seeking frames of untrusted
-files is where Pillow's bomb checks have been bypassed).
+15 MB, request bytes up to 5 MB (botocore model, `ImageBlob` max 5242880); 80 to 10,000 px a side. An
+image that breaks one is refused here, from its listed size and its header, with the error code
+Rekognition would give, so no call is spent on it. WebP, GIF, TIFF and BMP files (and, in bytes mode,
+JPEG and PNG files over 5 MB) are converted to JPEG (`batch.core.convert`). The job never decodes a JPEG
+or PNG it sends as stored: damage past its header is Rekognition's to find. The checks, first match
+wins, are tabled in docs/tables.md ("Which images are sent, and how").
 """
 
 from __future__ import annotations
@@ -94,7 +68,10 @@ class ImageRules:
 
 
 def plan_image(size: int, header: ImageHeader, rules: ImageRules) -> Route | Refusal:
-    """How to send an image of `size` bytes (as listed) with this header, or why it is not sent."""
+    """How to send an image of `size` bytes (as listed) with this header, or why it is not sent.
+
+    First match wins: the header's faults, Rekognition's limits on sides, then the route of a JPEG or
+    PNG (`_plan_as_stored`) or of a file to convert (`_plan_conversion`)."""
     refusal = _header_refusal(size, header)
     if refusal is not None:
         return refusal
@@ -142,6 +119,8 @@ def _header_refusal(size: int, header: ImageHeader) -> Refusal | None:
 
 
 def _plan_as_stored(size: int, header: ImageHeader, rules: ImageRules) -> Route | Refusal:
+    # Refused in both image-source modes, as Rekognition refuses it, so both modes analyse the same images
+    # (but for one over 5 MB with more pixels than the job decodes, which bytes mode cannot send).
     if size > MAX_S3_OBJECT_BYTES:
         return Refusal(
             "rejected", TOO_LARGE, f"{size:,} bytes: over the {MAX_S3_OBJECT_BYTES:,} Rekognition reads"
@@ -161,6 +140,8 @@ def _plan_as_stored(size: int, header: ImageHeader, rules: ImageRules) -> Route 
 
 
 def _plan_conversion(size: int, header: ImageHeader, rules: ImageRules) -> Route | Refusal:
+    # Not bound by the 15 MB S3-object limit (Rekognition never reads the object), only by
+    # `max_convert_bytes`, which bounds what the job reads whole.
     if not rules.convert_to_jpeg:
         return Refusal(
             "skipped",

@@ -1,17 +1,13 @@
 """What an image's first bytes say: format, stored size, Exif orientation. Pure: bytes in, facts out.
 
-The job reads only the head of each object (a ranged GET) and never decodes pixels here: this is enough
-to decide what to do with the image before any call (`batch.core.image_checks`) and to put every box in the
-upright frame, and it keeps image bytes out of the job in S3-reference mode.
-
-The format is told by the magic bytes, never by the key's extension, and only the formats the job
-handles are parsed: JPEG and PNG (what Rekognition reads) and WebP, GIF, TIFF and BMP (which the job can
-convert). Each is parsed by its own Pillow plugin class rather than `Image.open`: the same header parse
-(nothing is decoded), but without `Image.open`'s decompression-bomb check, which would hide the size of a
-large image behind an exception; the size limits are applied by `batch.core.image_checks` and, before any
-decoding, by `batch.core.convert`. WebP headers are read here directly: Pillow's WebP plugin needs the whole
-file. When the head is too short for the header (a large ICC profile or XMP packet before the frame
-header), `probe` says so and the caller reads more.
+The job reads only the head of each object (a ranged GET) and never decodes pixels here: enough to
+decide what to do with the image before any call (`batch.core.image_checks`) and to put every box in the
+upright frame, without image bytes in the job in S3-reference mode. The format is told by the magic
+bytes, never by the key, and each format the job handles is parsed by its own Pillow plugin class rather
+than `Image.open`: the same header parse, without the decompression-bomb check that would hide a large
+image's size behind an exception (the size limits are applied by `batch.core.image_checks` and
+`batch.core.convert`). WebP headers are read here directly: Pillow's WebP plugin needs the whole file.
+When the head is too short for the header, `probe` says so and the caller reads more.
 """
 
 from __future__ import annotations

@@ -1,15 +1,12 @@
 """Incremental runs: which analyses each listed image still needs. Pure: no I/O.
 
-An image needs an analysis unless a committed run already settled it for the same key, the same ETag
-and the same settings digest (`batch.analyses.settings_digest`: the options that change Rekognition's
-answer). The committed state is a set of (key, etag, analysis, settings digest) read from the
-`analyses_done` column of committed `images` files, never a timestamp high-water mark: a timestamp
-misses objects copied in with old LastModified values, and re-analyses nothing when settings change.
-
-Settled means: the analysis answered, or Rekognition refused the image itself (`rejected`: the same
-image with the same settings would be refused again), or the object was skipped (zero bytes). A
-`failed` analysis (retries exhausted, worker lost, S3 read failed) is not settled: the next run tries
-it again.
+An image needs an analysis unless a committed run settled it for the same key, ETag and settings digest
+(`batch.analyses.settings_digest`: the options that change Rekognition's answer), as read from the
+`analyses_done` column of committed `images` files; never from a timestamp high-water mark, which misses
+objects copied in with old LastModified values and re-analyses nothing when settings change. Settled:
+the analysis answered, or the image was `rejected` (it would be refused again) or `skipped` (zero
+bytes). A `failed` analysis is not settled: the next run tries it again. See
+docs/design/commit-protocol.md.
 """
 
 from __future__ import annotations
@@ -36,7 +33,7 @@ class CommittedState:
     """(key, etag) -> the (analysis, settings digest) pairs committed runs settled for it.
 
     Memory: a 16-byte digest per (key, etag) and one shared frozenset per distinct combination of
-    settled analyses (few), about 150 bytes per image: 100,000 images take ~15 MB.
+    settled analyses (few), so it grows with the images, not with their analyses.
     """
 
     def __init__(self) -> None:
@@ -81,3 +78,14 @@ def _unsettled(settled: frozenset[tuple[str, str]], name: str, digests: Digests)
     if isinstance(digests, str):
         return (name, digests) not in settled
     return any((name, digest) not in settled for digest in digests)
+
+
+def settled_now(
+    digests: Digests, parts: tuple[int, ...] | None, positions: tuple[int, ...] | None = None
+) -> tuple[str, ...]:
+    """The digests an image settled for one analysis now: its settings digest, or the parts it ran
+    (`parts`: their positions among all, None: all), or of those only the ones at `positions`."""
+    if isinstance(digests, str):
+        return (digests,)
+    ran = tuple(digests) if parts is None else tuple(digests[i] for i in parts)
+    return ran if positions is None else tuple(ran[i] for i in positions)

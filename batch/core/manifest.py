@@ -1,27 +1,16 @@
 """A run's commit record and the accounting that must hold before it is written. Pure: no I/O.
 
-The output of a run becomes visible in one step: when its manifest is created. Until then its data
-files exist but no reader opens them (readers open exactly the files that manifests list, never a glob).
+A run becomes visible in one step, when its manifest is created (create-only: of two attempts racing
+to commit one run id exactly one wins); readers open exactly the files manifests list.
 
     DEST/<table>/dt=YYYY-MM-DD/<run_id>-a<attempt>-<batch:06d>.parquet   data, written whole, immutable
     DEST/_runs/<run_id>/attempt-<attempt>.json                           one per process start, create-only
     DEST/_runs/<run_id>/batch-<attempt>-<batch:06d>.json                 a batch's record, after its files
     DEST/_commits/<run_id>.json                                          the manifest: the commit point
 
-* A Dask task writes its batch's files, then the batch's record (`BatchRecord`: the files with row
-  count and SHA-256, each image's outcome, the call counts). A record means "this batch is complete";
-  `--resume` keeps exactly the batches that have one. A task that runs twice (a lost worker) rewrites
-  the same names; the driver keeps the result it received, never a listing of files.
-* Names hold the attempt (a number claimed create-only at start), so two processes working on one run
-  id never write the same file; only the attempt that commits has its files read.
-* The manifest is created last, create-only (S3 `IfNoneMatch='*'`, a local hard link): of two
-  attempts racing to commit one run id exactly one wins. It is one JSON line (Athena's JSON SerDe
-  reads it; `COMMITS_SCHEMA` is its schema).
-* Names starting with `_` are skipped by pyarrow and Hive, and no table reader globs them.
-
-Accounting (Jepsen's lost / duplicated / unexpected, applied to a batch job): every listed (key, etag)
-ends in exactly one outcome, and no (key, etag, analysis) is settled twice in one run. `Ledger` holds
-16-byte digests, not keys, so 100,000 keys cost a few megabytes in the driver.
+The `Ledger` checks that every listed (key, etag) ends in exactly one outcome and no (key, etag,
+analysis) is settled twice in one run; it holds 16-byte digests, not keys. The protocol, its reasons
+and its figures: docs/design/commit-protocol.md.
 """
 
 from __future__ import annotations
@@ -138,9 +127,6 @@ class BatchRecord:
     calls: Mapping[tuple[str, str], int] = field(default_factory=dict)
     retries: int = 0
     throttled: int = 0
-
-    def statuses(self) -> Counter[str]:
-        return Counter(image.status for image in self.images)
 
     def to_json(self) -> str:
         return to_line(

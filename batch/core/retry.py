@@ -1,17 +1,12 @@
 """Which Rekognition errors to retry, and how: one table and one tenacity policy.
 
-The classification follows the Rekognition Developer Guide's "Error handling" page
-(https://docs.aws.amazon.com/rekognition/latest/dg/error-handling.html) and botocore's own lists of
-throttling and transient errors (`botocore/retries/standard.py`):
-
-- THROTTLED: the account's quota said no. Retry after a backoff; the quota will have room later.
-- TRANSIENT: 5xx, timeouts, dropped connections. Retry after a backoff.
-- FINAL: the request or the image is bad. Retrying would make the same call fail again and only
-  spends quota, so the image gets one row in the `errors` table at once.
-- FATAL: the run itself cannot succeed (no permission to call Rekognition at all): stop the run.
-
-Only one layer retries: the Rekognition client is built with botocore's retries off
-(`total_max_attempts=1`), so attempts don't multiply (3 botocore attempts x N tenacity attempts).
+The classification follows the Developer Guide's "Error handling" page
+(https://docs.aws.amazon.com/rekognition/latest/dg/error-handling.html) and botocore's own lists
+(`botocore/retries/standard.py`): THROTTLED and TRANSIENT (5xx, timeouts, dropped connections) are
+retried after a backoff; FINAL (a bad request or image) is not, since it would fail again and spend
+quota; FATAL (no permission to call Rekognition at all) stops the run. Only one layer retries: the
+Rekognition client is built with botocore's retries off (`total_max_attempts=1`), so attempts don't
+multiply.
 """
 
 from __future__ import annotations
@@ -157,17 +152,12 @@ class RetryPolicy:
 class RetryBudget:
     """Retries of transient errors allowed as a share of calls, for all the calls of one process.
 
-    Every call deposits `ratio` tokens, every retry of a transient error (5xx, timeout, dropped
-    connection) withdraws one, and the balance is capped at `capacity` (and starts there). While errors
-    are occasional, the deposits pay for their retries (10 % of calls may be retried with the default
-    ratio). When the endpoint is down, every call fails, the balance runs out after about `capacity`
-    retries, and calls fail at once instead of each retrying for minutes: the caller then ends the run
-    with a reason (`batch.run.worker`), rather than grinding through the listing. The idea is Finagle's
-    RetryBudget and botocore's retry quota (`botocore/retries/quota.py`), which is per client: ours
-    is per process, shared by its clients' threads.
-
-    Throttling does not draw on the budget: the rate limiter slows down for it (`batch.core.aimd`), and each
-    call's own attempts and time bound its retries. Thread-safe.
+    Every call deposits `ratio` tokens, every retry of a transient error withdraws one, and the balance
+    is capped at `capacity` (and starts there). Occasional errors are paid for; against a dead endpoint
+    the balance runs out after about `capacity` retries and calls fail at once, so the run ends with a
+    reason instead of retrying every call for minutes. Finagle's RetryBudget and botocore's per-client
+    retry quota (`botocore/retries/quota.py`), here per process. Throttling does not draw on it: the
+    rate limiter slows down for that (`batch.core.aimd`). Thread-safe.
     """
 
     def __init__(self, ratio: float = 0.1, capacity: float = 20.0) -> None:

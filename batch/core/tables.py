@@ -18,6 +18,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from batch.core.geometry import upright_size
+from batch.core.image_header import ImageHeader
+
 __all__ = [
     "ANALYSIS_DONE",
     "BOX_FIELDS",
@@ -31,6 +34,8 @@ __all__ = [
     "POINT_FIELDS",
     "RUNS_SCHEMA",
     "box_fields",
+    "error_row",
+    "image_row",
     "point_struct",
     "rows_to_table",
     "table_schema",
@@ -121,6 +126,47 @@ IMAGES_SCHEMA = table_schema(
     ]
 )
 
+
+
+def image_row(
+    common: Mapping[str, Any],
+    *,
+    size_bytes: int,
+    last_modified: Any,
+    status: str,
+    reason: str | None,
+    analyses: Sequence[str] = (),
+    header: ImageHeader | None = None,
+    sent: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One `images` row: the image's outcome and, when its header was read, its format and sizes
+    (`width`/`height` upright). `analyses_done` starts empty: the batch task fills it."""
+    row: dict[str, Any] = {
+        **common,
+        "size_bytes": size_bytes,
+        "last_modified": last_modified,
+        "status": status,
+        "status_reason": reason,
+        "analyses": list(analyses),
+        "analyses_done": [],
+        "exif_orientation": 1,
+        **(sent or {}),
+    }
+    if header is not None and header.stored_width is not None and header.stored_height is not None:
+        width, height = upright_size(header.stored_width, header.stored_height, header.orientation)
+        row.update(
+            format=header.format,
+            stored_width=header.stored_width,
+            stored_height=header.stored_height,
+            exif_orientation=header.orientation,
+            width=width,
+            height=height,
+        )
+    elif header is not None and header.problem and status == "analysed":
+        row["status_reason"] = header.problem
+    return row
+
+
 ERRORS_SCHEMA = table_schema(
     [
         pa.field("analysis", pa.string()),
@@ -131,6 +177,30 @@ ERRORS_SCHEMA = table_schema(
         pa.field("retryable", pa.bool_()),
     ]
 )
+
+
+
+def error_row(
+    common: Mapping[str, Any],
+    *,
+    code: str | None,
+    message: str | None,
+    analysis: str | None = None,
+    operation: str | None = None,
+    attempts: int = 0,
+    retryable: bool = False,
+) -> dict[str, Any]:
+    """One `errors` row: what failed for the image (`common`: its run_id, bucket, key and etag)."""
+    return {
+        **common,
+        "analysis": analysis,
+        "operation": operation,
+        "error_code": code,
+        "message": message,
+        "attempts": attempts,
+        "retryable": retryable,
+    }
+
 
 _CALL_COUNT = pa.struct(
     [
@@ -160,7 +230,7 @@ RUNS_SCHEMA = table_schema(
         pa.field("throttled", pa.int64()),
         pa.field("estimated_cost_usd", pa.float64()),
         # The collection's storage calls (CreateCollection, ListFaces, DeleteFaces...), apart from
-        # the per-image calls above; 0 without index_faces.
+        # the per-image calls above; 0 without a face collection.
         pa.field("storage_cost_usd", pa.float64()),
         pa.field("status", pa.string()),
         pa.field("error_rate", pa.float64()),

@@ -17,18 +17,17 @@ from typing import Any
 
 from batch.core.retry import ERROR_OUTCOMES, Outcome
 
+# The values of `call_seconds.outcome`.
 OK = "ok"
 THROTTLED = "throttled"
 ERROR = "error"
-#: The values of `call_seconds.outcome`.
-OUTCOME_CLASSES: tuple[str, ...] = (OK, THROTTLED, ERROR)
 
 #: (Unix second, operation, outcome class) -> attempts.
 SecondKey = tuple[int, str, str]
 
 
 def outcome_class(outcome: str) -> str:
-    """`ok`, `throttled` (the codes `batch.core.retry` classifies as throttling) or `error` (any other code)."""
+    """`ok`, `throttled` (codes `batch.core.retry` classifies as throttling) or `error` (any other code)."""
     if outcome == OK:
         return OK
     return THROTTLED if ERROR_OUTCOMES.get(outcome) is Outcome.THROTTLED else ERROR

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from batch.aws.rekognition import CallResult, RekognitionCaller
 from batch.faces.rows import CollectionInfo
 from batch.faces.sync import MAX_FACE_IDS, collection_error, face_pages
-from batch.aws.rekognition import CallResult, RekognitionCaller
 
 
 class CollectionAdmin:

@@ -25,29 +25,89 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from batch.analyses._multi import detected_faces
-from batch.analyses.compare_faces import (
-    MAX_CROP_SIDE,
-    ReferenceFace,
-    ReferenceImage,
-    References,
-    faces_of,
-    reference_location,
-)
-from batch.config.model import InputConfig, RekognitionConfig, RunConfig
+from batch.analyses.base import DriverHooks, DriverReport, DriverSetup
+from batch.analyses.face_crops import detected_faces, face_crop
+from batch.aws.image_source import prepare_image
+from batch.aws.rekognition import RekognitionCaller, driver_caller
+from batch.aws.s3 import head, list_pages, read_object
+from batch.config.model import InputConfig, RekognitionConfig, parse_s3_url
+from batch.core.calls import CallCounts
 from batch.core.errors import ConfigError, InputUnreachable
 from batch.core.image_checks import Refusal
 from batch.core.image_header import probe
-from batch.aws.rekognition import RekognitionCaller
 from batch.core.retry import IMAGE_ERRORS, error_code
-from batch.aws.s3 import head, list_pages, read_object
 from batch.core.selection import ListedObject, is_selected
 
-WHERE = "analyses.compare_faces.references"
+NAME = "compare_faces"
+WHERE = f"analyses.{NAME}.references"
+
+#: The longer side of a reference face's crop, at most, in pixels: far more detail than comparing
+#: needs (Rekognition finds faces of 40 px in a 1920x1080 image), and small enough that the crops
+#: travel with every Dask task without weighing on it.
+MAX_CROP_SIDE = 1024
+
+
+@dataclass(frozen=True)
+class ReferenceImage:
+    """One reference photo as the driver found it: the object version its faces come from."""
+
+    bucket: str
+    key: str
+    etag: str
+
+
+@dataclass(frozen=True)
+class ReferenceFace:
+    """One face of a reference photo, cut out to be sent as CompareFaces' `SourceImage`."""
+
+    image: ReferenceImage
+    #: The face's position in DetectFaces' answer for the reference, from 0.
+    face_index: int
+    #: The face's box in the upright reference photo, normalised: (left, top, width, height).
+    box: tuple[float, float, float, float]
+    #: The face cut out of the upright photo with `crop_margin` around it, as a JPEG.
+    crop: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class References:
+    """The references of a run, resolved by the driver (`batch.faces.references`)."""
+
+    images: tuple[ReferenceImage, ...]
+    #: Every face of every image; empty in a dry run (which detects nothing).
+    faces: tuple[ReferenceFace, ...] = ()
+
+
+def faces_of(
+    image: ReferenceImage, detected: list[dict[str, Any]], data: bytes, margin: float
+) -> tuple[ReferenceFace, ...]:
+    """The reference faces of one photo: each face DetectFaces found (its `faces` rows, with upright
+    boxes) cut out of the photo's bytes with `margin` around it."""
+    return tuple(
+        ReferenceFace(
+            image,
+            row["face_index"],
+            (row["box_left"], row["box_top"], row["box_width"], row["box_height"]),
+            face_crop(data, row, margin, MAX_CROP_SIDE),
+        )
+        for row in detected
+        if row.get("box_left") is not None  # a face without a box cannot be cut out (never seen)
+    )
+
+
+def reference_location(url: str, where: str = "analyses.compare_faces.references") -> tuple[str, str, bool]:
+    """(bucket, key or prefix, is a prefix) of a reference URL: `s3://bucket/key.jpg` is one image,
+    `s3://bucket/prefix/` (ending in `/`) every image under the prefix. ConfigError naming `where`."""
+    bucket, key = parse_s3_url(url, where)
+    prefix = url.endswith("/")
+    if not key and not prefix:
+        raise ConfigError(f"{where}: {url!r} names no image: give s3://BUCKET/KEY or a prefix ending in '/'")
+    return bucket, key, prefix
 
 
 #: Under the output: the faces cut out of each reference photo version (`FaceCache`).
@@ -93,13 +153,14 @@ def faces_from_json(image: ReferenceImage, body: bytes) -> tuple[ReferenceFace, 
 
 
 def resolve(
-    config: RunConfig, s3: Any, caller: RekognitionCaller | None, cache: FaceCache | None = None
-) -> RunConfig:
-    """`config` with compare_faces' references resolved (the photos, and with `caller` their faces:
-    from `cache` when an earlier run cut them out); `config` itself when the run does not compare faces."""
-    if "compare_faces" not in config.analyses:
-        return config
-    settings = config.analysis_settings["compare_faces"]
+    settings: Any,
+    s3: Any,
+    caller: RekognitionCaller | None,
+    config: RekognitionConfig,
+    cache: FaceCache | None = None,
+) -> Any:
+    """compare_faces' `settings` with the references resolved: the photos, and with `caller` their
+    faces (from `cache` when an earlier run cut them out)."""
     photos = find_photos(s3, settings.references)
     found: tuple[ReferenceFace, ...] = ()
     if caller is not None:
@@ -107,17 +168,53 @@ def resolve(
             image = ReferenceImage(bucket, obj.key, obj.etag)
             cut = cache.get(image, settings.crop_margin) if cache is not None else None
             if cut is None:
-                cut = detect_faces(
-                    s3, caller, bucket, obj, config=config.rekognition, margin=settings.crop_margin
-                )
+                cut = detect_faces(s3, caller, bucket, obj, config=config, margin=settings.crop_margin)
                 if cache is not None:
                     cache.put(image, settings.crop_margin, cut)
             found += cut
     images = tuple(ReferenceImage(bucket, obj.key, obj.etag) for bucket, obj in photos)
-    resolved = dataclasses.replace(settings, resolved=References(images, found))
-    return dataclasses.replace(
-        config, analysis_settings={**config.analysis_settings, "compare_faces": resolved}
-    )
+    return dataclasses.replace(settings, resolved=References(images, found))
+
+
+#: The JSON summary's reference fields (`ReferenceHooks.report` fills them), with their defaults.
+REFERENCE_SUMMARY_FIELDS: dict[str, Any] = {"reference_photos": 0, "reference_faces": 0}
+
+
+class ReferenceHooks(DriverHooks):
+    """compare_faces in the driver: resolve the references before the attempt (the settings digest
+    names their ETags). DetectFaces runs at the `faces` quota and is priced as compare_faces; a dry
+    run detects nothing and counts a DetectFaces per photo no earlier run cut out."""
+
+    def __init__(self, setup: DriverSetup) -> None:
+        self._setup = setup
+        self._report = DriverReport(fields=dict(REFERENCE_SUMMARY_FIELDS))
+
+    def prepare(self, settings: Any) -> Any:
+        setup = self._setup
+        counts = CallCounts()
+        cache = FaceCache(setup.store) if setup.store is not None else None
+        caller = None if setup.dry_run else driver_caller(setup.config, "faces", counts)
+        resolved = resolve(settings, setup.s3, caller, setup.config.rekognition, cache)
+        photos, faces = resolved.resolved.images, resolved.resolved.faces
+        if setup.dry_run:
+            uncut = [i for i in photos if cache is None or cache.get(i, settings.crop_margin) is None]
+            counts.attempts[("DetectFaces", "planned")] = len(uncut)
+        billed = sum(n for (_, outcome), n in counts.attempts.items() if outcome in ("ok", "planned"))
+        self._report = DriverReport(
+            calls=+counts.attempts,
+            image_cost_usd=billed * setup.config.prices[NAME],
+            fields={"reference_photos": len(photos), "reference_faces": len(faces)},
+            lines=[
+                f"  {len(photos)} reference photos: one CompareFaces per image and face in them "
+                "(a dry run does not detect their faces)"
+                if setup.dry_run
+                else f"  references: {len(faces)} faces in {len(photos)} photos"
+            ],
+        )
+        return resolved
+
+    def report(self) -> DriverReport:
+        return self._report
 
 
 def find_photos(s3: Any, urls: Sequence[str]) -> list[tuple[str, ListedObject]]:
@@ -156,9 +253,8 @@ def detect_faces(
     margin: float,
 ) -> tuple[ReferenceFace, ...]:
     """Every face of one reference photo, cut out: one DetectFaces call (the photo sent as an image of
-    the input would be: `batch.run.worker.prepare_image`, so a WebP is converted and a file Rekognition
+    the input would be: `batch.aws.image_source.prepare_image`, so a WebP is converted and a file Rekognition
     would refuse is refused before any call) and the photo read once, pinned to its ETag."""
-    from batch.run.worker import prepare_image  # the worker module imports Dask: only when references run
 
     where = f"{WHERE}: s3://{bucket}/{obj.key}"
     if obj.size > config.max_convert_bytes:

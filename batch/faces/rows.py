@@ -38,7 +38,8 @@ EXPORT_SCHEMA = pa.schema(
 
 def export_row(collection_id: str, face: Mapping[str, Any]) -> dict[str, Any]:
     """One ListFaces `Face` as an export row. `key` is decoded from the ExternalImageId when it is the
-    escaped form `batch.core.external_ids` makes; null for the digest form and for ids the job did not make."""
+    escaped form `batch.core.external_ids` makes; null for the digest form and for ids the job did not
+    make."""
     external = face.get("ExternalImageId")
     box = face.get("BoundingBox") or {}
     return {

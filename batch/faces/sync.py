@@ -31,10 +31,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from batch.analyses.base import DriverHooks, DriverReport, DriverSetup
+from batch.aws.rekognition import RekognitionCaller, driver_caller
 from batch.config.model import RunConfig
+from batch.core.calls import CallCounts, CallResult
 from batch.core.errors import CollectionUnavailable, ConfigError, OutputUnwritable, RekbatchError
 from batch.core.external_ids import external_image_id, is_digest_id, key_of
-from batch.aws.rekognition import CallCounts, CallResult, RekognitionCaller, driver_caller
 
 logger = logging.getLogger(__name__)
 
@@ -361,9 +363,8 @@ class KnownFaces:
 def known_faces(store: Any, manifests: Sequence[Any], kept: Iterable[Any], collection: str) -> KnownFaces:
     """What the tables know of `collection`: committed `indexed_faces` rows, oldest commit first, then
     the files of batches a resumed run keeps."""
-    from batch.storage.readers import committed_files
-
-    entries = [*committed_files(manifests, "indexed_faces"), *(f for f in kept if f.table == "indexed_faces")]
+    committed = [entry for manifest in manifests for entry in manifest.files_of("indexed_faces")]
+    entries = [*committed, *(f for f in kept if f.table == "indexed_faces")]
     known = KnownFaces()
     columns = ["run_id", "key", "etag", "collection_id", "face_id", "external_image_id"]
     for entry in entries:
@@ -374,3 +375,137 @@ def known_faces(store: Any, manifests: Sequence[Any], kept: Iterable[Any], colle
             if row["collection_id"] == collection:
                 known.add(row["run_id"], row["key"], row["etag"], row["face_id"], row["external_image_id"])
     return known
+
+
+#: The JSON summary's collection fields (`CollectionHooks.report` fills them), with their defaults.
+COLLECTION_SUMMARY_FIELDS: dict[str, Any] = {
+    "collection": None,
+    "faces_stored_before": None,
+    "faces_deleted": 0,
+    "faces_pruned": 0,
+    "faces_stored": None,
+    "storage_cost_usd_month": 0.0,
+}
+
+
+class CollectionHooks(DriverHooks):
+    """index_faces in the driver: the collection kept in sync around the batches (`CollectionSync`);
+    a dry run previews it with DescribeCollection and ListFaces only (`StorageForecast`)."""
+
+    def __init__(self, setup: DriverSetup) -> None:
+        self._setup = setup
+        self._prices = setup.config.prices
+        counts = CallCounts()
+        self.sync = CollectionSync(collection_caller(setup.config, counts), setup.settings.collection, counts)
+        self._pruned = 0
+        self._stored: int | None = None
+
+    def start(self, kept: Sequence[Any]) -> None:
+        setup = self._setup
+        known = KnownFaces()
+        if setup.store is not None:
+            known = known_faces(setup.store, setup.store.manifests(), kept, self.sync.collection)
+        if setup.dry_run:
+            self.sync.preview(known, setup.config.prefix)
+        else:
+            self.sync.open(known, setup.config.prefix)
+
+    def unsettled(self) -> Iterable[tuple[str, str]]:
+        return self.sync.lost
+
+    def listed(self, key: str) -> None:
+        self.sync.plan.listed(key)
+
+    def listing_ended(self) -> None:
+        self.sync.listing_complete = True
+
+    def planned(self, key: str, *, sent: bool) -> None:
+        self.sync.foresee_indexing(key, sent=sent)
+
+    def before_batch(self, keys: Sequence[str]) -> None:
+        self.sync.before_indexing(keys)
+
+    def finish(self, *, completed: bool) -> None:
+        """Prune (when asked, and the run went through the whole listing), then count the faces."""
+        if self._setup.dry_run:
+            if self._setup.config.prune:
+                self.sync.foresee_prune()
+            return
+        if self._setup.config.prune and completed and self.sync.listing_complete:
+            self._pruned = self.sync.prune()
+        self._stored = self.sync.face_count()
+
+    def report(self) -> DriverReport:
+        if self._setup.dry_run:
+            return self._forecast_report(self.sync.forecast)
+        counts = self.sync.counts.attempts
+        storage = sum(n for (_, outcome), n in counts.items() if outcome == "ok")
+        return self._report(
+            Counter(counts),
+            storage_calls=storage,
+            before=self.sync.faces_before,
+            deleted=self.sync.deleted,
+            pruned=self._pruned,
+            stored=self._stored,
+        )
+
+    def _report(
+        self,
+        calls: Counter[tuple[str, str]],
+        *,
+        storage_calls: int,
+        before: int | None,
+        deleted: int,
+        pruned: int,
+        stored: int | None,
+    ) -> DriverReport:
+        month = (stored or 0) * self._prices["face_storage_month"]
+        storage_cost = storage_calls * self._prices["storage_operation"]
+        fields = {
+            "collection": self.sync.collection,
+            "faces_stored_before": before,
+            "faces_deleted": deleted,
+            "faces_pruned": pruned,
+            "faces_stored": stored,
+            "storage_cost_usd_month": month,
+        }
+        line = (
+            f"  collection {self.sync.collection}: {before} faces before, "
+            f"{stored} stored (${month:.4f}/month); {deleted} deleted to stay in sync, "
+            f"{pruned} of them pruned; storage calls ${storage_cost:.4f}"
+        )
+        return DriverReport(storage_calls=calls, storage_cost_usd=storage_cost, fields=fields, lines=[line])
+
+    def _forecast_report(self, forecast: StorageForecast) -> DriverReport:
+        calls = forecast.calls()
+        report = self._report(
+            Counter({(operation, "planned"): n for operation, n in calls.items()}),
+            storage_calls=calls.total(),
+            before=forecast.faces_before,
+            deleted=forecast.deleted,
+            pruned=forecast.pruned,
+            stored=forecast.faces_after,
+        )
+        report.lines = []
+        report.forecast_lines = forecast_lines(self.sync.collection, forecast, report)
+        report.dry_run_called = "DescribeCollection and ListFaces only"
+        return report
+
+
+def forecast_lines(collection: str, forecast: StorageForecast, report: DriverReport) -> list[str]:
+    """The dry run's collection lines: what a run would delete, its storage calls, faces after."""
+    state = f"{forecast.faces_before} faces stored" if forecast.exists else "missing: a run would create it"
+    calls = forecast.calls()
+    deletes = calls.pop("DeleteFaces", 0)
+    listed = ", ".join(f"{operation} {n}" for operation, n in sorted(calls.items()))
+    pruned = f"{forecast.pruned} of keys no longer listed" if forecast.pruning else "no --prune"
+    month = report.fields["storage_cost_usd_month"]
+    return [
+        f"  collection {collection}: {state}",
+        f"  would delete {forecast.deleted} faces: {forecast.orphans} orphans, {forecast.replaced} of "
+        f"{forecast.replaced_images} images to index again, {pruned}",
+        f"  storage calls: {listed}, DeleteFaces at most {deletes}: ${report.storage_cost_usd:.4f} "
+        "at list price, apart from the image calls",
+        f"  faces stored after: about {forecast.faces_after} (${month:.4f}/month; "
+        f"{forecast.images_to_index} images to index at {forecast.faces_per_image:.1f} faces each)",
+    ]

@@ -1,14 +1,11 @@
 """`rekbatch sql`: DuckDB statements over the views of the committed runs, from a flag, a file or a prompt.
 
-Use it to look at an output without writing views by hand: `batch.storage.readers.connect` makes the views
-(committed files only), this module runs statements on them and prints what they return with DuckDB's
-own table rendering. Parameterised queries (`docs/queries/`) read DuckDB variables with
-`getvariable('name')`; `--set name=value` sets them, and a script that reads one nobody set is refused
-with its name rather than quietly returning no rows.
-
-The prompt is deliberately tiny (the duckdb package has no REPL and its CLI binary may not be
-installed): statements end with `;`, `.tables` lists the views, `.quit` or Ctrl-D leaves. For more,
-`rekbatch views` prints the views' SQL for the `duckdb` CLI (`duckdb -init views.sql`).
+`batch.storage.readers.connect` makes the views (committed files only); this module runs statements on
+them and prints their rows with DuckDB's own rendering. Parameterised queries (`docs/queries/`) read
+`getvariable('name')`, set with `--set name=value`; a script reading a variable nobody set is refused with
+its name rather than quietly returning no rows. The prompt is deliberately tiny (the duckdb package has no
+REPL, its CLI may not be installed): statements end with `;`, `.tables` lists the views, `.quit` or
+Ctrl-D leaves. For more, `rekbatch views` prints the views' SQL for the `duckdb` CLI.
 """
 
 from __future__ import annotations

@@ -22,10 +22,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
-from batch.analyses import all_tables
-from batch.storage.commits import RunStore
+from batch.analyses.registry import all_tables
 from batch.config.model import RUN_ID_PATTERN, parse_s3_url
 from batch.core.errors import ConfigError, OutputUnreadable, RunNotFound
+from batch.storage.commits import RunStore
 from batch.storage.sink import Destination
 
 #: Files read at once when a table is scanned (S3 GETs are slow one by one, cheap side by side).

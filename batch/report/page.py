@@ -3,19 +3,11 @@
     rekbatch report RUN_ID --output DEST [--to FILE]        (and at the end of every run, by default)
 
 Written to `DEST/_reports/<run_id>.html`, a folder the table readers skip. It opens offline: no script,
-every chart and thumbnail a data: URI, and a Content-Security-Policy that forbids any other request.
-What it shows, and from which table:
-
-* the summary: the `runs` row (images by status, calls by operation and outcome, retries, throttles,
-  wall time, estimated cost, config digest, command line) and final errors by code (`errors`);
-* calls per second per operation against its quota, throttles and errors (`call_seconds`);
-* distributions: top labels, moderation labels, celebrities, faces per image, confidences;
-* a gallery: thumbnails of analysed images sampled across formats and Exif orientations, then the images
-  with an error (sampled across error codes when there are many), each with its boxes drawn from the
-  upright `box_*` columns, its key, and the SQL that finds its rows.
-
-Thumbnails are read from the input bucket through the job's S3 client, each image once, pinned to the
-ETag the run saw (an image replaced since shows why it has no picture). The page stays under
+every chart and thumbnail a data: URI, and a Content-Security-Policy that forbids any other request. It
+shows the `runs` row and final errors by code, calls per second per operation against its quota
+(`call_seconds`), the distributions of labels, moderation labels, celebrities, faces and confidences, and
+a gallery of analysed and failed images with their boxes (upright `box_*` columns). Thumbnails are read
+through the job's S3 client, each image once, pinned to the ETag the run saw. The page stays under
 `report.max_bytes`: summary and charts first, then gallery tiles in their order while they fit.
 """
 
@@ -37,8 +29,11 @@ from markupsafe import Markup
 from PIL import Image
 
 from batch import __version__
-from batch.analyses import all_tables
+from batch.analyses.registry import all_tables
+from batch.aws.s3 import read_object
 from batch.config.model import OutputConfig, ReportConfig
+from batch.core.retry import error_code
+from batch.core.timeline import OK, rate_series
 from batch.report.charts import Chart, bar_chart, calls_chart, confidence_chart, faces_chart, rendering
 from batch.report.data import RunTables, load_run
 from batch.report.stats import (
@@ -53,11 +48,8 @@ from batch.report.stats import (
     boxes_of,
     entries,
 )
-from batch.core.retry import error_code
-from batch.aws.s3 import read_object
-from batch.storage.sink import Destination
 from batch.report.thumbnails import ThumbnailError, upright_thumbnail
-from batch.core.timeline import OK, rate_series
+from batch.storage.sink import Destination
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

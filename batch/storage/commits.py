@@ -1,8 +1,9 @@
-"""A run's control files under the output root: attempts, batch records, manifests (see `batch.core.manifest`).
+"""A run's control files under the output root: attempts, batch records, manifests (`batch.core.manifest`).
 
 `RunStore` is the driver's view of them: claim an attempt number at start, read what a crashed attempt
 left for `--resume`, read the committed manifests (the incremental state, the read path, gc) and
 commit. Every write of a control file that decides something is create-only (`Destination.create`).
+See docs/design/commit-protocol.md.
 """
 
 from __future__ import annotations

@@ -1,15 +1,11 @@
 """`rekbatch gc`: delete the files no committed run lists (crashed and losing attempts), after a grace period.
 
-What goes, all three true:
-
-* the file is under a table folder (`<table>/...`) or under `_runs/` (attempt and batch records), and no
-  committed manifest lists it (manifests themselves are never deleted);
-* it is older than the grace period (`--older-than`, hours), so the files of a run still writing stay;
-* its run, when its name says which, is committed or has no control file younger than the grace period:
-  a crashed run being resumed now (a fresh attempt record) keeps the old batches it is about to commit.
-
-Anything else under the output root (files the job does not write, other prefixes) is left alone. gc
-after the grace period makes a crashed run's work unrecoverable: `--resume` then analyses it again.
+A file goes when all three hold: it is under a table folder (`<table>/...`) or `_runs/` and no committed
+manifest lists it (manifests are never deleted); it is older than the grace period (`--older-than`,
+hours); and its run, when its name says which, is committed or has no control file younger than the grace
+period (a crashed run being resumed now keeps the batches it is about to commit). Nothing else under the
+output root is touched. After the grace period a crashed run's work is gone: `--resume` analyses it
+again. See docs/design/commit-protocol.md.
 """
 
 from __future__ import annotations
@@ -19,9 +15,9 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from batch.analyses import all_tables
-from batch.storage.commits import RunStore
+from batch.analyses.registry import all_tables
 from batch.core.manifest import RUNS_DIR, run_of_control_file, run_of_data_file
+from batch.storage.commits import RunStore
 from batch.storage.sink import Destination, StoredFile
 
 logger = logging.getLogger(__name__)

@@ -1,19 +1,13 @@
 """The job's only door to its output, a local folder or S3: whole files in, whole files out.
 
-Data files: `DEST/<table>/dt=<run date>/<name>.parquet` (Hive-style `dt` partition, one dataset per
-table), with names from the run, the attempt and the batch number (`batch.core.manifest.data_file_name`),
-never from S3 keys. Each file is serialised whole in memory and then published in one step (one PUT
-with a SHA-256 on S3; a temp file renamed into place locally): pyarrow streaming to S3 publishes a
-partial object when a write fails part-way, and a failed ParquetWriter leaves a valid file with only
-some of the rows. A re-run task rewrites the same names with the same rows.
-
-`create` is the commit primitive: it writes a file only if none exists (S3 `If-None-Match: *`; locally
-a hard link of a complete temp file, which fails if the name exists), so of two writers exactly one
-wins.
-
-S3 output goes through boto3 (`batch.aws.s3`), so it uses the endpoint botocore resolves
-(`AWS_ENDPOINT_URL_S3`); `pyarrow.fs.S3FileSystem` would ignore that variable. Every PUT carries the
-run's `[output]` server-side encryption (`Destination.for_output`).
+Data files are `DEST/<table>/dt=<run date>/<name>.parquet`, named from the run, the attempt and the batch
+number (`batch.core.manifest.data_file_name`), never from S3 keys, so a re-run task rewrites the same
+names. Each file is serialised whole in memory and published in one step (one PUT with a SHA-256 on S3;
+a temp file renamed into place locally): a write that fails part-way publishes nothing. `create` is the
+commit primitive: it writes only if no file has the name (S3 `If-None-Match: *`; locally a hard link of
+a complete temp file), so of two writers exactly one wins. S3 goes through boto3 (`batch.aws.s3`), which
+honours `AWS_ENDPOINT_URL_S3`, and every PUT carries the run's `[output]` server-side encryption. See
+docs/design/commit-protocol.md.
 """
 
 from __future__ import annotations
@@ -32,8 +26,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch.config.model import OutputConfig, parse_s3_url
-from batch.core.manifest import FileEntry
 from batch.aws.s3 import (
     create_file,
     delete_files,
@@ -43,6 +35,8 @@ from batch.aws.s3 import (
     put_file,
     put_local_file,
 )
+from batch.config.model import OutputConfig, parse_s3_url
+from batch.core.manifest import FileEntry
 from batch.core.tables import rows_to_table
 
 

@@ -16,21 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shape_strategies import operation_model, rekognition_model, response_values
 
-from batch.analyses import (
-    REGISTRY,
-    Analysis,
-    all_tables,
-    celebrities,
-    compare_faces,
-    faces,
-    index_faces,
-    labels,
-    select,
-    settings_digest,
-)
+from batch.analyses import celebrities, compare_faces, faces, index_faces, labels
+from batch.analyses.base import Analysis
+from batch.analyses.registry import REGISTRY, all_tables, select, settings_digest
 from batch.core.errors import ConfigError
 from batch.core.geometry import ORIENTATIONS, BoxPlacement
 from batch.core.tables import JOB_TABLES, rows_to_table
+from batch.faces import references
 
 IMAGES: list[dict[str, Any]] = [
     {"S3Object": {"Bucket": "my-bucket", "Name": "photos/a.jpg"}},
@@ -162,15 +154,15 @@ REQUIRED = {
     "face_search": {"collection": "people"},
     "compare_faces": {"references": ["s3://refs/ada.jpg"]},
 }
-REFERENCE = compare_faces.ReferenceImage("refs", "ada.jpg", "e1")
+REFERENCE = references.ReferenceImage("refs", "ada.jpg", "e1")
 
 
 def ready(settings: Any) -> Any:
     """The settings as the driver hands them to the workers: compare_faces' references resolved."""
     if not isinstance(settings, compare_faces.Settings):
         return settings
-    face = compare_faces.ReferenceFace(REFERENCE, 0, (0.1, 0.2, 0.3, 0.4), b"\xff\xd8\xff\xe0")
-    return dataclasses.replace(settings, resolved=compare_faces.References((REFERENCE,), (face,)))
+    face = references.ReferenceFace(REFERENCE, 0, (0.1, 0.2, 0.3, 0.4), b"\xff\xd8\xff\xe0")
+    return dataclasses.replace(settings, resolved=references.References((REFERENCE,), (face,)))
 
 
 def usable_defaults(analysis: Analysis) -> Any:

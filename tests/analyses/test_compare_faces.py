@@ -14,16 +14,19 @@ from hypothesis import strategies as st
 from PIL import Image
 from shape_strategies import operation_model, response_values
 
-from batch.analyses import REGISTRY, compare_faces, in_run_order, settings_digest, settled_digests
-from batch.analyses._multi import ImageInput
-from batch.analyses.compare_faces import ReferenceFace, ReferenceImage, References, Settings
+from batch.analyses import compare_faces
+from batch.analyses.base import ImageInput
+from batch.analyses.compare_faces import Settings
+from batch.analyses.registry import REGISTRY, in_run_order, settings_digest, settled_digests
+from batch.aws.rekognition import CallResult
 from batch.cli.main import reference_urls
-from batch.config.model import load_config
+from batch.config.loader import config_digest, load_config
 from batch.core.errors import ConfigError
 from batch.core.geometry import ORIENTATIONS, BoxPlacement
-from batch.core.incremental import CommittedState
-from batch.aws.rekognition import CallResult
+from batch.core.incremental import CommittedState, settled_now
 from batch.core.tables import rows_to_table
+from batch.faces import references
+from batch.faces.references import ReferenceFace, ReferenceImage, References
 
 ANALYSIS = REGISTRY["compare_faces"]
 TARGET = {"S3Object": {"Bucket": "photos", "Name": "a b/é.jpg"}}
@@ -105,7 +108,7 @@ def test_unresolved_references_cannot_be_compared() -> None:
 def test_a_reference_is_a_key_or_a_prefix_ending_in_a_slash(
     url: str, location: tuple[str, str, bool]
 ) -> None:
-    assert compare_faces.reference_location(url) == location
+    assert references.reference_location(url) == location
 
 
 def test_the_flag_takes_urls_repeated_or_comma_separated_and_keys_with_commas_survive() -> None:
@@ -216,12 +219,10 @@ def test_after_a_failure_the_photos_whose_faces_were_all_compared_stay_settled()
 
 
 def test_the_digests_an_image_settles_are_those_of_the_parts_it_ran_and_finished() -> None:
-    from batch.run.worker import _settled_now
-
-    assert _settled_now("d", None) == ("d",)
-    assert _settled_now(("a", "b", "c"), None) == ("a", "b", "c")
-    assert _settled_now(("a", "b", "c"), (0, 2)) == ("a", "c")
-    assert _settled_now(("a", "b", "c"), (0, 2), (1,)) == ("c",)  # ran a and c; only c finished
+    assert settled_now("d", None) == ("d",)
+    assert settled_now(("a", "b", "c"), None) == ("a", "b", "c")
+    assert settled_now(("a", "b", "c"), (0, 2)) == ("a", "c")
+    assert settled_now(("a", "b", "c"), (0, 2), (1,)) == ("c",)  # ran a and c; only c finished
 
 
 def test_no_face_is_an_error_when_detect_faces_found_faces_in_the_image() -> None:
@@ -286,14 +287,14 @@ def test_each_face_of_a_reference_is_cut_out_upright_and_large_crops_are_scaled_
         {"face_index": 1, "box_left": 1 / 3, "box_top": 0.1, "box_width": 0.5, "box_height": 0.85},
         {"face_index": 2, "box_left": None, "box_top": None, "box_width": None, "box_height": None},
     ]
-    small, large = compare_faces.faces_of(ADA, detected, data, 0.0)
+    small, large = references.faces_of(ADA, detected, data, 0.0)
     assert (small.image, small.face_index, large.face_index) == (ADA, 0, 1)
     assert small.box == (100 / 3000, 0.05, 0.1, 0.2)
     with Image.open(io.BytesIO(small.crop)) as crop:
         assert crop.size == (300, 400)  # upright: taller than wide, as the face is
         assert crop.convert("RGB").getpixel((150, 200))[0] > 200
     with Image.open(io.BytesIO(large.crop)) as crop:
-        assert max(crop.size) == compare_faces.MAX_CROP_SIDE
+        assert max(crop.size) == references.MAX_CROP_SIDE
         assert crop.height > crop.width
         assert crop.convert("RGB").getpixel((crop.width // 2, crop.height // 2))[2] > 200
 
@@ -355,9 +356,8 @@ def test_the_config_digest_holds_the_references_not_their_crops() -> None:
     config = load_config(environ={}, overrides=run)
 
     def with_references(chosen: Settings) -> str:
-        return dataclasses.replace(
-            config, analysis_settings={**config.analysis_settings, "compare_faces": chosen}
-        ).digest()
+        settings = {**config.analysis_settings, "compare_faces": chosen}
+        return config_digest(dataclasses.replace(config, analysis_settings=settings))
 
     assert with_references(resolved(face())) == with_references(resolved(face(crop=b"x")))
     assert with_references(resolved(face())) != with_references(resolved(face(), face(GROUP)))
@@ -370,8 +370,8 @@ def test_the_dry_run_counts_one_call_per_reference_photo_at_least() -> None:
 
 
 def test_cut_out_faces_are_kept_per_photo_version_and_read_back_equal(tmp_path: Any) -> None:
-    from batch.storage.commits import RunStore
     from batch.faces.references import FaceCache
+    from batch.storage.commits import RunStore
     from batch.storage.sink import Destination
 
     cache = FaceCache(RunStore(Destination(str(tmp_path))))

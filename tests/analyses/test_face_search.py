@@ -10,11 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from batch.analyses import REGISTRY, face_search, in_run_order
-from batch.analyses._multi import MIN_CROP_SIDE, ImageInput, crop_box, face_crop
+from batch.analyses import face_search
+from batch.analyses.base import ImageInput
+from batch.analyses.face_crops import MIN_CROP_SIDE, crop_box, face_crop
+from batch.analyses.registry import REGISTRY, in_run_order
+from batch.aws.rekognition import CallResult
 from batch.core.external_ids import external_image_id
 from batch.core.geometry import BoxPlacement
-from batch.aws.rekognition import CallResult
 
 fractions = st.floats(0, 1)
 

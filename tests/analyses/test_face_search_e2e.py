@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from batch.storage import readers
+from batch.query import views
 from local_stack import samples
 from local_stack.samples import GroundTruth, SampleTruth, TruthObject
 from local_stack.stack import LocalStack
@@ -75,7 +75,7 @@ def rekbatch(stack: LocalStack, out: Path, prefix: str, analyses: str, *more: st
 
 
 def rows(out: Path, sql: str) -> list[dict[str, Any]]:
-    with readers.connect(str(out)) as db:
+    with views.connect(str(out)) as db:
         result = db.sql(sql)
         return [dict(zip(result.columns, r, strict=True)) for r in result.fetchall()]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from batch.analyses import REGISTRY
+from batch.analyses.registry import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
 PLACEHOLDERS = {

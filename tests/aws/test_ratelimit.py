@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from conftest import examples
 from distributed import Client, LocalCluster, get_worker
 from fakes import FakeClock
 from hypothesis import given, settings
@@ -128,7 +129,7 @@ def test_throttle_reports_cut_once_then_recover() -> None:
     assert extension.lease("X")["rate"] == 100
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     quota=st.floats(min_value=1, max_value=500),
     workers=st.integers(min_value=1, max_value=10),

@@ -18,11 +18,11 @@ import pytest
 from conftest import commit_rows, make_image
 
 from batch.cli.main import main
+from batch.core.external_ids import external_image_id
 from batch.faces.rows import EXPORT_SCHEMA
 from batch.storage.commits import RunStore
-from batch.core.external_ids import external_image_id
-from local_stack.stack import LocalStack
 from batch.storage.sink import Destination
+from local_stack.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

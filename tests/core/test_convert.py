@@ -1,4 +1,4 @@
-"""batch.core.convert: upright JPEG copies within 5 MB, first frame only, and bad files refused without a crash."""
+"""batch.core.convert: upright JPEG copies within 5 MB, first frame only, bad files refused, no crash."""
 
 from __future__ import annotations
 

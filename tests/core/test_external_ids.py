@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batch.faces.sync import Reconciliation, StoredFace, chunks, owned
 from batch.core.external_ids import external_image_id, is_digest_id, is_external_image_id, key_of
+from batch.faces.sync import Reconciliation, StoredFace, chunks, owned
 
 #: S3 keys: any Unicode text without surrogates, 1 to 1,024 bytes of UTF-8.
 keys = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=400).filter(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageOps
@@ -23,7 +24,7 @@ from batch.core.geometry import (
     upright_to_stored_point,
 )
 
-MANY = settings(max_examples=500, deadline=None)
+MANY = settings(max_examples=examples(500), deadline=None)
 
 orientations = st.sampled_from(ORIENTATIONS)
 # Rekognition's ratios may be negative or past 1 for faces at the edge: test beyond [0, 1].

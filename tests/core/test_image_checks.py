@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,7 @@ from batch.core.image_checks import (
 )
 from batch.core.image_header import HeaderFault, ImageHeader
 
-MANY = settings(max_examples=500, deadline=None)
+MANY = settings(max_examples=examples(500), deadline=None)
 MB = 1024 * 1024
 INVALID, TOO_LARGE = "InvalidImageFormatException", "ImageTooLargeException"
 PARAMETER = "InvalidParameterException"

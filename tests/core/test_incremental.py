@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from batch.core.incremental import CommittedState, settled_analyses
-from batch.run.job import plan_images
 from batch.core.manifest import Ledger
 from batch.core.selection import ListedObject
+from batch.run.job import plan_images
 
 WANTED = {"labels": "L1", "faces": "F1", "text": "T1"}
 NOW = datetime(2026, 11, 25, tzinfo=UTC)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from conftest import examples
 from fakes import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -60,7 +61,7 @@ def test_rejects_bad_parameters(rate: float, burst: float) -> None:
         TokenBucket(rate=rate, burst=burst)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     rate=st.floats(min_value=0.5, max_value=50),
     burst=st.integers(min_value=1, max_value=10),

@@ -2,11 +2,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from hypothesis import given
-from hypothesis import strategies as st
-
 from batch.config.model import InputConfig
-from batch.core.selection import ListedObject, batched, is_selected
+from batch.core.selection import ListedObject, is_selected
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 
@@ -36,31 +33,3 @@ def test_include_and_exclude_globs_apply_to_the_key_relative_to_the_prefix() -> 
 
 def test_zero_byte_images_are_selected_so_that_they_get_a_row() -> None:
     assert is_selected(obj("p/empty.jpg", size=0), "p/", InputConfig())
-
-
-@given(st.integers(0, 120), st.integers(1, 25), st.integers(0, 150))
-def test_batched_keeps_order_and_limit(n: int, size: int, limit: int) -> None:
-    objects = [obj(f"p/{i}.jpg") for i in range(n)]
-    batches = list(batched(iter(objects), size, limit))
-    flat = [o for b in batches for o in b]
-    assert flat == objects[: limit or n]
-    assert all(1 <= len(b) <= size for b in batches)
-
-
-def test_batched_pulls_the_stream_lazily() -> None:
-    pulled = []
-
-    def stream():
-        for i in range(10_000):
-            pulled.append(i)
-            yield obj(f"p/{i}.jpg")
-
-    first = next(batched(stream(), 10))
-    assert len(first) == 10
-    assert len(pulled) == 10
-
-
-def test_batch_size_may_change_between_batches() -> None:
-    sizes = iter([2, 3, 5, 5])
-    batches = list(batched((obj(f"p/{i}.jpg") for i in range(10)), lambda: next(sizes)))
-    assert [len(b) for b in batches] == [2, 3, 5]

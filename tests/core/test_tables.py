@@ -10,15 +10,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import commit_rows
+from conftest import commit_rows, examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batch.storage import readers
-from batch.analyses import REGISTRY, all_tables
-from batch.storage.commits import RunStore
+from batch.analyses.registry import REGISTRY, all_tables
 from batch.core.geometry import BoxPlacement
-from batch.storage.sink import Destination, parquet_bytes
 from batch.core.tables import (
     BOX_FIELDS,
     COMMON_FIELDS,
@@ -29,6 +26,9 @@ from batch.core.tables import (
     rows_to_table,
     table_schema,
 )
+from batch.query import views
+from batch.storage.commits import RunStore
+from batch.storage.sink import Destination, parquet_bytes
 
 _INT_RANGES = {
     pa.int8(): (-(2**7), 2**7 - 1),
@@ -76,7 +76,7 @@ def through_parquet(table: pa.Table) -> pa.Table:
 def test_rows_round_trip_through_parquet(name: str) -> None:
     schema = all_tables()[name]
 
-    @settings(max_examples=500, deadline=None)
+    @settings(max_examples=examples(500), deadline=None)
     @given(rows_of(schema))
     def round_trip(rows: list[dict[str, Any]]) -> None:
         back = through_parquet(rows_to_table(rows, schema))
@@ -208,7 +208,7 @@ def test_docs_example_queries_run_on_a_committed_sample_dataset(tmp_path: Path) 
     sql = text[text.index("```sql") + len("```sql") : text.index("```", text.index("```sql") + 6)]
     statements = [s.strip() for s in sql.split(";") if s.strip()]
     assert len(statements) == 9
-    with readers.connect(str(tmp_path)) as connection:
+    with views.connect(str(tmp_path)) as connection:
         results = [connection.execute(statement).fetchall() for statement in statements]
     assert results[0] == [("Person", 1)]
     assert results[1] == [("a.jpg", None, None, 1)]

@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from conftest import examples
 from hypothesis import given, settings
 from shape_strategies import response_values
 
+from batch.core.external_ids import external_image_id
 from batch.faces.rows import (
     EXPORT_SCHEMA,
     CollectionInfo,
@@ -20,13 +22,12 @@ from batch.faces.rows import (
     export_row,
     export_table,
 )
-from batch.core.external_ids import external_image_id
 from batch.storage.sink import parquet_bytes
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "tables.md"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(response_values("ListFaces"))
 def test_every_listfaces_page_the_model_allows_becomes_rows_of_the_schema(page: dict) -> None:
     faces = page.get("Faces") or []

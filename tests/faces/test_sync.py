@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from batch.faces.sync import KnownFaces, StorageForecast
 from batch.core.incremental import CommittedState
+from batch.faces.sync import KnownFaces, StorageForecast
 
 
 def test_a_missing_collection_would_be_created_and_nothing_deleted() -> None:

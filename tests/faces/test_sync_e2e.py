@@ -21,9 +21,9 @@ import boto3
 import pytest
 from conftest import make_image
 
-from batch.run import faults
-from batch.storage import readers
 from batch.core.external_ids import external_image_id, key_of
+from batch.query import views
+from batch.run import faults
 from local_stack.stack import LocalStack
 
 pytestmark = pytest.mark.integration
@@ -92,7 +92,7 @@ def listed_faces(stack: LocalStack, collection: str) -> list[dict[str, Any]]:
 def current_rows(tmp: Path, keys: Sequence[str]) -> list[dict[str, Any]]:
     """The committed `indexed_faces` rows of the latest run that indexed each of `keys`."""
     columns = ("key", "face_id", "external_image_id", "box_left_px", "box_width_px", "box_height_px")
-    with readers.connect(str(tmp / "out")) as sql:
+    with views.connect(str(tmp / "out")) as sql:
         found = sql.sql(
             f"SELECT {', '.join(columns)} FROM indexed_faces "
             "QUALIFY run_id = max(run_id) OVER (PARTITION BY key)"
@@ -181,7 +181,7 @@ def test_the_collection_follows_the_bucket_across_runs(stack: LocalStack, tmp_pa
     done = summary(tmp_path)
     assert (done["faces_pruned"], done["faces_deleted"]) == (1, 3)
     assert_the_dry_run_predicted_the_run(forecast, done)
-    with readers.connect(str(tmp_path / "out")) as sql:  # the runs row prices storage apart too
+    with views.connect(str(tmp_path / "out")) as sql:  # the runs row prices storage apart too
         rows = sql.sql("SELECT estimated_cost_usd, storage_cost_usd FROM runs ORDER BY started_at").fetchall()
     assert rows[-1] == (done["estimated_cost_usd"], done["storage_cost_usd"])
 

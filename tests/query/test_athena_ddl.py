@@ -15,17 +15,22 @@ import sys
 import pyarrow as pa
 import pytest
 
-from batch.analyses import all_tables
+from batch.analyses.registry import all_tables
 from batch.core.manifest import COMMITS_SCHEMA
 from batch.core.tables import PARTITION_COLUMN
 
 sqlglot = pytest.importorskip("sqlglot")
 exp = sqlglot.exp
 
+#: The CLI runs in a subprocess that starts no server: allowed by `make test-fast` (--forbid-servers).
+pytestmark = pytest.mark.offline_subprocess
+
 LOCATION = "s3://results/rek/"
 
 
+@pytest.fixture(scope="module")
 def printed_ddl() -> str:
+    """What `rekbatch athena-ddl` prints, run once for the module (the tests read the same output)."""
     command = [sys.executable, "-m", "batch", "athena-ddl", "--location", LOCATION, "--database", "analytics"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
     return result.stdout
@@ -54,7 +59,7 @@ def table_properties(create: exp.Create) -> dict[str, str]:
 
 
 #: Athena's names of the scalar types (docs.aws.amazon.com/athena/latest/ug/data-types.html), written
-#: out here rather than taken from `readers.hive_type`, so a wrong mapping there fails.
+#: out here rather than taken from `views.hive_type`, so a wrong mapping there fails.
 ATHENA_SCALARS = {
     pa.string(): "STRING",
     pa.bool_(): "BOOLEAN",
@@ -80,8 +85,8 @@ def expected_columns(schema: pa.Schema) -> list[tuple[str, exp.DataType]]:
 
 
 @pytest.mark.parametrize("dialect", ["athena", "hive"])
-def test_every_table_declares_every_documented_column_with_its_type(dialect: str) -> None:
-    ddl = printed_ddl()
+def test_every_table_declares_every_documented_column_with_its_type(dialect: str, printed_ddl: str) -> None:
+    ddl = printed_ddl
     parsed = tables(statements(ddl, dialect) if dialect == "athena" else hive_statements(ddl))
     assert sorted(parsed) == sorted([*(f"{name}_files" for name in all_tables()), "commits"])
     for name, schema in all_tables().items():
@@ -95,8 +100,8 @@ def hive_statements(ddl: str) -> list[exp.Expression]:
     return statements(";\n".join(tables_only), "hive")
 
 
-def test_each_table_is_partitioned_by_dt_with_projection_over_its_own_folder() -> None:
-    parsed = tables(statements(printed_ddl(), "athena"))
+def test_each_table_is_partitioned_by_dt_with_projection_over_its_own_folder(printed_ddl: str) -> None:
+    parsed = tables(statements(printed_ddl, "athena"))
     for name in all_tables():
         create = parsed[f"{name}_files"]
         properties = create.args["properties"]
@@ -112,8 +117,8 @@ def test_each_table_is_partitioned_by_dt_with_projection_over_its_own_folder() -
         assert projection["storage.location.template"] == f"{LOCATION}{name}/{PARTITION_COLUMN}=${{dt}}"
 
 
-def test_each_view_reads_its_table_through_the_committed_files() -> None:
-    parsed = statements(printed_ddl(), "athena")
+def test_each_view_reads_its_table_through_the_committed_files(printed_ddl: str) -> None:
+    parsed = statements(printed_ddl, "athena")
     views = {s.this.name: s for s in parsed if isinstance(s, exp.Create) and s.kind == "VIEW"}
     assert sorted(views) == sorted([*all_tables(), "committed_files"])
     for name in all_tables():

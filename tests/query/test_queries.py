@@ -28,14 +28,13 @@ from typing import Any
 import pytest
 from conftest import COMMITTED_AT, commit_rows
 
+from batch.analyses.registry import REGISTRY, default_prices
 from batch.query import shell as sql_shell
-from batch.storage import readers
-from batch.analyses import REGISTRY
+from batch.query import views
 from batch.storage.commits import RunStore
-from batch.config.model import DEFAULT_PRICES
+from batch.storage.sink import Destination
 from local_stack.samples import GroundTruth, SampleTruth
 from local_stack.stack import LocalStack, seed_samples
-from batch.storage.sink import Destination
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +112,7 @@ def query_rows(output: Path, name: str) -> list[dict[str, Any]]:
     def keep(relation: Any) -> None:
         results.append([dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()])
 
-    with readers.connect(str(output)) as connection:
+    with views.connect(str(output)) as connection:
         sql = (QUERIES / f"{name}.sql").read_text(encoding="utf-8")
         sql_shell.run_script(connection, sql, VARIABLES, keep)
     return results[-1]
@@ -244,7 +243,8 @@ def check_cost_per_run(demo: Demo) -> None:
     ):
         analysed = len(demo.analysed(samples))
         assert row["images_analysed"] == analysed
-        assert row["cost_usd"] == pytest.approx(sum(DEFAULT_PRICES[a] * analysed for a in analyses), abs=1e-4)
+        prices = default_prices()
+        assert row["cost_usd"] == pytest.approx(sum(prices[a] * analysed for a in analyses), abs=1e-4)
         assert row["usd_per_1000_images"] == pytest.approx(1000 * row["cost_usd"] / analysed, rel=1e-2)
     assert rows[1]["images_unchanged"] == len(demo.first)
 

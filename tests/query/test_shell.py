@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from conftest import commit_rows
 
-from batch.query import shell as sql_shell
-from batch.storage import readers
-from batch.storage.commits import RunStore
 from batch.core.errors import ConfigError, QueryFailed
+from batch.query import shell as sql_shell
+from batch.query import views
+from batch.storage.commits import RunStore
 from batch.storage.sink import Destination
 
 
@@ -20,7 +20,7 @@ from batch.storage.sink import Destination
 def connection(tmp_path: Path) -> Iterator[Any]:
     rows = [{"run_id": "r1", "bucket": "b", "key": k, "etag": "e", "status": "analysed"} for k in "ab"]
     commit_rows(RunStore(Destination(str(tmp_path))), "r1", {"images": rows})
-    with readers.connect(str(tmp_path)) as sql:
+    with views.connect(str(tmp_path)) as sql:
         yield sql
 
 

@@ -18,14 +18,15 @@ from conftest import commit_rows
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batch.storage.commits import RunStore
-from batch.config.model import ReportConfig, load_report_config
+from batch.config.loader import load_report_config
+from batch.config.model import ReportConfig
 from batch.core.errors import ConfigError, OutputUnreadable, RunNotFound
-from local_stack.samples import BOX, LINE, Spec, encode, render_upright
-from batch.report.page import build_report, collect, report_path, sql_query, summary_figures, take_within
 from batch.report.data import load_run
+from batch.report.page import build_report, collect, report_path, sql_query, summary_figures, take_within
 from batch.report.stats import ImageEntry
+from batch.storage.commits import RunStore
 from batch.storage.sink import Destination
+from local_stack.samples import BOX, LINE, Spec, encode, render_upright
 
 DT = "2026-11-25"
 STARTED = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)

@@ -29,9 +29,9 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 
+from batch.core.timeline import outcome_class
 from local_stack.samples import COLOURS, GroundTruth, SampleTruth
 from local_stack.stack import LocalStack, seed_samples
-from batch.core.timeline import outcome_class
 
 pytestmark = pytest.mark.integration
 

@@ -6,9 +6,9 @@ import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batch.analyses import all_tables
-from batch.report.stats import RunStats, StratifiedSample, box_layers, boxes_of
+from batch.analyses.registry import all_tables
 from batch.core.tables import box_fields, rows_to_table, table_schema
+from batch.report.stats import RunStats, StratifiedSample, box_layers, boxes_of
 
 #: (stratum, key) pairs with distinct keys, as a run's images are.
 offers = st.lists(st.tuples(st.sampled_from("abcde"), st.text(min_size=1, max_size=6)), max_size=60).map(

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from batch.core.geometry import ORIENTATIONS
-from local_stack.samples import BOX, COLOURS, LINE, Spec, encode, png_claiming, render_upright
 from batch.report.thumbnails import THUMBNAIL_SIDE, ThumbnailError, upright_thumbnail
+from local_stack.samples import BOX, COLOURS, LINE, Spec, encode, png_claiming, render_upright
 
 FACE = ("face", 66, 88, "3:4")
 

@@ -19,12 +19,12 @@ from typing import Any
 import duckdb
 import pytest
 
-from batch.storage import readers
 from batch.core.geometry import Box, upright_to_stored_box
+from batch.core.selection import IMAGE_SUFFIXES
+from batch.query import views
 from local_stack.samples import GroundTruth, SampleTruth
 from local_stack.stack import LocalStack, seed_samples
 from local_stack.vision import content_digest
-from batch.core.selection import IMAGE_SUFFIXES
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +110,7 @@ def local_run(stack: LocalStack, truth: GroundTruth, tmp_path_factory: pytest.Te
     tmp = tmp_path_factory.mktemp("local-run")
     out = tmp / "out"
     result, summary, calls = execute(stack, tmp, str(out))
-    return Run(result, summary, calls, readers.connect(str(out)))
+    return Run(result, summary, calls, views.connect(str(out)))
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def s3_run(stack: LocalStack, truth: GroundTruth, tmp_path_factory: pytest.TempP
     output = f"s3://{OUTPUT_BUCKET}/tables"
     result, summary, calls = execute(stack, tmp, output, "--image-source", "bytes")
     # DuckDB's httpfs extension can't be installed offline: the helper loads the committed files itself.
-    return Run(result, summary, calls, readers.connect(output, stack.s3_client()))
+    return Run(result, summary, calls, views.connect(output, stack.s3_client()))
 
 
 @pytest.fixture(params=["local_run", "s3_run"])

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import make_image
 
-from batch.storage import readers
+from batch.query import views
 from local_stack.stack import LocalStack
 
 pytestmark = pytest.mark.integration
@@ -71,7 +71,7 @@ def test_every_image_is_analysed_once_through_faults_and_throttling(
     # Seed 26 draws "slow" at the 21st and 31st fault draws only: two answers came after the timeout.
     assert sum(call["latency_ms"] > 1000 for call in calls) == 2
     # Every image analysed, exactly once, in what readers see.
-    with readers.connect(str(out)) as sql:
+    with views.connect(str(out)) as sql:
         rows = sql.sql("SELECT key, status, len(analyses) FROM images").fetchall()
     assert Counter(key for key, _, _ in rows) == Counter(f"{PREFIX}{i:03d}.jpg" for i in range(IMAGES))
     assert {(status, n) for _, status, n in rows} == {("analysed", len(ANALYSES))}

@@ -14,8 +14,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from local_stack.stack import LocalStack, seed_samples
 from batch.core.selection import IMAGE_SUFFIXES
+from local_stack.stack import LocalStack, seed_samples
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ import boto3
 import pytest
 from conftest import make_image
 
-from local_stack.stack import LocalStack
 from batch.storage.sink import Destination
+from local_stack.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -129,7 +129,7 @@ def test_debug_logs_hold_no_credentials_or_image_bytes(stack: LocalStack, tmp_pa
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["images"]["analysed"] == len(IMAGES)
     logs = result.stdout + result.stderr + (tmp_path / "summary.json").read_text()
-    assert " DEBUG batch.run.job: batch " in logs  # the level was active
+    assert " DEBUG batch.run.drive: batch " in logs  # the level was active
     for secret in FAKE_CREDENTIALS.values():
         assert secret not in logs
     for key, body in IMAGES.items():

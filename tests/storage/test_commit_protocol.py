@@ -31,12 +31,13 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import make_image
 
+from batch.core.manifest import Manifest
+from batch.query import views
 from batch.run import faults
 from batch.storage import readers
 from batch.storage.commits import RunStore
-from local_stack.stack import LocalStack
-from batch.core.manifest import Manifest
 from batch.storage.sink import Destination
+from local_stack.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +89,7 @@ def store(tmp: Path) -> RunStore:
 
 def committed_keys(tmp: Path) -> Counter[str]:
     """Every key of the committed `images` rows, through DuckDB; pyarrow must read the same."""
-    with readers.connect(str(tmp / "out")) as sql:
+    with views.connect(str(tmp / "out")) as sql:
         keys = Counter(row[0] for row in sql.sql("SELECT key FROM images").fetchall())
     runs = store(tmp)
     tables = readers.read_committed(runs, runs.manifests(), "images", ["key"])
@@ -137,7 +138,7 @@ def test_hostile_keys_are_analysed_once_each_and_name_no_file(stack: LocalStack,
     assert code == 0, stderr
     assert summary(tmp_path)["images"] == {"listed": 200, "analysed": 200}
     assert committed_keys(tmp_path) == Counter(keys)  # exact strings: NFC and NFD stay two keys
-    with readers.connect(str(tmp_path / "out")) as sql:
+    with views.connect(str(tmp_path / "out")) as sql:
         runs = store(tmp_path)
         for table in ("images", "labels", "runs"):
             arrow_rows = sum(t.num_rows for t in readers.read_committed(runs, runs.manifests(), table))
@@ -208,7 +209,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(stack: LocalStack,
     (manifest,) = store(tmp_path).manifests()
     assert manifest.counts["listed"] == manifest.counts["analysed"] == 48
     assert committed_keys(tmp_path) == Counter(keys)
-    with readers.connect(str(tmp_path / "out")) as sql:
+    with views.connect(str(tmp_path / "out")) as sql:
         repeated = "SELECT key, text_id FROM text GROUP BY ALL HAVING count(*) > 1"
         assert sql.sql(repeated).fetchall() == []
     # The killed worker's batches ran again: some image was sent twice, yet is in the tables once.
@@ -270,7 +271,7 @@ def test_a_poison_image_ends_failed_and_every_other_key_commits(stack: LocalStac
     assert reason.startswith("rekbatch: error: run ")
     assert "12.5% of the images sent were rejected or failed" in reason
     assert committed_keys(tmp_path) == Counter(keys)
-    with readers.connect(str(tmp_path / "out")) as sql:
+    with views.connect(str(tmp_path / "out")) as sql:
         statuses = dict(
             sql.sql("SELECT key, status || ' ' || coalesce(status_reason, '') FROM images").fetchall()
         )
@@ -358,7 +359,7 @@ def test_a_write_failing_part_way_is_never_committed(stack: LocalStack, tmp_path
     (manifest,) = store(tmp_path).manifests()
     assert_manifest_matches_its_files(tmp_path, manifest)
     assert committed_keys(tmp_path) == Counter(keys)
-    with readers.connect(str(tmp_path / "out")) as sql:
+    with views.connect(str(tmp_path / "out")) as sql:
         assert sql.sql("SELECT status, count(*) FROM images GROUP BY ALL").fetchall() == [("analysed", 16)]
         assert sql.sql("SELECT count(DISTINCT key) FROM text").fetchall() == [(16,)]
     assert list((tmp_path / "out").rglob(".tmp-*")) == []  # the partial file was removed
@@ -387,7 +388,7 @@ def test_incremental_runs_call_only_for_new_changed_or_resettled_images(
     upload(stack, ["inc/03.jpg"], make_image(size=(200, 100)))  # a new ETag
     assert run() == {"DetectLabels": 11, "DetectFaces": 11}
     assert summary(tmp_path)["images"] == {"listed": 20, "analysed": 11, "unchanged": 9}
-    with readers.connect(str(tmp_path / "out")) as sql:
+    with views.connect(str(tmp_path / "out")) as sql:
         settled = "SELECT key, etag, d.analysis FROM images, UNNEST(analyses_done) AS t(d)"
         twice = f"SELECT *, count(*) FROM ({settled}) GROUP BY ALL HAVING count(*) > 1"
         assert sql.sql(twice).fetchall() == []  # no (key, etag, analysis) settled by two runs

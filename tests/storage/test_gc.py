@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from conftest import commit_rows
 
-from batch.storage import readers
 from batch.cli.main import main
+from batch.core.manifest import AttemptRecord, data_file_name
+from batch.core.tables import JOB_TABLES
+from batch.query import views
 from batch.storage.commits import RunStore
 from batch.storage.gc import collect_garbage, garbage
-from local_stack.stack import LocalStack
-from batch.core.manifest import AttemptRecord, data_file_name
 from batch.storage.sink import Destination, StoredFile, write_tables
-from batch.core.tables import JOB_TABLES
+from local_stack.stack import LocalStack
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 OLD, RECENT = NOW - timedelta(days=3), NOW - timedelta(hours=1)
@@ -81,6 +81,7 @@ def test_gc_of_a_local_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert remaining == sorted([committed, fresh, "_commits/r1.json", "notes.txt"])
 
 
+@pytest.mark.integration
 def test_gc_of_an_s3_prefix_keeps_what_readers_read(local_stack: LocalStack) -> None:
     s3 = local_stack.s3_client()
     s3.create_bucket(Bucket="gc-out")
@@ -95,5 +96,5 @@ def test_gc_of_an_s3_prefix_keeps_what_readers_read(local_stack: LocalStack) -> 
     assert sorted(f.path for f in doomed) == ["_runs/r2/attempt-1.json", crashed]
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="gc-out")["Contents"])
     assert keys == ["tables/_commits/r1.json", "tables/runs/dt=2026-11-25/r1-a1-000000.parquet"]
-    with readers.connect("s3://gc-out/tables", s3) as sql:
+    with views.connect("s3://gc-out/tables", s3) as sql:
         assert sql.sql("SELECT run_id FROM runs").fetchall() == [("r1",)]

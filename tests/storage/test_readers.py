@@ -11,10 +11,11 @@ import pyarrow as pa
 import pytest
 from conftest import commit_rows
 
-from batch.storage import readers
-from batch.analyses import all_tables
-from batch.storage.commits import RunStore
+from batch.analyses.registry import all_tables
 from batch.core.manifest import COMMITS_SCHEMA, data_file_name
+from batch.query import views
+from batch.storage import readers
+from batch.storage.commits import RunStore
 from batch.storage.sink import Destination, write_tables
 
 duckdb = pytest.importorskip("duckdb")
@@ -43,7 +44,7 @@ def test_strays_and_uncommitted_files_are_never_read(tmp_path: Path) -> None:
     (folder / "r3-a1-000000.parquet").write_bytes((tmp_path / committed.path).read_bytes()[:100])
     assert len(list(folder.iterdir())) == 5
 
-    with readers.connect(str(tmp_path)) as sql:
+    with views.connect(str(tmp_path)) as sql:
         assert sql.sql("SELECT run_id, key FROM images ORDER BY key").fetchall() == [
             ("r1", "a.jpg"),
             ("r1", "b.jpg"),
@@ -65,7 +66,7 @@ def test_views_of_an_empty_output_have_the_types_of_committed_files(tmp_path: Pa
         {name: [{"run_id": "r1", "key": "a.jpg"}] for name in all_tables()},
         analyses={"labels": "L1"},
     )
-    with readers.connect(str(full)) as with_files, readers.connect(str(empty)) as without:
+    with views.connect(str(full)) as with_files, views.connect(str(empty)) as without:
         for view in [*all_tables(), "commits"]:
             assert describe(without, view) == describe(with_files, view), view
         assert without.sql("SELECT count(*) FROM images").fetchall() == [(0,)]
@@ -78,21 +79,21 @@ def test_views_of_an_empty_output_have_the_types_of_committed_files(tmp_path: Pa
 def test_the_printed_views_list_committed_files_by_absolute_path(tmp_path: Path) -> None:
     store = RunStore(Destination(str(tmp_path / "o'ut")))
     manifest = commit_rows(store, "r1", {"images": [image_row("a.jpg")]})
-    sql = readers.duckdb_views_sql(store.destination, [manifest])
+    sql = views.duckdb_views_sql(store.destination, [manifest])
     assert sql.count("CREATE OR REPLACE VIEW") == len(all_tables()) + 1
     assert f"'{tmp_path}/o''ut/{manifest.files[0].path}'" in sql  # quotes doubled
     duckdb.connect().execute(sql)
 
 
 def test_athena_ddl_declares_every_column_and_reads_committed_files_only() -> None:
-    ddl = readers.athena_ddl("s3://results/rek/", "analytics")
+    ddl = views.athena_ddl("s3://results/rek/", "analytics")
     for table, schema in all_tables().items():
         match = re.search(
             rf"CREATE EXTERNAL TABLE IF NOT EXISTS `analytics`.`{table}_files` \((.*?)\n\)", ddl, re.S
         )
         assert match, table
         columns = [line.strip().rstrip(",") for line in match.group(1).strip().splitlines()]
-        assert columns == [f"`{f.name}` {readers.hive_type(f.type)}" for f in schema]
+        assert columns == [f"`{f.name}` {views.hive_type(f.type)}" for f in schema]
         assert f"LOCATION 's3://results/rek/{table}/'" in ddl
         assert f"'storage.location.template' = 's3://results/rek/{table}/dt=${{dt}}'" in ddl
         assert (
@@ -104,10 +105,10 @@ def test_athena_ddl_declares_every_column_and_reads_committed_files_only() -> No
         "ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'\nLOCATION 's3://results/rek/_commits/'" in ddl
     )
     for field in COMMITS_SCHEMA:
-        assert f"  `{field.name}` {readers.hive_type(field.type)}" in ddl
+        assert f"  `{field.name}` {views.hive_type(field.type)}" in ddl
 
 
 def test_types_map_nested_columns() -> None:
     nested = pa.list_(pa.struct([pa.field("x", pa.int32()), pa.field("when", pa.timestamp("ms", tz="UTC"))]))
-    assert readers.duckdb_type(nested) == 'STRUCT("x" INTEGER, "when" TIMESTAMP WITH TIME ZONE)[]'
-    assert readers.hive_type(nested) == "array<struct<x:int,when:timestamp>>"
+    assert views.duckdb_type(nested) == 'STRUCT("x" INTEGER, "when" TIMESTAMP WITH TIME ZONE)[]'
+    assert views.hive_type(nested) == "array<struct<x:int,when:timestamp>>"

@@ -9,9 +9,9 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from local_stack.stack import LocalStack
-from batch.storage.sink import Destination, write_tables
 from batch.core.tables import ERRORS_SCHEMA
+from batch.storage.sink import Destination, write_tables
+from local_stack.stack import LocalStack
 
 
 def error_row(key: str) -> dict:
@@ -81,6 +81,7 @@ def test_a_local_create_has_exactly_one_winner(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "_commits").iterdir()] == ["r1.json"]  # no temp file left
 
 
+@pytest.mark.integration
 def test_an_s3_create_has_exactly_one_winner(local_stack: LocalStack) -> None:
     s3 = local_stack.s3_client()
     s3.create_bucket(Bucket="sink-out")

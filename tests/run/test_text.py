@@ -1,12 +1,15 @@
-"""The driver's pure parts: the progress line and the summary."""
+"""The run's text for people: the progress line and the summary."""
 
 from __future__ import annotations
 
 import io
+from collections import Counter
 from datetime import UTC, datetime
 
-from batch.faces.sync import StorageForecast
-from batch.run.job import Progress, RunSummary, format_summary
+from batch.analyses.base import DriverReport
+from batch.faces.sync import StorageForecast, forecast_lines
+from batch.run.summary import RunSummary
+from batch.run.text import Progress, format_summary
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 
@@ -27,8 +30,8 @@ def test_summary_names_every_outcome_and_the_cost() -> None:
         "r1", "s3://b/p/", "out", ("labels",), "d", "", NOW, ended_at=NOW, status="completed"
     )
     summary.images.update({"listed": 3, "analysed": 2, "skipped": 1})
+    summary.add_planned("DetectLabels", 0, 0.002)
     summary.calls.update({("DetectLabels", "ok"): 2})
-    summary.estimated_cost_usd = 0.002
     text = format_summary(summary)
     assert "run r1: completed" in text
     assert "3 listed: 2 analysed, 0 rejected, 0 failed, 1 skipped" in text
@@ -41,10 +44,16 @@ def test_the_dry_run_prices_the_collection_apart_from_the_image_calls() -> None:
     summary.images.update({"listed": 3, "to_analyse": 1, "unchanged": 2})
     forecast = StorageForecast(exists=True, faces_before=5, orphans=1, pruning=True, pruned=1)
     forecast.to_index(2, sent=True)
-    summary.forecast, summary.collection = forecast, "people"
-    summary.calls.update({("IndexFaces", "planned"): 1, ("DeleteFaces", "planned"): 3})
-    summary.estimated_cost_usd, summary.storage_cost_usd = 0.001, 0.06
-    summary.storage_cost_usd_month = 0.00003
+    calls = Counter({("DescribeCollection", "planned"): 2, ("ListFaces", "planned"): 1})
+    report = DriverReport(
+        storage_calls=calls + Counter({("DeleteFaces", "planned"): 3}),
+        storage_cost_usd=0.06,
+        fields={"storage_cost_usd_month": 0.00003},
+        dry_run_called="DescribeCollection and ListFaces only",
+    )
+    report.forecast_lines = forecast_lines("people", forecast, report)
+    summary.add_planned("IndexFaces", 1, 0.001)
+    summary.add_driver(report)
     lines = format_summary(summary, dry_run=True).splitlines()
     assert lines[1:] == [
         "  would call IndexFaces 1 times",  # storage calls are not among the image calls

@@ -1,0 +1,159 @@
+"""Driving the batches: the Dask cluster, one quota per operation for the whole cluster, the window of
+tasks in flight, and each batch's record accounted as it lands.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from batch.analyses.base import DriverHooks
+from batch.aws.executor import Backlog, dashboard_address, dask_client, run_windowed, worker_threads
+from batch.aws.ratelimit import install_quota
+from batch.config.model import RunConfig
+from batch.core.concurrency import ConcurrencyPlan, LatencyEstimate
+from batch.core.incremental import CommittedState
+from batch.run.batch_task import process_batch, record_failed_batch
+from batch.run.commit import Attempt
+from batch.run.context import BatchSpec, ImageToAnalyse, RunContext
+from batch.run.plan import (
+    Counted,
+    batched,
+    listed_in,
+    operation_owners,
+    operation_prices,
+    plan_images,
+    selected_objects,
+    wanted_digests,
+)
+from batch.run.summary import RunSummary, cpu_seconds
+from batch.run.text import Progress
+from batch.storage.sink import Destination
+
+__all__ = ["operation_quotas", "run_batches"]
+
+logger = logging.getLogger(__name__)
+
+
+def run_batches(
+    config: RunConfig,
+    s3: Any,
+    summary: RunSummary,
+    attempt: Attempt,
+    state: CommittedState,
+    *,
+    hooks: Mapping[str, DriverHooks],
+) -> None:
+    """Plan from the listing and run the batches on Dask in a bounded window, accounting each record
+    as it lands. A task that fails outright has its images retried one per task, so a poison image
+    ends `failed` on its own; an error that says the run cannot succeed submits nothing more."""
+    with dask_client(config.dask) as client:
+        processes, threads = worker_threads(client)
+        quotas = operation_quotas(config)
+        install_quota(client, quotas, default=config.rekognition.tps)
+        summary.quotas = quotas
+        cpu_before = cpu_seconds() + sum(client.run(cpu_seconds).values())
+        summary.dashboard = dashboard_address(client)
+        logger.info(
+            "Dask: %d worker processes, %d threads; dashboard %s", processes, threads, summary.dashboard
+        )
+        context = _run_context(config, summary, attempt)
+        plan = ConcurrencyPlan(
+            total_rate=sum(quotas.values()),
+            task_slots=threads,
+            max_per_task=config.rekognition.max_calls_in_flight,
+        )
+        latency = LatencyEstimate(config.rekognition.expected_latency)
+
+        def in_flight() -> int:
+            return config.rekognition.calls_in_flight or plan.per_task(latency.seconds)
+
+        def batch_size() -> int:
+            # A task has at most its batch's images in flight: a batch twice the planned concurrency
+            # keeps the task's threads busy for most of it.
+            return max(config.dask.batch_size, 2 * in_flight())
+
+        counter = Counted(listed_in(selected_objects(config, s3), hooks.values()))
+        prices = operation_prices(config)
+        planned = plan_images(
+            counter,
+            attempt.ledger,
+            state,
+            context.settings_digests,
+            skip_keys=attempt.kept_keys,
+            limit=config.limit,
+        )
+        indices = itertools.count()
+        backlog = Backlog(
+            BatchSpec(context, next(indices), tuple(images), in_flight())
+            for images in _announced(batched(planned, batch_size), hooks)
+        )
+        window = config.dask.batches_in_flight or 2 * threads
+        progress = Progress(quotas)
+        if sys.stderr.isatty():
+            print(f"Dask dashboard: {summary.dashboard}", file=sys.stderr)
+        for spec, result, error in run_windowed(
+            client, process_batch, backlog, window=window, key=lambda spec: f"batch-{spec.file_name}"
+        ):
+            quarantined = backlog.finished(spec)
+            if error is not None and not quarantined and summary.status != "aborted":
+                # Which image took the task down is unknown: retry each alone, so only it fails.
+                backlog.quarantine(BatchSpec(context, next(indices), (image,), 1) for image in spec.images)
+                summary.split_batches += 1
+                continue
+            if error is None:
+                record, fatal = result.record, result.fatal
+                latency.update(result.latency_seconds, result.answered)
+                summary.call_seconds.update(result.call_seconds)
+            else:
+                record, fatal = record_failed_batch(spec, error, s3), None
+            attempt.add(record)
+            summary.add_batch(record, prices)
+            logger.debug(
+                "batch %s: %d images, %d files", spec.file_name, len(record.images), len(record.files)
+            )
+            progress.listed_total = counter.total
+            progress.tick(summary)
+            if fatal and summary.status != "aborted":
+                summary.end("aborted", fatal)
+                backlog.close()  # submit nothing more; let the batches in flight finish
+        progress.close()
+        summary.worker_cpu_seconds = sum(client.run(cpu_seconds).values())
+        summary.processing_cpu_seconds = cpu_seconds() + summary.worker_cpu_seconds - cpu_before
+
+
+def operation_quotas(config: RunConfig) -> dict[str, float]:
+    """Calls per second per operation for the whole cluster (one bucket each, held by the scheduler:
+    `batch.aws.ratelimit`)."""
+    return {operation: config.quota(name) for operation, name in operation_owners(config).items()}
+
+
+def _run_context(config: RunConfig, summary: RunSummary, attempt: Attempt) -> RunContext:
+    """What every task of this attempt shares."""
+    return RunContext(
+        run_id=summary.run_id,
+        attempt=attempt.record.attempt,
+        dt=attempt.record.dt,
+        bucket=config.bucket,
+        analyses=config.analyses,
+        analysis_settings={name: config.analysis_settings[name] for name in config.analyses},
+        settings_digests=wanted_digests(config),
+        rekognition=config.rekognition,
+        destination=Destination.for_output(config.output, config.output_options),
+        compression=config.output_options.compression,
+        threads_per_process=config.dask.threads_per_worker * config.rekognition.max_calls_in_flight,
+    )
+
+
+def _announced(
+    batches: Iterable[list[ImageToAnalyse]], hooks: Mapping[str, DriverHooks]
+) -> Iterator[list[ImageToAnalyse]]:
+    """Each batch, once every analysis's `before_batch` hook saw the keys that need it (a face
+    collection deletes their stored faces first: never a duplicate)."""
+    for batch in batches:
+        for name, hook in hooks.items():
+            hook.before_batch([image.obj.key for image in batch if name in image.analyses])
+        yield batch

@@ -1,0 +1,113 @@
+"""A worker process's runtime, shared by the tasks that run in it: image threads, clients, collector.
+
+Built once per process on first use (`process_resources`, `image_threads`). Why each is so, with the
+measurements: docs/design/worker-runtime.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from distributed import get_worker
+
+from batch.aws.logs import pin_aws_loggers
+from batch.aws.ratelimit import ClusterRateLimiter
+from batch.aws.rekognition import rekognition_client
+from batch.aws.s3 import s3_client
+from batch.config.model import RekognitionConfig
+from batch.core.retry import RetryBudget
+
+__all__ = ["COLLECTOR_THRESHOLDS", "ImageThreads", "image_threads", "process_resources", "task_slots"]
+
+T = TypeVar("T")
+
+
+class ImageThreads:
+    """The image threads of one worker process, shared by all the tasks that run in it.
+
+    Each task queues its images here and waits for them; the threads move on to the next task's
+    images, so calls in flight stay at the plan across batch boundaries. Threads are added as the plan
+    grows and never removed (it is bounded by `rekognition.max_calls_in_flight` per task slot). Work is
+    served first in, first out.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+
+    def grow_to(self, count: int) -> None:
+        with self._lock:
+            while self._threads < count:
+                self._threads += 1
+                name = f"rekbatch-image-{self._threads}"
+                threading.Thread(target=self._serve, name=name, daemon=True).start()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        future: Future[T] = Future()
+        self._queue.put((future, functools.partial(fn, *args)))
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            future, work = self._queue.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(work())
+            except BaseException as exc:  # handed to the task that waits for it
+                future.set_exception(exc)
+
+
+@functools.cache
+def image_threads() -> ImageThreads:
+    return ImageThreads()
+
+
+def task_slots() -> int:
+    """Tasks this worker process runs at once (its Dask threads); 1 outside a Dask worker."""
+    try:
+        return int(get_worker().state.nthreads)
+    except ValueError:  # not in a Dask worker
+        return 1
+
+
+#: `gc.set_threshold` in a worker process (see `tune_collector`).
+COLLECTOR_THRESHOLDS = (20_000, 50, 100)
+
+
+def tune_collector() -> None:
+    """Exclude every object alive now (the modules, botocore's models) from the collector's scans
+    (`gc.freeze`), and collect the young generations less often: full collections over the start-up
+    heap paused a worker for long enough, holding the GIL, that calls went out in bursts and were
+    throttled. A frozen object is still freed when its last reference goes.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)
+
+
+@functools.cache
+def process_resources(
+    config: RekognitionConfig, threads: int
+) -> tuple[Any, Any, ClusterRateLimiter, RetryBudget]:
+    """One Rekognition client, one S3 client, one cluster rate limiter and one retry budget per
+    worker process.
+
+    boto3 clients don't pickle, so they can't travel with tasks; clients are thread-safe once
+    created, so the process's task threads share them. Built on first use in each process, in a
+    task's own thread: the limiter must find its Dask worker there (`get_worker` does not work in
+    the task's image threads).
+    """
+    pin_aws_loggers()  # this process's own levels: no credentials or image bytes in a worker's log
+    pool = max(10, threads)
+    budget = RetryBudget(config.retry_budget_ratio, config.retry_budget_capacity)
+    resources = rekognition_client(config, pool), s3_client(pool), ClusterRateLimiter.for_worker(), budget
+    tune_collector()
+    return resources

@@ -1,0 +1,213 @@
+"""What a run did: `RunSummary`, printed for people and written as JSON and as the `runs` row.
+
+Its accounting comes in through three doors only: the batch records (`add_batch`), the dry run's plan
+(`add_planned`) and the analyses' driver-side reports (`add_driver`); its status through `end`.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from batch.analyses.base import DriverReport
+from batch.core.errors import (
+    CommitRaceLost,
+    NothingToAnalyse,
+    RekbatchError,
+    RunAborted,
+    TooManyErrors,
+)
+from batch.core.manifest import BatchRecord, error_rate
+from batch.core.timeline import SecondKey
+
+__all__ = ["RunSummary", "cpu_seconds"]
+
+
+@dataclass
+class RunSummary:
+    """What a run did; printed for people and written as JSON and as the `runs` row."""
+
+    run_id: str
+    input: str
+    output: str
+    analyses: tuple[str, ...]
+    config_digest: str
+    command_line: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    #: running, completed (committed), aborted, lost-race, already-committed, empty or dry-run.
+    status: str = "running"
+    reason: str | None = None
+    #: `listed` and one count per outcome (`batch.core.manifest.OUTCOMES`): the run's ledger's counts.
+    images: Counter[str] = field(default_factory=Counter)
+    calls: Counter[tuple[str, str]] = field(default_factory=Counter)
+    retries: int = 0
+    throttled: int = 0
+    files: int = 0
+    rows: Counter[str] = field(default_factory=Counter)
+    #: The image calls at list price (the analyses' operations); the calls priced apart are below.
+    estimated_cost_usd: float = 0.0
+    #: Calls priced apart from the image calls (keeping a face collection in sync), at list price.
+    storage_cost_usd: float = 0.0
+    #: Operations of the calls priced apart.
+    storage_operations: set[str] = field(default_factory=set)
+    dashboard: str | None = None
+    #: CPU seconds of the worker processes (gathered before the cluster closes).
+    worker_cpu_seconds: float = 0.0
+    #: CPU seconds of all the job's processes from the first batch to the last (start-up excluded).
+    processing_cpu_seconds: float = 0.0
+    attempt: int = 0
+    resumed: bool = False
+    #: Batches of earlier attempts that a resumed run kept, and batches split after their task failed.
+    kept_batches: int = 0
+    split_batches: int = 0
+    full: bool = False
+    max_error_rate: float = 1.0
+    #: Where the manifest is, once this attempt (or an earlier one) committed the run.
+    manifest: str | None = None
+    #: Attempts by Unix second, operation and outcome class: the `call_seconds` table.
+    call_seconds: Counter[SecondKey] = field(default_factory=Counter)
+    #: Calls per second allowed per operation, across the cluster.
+    quotas: dict[str, float] = field(default_factory=dict)
+    #: Where the run report was written, or why it was not.
+    report: str | None = None
+    report_error: str | None = None
+    #: The analyses' own summary fields (`Analysis.summary_fields`), filled by their driver reports.
+    extras: dict[str, Any] = field(default_factory=dict)
+    #: The analyses' lines for people (`DriverReport.lines`, `forecast_lines`).
+    driver_lines: list[str] = field(default_factory=list)
+    forecast_lines: list[str] = field(default_factory=list)
+    #: What a dry run called besides listing and reading the output ("" for nothing).
+    dry_run_called: str = ""
+
+    def add_batch(self, record: BatchRecord, prices: Mapping[str, float]) -> None:
+        """A finished batch's calls, files and rows; its successful calls at `prices` (per operation)."""
+        self.calls.update(record.calls)
+        self.retries += record.retries
+        self.throttled += record.throttled
+        self.add_files(record.files)
+        for operation, price in prices.items():
+            self.estimated_cost_usd += record.calls.get((operation, "ok"), 0) * price
+
+    def add_files(self, files: Any, *, count_rows: bool = True) -> None:
+        """Files written for the run (`FileEntry`s) and, unless told not to, their rows per table (the
+        run's own `runs` and `call_seconds` files are files, not rows of what it analysed)."""
+        for written in files:
+            self.files += 1
+            if count_rows:
+                self.rows[written.table] += written.rows
+
+    def add_planned(self, operation: str, calls: int, cost_usd: float) -> None:
+        """A dry run's planned calls of one image's analysis, and what they would cost."""
+        self.calls[(operation, "planned")] += calls
+        self.estimated_cost_usd += cost_usd
+
+    def add_driver(self, report: DriverReport) -> None:
+        """What an analysis did in the driver (collection sync, reference faces)."""
+        self.calls.update(report.calls)
+        self.calls.update(report.storage_calls)
+        self.storage_operations.update(operation for operation, _ in report.storage_calls)
+        self.estimated_cost_usd += report.image_cost_usd
+        self.storage_cost_usd += report.storage_cost_usd
+        self.extras.update(report.fields)
+        self.driver_lines += report.lines
+        self.forecast_lines += report.forecast_lines
+        self.dry_run_called = self.dry_run_called or report.dry_run_called
+
+    def end(self, status: str, reason: str | None = None) -> None:
+        """The run's outcome (`status`), with a one-line reason for an aborted run."""
+        self.status, self.reason = status, reason
+
+    @property
+    def seconds(self) -> float:
+        end = self.ended_at or datetime.now(UTC)
+        return (end - self.started_at).total_seconds()
+
+    @property
+    def error_rate(self) -> float:
+        return error_rate(self.images)
+
+    def problem(self) -> RekbatchError | None:
+        """Why the run exits non-zero (a one-line reason and its exit code), or None."""
+        if self.status == "aborted":
+            return RunAborted(f"run {self.run_id} aborted, nothing committed: {self.reason}")
+        if self.status == "lost-race":
+            return CommitRaceLost(
+                f"run {self.run_id}: another attempt committed it first; "
+                f"attempt {self.attempt}'s files are not read"
+            )
+        if self.status == "empty":
+            return NothingToAnalyse(f"no images under {self.input}; nothing committed")
+        if self.status == "completed" and self.error_rate > self.max_error_rate:
+            return TooManyErrors(
+                f"run {self.run_id} committed, but {self.error_rate:.1%} of the images sent were rejected "
+                f"or failed (max error rate {self.max_error_rate:g})"
+            )
+        return None
+
+    @property
+    def exit_code(self) -> int:
+        problem = self.problem()
+        return problem.exit_code if problem else 0
+
+    @property
+    def committed(self) -> bool:
+        return self.status in ("completed", "already-committed")
+
+    def call_counts(self) -> list[dict[str, Any]]:
+        """Attempts by operation and outcome, as the JSON summary and the `runs` table give them."""
+        return [
+            {"operation": op, "outcome": outcome, "count": n}
+            for (op, outcome), n in sorted(self.calls.items())
+        ]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "reason": self.reason,
+            "exit_code": self.exit_code,
+            "committed": self.committed,
+            "manifest": self.manifest,
+            "attempt": self.attempt,
+            "resumed": self.resumed,
+            "kept_batches": self.kept_batches,
+            "split_batches": self.split_batches,
+            "full": self.full,
+            "input": self.input,
+            "output": self.output,
+            "analyses": list(self.analyses),
+            "config_digest": self.config_digest,
+            "started_at": self.started_at.isoformat(),
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "seconds": round(self.seconds, 3),
+            "images": dict(self.images),
+            "error_rate": round(self.error_rate, 6),
+            "max_error_rate": self.max_error_rate,
+            "calls": self.call_counts(),
+            "retries": self.retries,
+            "throttled": self.throttled,
+            "files": self.files,
+            "rows": dict(self.rows),
+            "estimated_cost_usd": round(self.estimated_cost_usd, 6),
+            **{k: round(v, 6) if isinstance(v, float) else v for k, v in self.extras.items()},
+            "storage_cost_usd": round(self.storage_cost_usd, 6),
+            "dashboard": self.dashboard,
+            "report": self.report,
+            "cpu_seconds": {
+                "driver": round(cpu_seconds(), 3),
+                "workers": round(self.worker_cpu_seconds, 3),
+                "processing": round(self.processing_cpu_seconds, 3),
+            },
+            "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process (runs on the workers too, through client.run)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime

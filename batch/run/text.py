@@ -1,0 +1,105 @@
+"""The run's text for people: the summary printed at the end, and the progress line while it runs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from typing import TextIO
+
+from batch.analyses.registry import REGISTRY
+from batch.run.summary import RunSummary
+
+__all__ = ["Progress", "format_summary"]
+
+
+def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
+    """A short summary for people."""
+    images = summary.images
+    lines = []
+    if dry_run:
+        lines.append(
+            f"dry run over {summary.input}: {images['listed']} images listed, "
+            f"{images['to_analyse']} to analyse, {images['unchanged']} unchanged since a committed run, "
+            f"{images['skipped']} zero-byte to skip"
+        )
+        # Calls per face (face search, comparison) are counted once per image or reference: at least.
+        per_face = {REGISTRY[n].operation for n in summary.analyses if REGISTRY[n].calls_at_least}
+        for (operation, _), n in sorted(summary.calls.items()):
+            if operation not in summary.storage_operations:
+                lines.append(f"  would call {operation} {'at least ' * (operation in per_face)}{n} times")
+        lines += summary.driver_lines
+        called = summary.dry_run_called or "nothing"
+        cost = f"{'at least ' * bool(per_face)}${summary.estimated_cost_usd:.4f}"
+        lines.append(f"  estimated cost of the image calls at list price: {cost} (called {called})")
+        return "\n".join(lines + summary.forecast_lines)
+    lines.append(
+        f"run {summary.run_id}: {summary.status} in {summary.seconds:.1f} s"
+        + (f" ({summary.reason})" if summary.reason else "")
+    )
+    if summary.status == "already-committed":
+        lines.append(f"  nothing to do: committed earlier ({summary.manifest})")
+        return "\n".join(lines)
+    resumed = f", resumed with {summary.kept_batches} batches kept" if summary.resumed else ""
+    lines.append(f"  attempt {summary.attempt}{resumed}; committed: {'yes' if summary.committed else 'no'}")
+    lines.append(
+        f"  images: {images['listed']} listed: {images['analysed']} analysed, {images['rejected']} rejected, "
+        f"{images['failed']} failed, {images['skipped']} skipped, {images['unchanged']} unchanged"
+    )
+    by_operation: dict[str, list[str]] = {}
+    for (operation, outcome), n in sorted(summary.calls.items()):
+        by_operation.setdefault(operation, []).append(f"{n} {outcome}")
+    for operation, parts in by_operation.items():
+        lines.append(f"  {operation}: {', '.join(parts)}")
+    lines.append(
+        f"  retries: {summary.retries}, throttled: {summary.throttled}; "
+        f"estimated cost of the image calls ${summary.estimated_cost_usd:.4f}"
+    )
+    lines += summary.driver_lines
+    tables = ", ".join(f"{t} {n}" for t, n in sorted(summary.rows.items())) or "none new"
+    lines.append(f"  output: {summary.output} ({summary.files} files; rows: {tables})")
+    if summary.report or summary.report_error:
+        lines.append(f"  report: {summary.report or f'not written: {summary.report_error}'}")
+    return "\n".join(lines)
+
+
+class Progress:
+    """One status line on stderr every few seconds when it is a terminal; silent under cron and Airflow.
+
+    Shows images done, successful calls per second per operation against the quota, throttles, errors,
+    and an ETA once the listing has ended (before that the total is not known: the listing is streamed).
+    """
+
+    def __init__(
+        self, quotas: Mapping[str, float], *, every: float = 2.0, stream: TextIO = sys.stderr
+    ) -> None:
+        self._quotas = quotas
+        self._every = every
+        self._stream = stream
+        self._enabled = stream.isatty()
+        self._started = self._last = time.monotonic()
+        self.listed_total: int | None = None
+
+    def tick(self, summary: RunSummary) -> None:
+        now = time.monotonic()
+        if not self._enabled or now - self._last < self._every:
+            return
+        self._last = now
+        print(f"\r\033[K{self.line(summary, now - self._started)}", end="", file=self._stream, flush=True)
+
+    def line(self, summary: RunSummary, elapsed: float) -> str:
+        done = sum(n for status, n in summary.images.items() if status != "listed")
+        rates = " ".join(
+            f"{op.removeprefix('Detect')} {n / max(elapsed, 1e-9):.0f}/{self._quotas.get(op, 0):g}"
+            for (op, outcome), n in sorted(summary.calls.items())
+            if outcome == "ok"
+        )
+        errors = summary.images["rejected"] + summary.images["failed"]
+        text = f"{done} images, calls/s {rates or '-'}, {summary.throttled} throttled, {errors} errors"
+        if self.listed_total and done:
+            text += f", ETA {(self.listed_total - done) * elapsed / done:.0f} s"
+        return text
+
+    def close(self) -> None:
+        if self._enabled:
+            print(file=self._stream)

@@ -1,0 +1,246 @@
+"""One image through the job, and one batch's files: stub S3 and Rekognition clients passed in, no server.
+
+What a user checks in the tables: the image's `images` row (status, reason, upright size, analyses), its
+result rows with the common columns, and one `errors` row per failure, never a crash for a bad image.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from botocore.exceptions import ClientError
+from PIL import Image
+
+from batch.analyses.registry import REGISTRY, settled_digests
+from batch.aws.rekognition import RateLimiter, RekognitionCaller
+from batch.config.model import RekognitionConfig
+from batch.core.calls import CallCounts
+from batch.core.retry import RetryPolicy
+from batch.core.selection import ListedObject
+from batch.run.batch_task import finish_batch, record_failed_batch, table_schemas
+from batch.run.context import BatchSpec, ImageToAnalyse, RunContext
+from batch.run.image_pipeline import analyse_image
+from batch.storage.commits import RunStore
+from batch.storage.sink import Destination
+
+MODIFIED = datetime(2026, 11, 25, tzinfo=UTC)
+LABELS = {
+    "Labels": [{"Name": "Cat", "Confidence": 99.0, "Instances": [], "Parents": []}],
+    "OrientationCorrection": None,
+}
+
+
+def jpeg(size: tuple[int, int] = (320, 200), orientation: int | None = None) -> bytes:
+    image = Image.new("RGB", size, (120, 110, 100))
+    save: dict[str, Any] = {}
+    if orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        save["exif"] = exif.tobytes()
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", **save)
+    return buffer.getvalue()
+
+
+def client_error(code: str, operation: str = "DetectLabels") -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": f"{code} said the stub"}}, operation)
+
+
+class StubS3:
+    """GetObject of the objects it holds, honouring IfMatch and Range as S3 does."""
+
+    def __init__(self, objects: Mapping[str, tuple[bytes, str]]) -> None:
+        self.objects = dict(objects)
+
+    def get_object(self, *, Bucket: str, Key: str, IfMatch: str, Range: str = "", **_: Any) -> dict[str, Any]:
+        body, etag = self.objects[Key]
+        if IfMatch != etag:
+            raise client_error("PreconditionFailed", "GetObject")
+        if Range:
+            start, end = (int(n) for n in Range.removeprefix("bytes=").split("-"))
+            body = body[start : end + 1]
+        return {"Body": io.BytesIO(body)}
+
+
+class StubRekognition:
+    """Answers (or raises) per operation, and records every request."""
+
+    def __init__(self, **answers: Any) -> None:
+        self.answers = answers
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+
+    def __getattr__(self, method: str) -> Any:
+        def call(**request: Any) -> Any:
+            self.requests.append((method, request))
+            answer = self.answers[method]
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        return call
+
+
+def context(analyses: tuple[str, ...], destination: Destination | None = None) -> RunContext:
+    settings = {name: REGISTRY[name].default_settings() for name in analyses}
+    return RunContext(
+        run_id="r1",
+        attempt=1,
+        dt="2026-11-25",
+        bucket="photos",
+        analyses=analyses,
+        analysis_settings=settings,
+        settings_digests={name: settled_digests(REGISTRY[name], settings[name]) for name in analyses},
+        rekognition=RekognitionConfig(),
+        destination=destination or Destination("/nonexistent"),
+        compression="zstd",
+        threads_per_process=4,
+    )
+
+
+def analyse(
+    data: bytes,
+    rekognition: StubRekognition,
+    analyses: tuple[str, ...],
+    *,
+    stop: threading.Event | None = None,
+) -> Any:
+    obj = ListedObject("p/a.jpg", '"e1"', len(data), MODIFIED)
+    caller = RekognitionCaller(
+        rekognition,
+        RetryPolicy(max_attempts=2, backoff_base=0.001),
+        RateLimiter(1000.0),
+        CallCounts(),
+        sleep=lambda _: None,
+    )
+    s3 = StubS3({obj.key: (data, obj.etag)})
+    return analyse_image(obj, context(analyses), caller, s3, stop or threading.Event(), analyses=analyses)
+
+
+def test_an_analysed_image_has_its_upright_size_rows_with_common_columns_and_no_error() -> None:
+    rekognition = StubRekognition(detect_labels=LABELS, detect_text={"TextDetections": []})
+    result = analyse(jpeg(orientation=6), rekognition, ("text", "labels"))
+    row = result.image_row
+    assert (row["status"], row["status_reason"]) == ("analysed", None)
+    assert (row["stored_width"], row["stored_height"], row["width"], row["height"]) == (320, 200, 200, 320)
+    assert row["exif_orientation"] == 6
+    assert row["analyses"] == ["text", "labels"]  # in the run's order
+    assert row["sent_as"] == "s3_object"
+    (label,) = result.rows["labels"]
+    assert (label["run_id"], label["bucket"], label["key"], label["etag"]) == (
+        "r1",
+        "photos",
+        "p/a.jpg",
+        '"e1"',
+    )
+    assert (label["name"], label["confidence"]) == ("Cat", 99.0)
+    assert result.errors == []
+    assert [method for method, _ in rekognition.requests] == ["detect_text", "detect_labels"]
+    assert rekognition.requests[1][1]["Image"] == {"S3Object": {"Bucket": "photos", "Name": "p/a.jpg"}}
+
+
+def test_an_image_rekognition_refuses_is_rejected_once_and_not_sent_again() -> None:
+    rekognition = StubRekognition(
+        detect_labels=client_error("InvalidImageFormatException"), detect_text={"TextDetections": []}
+    )
+    result = analyse(jpeg(), rekognition, ("labels", "text"))
+    assert (result.image_row["status"], result.image_row["status_reason"]) == (
+        "rejected",
+        "InvalidImageFormatException",
+    )
+    assert [method for method, _ in rekognition.requests] == ["detect_labels"]
+    (error,) = result.errors
+    assert (error["analysis"], error["operation"], error["error_code"]) == (
+        "labels",
+        "DetectLabels",
+        "InvalidImageFormatException",
+    )
+    assert (error["attempts"], error["retryable"], error["key"]) == (1, False, "p/a.jpg")
+    assert result.fatal is None
+
+
+def test_a_throttled_call_is_retried_and_only_its_analysis_fails() -> None:
+    rekognition = StubRekognition(
+        detect_labels=client_error("ThrottlingException"), detect_text={"TextDetections": []}
+    )
+    result = analyse(jpeg(), rekognition, ("labels", "text"))
+    assert (result.image_row["status"], result.image_row["analyses"]) == ("failed", ["text"])
+    (error,) = result.errors
+    assert (error["error_code"], error["attempts"], error["retryable"]) == ("ThrottlingException", 2, True)
+
+
+def test_access_denied_ends_the_run_and_stops_the_other_images() -> None:
+    stop = threading.Event()
+    rekognition = StubRekognition(detect_labels=client_error("AccessDeniedException"))
+    result = analyse(jpeg(), rekognition, ("labels",), stop=stop)
+    assert stop.is_set()
+    assert result.fatal is not None
+    assert result.fatal.startswith("DetectLabels: AccessDeniedException: ")
+    later = analyse(jpeg(), StubRekognition(detect_labels=LABELS), ("labels",), stop=stop)
+    assert (later.image_row["status"], later.image_row["status_reason"]) == ("failed", "run aborted")
+
+
+def test_a_file_that_is_not_an_image_is_refused_before_any_call() -> None:
+    rekognition = StubRekognition()
+    result = analyse(b"not an image at all" * 10, rekognition, ("labels",))
+    assert result.image_row["status"] == "rejected"
+    assert rekognition.requests == []
+    (error,) = result.errors
+    assert (error["analysis"], error["operation"], error["attempts"]) == (None, None, 0)
+    assert error["error_code"] == result.image_row["status_reason"]
+
+
+def test_an_object_changed_since_the_listing_fails_with_the_s3_error() -> None:
+    data = jpeg()
+    obj = ListedObject("p/a.jpg", '"e1"', len(data), MODIFIED)
+    s3 = StubS3({obj.key: (data, '"e2"')})  # rewritten after the listing
+    caller = RekognitionCaller(StubRekognition(), RetryPolicy(), RateLimiter(1000.0), CallCounts())
+    result = analyse_image(obj, context(("labels",)), caller, s3, threading.Event(), analyses=("labels",))
+    assert (result.image_row["status"], result.image_row["status_reason"]) == (
+        "failed",
+        "S3 read failed: PreconditionFailed",
+    )
+    assert [(e["operation"], e["error_code"]) for e in result.errors] == [("GetObject", "PreconditionFailed")]
+
+
+def spec(destination: Destination, keys: tuple[str, ...]) -> BatchSpec:
+    images = tuple(ImageToAnalyse(ListedObject(key, f'"{key}"', 1000, MODIFIED), ("labels",)) for key in keys)
+    return BatchSpec(context(("labels",), destination), 7, images, calls_in_flight=2)
+
+
+def test_a_failed_task_records_every_image_failed_with_its_reason(tmp_path: Path) -> None:
+    destination = Destination(str(tmp_path))
+    record = record_failed_batch(spec(destination, ("a.jpg", "b.jpg")), RuntimeError("worker died"), None)
+    assert [(i.key, i.status) for i in record.images] == [("a.jpg", "failed"), ("b.jpg", "failed")]
+    images = pq.read_table(tmp_path / next(f.path for f in record.files if f.table == "images")).to_pylist()
+    assert {row["status_reason"] for row in images} == {"task failed: RuntimeError"}
+    errors = pq.read_table(tmp_path / next(f.path for f in record.files if f.table == "errors")).to_pylist()
+    assert [(e["key"], e["error_code"], e["retryable"]) for e in errors] == [
+        ("a.jpg", "RuntimeError", True),
+        ("b.jpg", "RuntimeError", True),
+    ]
+    assert RunStore(destination).batches("r1") == [record]  # the batch is complete: a resume keeps it
+
+
+def test_a_batch_writes_a_file_per_table_its_analyses_fill(tmp_path: Path) -> None:
+    destination = Destination(str(tmp_path))
+    assert set(table_schemas(("labels",))) == {"images", "errors", *REGISTRY["labels"].tables}
+    counts = CallCounts()
+    counts.record("DetectLabels", "ok", 0.1)
+    rows = {"images": [], "errors": [], "labels": []}
+    record = finish_batch(spec(destination, ()), rows, None, counts)
+    assert record.calls == {("DetectLabels", "ok"): 1}
+    assert record.batch == 7
+    assert all(Path(tmp_path, f.path).exists() for f in record.files)
+
+
+@pytest.mark.parametrize("name", ["face_search", "compare_faces"])
+def test_a_face_analysis_error_never_rejects_the_image(name: str) -> None:
+    assert not REGISTRY[name].rejects_image
+    assert all(REGISTRY[n].rejects_image for n in ("labels", "faces", "text", "moderation", "celebrities"))
