@@ -125,7 +125,7 @@ def athena_ddl(location: str, database: str = "rekbatch") -> str:
     """Athena DDL for an output root `s3://bucket/prefix/` (see module doc)."""
     root = location.rstrip("/") + "/"
     db = f"`{database}`"
-    statements = [_athena_commits_table(db, root)]
+    statements = [f"CREATE DATABASE IF NOT EXISTS {db};", _athena_commits_table(db, root)]
     statements.append(
         f'CREATE OR REPLACE VIEW "{database}"."committed_files" AS\n'
         f"SELECT c.run_id, f.table_name, {_literal(root)} || f.path AS file_path, f.row_count, f.sha256\n"

@@ -85,6 +85,13 @@ def expected_columns(schema: pa.Schema) -> list[tuple[str, exp.DataType]]:
 
 
 @pytest.mark.parametrize("dialect", ["athena", "hive"])
+def test_the_ddl_first_creates_its_database_if_missing(dialect: str, printed_ddl: str) -> None:
+    first = statements(printed_ddl, dialect)[0]
+    assert isinstance(first, exp.Create)
+    assert (first.kind, first.args.get("exists"), first.this.name) == ("DATABASE", True, "analytics")
+
+
+@pytest.mark.parametrize("dialect", ["athena", "hive"])
 def test_every_table_declares_every_documented_column_with_its_type(dialect: str, printed_ddl: str) -> None:
     ddl = printed_ddl
     parsed = tables(statements(ddl, dialect) if dialect == "athena" else hive_statements(ddl))
