@@ -22,7 +22,7 @@ from batch.aws.logs import pin_aws_loggers
 from batch.cli import collection as collection_commands
 from batch.config.loader import load_config, load_report_config
 from batch.config.model import parse_s3_url
-from batch.core.errors import ConfigError, OutputUnwritable, RekbatchError
+from batch.core.errors import ConfigError, OutputUnreadable, OutputUnwritable, RekbatchError
 
 RUN_EXIT_CODES = """exit codes:
   0    committed (rejected and failed images are rows), or committed earlier: nothing done
@@ -33,6 +33,14 @@ RUN_EXIT_CODES = """exit codes:
   6    committed, but the error rate is above --max-error-rate
   7    no images under the input prefix
   130  interrupted"""
+
+
+class _Script(argparse.Action):
+    """`-c QUERY` and `-f FILE`, kept in the order given on the command line."""
+
+    def __call__(self, parser: Any, namespace: Any, value: Any, option: str | None = None) -> None:
+        scripts = getattr(namespace, self.dest, None) or []
+        setattr(namespace, self.dest, [*scripts, (option, value)])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,14 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sql = commands.add_parser(
         "sql",
-        help="query the committed runs with DuckDB: run -c QUERY or -f FILE, else an interactive prompt",
+        help="query the committed runs with DuckDB: run -c QUERY and -f FILE in order, else a prompt",
         description="A view per table over the committed runs' files (as `rekbatch views`); "
         "prints each query's rows. Queries: docs/queries/.",
     )
     sql.add_argument("--output", required=True, help="the runs' output: a local folder or s3://BUCKET/PREFIX")
-    source = sql.add_mutually_exclusive_group()
-    source.add_argument("-c", dest="query", metavar="QUERY", help="run these statements and exit")
-    source.add_argument("-f", dest="file", metavar="FILE", help="run the statements of this file and exit")
+    sql.add_argument(
+        "-c", dest="scripts", action=_Script, metavar="QUERY", help="run these statements (repeatable)"
+    )
+    sql.add_argument(
+        "-f", dest="scripts", action=_Script, metavar="FILE", help="run this file's statements (repeatable)"
+    )
     sql.add_argument(
         "--set",
         action="append",
@@ -244,21 +255,28 @@ def _sql(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     from batch.query import views  # duckdb only for this command
 
     variables = sql_shell.parse_assignments(args.set)
-    query = args.query
-    if args.file is not None:
-        try:
-            query = Path(args.file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"-f {args.file}: {exc.strerror}") from None
+    scripts = [_script_text(option, value) for option, value in args.scripts or ()]
     _destination(args.output)
     with _output_errors(args.output):
         connection = views.connect(args.output, s3_client())
     with connection:
-        if query is None:
+        if not connection.execute("SELECT count(*) FROM commits").fetchall()[0][0]:
+            raise OutputUnreadable(f"no committed run under {args.output}: nothing to query (check --output)")
+        if not scripts:
             sql_shell.repl(connection, variables)
-        else:
-            sql_shell.run_script(connection, query, variables, sql_shell.print_relation)
+        for script in scripts:
+            sql_shell.run_script(connection, script, variables, sql_shell.print_relation)
     return 0
+
+
+def _script_text(option: str, value: str) -> str:
+    """The statements of `-c QUERY`, or of the file `-f FILE` (ConfigError when it cannot be read)."""
+    if option == "-c":
+        return value
+    try:
+        return Path(value).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"-f {value}: {exc.strerror}") from None
 
 
 def _views(args: argparse.Namespace, argv: Sequence[str] | None) -> int:

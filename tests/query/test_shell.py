@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from conftest import commit_rows
 
+from batch.cli.main import main
 from batch.core.errors import ConfigError, QueryFailed
 from batch.query import shell as sql_shell
 from batch.query import views
@@ -92,3 +93,23 @@ def test_the_prompt_ends_at_end_of_input(connection: Any) -> None:
         connection, {"n": "7"}, scripted(["SELECT getvariable('n');"]), lambda r: shown.append(r.fetchall())
     )
     assert shown == [[("7",)]]
+
+
+def test_sql_on_an_output_without_a_committed_run_is_exit_3_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "images").mkdir()  # files of a run that never committed
+    assert main(["sql", "--output", str(tmp_path), "-c", "SELECT 1"]) == 3
+    err = capsys.readouterr().err
+    assert err == f"rekbatch: error: no committed run under {tmp_path}: nothing to query (check --output)\n"
+
+
+def test_repeated_queries_and_files_run_in_the_order_given(
+    connection: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "second.sql"
+    script.write_text("SELECT 'second' AS step;")
+    argv = ["sql", "--output", str(tmp_path), "-c", "SELECT 'first' AS step", "-f", str(script)]
+    assert main([*argv, "-c", "SELECT 'third' AS step"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("first") < out.index("second") < out.index("third")
