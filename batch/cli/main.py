@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import re
 import shlex
@@ -156,6 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     views.add_argument(
         "--output", required=True, help="the run's output: a local folder or s3://BUCKET/PREFIX"
     )
+    files = commands.add_parser(
+        "files",
+        help="print the committed files of a table, one location a line (or --json): for pyarrow, polars, "
+        "pandas and Spark, which must read only these",
+    )
+    files.add_argument("table", metavar="TABLE", help="a table name (images, labels, faces, ...)")
+    files.add_argument(
+        "--output", required=True, help="the runs' output: a local folder or s3://BUCKET/PREFIX"
+    )
+    files.add_argument(
+        "--json", action="store_true", help="a JSON list: location, run_id, dt, rows, size, sha256"
+    )
     ddl = commands.add_parser(
         "athena-ddl", help="print Athena DDL: tables, the commits table and views of committed rows only"
     )
@@ -191,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": _report,
         "sql": _sql,
         "views": _views,
+        "files": _files,
         "athena-ddl": _athena_ddl,
         "gc": _gc,
         "collection": lambda args, _argv: collection_commands.main(args),
@@ -277,6 +291,24 @@ def _script_text(option: str, value: str) -> str:
         return Path(value).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"-f {value}: {exc.strerror}") from None
+
+
+def _files(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    from batch.analyses.registry import all_tables
+    from batch.aws.s3 import s3_client
+    from batch.query.views import committed_file_list
+    from batch.storage.commits import RunStore
+
+    if args.table not in all_tables():
+        raise ConfigError(f"files: unknown table {args.table!r} (known: {', '.join(all_tables())})")
+    destination = _destination(args.output)
+    with _output_errors(args.output):
+        manifests = RunStore(destination, s3_client()).manifests()
+    if not manifests:
+        raise OutputUnreadable(f"no committed run under {args.output}: no files to read (check --output)")
+    found = committed_file_list(destination, manifests, args.table)
+    print(json.dumps(found, indent=2) if args.json else "\n".join(f["location"] for f in found))
+    return 0
 
 
 def _views(args: argparse.Namespace, argv: Sequence[str] | None) -> int:

@@ -28,7 +28,15 @@ from batch.storage.commits import RunStore
 from batch.storage.readers import read_committed
 from batch.storage.sink import Destination
 
-__all__ = ["athena_ddl", "committed_files", "connect", "duckdb_type", "duckdb_views_sql", "hive_type"]
+__all__ = [
+    "athena_ddl",
+    "committed_file_list",
+    "committed_files",
+    "connect",
+    "duckdb_type",
+    "duckdb_views_sql",
+    "hive_type",
+]
 
 
 # --- types ------------------------------------------------------------------------------------------
@@ -166,6 +174,25 @@ def _athena_commits_table(db: str, root: str) -> str:
         "ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'\n"
         f"LOCATION {_literal(root + COMMITS_DIR + '/')};"
     )
+
+
+def committed_file_list(
+    destination: Destination, manifests: Sequence[Manifest], table: str
+) -> list[dict[str, Any]]:
+    """Every committed file of `table`, oldest commit first: its location (a path or an s3:// URL), its
+    run, its date partition, rows, size and SHA-256 (`rekbatch files`)."""
+    return [
+        {
+            "location": destination.location(entry.path),
+            "run_id": manifest.run_id,
+            "dt": manifest.dt,
+            "rows": entry.rows,
+            "size_bytes": entry.size_bytes,
+            "sha256": entry.sha256,
+        }
+        for manifest in manifests
+        for entry in manifest.files_of(table)
+    ]
 
 
 def connect(output: str, s3_client: Any = None) -> Any:
