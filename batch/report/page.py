@@ -32,6 +32,7 @@ from batch import __version__
 from batch.analyses.registry import all_tables
 from batch.aws.s3 import read_object
 from batch.config.model import OutputConfig, ReportConfig
+from batch.core.manifest import error_rate
 from batch.core.retry import error_code
 from batch.core.timeline import OK, rate_series
 from batch.report.charts import Chart, bar_chart, calls_chart, confidence_chart, faces_chart, rendering
@@ -258,6 +259,7 @@ def report_context(
 
     return {
         "run": {**run, "started_at": when(run["started_at"]), "ended_at": when(run["ended_at"])},
+        "badge": status_badge(run),
         "figures": summary_figures(run),
         "calls": sorted(run["calls"] or [], key=lambda c: (c["operation"], c["outcome"] != OK, c["outcome"])),
         "errors": [
@@ -270,6 +272,22 @@ def report_context(
         "version": __version__,
         "generated_at": when(generated_at or datetime.now(UTC)),
     }
+
+
+#: Error rates ((rejected + failed) / images sent) above which the badge turns amber, and red.
+BADGE_WARN_RATE, BADGE_BAD_RATE = 0.0, 0.05
+
+
+def status_badge(run: Mapping[str, Any]) -> dict[str, str]:
+    """What the page's badge says at a glance, and its colour (`ok`, `warn`, `bad`) by the error rate:
+    "completed", "completed with N rejected and M failed", or the status of a run that did not complete."""
+    if run["status"] != "completed":
+        return {"text": str(run["status"]), "level": "bad"}
+    counts = {status: run[f"images_{status}"] or 0 for status in ("analysed", "rejected", "failed")}
+    problems = [f"{counts[what]:,} {what}" for what in ("rejected", "failed") if counts[what]]
+    rate = error_rate(counts)
+    level = "bad" if rate > BADGE_BAD_RATE else "warn" if rate > BADGE_WARN_RATE else "ok"
+    return {"text": "completed" + (f" with {' and '.join(problems)}" if problems else ""), "level": level}
 
 
 def sql_query(root: str, table: str, run_id: str, key: str | None = None) -> str:

@@ -22,7 +22,15 @@ from batch.config.loader import load_report_config
 from batch.config.model import ReportConfig
 from batch.core.errors import ConfigError, OutputUnreadable, RunNotFound
 from batch.report.data import load_run
-from batch.report.page import build_report, collect, report_path, sql_query, summary_figures, take_within
+from batch.report.page import (
+    build_report,
+    collect,
+    report_path,
+    sql_query,
+    status_badge,
+    summary_figures,
+    take_within,
+)
 from batch.report.stats import ImageEntry
 from batch.storage.commits import RunStore
 from batch.storage.sink import Destination
@@ -285,3 +293,37 @@ def test_report_settings_from_file_and_environment(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"report\.max_bytes"):
         load_report_config(path, environ={})
     assert report_path("r1") == "_reports/r1.html"
+
+
+def badge(html: str) -> tuple[str, str]:
+    found = re.search(r'<span class="status status-(\w+)" data-status="\w+">([^<]*)</span>', html)
+    assert found is not None
+    return found.group(2), found.group(1)
+
+
+def test_the_badge_says_how_the_run_went_coloured_by_its_error_rate(tmp_path: Path) -> None:
+    clean, some, all_failed = (RunBuilder(tmp_path, run_id) for run_id in ("r1", "r2", "r3"))
+    clean.image("in/a.jpg")
+    some.image("in/a.jpg")
+    for index in range(2):
+        some.image(f"in/bad-{index}.jpg", status="rejected", status_reason="InvalidImageFormatException")
+    for index in range(3):
+        all_failed.image(f"in/{index}.jpg", status="rejected", status_reason="InvalidImageFormatException")
+    for run in (clean, some, all_failed):
+        run.write()
+    assert badge(report(clean)) == ("completed", "ok")
+    assert badge(report(some)) == ("completed with 2 rejected", "bad")  # 2 of 3 sent
+    assert badge(report(all_failed)) == ("completed with 3 rejected", "bad")
+    assert status_badge(
+        {"status": "completed", "images_analysed": 999, "images_rejected": 0, "images_failed": 1}
+    ) == {
+        "text": "completed with 1 failed",
+        "level": "warn",
+    }
+    every_image_failed = {
+        "status": "completed",
+        "images_analysed": 0,
+        "images_rejected": 0,
+        "images_failed": 272,
+    }
+    assert status_badge(every_image_failed) == {"text": "completed with 272 failed", "level": "bad"}
