@@ -158,3 +158,12 @@ def test_resume_full_and_max_error_rate_are_checked() -> None:
         load_config(environ={}, overrides={**RUN, "run.resume": "a:b"})
     with pytest.raises(ConfigError, match=r"^run\.max_error_rate: must be in 0\.\.1, got 1\.5$"):
         load_config(environ={"REKBATCH_RUN__MAX_ERROR_RATE": "1.5"}, overrides=RUN)
+
+
+def test_the_production_example_is_a_valid_config_for_a_run_on_aws() -> None:
+    config = load_config(ROOT / "configs" / "prod.example.toml", environ={})
+    assert (config.input[:5], config.output[:5]) == ("s3://", "s3://")
+    assert config.rekognition.region  # a real run needs one: no lookup surprises on a scheduler's host
+    assert config.max_error_rate < 1  # so that cron and Airflow alert on failed images
+    assert config.output_options.sse == "aws:kms"
+    assert (config.dry_run, config.full, config.limit) == (False, False, 0)
