@@ -30,6 +30,7 @@ from batch.core.selection import ListedObject
 logger = logging.getLogger(__name__)
 
 #: The first ranged read of an object's head: enough for almost every JPEG and PNG header.
+from batch.core.redaction import one_line
 HEAD_BYTES = 64 * 1024
 #: The longest head read when the header runs past the first range (then the header is broken).
 MAX_HEAD_BYTES = 1024 * 1024
@@ -92,7 +93,7 @@ def check_readable(client: Any, bucket: str, prefix: str) -> None:
         code = exc.response.get("Error", {}).get("Code", "error")
         raise InputUnreachable(f"cannot list s3://{bucket}/{prefix}: {code}") from None
     except BotoCoreError as exc:
-        raise InputUnreachable(f"cannot list s3://{bucket}/{prefix}: {exc}") from None
+        raise InputUnreachable(f"cannot list s3://{bucket}/{prefix}: {one_line(str(exc))}") from None
 
 
 def check_writable(client: Any, bucket: str) -> None:
@@ -103,7 +104,7 @@ def check_writable(client: Any, bucket: str) -> None:
         code = exc.response.get("Error", {}).get("Code", "error")
         raise OutputUnwritable(f"cannot write to s3://{bucket}: {code}") from None
     except BotoCoreError as exc:
-        raise OutputUnwritable(f"cannot write to s3://{bucket}: {exc}") from None
+        raise OutputUnwritable(f"cannot write to s3://{bucket}: {one_line(str(exc))}") from None
 
 
 def read_header(client: Any, bucket: str, obj: ListedObject) -> ImageHeader:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from batch.core.redaction import one_line
 from batch.core.retry import ERROR_OUTCOMES, Outcome
 from batch.core.timeline import SecondKey, second_key
 
@@ -71,4 +72,4 @@ Call = Callable[[str, str, Mapping[str, Any]], CallResult]
 
 def failed_locally(code: str, message: str) -> CallResult:
     """A failure found before calling (e.g. a face that cannot be cropped), shaped as a call's."""
-    return CallResult(response=None, attempts=0, error_code=code, message=message[:500])
+    return CallResult(response=None, attempts=0, error_code=code, message=one_line(message))
