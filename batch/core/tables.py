@@ -140,7 +140,8 @@ def image_row(
     sent: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One `images` row: the image's outcome and, when its header was read, its format and sizes
-    (`width`/`height` upright). `analyses_done` starts empty: the batch task fills it."""
+    (`width`/`height` upright); an analysed image's `status_reason` notes a header read in part or
+    not at all (`ImageHeader.problem`). `analyses_done` starts empty: the batch task fills it."""
     row: dict[str, Any] = {
         **common,
         "size_bytes": size_bytes,
@@ -162,7 +163,7 @@ def image_row(
             width=width,
             height=height,
         )
-    elif header is not None and header.problem and status == "analysed":
+    if header is not None and header.problem and status == "analysed":
         row["status_reason"] = header.problem
     return row
 
