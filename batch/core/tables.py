@@ -46,7 +46,7 @@ __all__ = [
 PARTITION_COLUMN = "dt"
 
 #: Values of `images.status`.
-IMAGE_STATUSES: tuple[str, ...] = ("analysed", "rejected", "failed", "skipped")
+IMAGE_STATUSES: tuple[str, ...] = ("analysed", "rejected", "failed", "skipped", "changed")
 
 _TIMESTAMP = pa.timestamp("ms", tz="UTC")
 
@@ -225,6 +225,7 @@ RUNS_SCHEMA = table_schema(
         pa.field("images_rejected", pa.int64()),
         pa.field("images_failed", pa.int64()),
         pa.field("images_skipped", pa.int64()),
+        pa.field("images_changed", pa.int64()),
         pa.field("images_unchanged", pa.int64()),
         pa.field("calls", pa.list_(_CALL_COUNT)),
         pa.field("retries", pa.int64()),
