@@ -124,5 +124,3 @@ def pixels_once(image: Mapping[str, Any], s3: Any, bucket: str, obj: ListedObjec
         data: bytes = image["Bytes"]
         return lambda: data
     return functools.cache(lambda: read_object(s3, bucket, obj))
-
-

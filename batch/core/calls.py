@@ -65,7 +65,6 @@ class CallResult:
         return self.response is not None
 
 
-
 #: (boto3 method, operation, request) -> the call's result, rate limited and retried by the caller.
 Call = Callable[[str, str, Mapping[str, Any]], CallResult]
 

@@ -127,7 +127,6 @@ IMAGES_SCHEMA = table_schema(
 )
 
 
-
 def image_row(
     common: Mapping[str, Any],
     *,
@@ -178,7 +177,6 @@ ERRORS_SCHEMA = table_schema(
         pa.field("retryable", pa.bool_()),
     ]
 )
-
 
 
 def error_row(
