@@ -65,7 +65,7 @@ def analyse_image(
     """Probe one image's header, send it as planned (or refuse it before any call), run `analyses`
     in the order given (`batch.analyses.registry.in_run_order`), and build its rows. `stop` is set by
     an image whose error ends the run; the other images then stop before their next analysis."""
-    common = {"run_id": context.run_id, "bucket": context.bucket, "key": obj.key, "etag": obj.etag}
+    common = _common_columns(context, obj)
     facts: dict[str, Any] = {"size_bytes": obj.size, "last_modified": obj.last_modified}
     try:
         header, obj = read_header(s3, context.bucket, obj)
@@ -103,7 +103,7 @@ def _analysed(
 ) -> tuple[ImageResult, bool]:
     """Run the image's analyses; the result's `image_row` holds only the outcome (status, reason,
     analyses). True if any analysis ran (the run was not aborted before the image's first)."""
-    common = {"run_id": context.run_id, "bucket": context.bucket, "key": obj.key, "etag": obj.etag}
+    common = _common_columns(context, obj)
     result = ImageResult(image_row={}, rows={}, errors=[])
     succeeded: list[str] = []
     status, reason, called = "analysed", None, False
@@ -153,6 +153,11 @@ def _analysed(
     succeeded.sort(key=context.analyses.index)
     result.image_row = {"status": status, "reason": reason, "analyses": succeeded}
     return result, called
+
+
+def _common_columns(context: RunContext, obj: ListedObject) -> dict[str, Any]:
+    """The columns every row of the image starts with: its run, bucket, key and listed ETag."""
+    return {"run_id": context.run_id, "bucket": context.bucket, "key": obj.key, "etag": obj.etag}
 
 
 def _confirmed(
