@@ -1,6 +1,6 @@
 """Issue 19: results always describe the ETag they carry, when an object is rewritten during its analysis.
 
-The CLI runs as a subprocess on the local stack, whose endpoint answers each call after a second; the
+The CLI runs as a subprocess on the local stack, whose endpoint answers each call after 1.5 s; the
 test rewrites one image (a green box) with another picture (a face and a line of text) as soon as the
 endpoint has logged the first call for it, so the image's later calls come after the rewrite. Without
 versions the image must end `changed` (an `ObjectChanged` row, none of its result rows) and the next run
@@ -34,7 +34,7 @@ PREFIX = "in/"
 TARGET = f"{PREFIX}rewritten.jpg"
 OTHER = f"{PREFIX}other.jpg"
 ANALYSES = ("labels", "faces", "text")
-LATENCY_MS = 1000
+LATENCY_MS = 1500  # as in the issue; the rewrite must land before the third call, 3 s after the first
 OLD = make_image(rects=(("box", (40, 40, 120, 100)),))
 NEW = make_image(rects=(("face", (30, 30, 66, 88)), ("text", (130, 160, 160, 40))))
 
