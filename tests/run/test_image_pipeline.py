@@ -363,3 +363,18 @@ def test_a_batch_writes_a_file_per_table_its_analyses_fill(tmp_path: Path) -> No
 def test_a_face_analysis_error_never_rejects_the_image(name: str) -> None:
     assert not REGISTRY[name].rejects_image
     assert all(REGISTRY[n].rejects_image for n in ("labels", "faces", "text", "moderation", "celebrities"))
+
+
+def test_a_face_crop_of_an_object_rewritten_meanwhile_makes_the_image_changed_not_its_task_fail() -> None:
+    """face_search cuts faces out of the image's pixels, read (pinned) after DetectFaces answered: a
+    rewrite in between used to raise out of the image and fail its whole batch."""
+    data = jpeg()
+    s3 = StubS3({"p/a.jpg": (data, '"e1"')})
+    face = {"BoundingBox": {"Left": 0.1, "Top": 0.1, "Width": 0.4, "Height": 0.5}, "Confidence": 99.0}
+    rekognition = StubRekognition(
+        during=lambda: s3.put("p/a.jpg", jpeg(orientation=3), '"e2"'), detect_faces={"FaceDetails": [face]}
+    )
+    result = analyse(data, rekognition, ("faces", "face_search"), s3=s3)
+    assert [method for method, _ in rekognition.requests] == ["detect_faces"]  # no search: no crop
+    assert (result.image_row["status"], result.rows) == ("changed", {})
+    assert [(e["operation"], e["error_code"]) for e in result.errors] == [("GetObject", OBJECT_CHANGED)]
