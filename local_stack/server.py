@@ -35,8 +35,8 @@ TARGET_PREFIX = "RekognitionService."
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
 
 
-#: (source, bucket, name) of a request's first image, for the call log.
-ImageRef = tuple[str | None, str | None, str | None]
+#: (source, bucket, name, version) of a request's first image, for the call log.
+ImageRef = tuple[str | None, str | None, str | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Answer:
     drop: bool = False
     delay: float = 0.0
     call: Call | None = None
-    ref: ImageRef = (None, None, None)
+    ref: ImageRef = (None, None, None, None)
 
 
 def _error_body(code: str, message: str) -> bytes:
@@ -144,16 +144,17 @@ def _injected_answer(operation: str, verdict: Verdict, ref: ImageRef) -> Answer 
 
 
 def _image_ref(params: Any) -> ImageRef:
-    """(source, bucket, name) of the request's first image, read from the raw params for the call log."""
+    """(source, bucket, name, version) of the request's first image, read from the raw params for the
+    call log."""
     if not isinstance(params, dict):
-        return None, None, None
+        return None, None, None, None
     image = params.get("Image") or params.get("SourceImage")
     if not isinstance(image, dict):
-        return None, None, None
+        return None, None, None, None
     obj = image.get("S3Object")
     if isinstance(obj, dict):
-        return "s3", obj.get("Bucket"), obj.get("Name")
-    return ("bytes", None, None) if "Bytes" in image else (None, None, None)
+        return "s3", obj.get("Bucket"), obj.get("Name"), obj.get("Version")
+    return ("bytes", None, None, None) if "Bytes" in image else (None, None, None, None)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -208,13 +209,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _log_record(answer: Answer, ts: float, started: float) -> dict[str, Any]:
-    source, bucket, name = answer.ref
+    source, bucket, name, version = answer.ref
     return {
         "ts": ts,
         "operation": answer.operation,
         "source": source,
         "bucket": bucket,
         "name": name,
+        "version": version,
         "digest": answer.call.digest if answer.call else None,
         "outcome": answer.error or "ok",
         "status": answer.status,

@@ -41,7 +41,7 @@ from botocore.config import Config
 
 from batch.aws.executor import slower_timers_environment
 from batch.aws.rekognition import RateLimiter, rekognition_client
-from batch.aws.s3 import list_pages, read_header, s3_client
+from batch.aws.s3 import list_pages, read_header, s3_client, unchanged
 from batch.config.model import RekognitionConfig
 from batch.core.concurrency import ConcurrencyPlan
 from local_stack import samples
@@ -407,11 +407,11 @@ def sized_threads(quota: float) -> int:
 
 def run_sdk_floor(count: int, quota: float, part: int = 0, parts: int = 1) -> Workload:
     """The job's own requests with nothing around them: its clients, a header probe per image, the five
-    calls, each operation paced at the quota by reservation (one sleep per call: `RateLimiter`'s polling
-    would raise the floor), in as many threads as the job's plan starts with; no Dask, leases, retries,
-    rows or Parquet. What a call costs in boto3 on this machine now; its speed swings between runs, so
-    compare the job with the floor of the same run. `part` of `parts`: every `parts`-th image from the
-    `part`-th, at the quota's share."""
+    calls, the HeadObject confirming the image's ETag, each operation paced at the quota by reservation
+    (one sleep per call: `RateLimiter`'s polling would raise the floor), in as many threads as the job's
+    plan starts with; no Dask, leases, retries, rows or Parquet. What a call costs in boto3 on this
+    machine now; its speed swings between runs, so compare the job with the floor of the same run.
+    `part` of `parts`: every `parts`-th image from the `part`-th, at the quota's share."""
     quota /= parts
     threads = floor_threads(quota)
     rekognition, s3 = rekognition_client(RekognitionConfig(), threads), s3_client(threads)
@@ -433,6 +433,7 @@ def run_sdk_floor(count: int, quota: float, part: int = 0, parts: int = 1) -> Wo
             paced(operation)
             with contextlib.suppress(rekognition.exceptions.ClientError):  # no retries: a missing call
                 getattr(rekognition, method)(Image=image, **params)
+        unchanged(s3, BUCKET, objects[i])  # the job's HeadObject confirming the ETag (bucket unversioned)
 
     cpu0, started = _own_cpu(), time.time()
     with (

@@ -2,7 +2,11 @@
 
 `prepare_image` routes one image from its header (`batch.core.image_checks.plan_image`): a reference
 when Rekognition can read the object itself, else its bytes, else an upright JPEG copy (`batch.core.convert`)
-of a format Rekognition refuses. Reads are pinned to the listed ETag (`batch.aws.s3`).
+of a format Rekognition refuses. Reads are pinned to the listed ETag (`batch.aws.s3`), so bytes sent are
+the listed version's; a reference names the version (`S3Object.Version`) when the header read learnt it
+(a bucket that keeps versions), so Rekognition reads that version whatever happens to the key. Without
+versions a reference is read by name at each call: `batch.run.image_pipeline` confirms the ETag after
+the image's calls.
 """
 
 from __future__ import annotations
@@ -61,8 +65,8 @@ def prepare_image(
     if isinstance(route, Refusal):
         return route
     if route is Route.S3_OBJECT:
-        image = {"S3Object": {"Bucket": bucket, "Name": obj.key}}
-        return PreparedImage(image, header, header, {"sent_as": route.value})
+        reference = {"Bucket": bucket, "Name": obj.key} | ({"Version": obj.version} if obj.version else {})
+        return PreparedImage({"S3Object": reference}, header, header, {"sent_as": route.value})
     if data is None:
         data = read_object(s3, bucket, obj)
     if route is Route.BYTES:
@@ -120,5 +124,3 @@ def pixels_once(image: Mapping[str, Any], s3: Any, bucket: str, obj: ListedObjec
         data: bytes = image["Bytes"]
         return lambda: data
     return functools.cache(lambda: read_object(s3, bucket, obj))
-
-

@@ -19,6 +19,7 @@ from botocore.config import Config
 from batch.config.model import RekognitionConfig, RunConfig
 from batch.core.calls import CallCounts, CallResult
 from batch.core.quota import TokenBucket
+from batch.core.redaction import one_line
 from batch.core.retry import Outcome, RetryBudget, RetryPolicy, classify, error_code
 
 
@@ -129,7 +130,7 @@ class RekognitionCaller:
         except Exception as exc:
             outcome = classify(exc)
             spent = outcome is Outcome.TRANSIENT and self._budget is not None and self._budget.exhausted
-            return CallResult(None, attempts, error_code(exc), _one_line(exc), outcome, spent)
+            return CallResult(None, attempts, error_code(exc), one_line(str(exc)), outcome, spent)
         response = dict(response)
         response.pop("ResponseMetadata", None)
         return CallResult(response, attempts)
@@ -144,10 +145,6 @@ class RekognitionCaller:
             if not token:
                 return
             request = {**request, "NextToken": token}
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:500]
 
 
 def driver_caller(config: RunConfig, analysis: str, counts: CallCounts) -> RekognitionCaller:

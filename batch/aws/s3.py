@@ -1,5 +1,9 @@
 """The job's only door to S3: list a prefix page by page, read an object's head or whole body, put files.
 
+Reads of an input object are pinned to its listed ETag (`If-Match`: a changed object fails with 412),
+and by version once the header read has returned one (a bucket that keeps versions): every byte read
+and every answer of Rekognition is about the listed version, or the read fails.
+
 Clients come from boto3, so the endpoint comes from botocore's standard lookup
 (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, the profile): no code path here names an endpoint.
 botocore retries S3 calls itself (standard mode, 5 attempts): nothing else retries them.
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,6 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from batch.core.errors import InputUnreachable, OutputUnwritable
 from batch.core.image_header import HeaderFault, HeaderIncomplete, ImageHeader, probe, sniff_format
+from batch.core.redaction import one_line
 from batch.core.selection import ListedObject
 
 logger = logging.getLogger(__name__)
@@ -92,7 +98,7 @@ def check_readable(client: Any, bucket: str, prefix: str) -> None:
         code = exc.response.get("Error", {}).get("Code", "error")
         raise InputUnreachable(f"cannot list s3://{bucket}/{prefix}: {code}") from None
     except BotoCoreError as exc:
-        raise InputUnreachable(f"cannot list s3://{bucket}/{prefix}: {exc}") from None
+        raise InputUnreachable(f"cannot list s3://{bucket}/{prefix}: {one_line(str(exc))}") from None
 
 
 def check_writable(client: Any, bucket: str) -> None:
@@ -103,32 +109,59 @@ def check_writable(client: Any, bucket: str) -> None:
         code = exc.response.get("Error", {}).get("Code", "error")
         raise OutputUnwritable(f"cannot write to s3://{bucket}: {code}") from None
     except BotoCoreError as exc:
-        raise OutputUnwritable(f"cannot write to s3://{bucket}: {exc}") from None
+        raise OutputUnwritable(f"cannot write to s3://{bucket}: {one_line(str(exc))}") from None
 
 
-def read_header(client: Any, bucket: str, obj: ListedObject) -> ImageHeader:
-    """Probe an image's header from a ranged GET of its head, reading more only if the header needs it.
+def read_header(client: Any, bucket: str, obj: ListedObject) -> tuple[ImageHeader, ListedObject]:
+    """Probe an image's header from a ranged GET of its head, reading more only if the header needs it;
+    and the object pinned to the version read (`ListedObject.version`) when the bucket keeps versions.
 
     A zero-byte object is not read (a range of nothing is an error to S3).
     """
     if obj.size == 0:
-        return probe(b"", complete=True)
+        return probe(b"", complete=True), obj
     length = HEAD_BYTES
     while True:
-        head = read_range(client, bucket, obj, length)
+        head, obj = read_range(client, bucket, obj, length)
         try:
-            return probe(head, complete=len(head) >= obj.size)
+            return probe(head, complete=len(head) >= obj.size), obj
         except HeaderIncomplete:
             if length >= MAX_HEAD_BYTES:
                 problem = f"no complete header in the first {length} bytes"
-                return ImageHeader.unreadable(sniff_format(head), HeaderFault.TOO_LONG, problem)
+                return ImageHeader.unreadable(sniff_format(head), HeaderFault.TOO_LONG, problem), obj
             length *= 4
 
 
-def read_range(client: Any, bucket: str, obj: ListedObject, length: int) -> bytes:
-    """The first `length` bytes of the object, pinned to the listed ETag (a changed object fails)."""
-    response = client.get_object(Bucket=bucket, Key=obj.key, Range=f"bytes=0-{length - 1}", IfMatch=obj.etag)
-    return response["Body"].read()
+def read_range(client: Any, bucket: str, obj: ListedObject, length: int) -> tuple[bytes, ListedObject]:
+    """The first `length` bytes of the object, pinned to the listed ETag (a changed object fails), and
+    the object pinned to the version they came from, if the bucket keeps versions."""
+    response = client.get_object(
+        Bucket=bucket, Key=obj.key, Range=f"bytes=0-{length - 1}", IfMatch=obj.etag, **_version_of(obj)
+    )
+    version = response.get("VersionId")
+    if obj.version is None and version not in (None, "null"):
+        obj = dataclasses.replace(obj, version=version)
+    return response["Body"].read(), obj
+
+
+def _version_of(obj: ListedObject) -> dict[str, str]:
+    """GetObject's `VersionId` for an object pinned to a version (needs `s3:GetObjectVersion`)."""
+    return {"VersionId": obj.version} if obj.version else {}
+
+
+def unchanged(client: Any, bucket: str, obj: ListedObject) -> bool:
+    """Is the object still the listed version? One HeadObject with `If-Match`: False when S3 answers
+    412 (overwritten since) or 404 (deleted); other errors are raised."""
+    # The entity tag quoted, as RFC 9110 writes it (listings give it bare): moto's HeadObject compares
+    # the header with the quoted tag as it is; S3 takes either form.
+    quoted = obj.etag if obj.etag.startswith('"') else f'"{obj.etag}"'
+    try:
+        client.head_object(Bucket=bucket, Key=obj.key, IfMatch=quoted)
+    except ClientError as exc:
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (404, 412):
+            return False
+        raise
+    return True
 
 
 def head(client: Any, bucket: str, key: str) -> ListedObject | None:
@@ -145,10 +178,12 @@ def head(client: Any, bucket: str, key: str) -> ListedObject | None:
 
 
 def read_object(client: Any, bucket: str, obj: ListedObject) -> bytes:
-    """The whole object, pinned to the listed ETag. Only for objects whose listed size was checked first."""
-    return client.get_object(Bucket=bucket, Key=obj.key, IfMatch=obj.etag, ChecksumMode="ENABLED")[
-        "Body"
-    ].read()
+    """The whole object, pinned to the listed ETag (and to its version, when known). Only for objects
+    whose listed size was checked first."""
+    response = client.get_object(
+        Bucket=bucket, Key=obj.key, IfMatch=obj.etag, ChecksumMode="ENABLED", **_version_of(obj)
+    )
+    return response["Body"].read()
 
 
 def encryption_arguments(sse: str, kms_key_id: str) -> dict[str, str]:

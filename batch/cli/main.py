@@ -13,6 +13,7 @@ import logging
 import re
 import shlex
 import sys
+import traceback
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from batch.cli import collection as collection_commands
 from batch.config.loader import load_config, load_report_config
 from batch.config.model import parse_s3_url
 from batch.core.errors import ConfigError, OutputUnreadable, OutputUnwritable, RekbatchError
+from batch.core.redaction import one_line, redact
 
 RUN_EXIT_CODES = """exit codes:
   0    committed (rejected and failed images are rows), or committed earlier: nothing done
@@ -212,11 +214,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[args.command](args, argv)
     except RekbatchError as exc:
-        print(f"rekbatch: error: {exc}", file=sys.stderr)
+        print(f"rekbatch: error: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("rekbatch: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # a bug: its traceback, as Python prints it, without an endpoint's password
+        print(redact(traceback.format_exc()), end="", file=sys.stderr)
+        return 1
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
@@ -364,7 +369,7 @@ def _output_errors(output: str) -> Iterator[None]:
     except ClientError as exc:
         raise OutputUnwritable(f"cannot use {output}: {exc.response.get('Error', {}).get('Code')}") from None
     except BotoCoreError as exc:
-        raise OutputUnwritable(f"cannot use {output}: {exc}") from None
+        raise OutputUnwritable(f"cannot use {output}: {one_line(str(exc))}") from None
 
 
 def _destination(output: str) -> Any:

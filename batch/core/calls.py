@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from batch.core.redaction import one_line
 from batch.core.retry import ERROR_OUTCOMES, Outcome
 from batch.core.timeline import SecondKey, second_key
 
@@ -64,11 +65,10 @@ class CallResult:
         return self.response is not None
 
 
-
 #: (boto3 method, operation, request) -> the call's result, rate limited and retried by the caller.
 Call = Callable[[str, str, Mapping[str, Any]], CallResult]
 
 
 def failed_locally(code: str, message: str) -> CallResult:
     """A failure found before calling (e.g. a face that cannot be cropped), shaped as a call's."""
-    return CallResult(response=None, attempts=0, error_code=code, message=message[:500])
+    return CallResult(response=None, attempts=0, error_code=code, message=one_line(message))

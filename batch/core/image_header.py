@@ -7,7 +7,10 @@ bytes, never by the key, and each format the job handles is parsed by its own Pi
 than `Image.open`: the same header parse, without the decompression-bomb check that would hide a large
 image's size behind an exception (the size limits are applied by `batch.core.image_checks` and
 `batch.core.convert`). WebP headers are read here directly: Pillow's WebP plugin needs the whole file.
-When the head is too short for the header, `probe` says so and the caller reads more.
+When the head is too short for the header, `probe` says so and the caller reads more. An Exif block
+that does not parse does not make the header unreadable: Rekognition decides what it can read, so the
+image is sent with orientation 1 (Pillow decodes such a file and `ImageOps.exif_transpose` leaves it as
+stored) and `problem` notes it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from PIL import (
 from batch.core.geometry import BoxPlacement
 
 EXIF_ORIENTATION_TAG = 0x0112
+#: How `ImageHeader.problem` starts for an image whose Exif block does not parse (orientation 1).
+UNREADABLE_EXIF = "unreadable Exif block, orientation 1 assumed"
 
 #: Rekognition reads these as they are stored ("MPO", a multi-picture JPEG, is reported as "JPEG").
 REKOGNITION_FORMATS = frozenset({"JPEG", "PNG"})
@@ -82,7 +87,8 @@ class ImageHeader:
     """Facts from an image's header. `format` is Pillow's name ("JPEG", "PNG", "WEBP", ...) or None.
 
     When the header could not be read, `fault` says why and `problem` says it in words; `format` is
-    still the format the magic bytes name, if any.
+    still the format the magic bytes name, if any. A header read in part (an unreadable Exif block:
+    no orientation) has no `fault`, and `problem` says what was not read.
     """
 
     format: str | None
@@ -144,7 +150,7 @@ def probe(head: bytes, *, complete: bool) -> ImageHeader:
     try:
         with _HEADER_PARSERS[fmt](io.BytesIO(head)) as image:
             width, height = stored_size(image)
-            orientation = _orientation(image)
+            orientation, exif_problem = _orientation(image)
             parsed_format = image.format
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         return ImageHeader.unreadable(fmt, HeaderFault.BOMB, f"decompression bomb: {exc}")
@@ -155,7 +161,7 @@ def probe(head: bytes, *, complete: bool) -> ImageHeader:
     if parsed_format == "MPO":  # a multi-picture JPEG is a JPEG to Rekognition
         parsed_format = "JPEG"
     valid = orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else None
-    return ImageHeader(parsed_format, width, height, valid)
+    return ImageHeader(parsed_format, width, height, valid, exif_problem)
 
 
 def stored_size(image: Image.Image) -> tuple[int, int]:
@@ -169,18 +175,25 @@ def stored_size(image: Image.Image) -> tuple[int, int]:
     return image.size
 
 
-def _orientation(image: ImageFile.ImageFile) -> object:
+def _orientation(image: ImageFile.ImageFile) -> tuple[object, str | None]:
+    """The orientation tag's value (None without one), and why it could not be read if it could not.
+
+    The Exif block was read whole with the header (Pillow reads a JPEG's APP1 segment or a PNG's eXIf
+    chunk in full as it opens the file), so a block that does not parse is garbage, not cut short."""
     # Not Image.getexif(): for a PNG without an eXIf chunk in its header, Pillow decodes the whole
     # image looking for one. An eXIf chunk after the pixel data is not read (viewers ignore it too).
     # A TIFF's orientation is a tag of its first IFD, not an Exif block.
     if isinstance(image, TiffImagePlugin.TiffImageFile):
-        return image.tag_v2.get(EXIF_ORIENTATION_TAG)
+        return image.tag_v2.get(EXIF_ORIENTATION_TAG), None
     raw_exif = image.info.get("exif")
     if not raw_exif:
-        return None
+        return None, None
     exif = Image.Exif()
-    exif.load(raw_exif)
-    return exif.get(EXIF_ORIENTATION_TAG)
+    try:
+        exif.load(raw_exif)
+        return exif.get(EXIF_ORIENTATION_TAG), None
+    except _PARSE_ERRORS as exc:
+        return None, f"{UNREADABLE_EXIF}: {exc}"[:300]
 
 
 def _webp_header(head: bytes, *, complete: bool) -> ImageHeader:

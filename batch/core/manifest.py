@@ -26,9 +26,11 @@ from typing import Any, NamedTuple
 
 import pyarrow as pa
 
-#: What becomes of each listed image in a run, exactly one each. `unchanged`: a committed run already
-#: has every requested analysis of it with the same ETag and settings, so it is not sent anywhere.
-OUTCOMES: tuple[str, ...] = ("analysed", "rejected", "failed", "skipped", "unchanged")
+#: What becomes of each listed image in a run, exactly one each. `changed`: the object changed while
+#: the run read it, so its results are dropped and nothing is settled (the next run analyses the new
+#: version). `unchanged`: a committed run already has every requested analysis of it with the same
+#: ETag and settings, so it is not sent anywhere.
+OUTCOMES: tuple[str, ...] = ("analysed", "rejected", "failed", "skipped", "changed", "unchanged")
 COMMITS_DIR = "_commits"
 RUNS_DIR = "_runs"
 MANIFEST_FORMAT = 1
@@ -350,7 +352,8 @@ class Ledger:
 
 
 def error_rate(counts: Mapping[str, int]) -> float:
-    """Rejected and failed images over the images sent for analysis (unchanged and skipped excluded)."""
+    """Rejected and failed images over the images sent for analysis (unchanged, skipped and changed
+    excluded: a changed image is no fault of the image or the service)."""
     bad = counts.get("rejected", 0) + counts.get("failed", 0)
     sent = bad + counts.get("analysed", 0)
     return bad / sent if sent else 0.0

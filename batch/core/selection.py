@@ -22,6 +22,10 @@ class ListedObject:
     etag: str
     size: int
     last_modified: datetime
+    #: The VersionId of the listed ETag, once a read pinned to it returned one (a bucket that keeps
+    #: versions; `batch.aws.s3.read_header`): later reads and Rekognition's read it by version. None:
+    #: not known, or a bucket without versions (S3's "null" version can be overwritten in place).
+    version: str | None = None
 
 
 def is_selected(obj: ListedObject, prefix: str, input_filter: InputConfig) -> bool:

@@ -46,7 +46,7 @@ __all__ = [
 PARTITION_COLUMN = "dt"
 
 #: Values of `images.status`.
-IMAGE_STATUSES: tuple[str, ...] = ("analysed", "rejected", "failed", "skipped")
+IMAGE_STATUSES: tuple[str, ...] = ("analysed", "rejected", "failed", "skipped", "changed")
 
 _TIMESTAMP = pa.timestamp("ms", tz="UTC")
 
@@ -127,7 +127,6 @@ IMAGES_SCHEMA = table_schema(
 )
 
 
-
 def image_row(
     common: Mapping[str, Any],
     *,
@@ -140,7 +139,8 @@ def image_row(
     sent: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One `images` row: the image's outcome and, when its header was read, its format and sizes
-    (`width`/`height` upright). `analyses_done` starts empty: the batch task fills it."""
+    (`width`/`height` upright); an analysed image's `status_reason` notes a header read in part or
+    not at all (`ImageHeader.problem`). `analyses_done` starts empty: the batch task fills it."""
     row: dict[str, Any] = {
         **common,
         "size_bytes": size_bytes,
@@ -162,7 +162,7 @@ def image_row(
             width=width,
             height=height,
         )
-    elif header is not None and header.problem and status == "analysed":
+    if header is not None and header.problem and status == "analysed":
         row["status_reason"] = header.problem
     return row
 
@@ -177,7 +177,6 @@ ERRORS_SCHEMA = table_schema(
         pa.field("retryable", pa.bool_()),
     ]
 )
-
 
 
 def error_row(
@@ -224,6 +223,7 @@ RUNS_SCHEMA = table_schema(
         pa.field("images_rejected", pa.int64()),
         pa.field("images_failed", pa.int64()),
         pa.field("images_skipped", pa.int64()),
+        pa.field("images_changed", pa.int64()),
         pa.field("images_unchanged", pa.int64()),
         pa.field("calls", pa.list_(_CALL_COUNT)),
         pa.field("retries", pa.int64()),

@@ -252,16 +252,18 @@ def detect_faces(
     config: RekognitionConfig,
     margin: float,
 ) -> tuple[ReferenceFace, ...]:
-    """Every face of one reference photo, cut out: one DetectFaces call (the photo sent as an image of
-    the input would be: `batch.aws.image_source.prepare_image`, so a WebP is converted and a file Rekognition
-    would refuse is refused before any call) and the photo read once, pinned to its ETag."""
+    """Every face of one reference photo, cut out: the photo read once, pinned to its ETag, and one
+    DetectFaces call on those very bytes (`batch.aws.image_source.prepare_image` in bytes mode: a WebP
+    is converted, a file Rekognition would refuse is refused before any call), so the boxes and the
+    crops are of the version the rows name even if the key is overwritten meanwhile."""
 
     where = f"{WHERE}: s3://{bucket}/{obj.key}"
     if obj.size > config.max_convert_bytes:
         raise ConfigError(f"{where}: {obj.size} bytes, over rekognition.max_convert_bytes")
     try:
         data = read_object(s3, bucket, obj)
-        prepared = prepare_image(s3, bucket, config, obj, probe(data, complete=True), data=data)
+        as_bytes = dataclasses.replace(config, image_source="bytes")
+        prepared = prepare_image(s3, bucket, as_bytes, obj, probe(data, complete=True), data=data)
     except (ClientError, BotoCoreError) as exc:
         raise InputUnreachable(f"{where}: cannot read it: {error_code(exc)}") from None
     if isinstance(prepared, Refusal):

@@ -217,13 +217,15 @@ class Figure:
 def summary_figures(run: Mapping[str, Any]) -> list[Figure]:
     """The headline figures of a `runs` row."""
     figures = [
-        Figure(name, label, run[name] or 0, f"{run[name] or 0:,}")
+        # .get: runs committed before a column was added (`images_changed`) read as null in it.
+        Figure(name, label, run.get(name) or 0, f"{run.get(name) or 0:,}")
         for name, label in (
             ("images_listed", "images listed"),
             ("images_analysed", "analysed"),
             ("images_rejected", "rejected"),
             ("images_failed", "failed"),
             ("images_skipped", "skipped"),
+            ("images_changed", "changed mid-run"),
         )
     ]
     calls = sum(entry["count"] for entry in run["calls"] or [])

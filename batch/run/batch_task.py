@@ -18,6 +18,7 @@ from batch.aws.rekognition import RekognitionCaller
 from batch.core.calls import CallCounts
 from batch.core.incremental import settled_analyses, settled_now
 from batch.core.manifest import BatchRecord, ImageOutcome
+from batch.core.redaction import one_line
 from batch.core.retry import error_code
 from batch.core.tables import ERRORS_SCHEMA, IMAGES_SCHEMA, error_row, image_row
 from batch.run import faults
@@ -131,7 +132,7 @@ def record_failed_batch(spec: BatchSpec, error: BaseException, s3: Any) -> Batch
     """A task that failed outright (its worker died under it twice, a write error): its images become
     `failed` rows, each with an error row, written as the batch's files and record."""
     code = error_code(error)
-    message = " ".join(str(error).split())[:500]
+    message = one_line(str(error))
     images, errors = [], []
     for planned in spec.images:
         obj = planned.obj

@@ -1,6 +1,13 @@
 """One image through the job: read its header, send it as planned (or refuse it before any call), run
 its analyses one after the other, and build its rows. Never raises for a bad image: each image ends as
-one `images` row (analysed, rejected, failed or skipped) plus its result rows and error rows.
+one `images` row (analysed, rejected, failed, skipped or changed) plus its result rows and error rows.
+
+Results describe the ETag they carry. Every read is pinned to the listed ETag, and a reference to the
+version the header read returned (a bucket that keeps versions). On a bucket without versions
+Rekognition reads the object by name at each call, so after the image's calls one HeadObject
+(`If-Match`) confirms the ETag; if the object changed meanwhile (or a pinned read found it changed),
+the image is `changed`: its result rows are dropped, one `ObjectChanged` error row says why, and
+nothing is settled, so the next run analyses the new version.
 """
 
 from __future__ import annotations
@@ -14,16 +21,22 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from batch.analyses.base import ImageInput
 from batch.analyses.registry import REGISTRY
-from batch.aws.image_source import pixels_once, prepare_image
+from batch.aws.image_source import PreparedImage, pixels_once, prepare_image
 from batch.aws.rekognition import RekognitionCaller
-from batch.aws.s3 import read_header
+from batch.aws.s3 import read_header, unchanged
 from batch.core.image_checks import Refusal
+from batch.core.redaction import one_line
 from batch.core.retry import IMAGE_ERRORS, Outcome, error_code
 from batch.core.selection import ListedObject
 from batch.core.tables import error_row, image_row
 from batch.run.context import RunContext
 
-__all__ = ["ImageResult", "analyse_image"]
+__all__ = ["OBJECT_CHANGED", "ImageResult", "analyse_image"]
+
+#: The error code (and `images.status_reason`) of an image whose object changed while the run read it.
+OBJECT_CHANGED = "ObjectChanged"
+#: What S3 answers a read pinned to a version that is no longer there: overwritten (412), deleted.
+_CHANGED_CODES = frozenset({"PreconditionFailed", "412", "NoSuchKey", "404", "NoSuchVersion"})
 
 
 @dataclass
@@ -52,40 +65,58 @@ def analyse_image(
     """Probe one image's header, send it as planned (or refuse it before any call), run `analyses`
     in the order given (`batch.analyses.registry.in_run_order`), and build its rows. `stop` is set by
     an image whose error ends the run; the other images then stop before their next analysis."""
-    common = {"run_id": context.run_id, "bucket": context.bucket, "key": obj.key, "etag": obj.etag}
-    result = ImageResult(image_row={}, rows={}, errors=[])
+    common = _common_columns(context, obj)
     facts: dict[str, Any] = {"size_bytes": obj.size, "last_modified": obj.last_modified}
     try:
-        header = read_header(s3, context.bucket, obj)
+        header, obj = read_header(s3, context.bucket, obj)
         prepared = prepare_image(s3, context.bucket, context.rekognition, obj, header)
     except (ClientError, BotoCoreError) as exc:
         # Deleted or replaced since the listing (the reads are pinned to the listed ETag), or S3 down.
-        code = error_code(exc)
-        result.errors.append(
-            error_row(common, code=code, message=str(exc)[:500], operation="GetObject", attempts=1)
-        )
-        result.image_row = image_row(common, **facts, status="failed", reason=f"S3 read failed: {code}")
-        return result
+        return _unread(common, facts, exc, "GetObject")
     if isinstance(prepared, Refusal):
         # Not sent: the header (or the conversion) already shows Rekognition would refuse it.
-        result.errors.append(error_row(common, code=prepared.code, message=prepared.reason))
-        result.image_row = image_row(
-            common, **facts, header=header, status=prepared.status, reason=prepared.code
+        refused = image_row(common, **facts, header=header, status=prepared.status, reason=prepared.code)
+        return ImageResult(refused, {}, [error_row(common, code=prepared.code, message=prepared.reason)])
+    facts.update(header=prepared.header, sent=prepared.sent)
+    try:
+        result, called = _analysed(
+            obj, prepared, context, caller=caller, s3=s3, stop=stop, analyses=analyses, parts=parts or {}
         )
-        return result
+    except (ClientError, BotoCoreError) as exc:  # reading the pixels of an image sent as a reference
+        return _unread(common, facts, exc, "GetObject")
+    result.image_row = image_row(common, **facts, **result.image_row)
+    if called and "S3Object" in prepared.image and obj.version is None:
+        return _confirmed(result, common, facts, s3, obj)
+    return result
 
+
+def _analysed(
+    obj: ListedObject,
+    prepared: PreparedImage,
+    context: RunContext,
+    *,
+    caller: RekognitionCaller,
+    s3: Any,
+    stop: threading.Event,
+    analyses: tuple[str, ...],
+    parts: Mapping[str, tuple[int, ...]],
+) -> tuple[ImageResult, bool]:
+    """Run the image's analyses; the result's `image_row` holds only the outcome (status, reason,
+    analyses). True if any analysis ran (the run was not aborted before the image's first)."""
+    common = _common_columns(context, obj)
+    result = ImageResult(image_row={}, rows={}, errors=[])
     succeeded: list[str] = []
-    status, reason = "analysed", None
+    status, reason, called = "analysed", None, False
     pixels = pixels_once(prepared.image, s3, context.bucket, obj)
     for name in analyses:
         if stop.is_set():
             status, reason = "failed", "run aborted"
             break
         analysis, settings = REGISTRY[name], context.analysis_settings[name]
-        if parts and name in parts:  # only the parts not settled yet
+        if name in parts:  # only the parts not settled yet
             settings = analysis.only_parts(settings, parts[name])
         source = ImageInput(prepared.image, pixels, prepared.frame.box_placement, result.rows, obj.key)
-        outcome = analysis.run(source, settings, caller.call)
+        outcome, called = analysis.run(source, settings, caller.call), True
         shared = {**common, **analysis.shared_columns(settings)}
         for table, rows in outcome.rows.items():
             result.rows.setdefault(table, []).extend({**shared, **row} for row in rows)
@@ -120,13 +151,47 @@ def analyse_image(
         status, reason = "failed", call.error_code
     # The row lists them in the run's order, whatever order this image ran them in.
     succeeded.sort(key=context.analyses.index)
-    result.image_row = image_row(
-        common,
-        **facts,
-        header=prepared.header,
-        status=status,
-        reason=reason,
-        analyses=succeeded,
-        sent=prepared.sent,
+    result.image_row = {"status": status, "reason": reason, "analyses": succeeded}
+    return result, called
+
+
+def _common_columns(context: RunContext, obj: ListedObject) -> dict[str, Any]:
+    """The columns every row of the image starts with: its run, bucket, key and listed ETag."""
+    return {"run_id": context.run_id, "bucket": context.bucket, "key": obj.key, "etag": obj.etag}
+
+
+def _confirmed(
+    result: ImageResult, common: dict[str, Any], facts: dict[str, Any], s3: Any, obj: ListedObject
+) -> ImageResult:
+    """`result` if the object is still the listed ETag after the image's calls (one HeadObject), else
+    the image as `changed`; `failed` when S3 cannot say (nothing is claimed that was not confirmed)."""
+    try:
+        if unchanged(s3, common["bucket"], obj):
+            return result
+    except (ClientError, BotoCoreError) as exc:
+        dropped = _unread(common, facts, exc, "HeadObject")
+    else:
+        dropped = _changed(common, facts, "HeadObject", "the ETag differs (or the key is gone)")
+    dropped.fatal = result.fatal
+    return dropped
+
+
+def _unread(common: dict[str, Any], facts: dict[str, Any], exc: Exception, operation: str) -> ImageResult:
+    """The image when a read of its object failed: `changed` if S3 said the listed version is gone,
+    else `failed` (S3 down, access denied...), with no result rows either way."""
+    code = error_code(exc)
+    if code in _CHANGED_CODES:
+        return _changed(common, facts, operation, f"S3 answered {code}")
+    row = error_row(common, code=code, message=one_line(str(exc)), operation=operation, attempts=1)
+    return ImageResult(
+        image_row(common, **facts, status="failed", reason=f"S3 read failed: {code}"), {}, [row]
     )
-    return result
+
+
+def _changed(common: dict[str, Any], facts: dict[str, Any], operation: str, why: str) -> ImageResult:
+    message = (
+        f"the object changed while the run read it ({operation} pinned to ETag {common['etag']}: {why}); "
+        "its results are dropped and the next run analyses the new version"
+    )
+    row = error_row(common, code=OBJECT_CHANGED, message=message, operation=operation, attempts=1)
+    return ImageResult(image_row(common, **facts, status="changed", reason=OBJECT_CHANGED), {}, [row])

@@ -28,6 +28,7 @@ from batch.config.model import RunConfig, parse_s3_url
 from batch.core.errors import OutputUnwritable
 from batch.core.incremental import CommittedState
 from batch.core.manifest import Ledger, manifest_path
+from batch.core.redaction import one_line
 from batch.run.commit import commit, start_attempt
 from batch.run.drive import run_batches
 from batch.run.plan import listed_in, plan_images, selected_objects, unsettle, wanted_digests
@@ -186,4 +187,4 @@ def _write_report(config: RunConfig, summary: RunSummary, s3: Any) -> None:
         )
     except Exception as exc:  # the tables are written: a report that fails must not fail the run
         logger.debug("run report failed", exc_info=True)
-        summary.report_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        summary.report_error = one_line(f"{type(exc).__name__}: {exc}", 300)

@@ -22,6 +22,7 @@ from batch.core.errors import (
     TooManyErrors,
 )
 from batch.core.manifest import BatchRecord, error_rate
+from batch.core.redaction import redact
 from batch.core.timeline import SecondKey
 
 __all__ = ["RunSummary", "cpu_seconds"]
@@ -119,8 +120,9 @@ class RunSummary:
         self.dry_run_called = self.dry_run_called or report.dry_run_called
 
     def end(self, status: str, reason: str | None = None) -> None:
-        """The run's outcome (`status`), with a one-line reason for an aborted run."""
-        self.status, self.reason = status, reason
+        """The run's outcome (`status`), with a one-line reason for an aborted run (redacted: it may
+        quote an endpoint's URL)."""
+        self.status, self.reason = status, reason if reason is None else redact(reason)
 
     @property
     def seconds(self) -> float:

@@ -44,7 +44,8 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
     lines.append(f"  attempt {summary.attempt}{resumed}; committed: {'yes' if summary.committed else 'no'}")
     lines.append(
         f"  images: {images['listed']} listed: {images['analysed']} analysed, {images['rejected']} rejected, "
-        f"{images['failed']} failed, {images['skipped']} skipped, {images['unchanged']} unchanged"
+        f"{images['failed']} failed, {images['skipped']} skipped, {images['changed']} changed mid-run, "
+        f"{images['unchanged']} unchanged"
     )
     by_operation: dict[str, list[str]] = {}
     for (operation, outcome), n in sorted(summary.calls.items()):

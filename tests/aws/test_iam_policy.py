@@ -47,11 +47,17 @@ JOB_S3_REQUESTS: dict[str, list[Request]] = {
         ("s3:ListBucket", OUT_BUCKET, {"s3:prefix": "rekbatch/_runs/r1/"}),  # --resume: batch records
     ],
     "head_bucket": [("s3:ListBucket", OUT_BUCKET, {})],  # check_writable: HeadBucket needs ListBucket
-    "head_object": [("s3:GetObject", f"{IN_BUCKET}/photos/2026/people/ada.jpg", {})],  # a reference photo
+    "head_object": [
+        ("s3:GetObject", f"{IN_BUCKET}/photos/2026/people/ada.jpg", {}),  # a reference photo
+        ("s3:GetObject", f"{IN_BUCKET}/photos/2026/a b/ü=1.jpg", {}),  # its ETag after its calls
+    ],
     "get_object": [
         ("s3:GetObject", f"{IN_BUCKET}/photos/2026/a b/ü=1.jpg", {}),  # headers, bytes, thumbnails
         ("s3:GetObject", f"{OUT}_commits/r0.json", {}),  # manifests
         ("s3:GetObject", f"{OUT}images/dt=2026-11-25/r0-a1-000000.parquet", {}),  # incremental state
+        # Reads with VersionId on a bucket that keeps versions; Rekognition's reads of `S3Object.Version`
+        # are made with the caller's permissions and need the same.
+        ("s3:GetObjectVersion", f"{IN_BUCKET}/photos/2026/a b/ü=1.jpg", {}),
     ],
     "put_object": [
         ("s3:PutObject", f"{OUT}labels/dt=2026-11-25/r1-a1-000000.parquet", {}),
@@ -194,6 +200,8 @@ def test_the_job_policy_holds_no_delete_and_no_wildcard_action() -> None:
         ("s3:ListBucket", IN_BUCKET, {"s3:prefix": "private/"}),  # another prefix of the input bucket
         ("s3:ListBucket", IN_BUCKET, {}),  # the whole input bucket
         ("s3:GetObject", f"{IN_BUCKET}/private/x.jpg", {}),
+        ("s3:GetObjectVersion", f"{IN_BUCKET}/private/x.jpg", {}),
+        ("s3:GetObjectVersion", f"{OUT}_commits/r1.json", {}),  # older versions of the output: never
         ("s3:PutObject", f"{IN_BUCKET}/photos/2026/x.jpg", {}),  # never writes the input
         ("s3:PutObject", f"{OUT_BUCKET}/elsewhere/x.parquet", {}),  # nor outside the output prefix
         ("s3:GetObject", f"{OUT_BUCKET}/elsewhere/x.parquet", {}),

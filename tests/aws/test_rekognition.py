@@ -7,7 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from botocore.exceptions import ClientError, ReadTimeoutError
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from fakes import FakeClock
 
 from batch.aws.rekognition import CallCounts, RateLimiter, RekognitionCaller
@@ -202,3 +202,11 @@ def test_threads_sharing_a_caller_each_see_their_own_attempts() -> None:
         assert result.response == {"Labels": [{"Name": f"img-{i}"}]}
         assert result.attempts == 1 + i % 4
     assert counts.retries == sum(i % 4 for i in range(64))
+
+
+def test_an_endpoint_s_userinfo_never_reaches_the_call_s_message() -> None:
+    url = "http://user:s3cr3t@127.0.0.1:9/"
+    caller, _, _ = caller_for(ScriptedClient([EndpointConnectionError(endpoint_url=url)] * 2), max_attempts=2)
+    result = caller.call("detect_labels", "DetectLabels", {})
+    assert (result.error_code, result.attempts) == ("EndpointConnectionError", 2)
+    assert result.message == 'Could not connect to the endpoint URL: "http://***@127.0.0.1:9/"'

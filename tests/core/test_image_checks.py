@@ -59,6 +59,9 @@ def refusal(plan: Route | Refusal) -> tuple[str, str]:
         # The size may be unknown when the header is long: Rekognition (or the conversion) checks it.
         (200_000, unreadable("JPEG", HeaderFault.TOO_LONG), S3, Route.S3_OBJECT),
         (200_000, unreadable("TIFF", HeaderFault.TOO_LONG), S3, Route.CONVERTED_JPEG),
+        # A header read in part (its Exif block unreadable): sent, Rekognition decides.
+        (200_000, ImageHeader("JPEG", 640, 480, None, "unreadable Exif block"), S3, Route.S3_OBJECT),
+        (200_000, ImageHeader("PNG", 640, 480, None, "unreadable Exif block"), BYTES, Route.BYTES),
     ],
 )
 def test_images_that_can_be_sent(size: int, head: ImageHeader, rules: ImageRules, expected: Route) -> None:

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageOps
 
-from batch.core.image_header import HeaderFault, HeaderIncomplete, probe, sniff_format
+from batch.core.image_header import UNREADABLE_EXIF, HeaderFault, HeaderIncomplete, probe, sniff_format
 from local_stack.samples import png_claiming
 
 MANY = settings(max_examples=60, deadline=None)
@@ -132,3 +132,31 @@ def test_a_gif_frame_past_its_screen_is_a_bomb() -> None:
     gif = b"GIF89a" + struct.pack("<HHBBB", 10, 10, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff" + frame + b";"
     header = probe(gif, complete=True)
     assert (header.format, header.fault) == ("GIF", HeaderFault.BOMB)
+
+
+def with_exif_block(data: bytes, block: bytes) -> bytes:
+    """A JPEG with `block` as its Exif APP1 segment's payload (after `Exif\\0\\0`), right after SOI."""
+    payload = b"Exif\0\0" + block
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
+
+
+#: Exif blocks that do not parse: bytes that are no TIFF header, a header cut short, a byte-order mark
+#: alone. Pillow opens and decodes each file, and `ImageOps.exif_transpose` leaves it as stored.
+GARBAGE_EXIF = [b"\x13\x37" * 40, b"II", b"MM\0", b"\xff" * 200]
+
+
+@pytest.mark.parametrize("block", GARBAGE_EXIF)
+def test_an_unreadable_exif_block_leaves_a_readable_header_with_orientation_1(block: bytes) -> None:
+    data = with_exif_block(encoded("JPEG", size=(320, 200)), block)
+    with Image.open(io.BytesIO(data)) as image:  # Pillow decodes it: Rekognition gets to decide
+        image.load()
+        assert ImageOps.exif_transpose(image).size == (320, 200)
+    for complete in (True, False):  # the block was read whole: never a reason to read more
+        header = probe(data, complete=complete)
+        assert (header.format, header.stored_width, header.stored_height) == ("JPEG", 320, 200)
+        assert (header.fault, header.exif_orientation, header.orientation) == (None, None, 1)
+        assert str(header.problem).startswith(UNREADABLE_EXIF)
+
+
+def test_a_readable_exif_block_leaves_no_note() -> None:
+    assert probe(encoded("JPEG", orientation=6), complete=True).problem is None

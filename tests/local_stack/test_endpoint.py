@@ -492,12 +492,13 @@ def test_same_image_same_answer_and_call_log(
         "source",
         "bucket",
         "name",
+        "version",
         "digest",
         "outcome",
         "status",
         "latency_ms",
     }
-    assert s3_record["outcome"] == "ok"
+    assert (s3_record["outcome"], s3_record["version"]) == ("ok", None)
     assert s3_record["status"] == 200
 
 
@@ -576,3 +577,22 @@ def test_sequential_calls_add_no_latency(rek: Any, seeded: tuple[GroundTruth, Pa
         rek.detect_labels(Image=image)
         durations.append(time.perf_counter() - started)
     assert statistics.median(durations) < 0.025, durations
+
+
+def test_an_s3_object_version_is_read_and_logged(rek: Any, local_stack: LocalStack) -> None:
+    """`S3Object.Version` pins the read to that version, as Rekognition does, whatever the key holds now."""
+    s3 = local_stack.s3_client()
+    s3.create_bucket(Bucket="versions")
+    s3.put_bucket_versioning(Bucket="versions", VersioningConfiguration={"Status": "Enabled"})
+    box, face = (
+        make_image(rects=(("box", (40, 40, 120, 100)),)),
+        make_image(rects=(("face", (40, 30, 66, 88)),)),
+    )
+    first = s3.put_object(Bucket="versions", Key="k.jpg", Body=box)["VersionId"]
+    s3.put_object(Bucket="versions", Key="k.jpg", Body=face)
+    pinned = {"S3Object": {"Bucket": "versions", "Name": "k.jpg", "Version": first}}
+    assert {label["Name"] for label in rek.detect_labels(Image=pinned)["Labels"]} == {"Box"}
+    current = rek.detect_labels(Image={"S3Object": {"Bucket": "versions", "Name": "k.jpg"}})
+    assert "Face" in {label["Name"] for label in current["Labels"]}
+    logged = [(c["version"], c["digest"]) for c in local_stack.calls() if c["bucket"] == "versions"]
+    assert logged == [(first, hashlib.sha256(box).hexdigest()), (None, hashlib.sha256(face).hexdigest())]

@@ -6,7 +6,9 @@ result rows with the common columns, and one `errors` row per failure, never a c
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import struct
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -22,11 +24,12 @@ from batch.analyses.registry import REGISTRY, settled_digests
 from batch.aws.rekognition import RateLimiter, RekognitionCaller
 from batch.config.model import RekognitionConfig
 from batch.core.calls import CallCounts
+from batch.core.image_header import UNREADABLE_EXIF
 from batch.core.retry import RetryPolicy
 from batch.core.selection import ListedObject
 from batch.run.batch_task import finish_batch, record_failed_batch, table_schemas
 from batch.run.context import BatchSpec, ImageToAnalyse, RunContext
-from batch.run.image_pipeline import analyse_image
+from batch.run.image_pipeline import OBJECT_CHANGED, analyse_image
 from batch.storage.commits import RunStore
 from batch.storage.sink import Destination
 
@@ -49,36 +52,56 @@ def jpeg(size: tuple[int, int] = (320, 200), orientation: int | None = None) -> 
     return buffer.getvalue()
 
 
-def client_error(code: str, operation: str = "DetectLabels") -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": f"{code} said the stub"}}, operation)
+def client_error(code: str, operation: str = "DetectLabels", status: int = 400) -> ClientError:
+    error = {"Error": {"Code": code, "Message": f"{code} said the stub"}}
+    return ClientError({**error, "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
 
 
 class StubS3:
-    """GetObject of the objects it holds, honouring IfMatch and Range as S3 does."""
+    """GetObject and HeadObject of the objects it holds, honouring IfMatch, Range and VersionId as S3
+    does; on a `versioned` bucket a PUT keeps the older versions and GetObject answers a VersionId."""
 
-    def __init__(self, objects: Mapping[str, tuple[bytes, str]]) -> None:
-        self.objects = dict(objects)
+    def __init__(self, objects: Mapping[str, tuple[bytes, str]], *, versioned: bool = False) -> None:
+        self.versions = {key: [body_etag] for key, body_etag in objects.items()}
+        self.versioned = versioned
+        self.heads: list[str] = []
 
-    def get_object(self, *, Bucket: str, Key: str, IfMatch: str, Range: str = "", **_: Any) -> dict[str, Any]:
-        body, etag = self.objects[Key]
+    def put(self, key: str, body: bytes, etag: str) -> None:
+        kept = self.versions[key] if self.versioned else []
+        self.versions[key] = [*kept, (body, etag)]
+
+    def get_object(
+        self, *, Bucket: str, Key: str, IfMatch: str, Range: str = "", VersionId: str = "", **_: Any
+    ) -> dict[str, Any]:
+        index = int(VersionId.removeprefix("v")) if VersionId else len(self.versions[Key]) - 1
+        body, etag = self.versions[Key][index]
         if IfMatch != etag:
-            raise client_error("PreconditionFailed", "GetObject")
+            raise client_error("PreconditionFailed", "GetObject", 412)
         if Range:
             start, end = (int(n) for n in Range.removeprefix("bytes=").split("-"))
             body = body[start : end + 1]
-        return {"Body": io.BytesIO(body)}
+        return {"Body": io.BytesIO(body), **({"VersionId": f"v{index}"} if self.versioned else {})}
+
+    def head_object(self, *, Bucket: str, Key: str, IfMatch: str) -> dict[str, Any]:
+        self.heads.append(Key)
+        if IfMatch != self.versions[Key][-1][1]:
+            raise client_error("412", "HeadObject", 412)  # a HEAD answer has no body to name the code
+        return {}
 
 
 class StubRekognition:
-    """Answers (or raises) per operation, and records every request."""
+    """Answers (or raises) per operation, and records every request; `during` runs at each call."""
 
-    def __init__(self, **answers: Any) -> None:
+    def __init__(self, during: Any = None, **answers: Any) -> None:
         self.answers = answers
+        self.during = during
         self.requests: list[tuple[str, dict[str, Any]]] = []
 
     def __getattr__(self, method: str) -> Any:
         def call(**request: Any) -> Any:
             self.requests.append((method, request))
+            if self.during is not None:
+                self.during()
             answer = self.answers[method]
             if isinstance(answer, Exception):
                 raise answer
@@ -110,6 +133,8 @@ def analyse(
     analyses: tuple[str, ...],
     *,
     stop: threading.Event | None = None,
+    s3: StubS3 | None = None,
+    bytes_mode: bool = False,
 ) -> Any:
     obj = ListedObject("p/a.jpg", '"e1"', len(data), MODIFIED)
     caller = RekognitionCaller(
@@ -119,8 +144,11 @@ def analyse(
         CallCounts(),
         sleep=lambda _: None,
     )
-    s3 = StubS3({obj.key: (data, obj.etag)})
-    return analyse_image(obj, context(analyses), caller, s3, stop or threading.Event(), analyses=analyses)
+    s3 = s3 or StubS3({obj.key: (data, obj.etag)})
+    run = context(analyses)
+    if bytes_mode:
+        run = dataclasses.replace(run, rekognition=RekognitionConfig(image_source="bytes"))
+    return analyse_image(obj, run, caller, s3, stop or threading.Event(), analyses=analyses)
 
 
 def test_an_analysed_image_has_its_upright_size_rows_with_common_columns_and_no_error() -> None:
@@ -196,17 +224,108 @@ def test_a_file_that_is_not_an_image_is_refused_before_any_call() -> None:
     assert error["error_code"] == result.image_row["status_reason"]
 
 
-def test_an_object_changed_since_the_listing_fails_with_the_s3_error() -> None:
+def test_an_object_changed_since_the_listing_is_changed_and_never_sent() -> None:
     data = jpeg()
-    obj = ListedObject("p/a.jpg", '"e1"', len(data), MODIFIED)
-    s3 = StubS3({obj.key: (data, '"e2"')})  # rewritten after the listing
-    caller = RekognitionCaller(StubRekognition(), RetryPolicy(), RateLimiter(1000.0), CallCounts())
-    result = analyse_image(obj, context(("labels",)), caller, s3, threading.Event(), analyses=("labels",))
+    rekognition = StubRekognition(detect_labels=LABELS)
+    result = analyse(data, rekognition, ("labels",), s3=StubS3({"p/a.jpg": (data, '"e2"')}))  # rewritten
+    assert (result.image_row["status"], result.image_row["status_reason"]) == ("changed", OBJECT_CHANGED)
+    assert [(e["operation"], e["error_code"]) for e in result.errors] == [("GetObject", OBJECT_CHANGED)]
+    assert rekognition.requests == []
+
+
+def test_an_object_gone_or_unreadable_since_the_listing_fails_with_the_s3_error() -> None:
+    class DeniedS3(StubS3):
+        def get_object(self, **_: Any) -> dict[str, Any]:
+            raise client_error("AccessDenied", "GetObject", 403)
+
+    data = jpeg()
+    result = analyse(data, StubRekognition(), ("labels",), s3=DeniedS3({"p/a.jpg": (data, '"e1"')}))
     assert (result.image_row["status"], result.image_row["status_reason"]) == (
         "failed",
-        "S3 read failed: PreconditionFailed",
+        "S3 read failed: AccessDenied",
     )
-    assert [(e["operation"], e["error_code"]) for e in result.errors] == [("GetObject", "PreconditionFailed")]
+    assert [(e["operation"], e["error_code"]) for e in result.errors] == [("GetObject", "AccessDenied")]
+
+
+TEXT = {"TextDetections": [{"DetectedText": "HI", "Type": "LINE", "Id": 0, "Confidence": 99.0}]}
+
+
+def test_an_image_rewritten_during_its_calls_is_changed_with_no_result_rows() -> None:
+    """Issue 19: labels of the old picture, text of the new one, under the old ETag. Without versions
+    one HeadObject after the image's calls finds the new ETag: nothing of the image is kept or settled."""
+    data = jpeg()
+    s3 = StubS3({"p/a.jpg": (data, '"e1"')})
+    rekognition = StubRekognition(
+        during=lambda: s3.put("p/a.jpg", jpeg(orientation=3), '"e2"'), detect_labels=LABELS, detect_text=TEXT
+    )
+    result = analyse(data, rekognition, ("labels", "text"), s3=s3)
+    assert len(rekognition.requests) == 2  # both calls were made (and paid)
+    row = result.image_row
+    assert (row["status"], row["status_reason"], row["analyses"]) == ("changed", OBJECT_CHANGED, [])
+    assert (row["sent_as"], row["stored_width"]) == ("s3_object", 320)
+    assert (result.rows, result.settled_parts) == ({}, {})
+    (error,) = result.errors
+    assert (error["operation"], error["error_code"], error["etag"]) == ("HeadObject", OBJECT_CHANGED, '"e1"')
+    assert s3.heads == ["p/a.jpg"]  # one confirmation per image, not one per call
+
+
+def test_an_unchanged_object_is_confirmed_once_and_keeps_its_rows() -> None:
+    data = jpeg()
+    s3 = StubS3({"p/a.jpg": (data, '"e1"')})
+    result = analyse(data, StubRekognition(detect_labels=LABELS, detect_text=TEXT), ("labels", "text"), s3=s3)
+    assert (result.image_row["status"], len(result.rows["text"])) == ("analysed", 1)
+    assert s3.heads == ["p/a.jpg"]
+
+
+def test_a_confirmation_s3_cannot_give_fails_the_image_and_keeps_nothing() -> None:
+    class DeniedHeadS3(StubS3):
+        def head_object(self, **_: Any) -> dict[str, Any]:
+            raise client_error("403", "HeadObject", 403)
+
+    data = jpeg()
+    s3 = DeniedHeadS3({"p/a.jpg": (data, '"e1"')})
+    result = analyse(data, StubRekognition(detect_labels=LABELS), ("labels",), s3=s3)
+    assert (result.image_row["status"], result.image_row["status_reason"]) == (
+        "failed",
+        "S3 read failed: 403",
+    )
+    assert result.rows == {}
+    assert [(e["operation"], e["error_code"]) for e in result.errors] == [("HeadObject", "403")]
+
+
+def test_on_a_versioned_bucket_every_call_reads_the_version_the_header_read() -> None:
+    data = jpeg()
+    s3 = StubS3({"p/a.jpg": (data, '"e1"')}, versioned=True)
+    rekognition = StubRekognition(
+        during=lambda: s3.put("p/a.jpg", jpeg(orientation=3), '"e2"'), detect_labels=LABELS, detect_text=TEXT
+    )
+    result = analyse(data, rekognition, ("labels", "text"), s3=s3)
+    pinned = {"S3Object": {"Bucket": "photos", "Name": "p/a.jpg", "Version": "v0"}}
+    assert [request["Image"] for _, request in rekognition.requests] == [pinned, pinned]
+    assert (result.image_row["status"], len(result.rows["text"])) == ("analysed", 1)
+    assert s3.heads == []  # the version pins every read: nothing to confirm
+
+
+def test_bytes_are_the_listed_etags_and_need_no_confirmation() -> None:
+    data = jpeg()
+    s3 = StubS3({"p/a.jpg": (data, '"e1"')})
+    rekognition = StubRekognition(during=lambda: s3.put("p/a.jpg", jpeg(), '"e2"'), detect_labels=LABELS)
+    result = analyse(data, rekognition, ("labels",), s3=s3, bytes_mode=True)
+    assert rekognition.requests[0][1]["Image"] == {"Bytes": data}
+    assert (result.image_row["status"], result.image_row["sent_as"], s3.heads) == ("analysed", "bytes", [])
+
+
+def test_an_unreadable_exif_block_is_sent_with_orientation_1_and_a_note() -> None:
+    """Issue 19: a JPEG whose Exif block is garbage but whose pixels decode was refused as a broken
+    header; Rekognition decides what it can read."""
+    data = jpeg()
+    payload = b"Exif\0\0" + b"\x13\x37" * 40
+    data = data[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
+    rekognition = StubRekognition(detect_labels=LABELS)
+    row = analyse(data, rekognition, ("labels",)).image_row
+    assert (row["status"], row["exif_orientation"], row["width"], row["height"]) == ("analysed", 1, 320, 200)
+    assert row["status_reason"].startswith(UNREADABLE_EXIF)
+    assert len(rekognition.requests) == 1
 
 
 def spec(destination: Destination, keys: tuple[str, ...]) -> BatchSpec:
@@ -244,3 +363,18 @@ def test_a_batch_writes_a_file_per_table_its_analyses_fill(tmp_path: Path) -> No
 def test_a_face_analysis_error_never_rejects_the_image(name: str) -> None:
     assert not REGISTRY[name].rejects_image
     assert all(REGISTRY[n].rejects_image for n in ("labels", "faces", "text", "moderation", "celebrities"))
+
+
+def test_a_face_crop_of_an_object_rewritten_meanwhile_makes_the_image_changed_not_its_task_fail() -> None:
+    """face_search cuts faces out of the image's pixels, read (pinned) after DetectFaces answered: a
+    rewrite in between used to raise out of the image and fail its whole batch."""
+    data = jpeg()
+    s3 = StubS3({"p/a.jpg": (data, '"e1"')})
+    face = {"BoundingBox": {"Left": 0.1, "Top": 0.1, "Width": 0.4, "Height": 0.5}, "Confidence": 99.0}
+    rekognition = StubRekognition(
+        during=lambda: s3.put("p/a.jpg", jpeg(orientation=3), '"e2"'), detect_faces={"FaceDetails": [face]}
+    )
+    result = analyse(data, rekognition, ("faces", "face_search"), s3=s3)
+    assert [method for method, _ in rekognition.requests] == ["detect_faces"]  # no search: no crop
+    assert (result.image_row["status"], result.rows) == ("changed", {})
+    assert [(e["operation"], e["error_code"]) for e in result.errors] == [("GetObject", OBJECT_CHANGED)]
