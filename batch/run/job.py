@@ -28,12 +28,12 @@ from batch.config.model import RunConfig, parse_s3_url
 from batch.core.errors import OutputUnwritable
 from batch.core.incremental import CommittedState
 from batch.core.manifest import Ledger, manifest_path
-from batch.run.commit import commit, start_attempt
+from batch.run.commit import Attempt, commit, start_attempt
 from batch.run.drive import run_batches
 from batch.run.plan import listed_in, plan_images, selected_objects, unsettle, wanted_digests
 from batch.run.summary import RunSummary
 from batch.run.text import format_summary
-from batch.storage.commits import RunStore
+from batch.storage.commits import Heartbeat, RunStore
 from batch.storage.readers import committed_state
 from batch.storage.sink import Destination
 
@@ -89,6 +89,20 @@ def _run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
     config = _prepared(config, hooks)
     summary.config_digest = config_digest(config)  # with what the hooks resolved (reference ETags)
     attempt = start_attempt(config, store, summary)
+    with Heartbeat(store, summary.run_id, attempt.record.attempt):  # gc leaves a running attempt alone
+        _run_attempt(config, s3, summary, attempt, store=store, hooks=hooks)
+
+
+def _run_attempt(
+    config: RunConfig,
+    s3: Any,
+    summary: RunSummary,
+    attempt: Attempt,
+    *,
+    store: RunStore,
+    hooks: Mapping[str, DriverHooks],
+) -> None:
+    """The claimed attempt: plan and run the batches, then commit unless the run stopped."""
     summary.images = attempt.ledger.counts
     state = _committed_state(config, s3)
     for hook in hooks.values():

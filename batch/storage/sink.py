@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 import pyarrow as pa
@@ -36,6 +37,7 @@ from batch.aws.s3 import (
     put_local_file,
 )
 from batch.config.model import OutputConfig, parse_s3_url
+from batch.core.errors import OutputUnreadable
 from batch.core.manifest import FileEntry
 from batch.core.tables import rows_to_table
 
@@ -108,6 +110,8 @@ class Destination:
             return (Path(self.root) / relative).read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise OutputUnreadable(f"cannot read {self.location(relative)}: {exc.strerror}") from None
 
     def list(self, prefix: str, s3_client: Any = None) -> Iterator[StoredFile]:
         """Every file under `prefix` (relative to the root, e.g. `_commits/`)."""
@@ -122,8 +126,11 @@ class Destination:
         if not start.is_dir():
             return
         for path in sorted(start.rglob("*")):
-            if path.is_file():
+            try:
                 stat = path.stat()
+            except FileNotFoundError:  # another writer's temp file, renamed or removed since
+                continue
+            if S_ISREG(stat.st_mode):
                 yield StoredFile(
                     path.relative_to(root).as_posix(),
                     stat.st_size,
