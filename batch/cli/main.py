@@ -26,8 +26,9 @@ from batch.core.errors import ConfigError, OutputUnwritable, RekbatchError
 
 RUN_EXIT_CODES = """exit codes:
   0    committed (rejected and failed images are rows), or committed earlier: nothing done
-  2    a bad config, flag or environment variable
-  3    the input or output is unreachable (missing bucket, access denied, endpoint down)
+  2    a bad config, flag or environment variable (or a --summary-json folder that cannot be written)
+  3    the input or output is unreachable (missing bucket, access denied, endpoint down), or the
+       output refused a write (disk full, read-only): nothing committed (--resume RUN_ID finishes it)
   4    aborted, nothing committed, e.g. a file to commit went missing (--resume RUN_ID finishes it)
   5    another attempt committed this run id first
   6    committed, but the error rate is above --max-error-rate

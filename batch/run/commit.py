@@ -13,7 +13,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from batch.config.model import RunConfig
-from batch.core.errors import ConfigError, RunAborted
+from batch.core.errors import ConfigError, OutputUnwritable, RunAborted
 from batch.core.manifest import (
     OUTCOMES,
     AttemptRecord,
@@ -106,6 +106,9 @@ def commit(config: RunConfig, store: RunStore, summary: RunSummary, attempt: Att
         won = _write_commit(config, store, summary, attempt)
     except RunAborted as exc:
         summary.end("aborted", str(exc))
+        return
+    except OutputUnwritable as exc:
+        summary.end("unwritable", str(exc))
         return
     except (OSError, ClientError, BotoCoreError) as exc:
         summary.end("aborted", f"commit failed: {exc}")
