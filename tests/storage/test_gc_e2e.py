@@ -15,15 +15,13 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import make_image
+from conftest import make_image, wait_for
 
 from batch.core.manifest import AttemptRecord, data_file_name
 from batch.core.tables import JOB_TABLES
@@ -85,14 +83,6 @@ def run_args(tmp: Path, prefix: str, *args: str) -> list[str]:
 def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
     stdout, stderr = process.communicate(timeout=300)
     return process.returncode, stdout, stderr
-
-
-def wait_for(condition: Any, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-    return value
 
 
 @contextlib.contextmanager
