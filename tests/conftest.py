@@ -7,6 +7,7 @@ import multiprocessing.process
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,6 +60,16 @@ def make_image(
     buf = io.BytesIO()
     img.save(buf, fmt, **(sample_set.JPEG_OPTIONS if fmt == "JPEG" else {}))
     return buf.getvalue()
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 120.0) -> Any:
+    """`condition()`'s first truthy value, polled every 20 ms; fails the test after `timeout` seconds
+    (a bound for a hang, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+    return value
 
 
 #: When `commit_rows` commits a run unless told otherwise.

@@ -29,9 +29,10 @@ from batch.core.redaction import one_line, redact
 
 RUN_EXIT_CODES = """exit codes:
   0    committed (rejected and failed images are rows), or committed earlier: nothing done
-  2    a bad config, flag or environment variable
-  3    the input or output is unreachable (missing bucket, access denied, endpoint down)
-  4    aborted, nothing committed (--resume RUN_ID finishes it)
+  2    a bad config, flag or environment variable (or a --summary-json folder that cannot be written)
+  3    the input or output is unreachable (missing bucket, access denied, endpoint down), or the
+       output refused a write (disk full, read-only): nothing committed (--resume RUN_ID finishes it)
+  4    aborted, nothing committed, e.g. a file to commit went missing (--resume RUN_ID finishes it)
   5    another attempt committed this run id first
   6    committed, but the error rate is above --max-error-rate
   7    no images under the input prefix
@@ -176,15 +177,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ddl.add_argument("--location", required=True, help="the run's output, s3://BUCKET/PREFIX")
     ddl.add_argument("--database", default="rekbatch", help="the Glue database (default: rekbatch)")
-    gc = commands.add_parser("gc", help="delete files no committed run lists (crashed or losing attempts)")
+    gc = commands.add_parser(
+        "gc",
+        help="delete files no committed run lists (crashed or losing attempts)",
+        description="Delete the files no committed run lists, once older than --older-than. A running "
+        "attempt's files are never deleted: every file of a run whose heartbeat or records changed in "
+        "the last few minutes stays, whatever --older-than says.",
+    )
     gc.add_argument("--output", required=True, help="a local folder or s3://BUCKET/PREFIX")
     gc.add_argument(
         "--older-than",
         type=float,
         default=None,
         metavar="HOURS",
-        help="only files older than this (default 48), so running and resumable runs keep theirs",
+        help="only files older than this (default 48; under 1 needs --force), so resumable runs keep theirs",
     )
+    gc.add_argument("--force", action="store_true", help="accept an --older-than under 1 hour")
     gc.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
     report = commands.add_parser("report", help="write the HTML report of a finished run")
     report.add_argument("run_id", metavar="RUN_ID", help="the run's id (the runs table's run_id)")
@@ -320,10 +328,12 @@ def _views(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     from batch.aws.s3 import s3_client
     from batch.query.views import duckdb_views_sql
     from batch.storage.commits import RunStore
+    from batch.storage.readers import check_committed
 
     store = RunStore(_destination(args.output), s3_client())
     with _output_errors(args.output):
         manifests = store.manifests()
+        check_committed(store, manifests)  # views over a missing file fail in whoever runs them
     print(duckdb_views_sql(store.destination, manifests), end="")
     return 0
 
@@ -338,14 +348,20 @@ def _athena_ddl(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
 
 def _gc(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     from batch.aws.s3 import s3_client
-    from batch.storage.gc import DEFAULT_GRACE_HOURS, collect_garbage
+    from batch.core.manifest import LIVE_SECONDS
+    from batch.storage.gc import DEFAULT_GRACE_HOURS, MIN_GRACE_HOURS, collect_garbage
 
     hours = DEFAULT_GRACE_HOURS if args.older_than is None else args.older_than
     if hours < 0:
         raise ConfigError(f"--older-than: must be >= 0, got {hours:g}")
+    if hours < MIN_GRACE_HOURS and not args.force:
+        raise ConfigError(
+            f"--older-than {hours:g}: under {MIN_GRACE_HOURS:g} hour, a crashed run's files go before it "
+            "can be resumed; add --force to delete them anyway (running attempts keep theirs)"
+        )
     destination = _destination(args.output)
     with _output_errors(args.output):
-        doomed = collect_garbage(
+        collected = collect_garbage(
             destination,
             s3_client(),
             grace=timedelta(hours=hours),
@@ -353,9 +369,13 @@ def _gc(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             dry_run=args.dry_run,
         )
     verb = "would delete" if args.dry_run else "deleted"
+    doomed = collected.doomed
     for stored in doomed:
         print(f"{verb} {destination.location(stored.path)}")
     print(f"gc: {verb} {len(doomed)} files ({sum(f.size_bytes for f in doomed)} bytes) under {args.output}")
+    if collected.live_runs:
+        active = f"active in the last {LIVE_SECONDS / 60:g} minutes"
+        print(f"gc: kept every file of the runs {active}: {', '.join(collected.live_runs)}")
     return 0
 
 

@@ -6,6 +6,7 @@ to commit one run id exactly one wins); readers open exactly the files manifests
     DEST/<table>/dt=YYYY-MM-DD/<run_id>-a<attempt>-<batch:06d>.parquet   data, written whole, immutable
     DEST/_runs/<run_id>/attempt-<attempt>.json                           one per process start, create-only
     DEST/_runs/<run_id>/batch-<attempt>-<batch:06d>.json                 a batch's record, after its files
+    DEST/_runs/<run_id>/heartbeat-<attempt>.json                         rewritten while the attempt runs
     DEST/_commits/<run_id>.json                                          the manifest: the commit point
 
 The `Ledger` checks that every listed (key, etag) ends in exactly one outcome and no (key, etag,
@@ -20,6 +21,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -34,6 +36,11 @@ OUTCOMES: tuple[str, ...] = ("analysed", "rejected", "failed", "skipped", "chang
 COMMITS_DIR = "_commits"
 RUNS_DIR = "_runs"
 MANIFEST_FORMAT = 1
+#: A running attempt rewrites its heartbeat file this often (a driver thread: `batch.storage.commits`).
+HEARTBEAT_SECONDS = 30.0
+#: gc leaves every file of a run that changed a control file (heartbeat, attempt or batch record) more
+#: recently than this: four heartbeats, so a slow write or a paused driver is not taken for a dead one.
+LIVE_SECONDS = 4 * HEARTBEAT_SECONDS
 
 
 # --- names ---------------------------------------------------------------------------------------------
@@ -74,6 +81,10 @@ def attempt_path(run_id: str, attempt: int) -> str:
 
 def batch_record_path(run_id: str, attempt: int, batch: int) -> str:
     return f"{RUNS_DIR}/{run_id}/batch-{attempt}-{batch:06d}.json"
+
+
+def heartbeat_path(run_id: str, attempt: int) -> str:
+    return f"{RUNS_DIR}/{run_id}/heartbeat-{attempt}.json"
 
 
 def to_line(document: Mapping[str, Any]) -> str:
@@ -359,14 +370,17 @@ def error_rate(counts: Mapping[str, int]) -> float:
     return bad / sent if sent else 0.0
 
 
-def keep_complete_batches(records: Iterable[BatchRecord]) -> list[BatchRecord]:
-    """The batch records a resumed run keeps: in (attempt, batch) order, each unless it shares an image
-    key with one kept before it (a batch split after its record was written: keep one copy)."""
+def keep_complete_batches(
+    records: Iterable[BatchRecord], missing: AbstractSet[str] = frozenset()
+) -> list[BatchRecord]:
+    """The batch records a resumed run keeps: in (attempt, batch) order, each unless one of its files is
+    `missing` (paths under the output root: its images are analysed again) or it shares an image key
+    with one kept before it (a batch split after its record was written: keep one copy)."""
     kept: list[BatchRecord] = []
     keys: set[str] = set()
     for record in sorted(records, key=lambda r: (r.attempt, r.batch)):
         its_keys = {image.key for image in record.images}
-        if its_keys & keys:
+        if its_keys & keys or any(f.path in missing for f in record.files):
             continue
         kept.append(record)
         keys |= its_keys

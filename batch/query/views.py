@@ -8,7 +8,8 @@
   after the tables that keep the rows of committed files only (`"$path"` in the manifests' file lists),
   so they need no rebuilding (`rekbatch athena-ddl --location s3://...`).
 * `connect(output)`: a DuckDB connection with the views; for S3 output the committed files are loaded
-  through boto3 (`batch.storage.readers`), as DuckDB's httpfs extension may not be installable.
+  through boto3 (`batch.storage.readers`), as DuckDB's httpfs extension may not be installable. A
+  committed file that is missing is an `OutputUnreadable` naming the run and the file.
 
 The SQL builders are pure; duckdb is imported only by `connect`.
 """
@@ -25,7 +26,7 @@ from batch.analyses.registry import all_tables
 from batch.core.manifest import COMMITS_DIR, COMMITS_SCHEMA, FileEntry, Manifest, manifest_path
 from batch.core.tables import PARTITION_COLUMN
 from batch.storage.commits import RunStore
-from batch.storage.readers import read_committed
+from batch.storage.readers import check_committed, read_committed
 from batch.storage.sink import Destination
 
 __all__ = [
@@ -201,6 +202,8 @@ def connect(output: str, s3_client: Any = None) -> Any:
 
     store = RunStore(Destination(output), s3_client)
     manifests = store.manifests()
+    if not store.destination.is_s3:
+        check_committed(store, manifests)  # DuckDB would fail on a missing file with a traceback
     connection = duckdb.connect()
     if not store.destination.is_s3:
         connection.execute(duckdb_views_sql(store.destination, manifests))

@@ -99,7 +99,7 @@ def load_run(output: str, run_id: str, s3_client: Any = None) -> RunTables:
             body = store.read(relative)
         if body is None:
             raise OutputUnreadable(
-                f"{store.destination.location(relative)} is listed in the manifest but missing"
+                f"run {run_id}: committed file {store.destination.location(relative)} is missing"
             )
         return body
 

@@ -16,6 +16,7 @@ from typing import Any
 from batch.analyses.registry import REGISTRY, in_run_order
 from batch.aws.rekognition import RekognitionCaller
 from batch.core.calls import CallCounts
+from batch.core.errors import OutputUnwritable
 from batch.core.incremental import settled_analyses, settled_now
 from batch.core.manifest import BatchRecord, ImageOutcome
 from batch.core.redaction import one_line
@@ -45,8 +46,9 @@ class BatchResult:
     call_seconds: dict[tuple[int, str, str], int] = field(default_factory=dict)
 
 
-def process_batch(spec: BatchSpec) -> BatchResult:
-    """The Dask task: analyse every image of the batch, write its tables, return the counts."""
+def process_batch(spec: BatchSpec) -> BatchResult | OutputUnwritable:
+    """The Dask task: analyse every image of the batch, write its tables, return the counts; or the
+    output's refusal of its files (returned, not raised: the run stops, and no task crash is logged)."""
     context = spec.context
     rekognition, s3, limiter, budget = process_resources(context.rekognition, context.threads_per_process)
     counts = CallCounts()
@@ -84,7 +86,10 @@ def process_batch(spec: BatchSpec) -> BatchResult:
         for table, rows in image.rows.items():
             rows_by_table.setdefault(table, []).extend(rows)
         fatal = fatal or image.fatal
-    record = finish_batch(spec, rows_by_table, s3, counts)
+    try:
+        record = finish_batch(spec, rows_by_table, s3, counts)
+    except OutputUnwritable as unwritable:
+        return unwritable
     return BatchResult(record, counts.latency_seconds, counts.answered, fatal, dict(counts.per_second))
 
 

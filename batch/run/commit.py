@@ -13,7 +13,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from batch.config.model import RunConfig
-from batch.core.errors import ConfigError
+from batch.core.errors import ConfigError, OutputUnwritable, RunAborted
 from batch.core.manifest import (
     OUTCOMES,
     AttemptRecord,
@@ -77,7 +77,13 @@ def start_attempt(config: RunConfig, store: RunStore, summary: RunSummary) -> At
     summary.attempt = record.attempt
     if config.resume:
         prices = operation_prices(config)
-        kept = keep_complete_batches(store.batches(summary.run_id))
+        records = store.batches(summary.run_id)
+        missing = store.missing(entry for record in records for entry in record.files)
+        if missing:
+            logger.info(
+                "resume: %d files of complete batches are missing: their images run again", len(missing)
+            )
+        kept = keep_complete_batches(records, {entry.path for entry in missing})
         for batch in kept:
             for image in batch.images:
                 attempt.ledger.listed(image.key, image.etag)
@@ -98,6 +104,12 @@ def commit(config: RunConfig, store: RunStore, summary: RunSummary, attempt: Att
     summary.ended_at = datetime.now(UTC)
     try:
         won = _write_commit(config, store, summary, attempt)
+    except RunAborted as exc:
+        summary.end("aborted", str(exc))
+        return
+    except OutputUnwritable as exc:
+        summary.end("unwritable", str(exc))
+        return
     except (OSError, ClientError, BotoCoreError) as exc:
         summary.end("aborted", f"commit failed: {exc}")
         return
@@ -126,6 +138,13 @@ def _write_commit(config: RunConfig, store: RunStore, summary: RunSummary, attem
     )
     faults.exit_before_commit()
     faults.commit_barrier()
+    missing = store.missing(manifest.files)
+    if missing:  # e.g. deleted while the run ran: a manifest must list only files a reader can open
+        raise RunAborted(
+            f"{len(missing)} of its {len(manifest.files)} files are missing or changed "
+            f"(first: {store.destination.location(missing[0].path)}); --resume {summary.run_id} "
+            "writes them again"
+        )
     return store.commit(manifest)
 
 

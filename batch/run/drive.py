@@ -15,7 +15,9 @@ from batch.aws.executor import Backlog, dashboard_address, dask_client, run_wind
 from batch.aws.ratelimit import install_quota
 from batch.config.model import RunConfig
 from batch.core.concurrency import ConcurrencyPlan, LatencyEstimate
+from batch.core.errors import OutputUnwritable
 from batch.core.incremental import CommittedState
+from batch.core.manifest import BatchRecord
 from batch.run.batch_task import process_batch, record_failed_batch
 from batch.run.commit import Attempt
 from batch.run.context import BatchSpec, ImageToAnalyse, RunContext
@@ -99,7 +101,10 @@ def run_batches(
             client, process_batch, backlog, window=window, key=lambda spec: f"batch-{spec.file_name}"
         ):
             quarantined = backlog.finished(spec)
-            if error is not None and not quarantined and summary.status != "aborted":
+            if isinstance(result, OutputUnwritable):  # the output refused the batch's files
+                _stop_unwritable(summary, backlog, result)
+                continue
+            if error is not None and not quarantined and summary.status == "running":
                 # Which image took the task down is unknown: retry each alone, so only it fails.
                 backlog.quarantine(BatchSpec(context, next(indices), (image,), 1) for image in spec.images)
                 summary.split_batches += 1
@@ -108,8 +113,10 @@ def run_batches(
                 record, fatal = result.record, result.fatal
                 latency.update(result.latency_seconds, result.answered)
                 summary.call_seconds.update(result.call_seconds)
+            elif (record := _failed_batch(spec, error, summary, backlog, s3)) is None:
+                continue
             else:
-                record, fatal = record_failed_batch(spec, error, s3), None
+                fatal = None
             attempt.add(record)
             summary.add_batch(record, prices)
             logger.debug(
@@ -123,6 +130,28 @@ def run_batches(
         progress.close()
         summary.worker_cpu_seconds = sum(client.run(cpu_seconds).values())
         summary.processing_cpu_seconds = cpu_seconds() + summary.worker_cpu_seconds - cpu_before
+
+
+def _failed_batch(
+    spec: BatchSpec, error: BaseException, summary: RunSummary, backlog: Backlog[BatchSpec], s3: Any
+) -> BatchRecord | None:
+    """The record of a task that failed on its own, its images `failed`; None when the run has stopped
+    (it commits nothing: no rows to write) or when the output refuses the record."""
+    if summary.status != "running":
+        return None
+    try:
+        return record_failed_batch(spec, error, s3)
+    except OutputUnwritable as unwritable:
+        _stop_unwritable(summary, backlog, unwritable)
+        return None
+
+
+def _stop_unwritable(summary: RunSummary, backlog: Backlog[BatchSpec], error: OutputUnwritable) -> None:
+    """The output refused a write (disk full, read-only, S3 PUT failing): the run stops, exit 3, nothing
+    committed; its complete batches are kept for `--resume`. An earlier stop keeps its reason."""
+    if summary.status == "running":
+        summary.end("unwritable", str(error))
+    backlog.close()
 
 
 def operation_quotas(config: RunConfig) -> dict[str, float]:

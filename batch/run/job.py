@@ -15,6 +15,7 @@ import json
 import logging
 import secrets
 import sys
+import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,16 +26,16 @@ from batch.analyses.registry import REGISTRY
 from batch.aws.s3 import check_readable, check_writable, s3_client
 from batch.config.loader import config_digest
 from batch.config.model import RunConfig, parse_s3_url
-from batch.core.errors import OutputUnwritable
+from batch.core.errors import ConfigError, OutputUnwritable
 from batch.core.incremental import CommittedState
 from batch.core.manifest import Ledger, manifest_path
 from batch.core.redaction import one_line
-from batch.run.commit import commit, start_attempt
+from batch.run.commit import Attempt, commit, start_attempt
 from batch.run.drive import run_batches
 from batch.run.plan import listed_in, plan_images, selected_objects, unsettle, wanted_digests
 from batch.run.summary import RunSummary
 from batch.run.text import format_summary
-from batch.storage.commits import RunStore
+from batch.storage.commits import Heartbeat, RunStore
 from batch.storage.readers import committed_state
 from batch.storage.sink import Destination
 
@@ -64,19 +65,24 @@ def run(config: RunConfig, *, command_line: str = "", out: TextIO = sys.stdout) 
         max_error_rate=config.max_error_rate,
         extras={k: v for analysis in REGISTRY.values() for k, v in analysis.summary_fields().items()},
     )
-    s3 = s3_client()
-    check_readable(s3, config.bucket, config.prefix)
-    if config.dry_run:
-        _dry_run(config, s3, summary)
-    else:
-        _check_output(config, s3)
-        _run(config, s3, summary)
-        if summary.status == "completed" and config.report.enabled:  # this attempt committed the run
-            _write_report(config, summary, s3)
-    summary.ended_at = summary.ended_at or datetime.now(UTC)
-    print(format_summary(summary, dry_run=config.dry_run), file=out)
-    if config.summary_json:
-        Path(config.summary_json).write_text(json.dumps(summary.as_json(), indent=2) + "\n")
+    _check_summary_folder(config.summary_json)
+    try:
+        s3 = s3_client()
+        check_readable(s3, config.bucket, config.prefix)
+        if config.dry_run:
+            _dry_run(config, s3, summary)
+        else:
+            _check_output(config, s3)
+            _run(config, s3, summary)
+            if summary.status == "completed" and config.report.enabled:  # this attempt committed the run
+                _write_report(config, summary, s3)
+    except (Exception, KeyboardInterrupt) as exc:
+        summary.fail(exc)
+        raise
+    finally:  # whatever the outcome: the summary JSON is what alerting reads
+        summary.ended_at = summary.ended_at or datetime.now(UTC)
+        print(format_summary(summary, dry_run=config.dry_run), file=out)
+        _write_summary_json(config.summary_json, summary)
     return summary
 
 
@@ -90,14 +96,28 @@ def _run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
     config = _prepared(config, hooks)
     summary.config_digest = config_digest(config)  # with what the hooks resolved (reference ETags)
     attempt = start_attempt(config, store, summary)
+    with Heartbeat(store, summary.run_id, attempt.record.attempt):  # gc leaves a running attempt alone
+        _run_attempt(config, s3, summary, attempt, store=store, hooks=hooks)
+
+
+def _run_attempt(
+    config: RunConfig,
+    s3: Any,
+    summary: RunSummary,
+    attempt: Attempt,
+    *,
+    store: RunStore,
+    hooks: Mapping[str, DriverHooks],
+) -> None:
+    """The claimed attempt: plan and run the batches, then commit unless the run stopped."""
     summary.images = attempt.ledger.counts
     state = _committed_state(config, s3)
     for hook in hooks.values():
         hook.start(attempt.files)
     unsettle(state, hooks)
     run_batches(config, s3, summary, attempt, state, hooks=hooks)
-    _finish(hooks, summary, completed=summary.status != "aborted")
-    if summary.status == "aborted":
+    _finish(hooks, summary, completed=summary.status == "running")
+    if summary.status != "running":  # aborted, or the output refused a write: nothing is committed
         return
     if attempt.ledger.counts["listed"] == 0:
         summary.end("empty")
@@ -173,9 +193,35 @@ def _check_output(config: RunConfig, s3: Any) -> None:
         check_writable(s3, parse_s3_url(config.output, "output")[0])
         return
     try:
-        Path(config.output).mkdir(parents=True, exist_ok=True)
+        Destination(config.output).check_writable()
     except OSError as exc:
         raise OutputUnwritable(f"cannot create output folder {config.output}: {exc.strerror}") from None
+
+
+def _check_summary_folder(path: str) -> None:
+    """`--summary-json`'s folder must take a file before anything is called (exit 2 if not)."""
+    if not path:
+        return
+    folder = Path(path).parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".tmp-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"run.summary_json: cannot write in {folder}: {exc.strerror}") from None
+
+
+def _write_summary_json(path: str, summary: RunSummary) -> None:
+    """The summary as JSON at `path`, replaced in one step (an alert never reads half of it)."""
+    if not path:
+        return
+    target = Path(path)
+    tmp = target.with_name(f".tmp-{target.name}")
+    try:
+        tmp.write_text(json.dumps(summary.as_json(), indent=2) + "\n")
+        tmp.replace(target)
+    except OSError as exc:  # the run's outcome stands; its exit code says it
+        tmp.unlink(missing_ok=True)
+        print(f"rekbatch: warning: summary not written to {path}: {exc.strerror}", file=sys.stderr)
 
 
 def _write_report(config: RunConfig, summary: RunSummary, s3: Any) -> None:

@@ -17,6 +17,7 @@ from batch.analyses.base import DriverReport
 from batch.core.errors import (
     CommitRaceLost,
     NothingToAnalyse,
+    OutputUnwritable,
     RekbatchError,
     RunAborted,
     TooManyErrors,
@@ -40,9 +41,12 @@ class RunSummary:
     command_line: str
     started_at: datetime
     ended_at: datetime | None = None
-    #: running, completed (committed), aborted, lost-race, already-committed, empty or dry-run.
+    #: running, completed (committed), aborted, unwritable (the output refused a write), lost-race,
+    #: already-committed, empty, dry-run; or, when an exception ended the run (`fail`), error or interrupted.
     status: str = "running"
     reason: str | None = None
+    #: The exit code of the exception that ended the run (`fail`), else None.
+    failed_with: int | None = None
     #: `listed` and one count per outcome (`batch.core.manifest.OUTCOMES`): the run's ledger's counts.
     images: Counter[str] = field(default_factory=Counter)
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -124,6 +128,16 @@ class RunSummary:
         quote an endpoint's URL)."""
         self.status, self.reason = status, reason if reason is None else redact(reason)
 
+    def fail(self, error: BaseException) -> None:
+        """An exception ended the run: its status, its one-line reason and the CLI's exit code for it."""
+        if isinstance(error, KeyboardInterrupt):
+            self.end("interrupted", "interrupted")
+            self.failed_with = 130
+            return
+        status = "unwritable" if isinstance(error, OutputUnwritable) else "error"
+        self.end(status, " ".join(str(error).split())[:500] or type(error).__name__)
+        self.failed_with = error.exit_code if isinstance(error, RekbatchError) else 1
+
     @property
     def seconds(self) -> float:
         end = self.ended_at or datetime.now(UTC)
@@ -137,6 +151,11 @@ class RunSummary:
         """Why the run exits non-zero (a one-line reason and its exit code), or None."""
         if self.status == "aborted":
             return RunAborted(f"run {self.run_id} aborted, nothing committed: {self.reason}")
+        if self.status == "unwritable":
+            return OutputUnwritable(
+                f"run {self.run_id} stopped, nothing committed: {self.reason}; "
+                f"--resume {self.run_id} finishes it once the output can be written"
+            )
         if self.status == "lost-race":
             return CommitRaceLost(
                 f"run {self.run_id}: another attempt committed it first; "
@@ -153,6 +172,8 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
+        if self.failed_with is not None:
+            return self.failed_with
         problem = self.problem()
         return problem.exit_code if problem else 0
 

@@ -1,27 +1,38 @@
 """A run's control files under the output root: attempts, batch records, manifests (`batch.core.manifest`).
 
 `RunStore` is the driver's view of them: claim an attempt number at start, read what a crashed attempt
-left for `--resume`, read the committed manifests (the incremental state, the read path, gc) and
-commit. Every write of a control file that decides something is create-only (`Destination.create`).
-See docs/design/commit-protocol.md.
+left for `--resume`, read the committed manifests (the incremental state, the read path, gc), find the
+files of a manifest that are missing, and commit. Every write of a control file that decides something
+is create-only (`Destination.create`). `Heartbeat` keeps a running attempt's heartbeat file fresh, so gc
+leaves its run alone. See docs/design/commit-protocol.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import socket
+import threading
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
 from batch.core.manifest import (
     COMMITS_DIR,
+    HEARTBEAT_SECONDS,
     RUNS_DIR,
     AttemptRecord,
     BatchRecord,
+    FileEntry,
     Manifest,
     attempt_path,
     batch_record_path,
+    heartbeat_path,
     manifest_path,
+    to_line,
 )
 from batch.storage.sink import Destination
 
@@ -82,6 +93,17 @@ class RunStore:
         path = batch_record_path(run_id, record.attempt, record.batch)
         self.destination.publish(path, record.to_json().encode(), self.s3_client)
 
+    def missing(self, entries: Iterable[FileEntry]) -> list[FileEntry]:
+        """The entries whose file is not under the output root with the size they list (deleted, or
+        rewritten since). Lists their folders, side by side: one request per 1,000 files on S3, where a
+        HEAD per file would be one each."""
+        entries = list(entries)
+        folders = sorted({entry.path.rsplit("/", 1)[0] + "/" for entry in entries})
+        with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+            listed = pool.map(lambda folder: list(self.destination.list(folder, self.s3_client)), folders)
+            sizes = {f.path: f.size_bytes for files in listed for f in files}
+        return [entry for entry in entries if sizes.get(entry.path) != entry.size_bytes]
+
     def read(self, relative: str) -> bytes | None:
         """Any file under the output root (e.g. a committed data file), or None if it is missing."""
         return self.destination.read(relative, self.s3_client)
@@ -93,3 +115,57 @@ class RunStore:
     def _read_all(self, paths: list[str]) -> list[bytes | None]:
         with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
             return list(pool.map(lambda p: self.destination.read(p, self.s3_client), paths))
+
+
+class Heartbeat:
+    """`with Heartbeat(store, run_id, attempt):` the attempt's heartbeat file (`heartbeat_path`), written
+    on entry and then every `interval` seconds by a daemon thread until the block ends. gc leaves every
+    file of a run whose control files changed lately (`batch.storage.gc`). A first beat that fails
+    raises (the output cannot be written); a later one is logged, and the next is tried."""
+
+    def __init__(
+        self, store: RunStore, run_id: str, attempt: int, interval: float = HEARTBEAT_SECONDS
+    ) -> None:
+        self._store, self._run_id, self._attempt, self._interval = store, run_id, attempt, interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat_until_stopped, name="rekbatch-heartbeat", daemon=True
+        )
+        self.beats = 0
+
+    def __enter__(self) -> Heartbeat:
+        self.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+    def beat(self) -> None:
+        """Write the heartbeat file once (who runs the attempt, and when it last beat)."""
+        body = to_line(
+            {
+                "run_id": self._run_id,
+                "attempt": self._attempt,
+                "beat": self.beats + 1,
+                "at": datetime.now(UTC).isoformat(),
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+            }
+        )
+        path = heartbeat_path(self._run_id, self._attempt)
+        self._store.destination.publish(path, body.encode(), self._store.s3_client)
+        self.beats += 1
+
+    def _beat_until_stopped(self) -> None:
+        failures = 0
+        while not self._stopped.wait(self._interval):
+            try:
+                self.beat()
+            except Exception as exc:  # the run's own writes report an output that is gone
+                failures += 1
+                log = logger.warning if failures == 1 else logger.debug
+                log("heartbeat of run %s attempt %d not written: %s", self._run_id, self._attempt, exc)

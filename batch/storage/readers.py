@@ -2,7 +2,9 @@
 
 A glob would read what no run committed: the files of a crashed or losing attempt, a file a re-run task
 was rewriting, stray `_x.parquet` files. `read_committed` gives pyarrow tables, `committed_state` what
-committed runs settled (for incremental runs); the query views are `batch.query.views`.
+committed runs settled (for incremental runs); the query views are `batch.query.views`. A committed
+file that is missing (deleted by hand or by a lifecycle rule) is an `OutputUnreadable` naming the run and
+the file (`missing_file`, `check_committed`), never a reader's traceback.
 """
 
 from __future__ import annotations
@@ -14,25 +16,44 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch.core.errors import OutputUnwritable
+from batch.core.errors import OutputUnreadable
 from batch.core.incremental import CommittedState
 from batch.core.manifest import FileEntry, Manifest
 from batch.core.tables import PARTITION_COLUMN
 from batch.storage.commits import READ_THREADS, RunStore
 
-__all__ = ["committed_state", "read_committed"]
+__all__ = ["check_committed", "committed_state", "missing_file", "read_committed"]
+
+
+def missing_file(store: RunStore, run_id: str, entry: FileEntry, count: int = 1) -> OutputUnreadable:
+    """The one-line error of a committed file of run `run_id` that is not there (`count`: how many are)."""
+    also = f" ({count} of its files are)" if count > 1 else ""
+    return OutputUnreadable(
+        f"run {run_id}: committed file {store.destination.location(entry.path)} is missing{also}"
+    )
+
+
+def check_committed(store: RunStore, manifests: Sequence[Manifest]) -> None:
+    """Raise `missing_file` for the first run (in commit order) with a committed file that is missing or
+    of another size, before a reader that would fail on it (DuckDB's views) is built."""
+    missing = {entry.path for entry in store.missing(e for m in manifests for e in m.files)}
+    for manifest in manifests:
+        gone = [entry for entry in manifest.files if entry.path in missing]
+        if gone:
+            raise missing_file(store, manifest.run_id, gone[0], len(gone))
 
 
 def read_committed(
     store: RunStore, manifests: Sequence[Manifest], table: str, columns: Sequence[str] | None = None
 ) -> Iterator[pa.Table]:
     """The committed files of `table`, one pyarrow table each (only `columns` if given), with `dt`."""
-    files = [entry for manifest in manifests for entry in manifest.files_of(table)]
+    files = [(manifest.run_id, entry) for manifest in manifests for entry in manifest.files_of(table)]
 
-    def read(entry: FileEntry) -> pa.Table:
+    def read(run_entry: tuple[str, FileEntry]) -> pa.Table:
+        run_id, entry = run_entry
         body = store.read(entry.path)
         if body is None:
-            raise OutputUnwritable(f"{store.destination.location(entry.path)} is committed but missing")
+            raise missing_file(store, run_id, entry)
         data = pq.read_table(io.BytesIO(body), columns=list(columns) if columns else None)
         dt = entry.path.split("/")[1].removeprefix(f"{PARTITION_COLUMN}=")
         return data.append_column(PARTITION_COLUMN, pa.array([dt] * data.num_rows, pa.string()))

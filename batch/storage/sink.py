@@ -6,13 +6,16 @@ names. Each file is serialised whole in memory and published in one step (one PU
 a temp file renamed into place locally): a write that fails part-way publishes nothing. `create` is the
 commit primitive: it writes only if no file has the name (S3 `If-None-Match: *`; locally a hard link of
 a complete temp file), so of two writers exactly one wins. S3 goes through boto3 (`batch.aws.s3`), which
-honours `AWS_ENDPOINT_URL_S3`, and every PUT carries the run's `[output]` server-side encryption. See
-docs/design/commit-protocol.md.
+honours `AWS_ENDPOINT_URL_S3`, and every PUT carries the run's `[output]` server-side encryption. A
+write the output refuses (a full disk or quota, a read-only or denied folder, a PUT still failing after
+botocore's retries) raises `OutputUnwritable` with a one-line reason: the run stops (exit 3), it does not
+turn images into `failed` rows. See docs/design/commit-protocol.md.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -21,10 +24,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from botocore.exceptions import BotoCoreError, ClientError
 
 from batch.aws.s3 import (
     create_file,
@@ -36,8 +41,14 @@ from batch.aws.s3 import (
     put_local_file,
 )
 from batch.config.model import OutputConfig, parse_s3_url
+from batch.core.errors import OutputUnreadable, OutputUnwritable
 from batch.core.manifest import FileEntry
 from batch.core.tables import rows_to_table
+
+#: What a local write fails with when the output itself refuses it, whatever the file: disk full, disk
+#: quota, read-only file system, permission denied, immutable folder. Other errors (e.g. EFBIG, one file
+#: too large) stay the task's own.
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 @dataclass(frozen=True)
@@ -81,24 +92,52 @@ class Destination:
 
     def publish(self, relative: str, body: bytes, s3_client: Any = None) -> None:
         """Write `body` at `relative` in one step, replacing a file of that name."""
-        if self.is_s3:
-            put_file(s3_client, *self._s3_key(relative), body, self._encryption)
-            return
-        path = Path(self.root) / relative
-        with _complete_temp_file(path, body) as tmp:
-            tmp.replace(path)
+        with self._writing(relative):
+            if self.is_s3:
+                put_file(s3_client, *self._s3_key(relative), body, self._encryption)
+                return
+            path = Path(self.root) / relative
+            with _complete_temp_file(path, body) as tmp:
+                tmp.replace(path)
 
     def create(self, relative: str, body: bytes, s3_client: Any = None) -> bool:
         """Write `body` at `relative` only if no file has that name; False if one has (another won)."""
-        if self.is_s3:
-            return create_file(s3_client, *self._s3_key(relative), body, self._encryption)
-        path = Path(self.root) / relative
-        with _complete_temp_file(path, body) as tmp:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return False
-        return True
+        with self._writing(relative):
+            if self.is_s3:
+                return create_file(s3_client, *self._s3_key(relative), body, self._encryption)
+            path = Path(self.root) / relative
+            with _complete_temp_file(path, body) as tmp:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    return False
+            return True
+
+    def check_writable(self) -> None:
+        """A local output: create the folder and a file in it (removed at once), so a read-only, full or
+        denied folder stops the run before it calls anything. S3: `batch.aws.s3.check_writable`."""
+        with self._writing(""):
+            root = Path(self.root)
+            root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=root, prefix=".tmp-"):
+                pass
+
+    @contextlib.contextmanager
+    def _writing(self, relative: str) -> Iterator[None]:
+        """The output refusing a write of `relative` (`OUTPUT_ERRNOS`, S3 errors) as OutputUnwritable."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in OUTPUT_ERRNOS:
+                raise
+            reason = exc.strerror
+        except ClientError as exc:
+            reason = exc.response.get("Error", {}).get("Code", "error")
+        except BotoCoreError as exc:
+            reason = str(exc)
+        else:
+            return
+        raise OutputUnwritable(f"cannot write {self.location(relative)}: {reason}") from None
 
     def read(self, relative: str, s3_client: Any = None) -> bytes | None:
         """The file's bytes, or None if it does not exist."""
@@ -108,6 +147,8 @@ class Destination:
             return (Path(self.root) / relative).read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise OutputUnreadable(f"cannot read {self.location(relative)}: {exc.strerror}") from None
 
     def list(self, prefix: str, s3_client: Any = None) -> Iterator[StoredFile]:
         """Every file under `prefix` (relative to the root, e.g. `_commits/`)."""
@@ -122,8 +163,11 @@ class Destination:
         if not start.is_dir():
             return
         for path in sorted(start.rglob("*")):
-            if path.is_file():
+            try:
                 stat = path.stat()
+            except FileNotFoundError:  # another writer's temp file, renamed or removed since
+                continue
+            if S_ISREG(stat.st_mode):
                 yield StoredFile(
                     path.relative_to(root).as_posix(),
                     stat.st_size,

@@ -45,6 +45,8 @@ JOB_S3_REQUESTS: dict[str, list[Request]] = {
         ("s3:ListBucket", IN_BUCKET, {"s3:prefix": "photos/2026/"}),  # the listing, check_readable
         ("s3:ListBucket", OUT_BUCKET, {"s3:prefix": "rekbatch/_commits/"}),  # committed runs
         ("s3:ListBucket", OUT_BUCKET, {"s3:prefix": "rekbatch/_runs/r1/"}),  # --resume: batch records
+        # The commit (and --resume): are the files it lists all there?
+        ("s3:ListBucket", OUT_BUCKET, {"s3:prefix": "rekbatch/labels/dt=2026-11-25/"}),
     ],
     "head_bucket": [("s3:ListBucket", OUT_BUCKET, {})],  # check_writable: HeadBucket needs ListBucket
     "head_object": [
@@ -63,6 +65,7 @@ JOB_S3_REQUESTS: dict[str, list[Request]] = {
         ("s3:PutObject", f"{OUT}labels/dt=2026-11-25/r1-a1-000000.parquet", {}),
         ("s3:PutObject", f"{OUT}_runs/r1/batch-a1-000000.json", {}),
         ("s3:PutObject", f"{OUT}_runs/r1/attempt-1.json", CONDITIONAL_PUT),
+        ("s3:PutObject", f"{OUT}_runs/r1/heartbeat-1.json", {}),  # rewritten while the attempt runs
         ("s3:PutObject", f"{OUT}_commits/r1.json", CONDITIONAL_PUT),  # the commit: create-only
         ("s3:PutObject", f"{OUT}_reports/r1.html", {}),
     ],

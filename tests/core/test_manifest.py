@@ -203,3 +203,15 @@ def test_a_resumed_run_keeps_one_copy_of_each_image() -> None:
     records = [record(1, 4, "c"), record(1, 3, "a", "b"), record(1, 5, "a"), record(2, 0, "d")]
     kept = keep_complete_batches(records)
     assert [(r.attempt, r.batch) for r in kept] == [(1, 3), (1, 4), (2, 0)]
+
+
+def test_a_resumed_run_drops_a_batch_with_a_missing_file_and_keeps_its_retried_copy() -> None:
+    def record(attempt: int, batch: int, *image_keys: str) -> BatchRecord:
+        entry = FileEntry("images", f"images/dt=d/r-a{attempt}-{batch:06d}.parquet", len(image_keys), "s", 1)
+        images = tuple(ImageOutcome(k, "e", "analysed") for k in image_keys)
+        return BatchRecord(attempt, batch, (entry,), images)
+
+    # Batch 3's file was deleted (say by gc); its images' retried copy (batch 5) has its files.
+    records = [record(1, 3, "a", "b"), record(1, 4, "c"), record(1, 5, "a")]
+    kept = keep_complete_batches(records, {"images/dt=d/r-a1-000003.parquet"})
+    assert [(r.attempt, r.batch) for r in kept] == [(1, 4), (1, 5)]

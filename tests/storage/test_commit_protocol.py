@@ -146,7 +146,7 @@ def test_hostile_keys_are_analysed_once_each_and_name_no_file(stack: LocalStack,
     # Nothing outside the output folder but the summary asked for, and no name made from a key.
     written = [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()]
     allowed = re.compile(
-        r"summary\.json|out/_commits/[\w.-]+\.json|out/_runs/[\w.-]+/(attempt|batch)-[\d-]+\.json"
+        r"summary\.json|out/_commits/[\w.-]+\.json|out/_runs/[\w.-]+/(attempt|batch|heartbeat)-[\d-]+\.json"
         r"|out/[a-z_]+/dt=\d{4}-\d\d-\d\d/[\w.-]+-a\d+-(\d{6}|runs)\.parquet"
         r"|out/_reports/[\w.-]+\.html"  # the run report: named by run id, never by a key
     )

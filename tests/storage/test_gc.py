@@ -8,19 +8,30 @@ from pathlib import Path
 
 import pytest
 from conftest import commit_rows
+from hypothesis import given
+from hypothesis import strategies as st
 
 from batch.cli.main import main
-from batch.core.manifest import AttemptRecord, data_file_name
+from batch.core.manifest import (
+    HEARTBEAT_SECONDS,
+    LIVE_SECONDS,
+    AttemptRecord,
+    data_file_name,
+    heartbeat_path,
+    run_of_control_file,
+    run_of_data_file,
+)
 from batch.core.tables import JOB_TABLES
 from batch.query import views
-from batch.storage.commits import RunStore
-from batch.storage.gc import collect_garbage, garbage
+from batch.storage.commits import Heartbeat, RunStore
+from batch.storage.gc import collect_garbage, garbage, live_runs
 from batch.storage.sink import Destination, StoredFile, write_tables
 from local_stack.stack import LocalStack
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 OLD, RECENT = NOW - timedelta(days=3), NOW - timedelta(hours=1)
 CUTOFF = NOW - timedelta(hours=48)
+LIVE_SINCE = NOW - timedelta(seconds=LIVE_SECONDS)
 
 
 def stored(path: str, when: datetime) -> StoredFile:
@@ -39,7 +50,7 @@ def test_garbage_is_old_unlisted_and_not_of_a_run_in_progress() -> None:
         stored("labels/dt=d/_x.parquet", OLD),  # strays
         stored("labels/dt=d/.tmp-abc", OLD),
     ]
-    doomed = garbage(files, {"labels/dt=d/r1-a1-000000.parquet"}, {"r1"}, CUTOFF)
+    doomed = garbage(files, {"labels/dt=d/r1-a1-000000.parquet"}, {"r1"}, CUTOFF, LIVE_SINCE)
     assert [f.path for f in doomed] == [
         "labels/dt=d/r1-a2-000000.parquet",
         "_runs/r1/batch-1-000000.json",
@@ -47,6 +58,92 @@ def test_garbage_is_old_unlisted_and_not_of_a_run_in_progress() -> None:
         "labels/dt=d/_x.parquet",
         "labels/dt=d/.tmp-abc",
     ]
+
+
+def test_a_live_run_keeps_every_file_whatever_the_grace_period() -> None:
+    beat = NOW - timedelta(seconds=HEARTBEAT_SECONDS / 2)
+    files = [
+        stored("_runs/r5/attempt-1.json", OLD),  # r5 runs now: its heartbeat is fresh
+        stored("_runs/r5/heartbeat-1.json", beat),
+        stored("labels/dt=d/r5-a1-000000.parquet", NOW - timedelta(minutes=5)),
+        stored("_runs/r5/batch-1-000000.json", NOW - timedelta(minutes=5)),
+        stored("_runs/r6/attempt-2.json", RECENT),  # r6 is resumed now: no heartbeat yet, a fresh record
+        stored("labels/dt=d/r6-a1-000000.parquet", OLD),
+        stored("_runs/r1/heartbeat-2.json", beat),  # r1 is committed; its attempt 2 still runs
+        stored("labels/dt=d/r1-a2-000000.parquet", RECENT),
+        stored("_runs/r7/heartbeat-1.json", NOW - timedelta(seconds=2 * LIVE_SECONDS)),  # r7 died
+        stored("labels/dt=d/r7-a1-000000.parquet", OLD),
+    ]
+    # A grace period of 0: only a live run keeps what it wrote.
+    doomed = garbage(files, set(), {"r1"}, NOW, LIVE_SINCE)
+    assert [f.path for f in doomed] == [
+        "_runs/r6/attempt-2.json",
+        "labels/dt=d/r6-a1-000000.parquet",
+        "_runs/r7/heartbeat-1.json",
+        "labels/dt=d/r7-a1-000000.parquet",
+    ]
+    assert live_runs(files, LIVE_SINCE) == {"r1", "r5"}
+    # With the default grace period, r6 (resumed now) and r7 (died minutes ago) keep theirs for a resume.
+    assert garbage(files, set(), {"r1"}, CUTOFF, LIVE_SINCE) == []
+
+
+run_names = st.sampled_from(["r1", "r2", "r3"])
+ages = st.integers(0, 4 * 24 * 3600).map(lambda s: NOW - timedelta(seconds=s))
+stored_files = st.lists(
+    st.builds(
+        stored,
+        st.one_of(
+            st.builds(
+                "labels/dt=d/{}-a{}-{:06d}.parquet".format, run_names, st.integers(1, 2), st.integers(0, 2)
+            ),
+            st.builds(
+                "_runs/{}/{}-{}.json".format,
+                run_names,
+                st.sampled_from(["attempt", "heartbeat", "batch"]),
+                st.integers(1, 2),
+            ),
+            st.just("labels/dt=d/_stray.parquet"),
+        ),
+        ages,
+    ),
+    unique_by=lambda f: f.path,
+)
+
+
+@given(stored_files, st.sets(run_names), st.integers(0, 72).map(lambda h: NOW - timedelta(hours=h)))
+def test_gc_never_takes_a_committed_file_a_young_file_or_a_file_of_a_live_run(
+    files: list[StoredFile], committed_runs: set[str], cutoff: datetime
+) -> None:
+    committed = {f.path for f in files if f.path.endswith("000000.parquet")}
+    live = live_runs(files, LIVE_SINCE)
+    for f in garbage(files, committed, committed_runs, cutoff, LIVE_SINCE):
+        assert f.path not in committed
+        assert f.modified < cutoff
+        assert (run_of_control_file(f.path) or run_of_data_file(f.path)) not in live
+
+
+def test_gc_refuses_a_grace_period_under_an_hour_without_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = RunStore(Destination(str(tmp_path)))
+    crashed = write_uncommitted(store, "r2")
+    running = write_uncommitted(store, "r3")
+    with Heartbeat(store, "r3", 1):  # r3's attempt runs while gc does
+        assert main(["gc", "--output", str(tmp_path), "--older-than", "0.5"]) == 2
+        assert capsys.readouterr().err.strip() == (
+            "rekbatch: error: --older-than 0.5: under 1 hour, a crashed run's files go before it can be "
+            "resumed; add --force to delete them anyway (running attempts keep theirs)"
+        )
+        assert (tmp_path / crashed).exists()
+        assert main(["gc", "--output", str(tmp_path), "--older-than", "0", "--force"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2:] == [
+        f"gc: deleted 1 files ({(tmp_path / running).stat().st_size} bytes) under {tmp_path}",
+        "gc: kept every file of the runs active in the last 2 minutes: r3",
+    ]
+    assert not (tmp_path / crashed).exists()
+    assert (tmp_path / running).exists()
+    assert (tmp_path / heartbeat_path("r3", 1)).exists()
 
 
 def write_uncommitted(store: RunStore, run_id: str) -> str:
@@ -75,8 +172,8 @@ def test_gc_of_a_local_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["gc", "--output", str(tmp_path), "--dry-run"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("gc: would delete 1 files")
     assert (tmp_path / crashed).exists()
-    doomed = collect_garbage(store.destination, None, grace=timedelta(hours=48), now=datetime.now(UTC))
-    assert [f.path for f in doomed] == [crashed]
+    collected = collect_garbage(store.destination, None, grace=timedelta(hours=48), now=datetime.now(UTC))
+    assert ([f.path for f in collected.doomed], collected.live_runs) == ([crashed], [])
     remaining = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert remaining == sorted([committed, fresh, "_commits/r1.json", "notes.txt"])
 
@@ -90,10 +187,10 @@ def test_gc_of_an_s3_prefix_keeps_what_readers_read(local_stack: LocalStack) -> 
     crashed = write_uncommitted(store, "r2")
     store.claim_attempt(AttemptRecord("r2", 1, NOW, "2026-11-25", "s3://in/p/", "d"))
     # Files are seconds old: a grace period of 0 and a clock an hour ahead make them old enough.
-    doomed = collect_garbage(
+    collected = collect_garbage(
         store.destination, s3, grace=timedelta(0), now=datetime.now(UTC) + timedelta(hours=1)
     )
-    assert sorted(f.path for f in doomed) == ["_runs/r2/attempt-1.json", crashed]
+    assert sorted(f.path for f in collected.doomed) == ["_runs/r2/attempt-1.json", crashed]
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="gc-out")["Contents"])
     assert keys == ["tables/_commits/r1.json", "tables/runs/dt=2026-11-25/r1-a1-000000.parquet"]
     with views.connect("s3://gc-out/tables", s3) as sql:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import re
 import shutil
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
-from conftest import commit_rows
+from conftest import COMMITTED_AT, commit_rows
 
 from batch.analyses.registry import all_tables
+from batch.cli.main import main
+from batch.core.errors import OutputUnreadable
 from batch.core.manifest import COMMITS_SCHEMA, data_file_name
 from batch.query import views
 from batch.storage import readers
@@ -19,6 +22,7 @@ from batch.storage.commits import RunStore
 from batch.storage.sink import Destination, write_tables
 
 duckdb = pytest.importorskip("duckdb")
+LATER = COMMITTED_AT + timedelta(hours=1)
 
 
 def image_row(key: str, run_id: str = "r1") -> dict:
@@ -112,3 +116,30 @@ def test_types_map_nested_columns() -> None:
     nested = pa.list_(pa.struct([pa.field("x", pa.int32()), pa.field("when", pa.timestamp("ms", tz="UTC"))]))
     assert views.duckdb_type(nested) == 'STRUCT("x" INTEGER, "when" TIMESTAMP WITH TIME ZONE)[]'
     assert views.hive_type(nested) == "array<struct<x:int,when:timestamp>>"
+
+
+def test_a_missing_committed_file_is_one_line_naming_the_run_for_every_reader(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = RunStore(Destination(str(tmp_path)))
+    commit_rows(store, "r1", {"images": [image_row("a.jpg")]})
+    manifest = commit_rows(
+        store, "r2", {"images": [image_row("b.jpg", "r2")], "runs": [{"run_id": "r2"}]}, committed_at=LATER
+    )
+    (gone,) = manifest.files_of("images")
+    (tmp_path / gone.path).unlink()  # say by a careless gc or a lifecycle rule
+    reason = f"rekbatch: error: run r2: committed file {tmp_path / gone.path} is missing"
+
+    for command in (["sql", "-c", "SELECT count(*) FROM images"], ["views"]):
+        assert main([*command, "--output", str(tmp_path)]) == 3, command
+        captured = capsys.readouterr()
+        assert (captured.err.strip(), captured.out) == (reason, ""), command
+    with pytest.raises(OutputUnreadable, match=f"^{re.escape(reason.removeprefix('rekbatch: error: '))}$"):
+        list(readers.read_committed(store, store.manifests(), "images"))
+
+    (tmp_path / manifest.files_of("runs")[0].path).unlink()
+    assert main(["report", "r2", "--output", str(tmp_path), "--to", str(tmp_path / "r.html")]) == 3
+    runs_file = tmp_path / manifest.files_of("runs")[0].path
+    assert (
+        capsys.readouterr().err.strip() == f"rekbatch: error: run r2: committed file {runs_file} is missing"
+    )
