@@ -58,11 +58,12 @@ class CallResult:
     outcome: Outcome | None = None
     #: The process's retry budget was spent when this call failed: the endpoint keeps failing.
     budget_exhausted: bool = False
+    #: The process's calls had no answer for `rekognition.silent_abort_seconds` when this call failed.
+    silent: bool = False
 
     @property
     def ok(self) -> bool:
         return self.response is not None
-
 
 
 #: (boto3 method, operation, request) -> the call's result, rate limited and retried by the caller.
