@@ -51,6 +51,9 @@ class RekognitionConfig:
     max_attempts: int = 6
     #: Upper bound on the time one call spends retrying.
     max_retry_seconds: float = 120.0
+    #: A worker process whose calls have been out this long with no answer at all (an endpoint that
+    #: accepts connections and never answers) gives up, and the run aborts (exit 4).
+    silent_abort_seconds: float = 40.0
     backoff_base: float = 0.5
     backoff_max: float = 20.0
     #: Retries of 5xx, timeouts and dropped connections as a share of calls, per worker process; when
@@ -79,6 +82,12 @@ class RekognitionConfig:
             "max_retry_seconds",
         ):
             check(getattr(self, name) > 0, f"rekognition.{name}", "must be > 0", getattr(self, name))
+        check(
+            self.silent_abort_seconds > self.read_timeout,
+            "rekognition.silent_abort_seconds",
+            f"must be > rekognition.read_timeout ({self.read_timeout:g})",
+            self.silent_abort_seconds,
+        )
         for name in ("max_attempts", "max_convert_bytes"):
             check(getattr(self, name) >= 1, f"rekognition.{name}", "must be >= 1", getattr(self, name))
         check(
@@ -94,9 +103,7 @@ class RekognitionConfig:
             self.retry_budget_capacity,
         )
         check(self.calls_in_flight >= 0, "rekognition.calls_in_flight", "must be >= 0", self.calls_in_flight)
-        check(
-            self.expected_latency > 0, "rekognition.expected_latency", "must be > 0", self.expected_latency
-        )
+        check(self.expected_latency > 0, "rekognition.expected_latency", "must be > 0", self.expected_latency)
         check(
             self.max_calls_in_flight >= max(1, self.calls_in_flight),
             "rekognition.max_calls_in_flight",

@@ -110,11 +110,12 @@ def run_batches(
                 summary.call_seconds.update(result.call_seconds)
             else:
                 record, fatal = record_failed_batch(spec, error, s3), None
-            attempt.add(record)
-            summary.add_batch(record, prices)
-            logger.debug(
-                "batch %s: %d images, %d files", spec.file_name, len(record.images), len(record.files)
-            )
+            if record is not None:  # None: the task recorded nothing, --resume analyses its images
+                attempt.add(record)
+                summary.add_batch(record, prices)
+                logger.debug(
+                    "batch %s: %d images, %d files", spec.file_name, len(record.images), len(record.files)
+                )
             progress.listed_total = counter.total
             progress.tick(summary)
             if fatal and summary.status != "aborted":

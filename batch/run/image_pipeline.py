@@ -23,7 +23,7 @@ from batch.core.selection import ListedObject
 from batch.core.tables import error_row, image_row
 from batch.run.context import RunContext
 
-__all__ = ["ImageResult", "analyse_image"]
+__all__ = ["ImageResult", "analyse_image", "silence_reason"]
 
 
 @dataclass
@@ -106,9 +106,11 @@ def analyse_image(
                 retryable=bool(call.outcome and call.outcome.retryable),
             )
         )
-        if call.outcome is Outcome.FATAL or call.budget_exhausted:
+        if call.outcome is Outcome.FATAL or call.budget_exhausted or call.silent:
             result.fatal = f"{operation}: {call.error_code}: {call.message}"
-            if call.budget_exhausted:
+            if call.silent:
+                result.fatal = f"{silence_reason(context)}; last error {result.fatal}"
+            elif call.budget_exhausted:
                 result.fatal = f"Rekognition keeps failing, retry budget spent; last error {result.fatal}"
             stop.set()
             status, reason = "failed", call.error_code
@@ -130,3 +132,9 @@ def analyse_image(
         sent=prepared.sent,
     )
     return result
+
+
+def silence_reason(context: RunContext) -> str:
+    """Why a run against an endpoint that stopped answering aborts."""
+    seconds = context.rekognition.silent_abort_seconds
+    return f"Rekognition answered no call for {seconds:g} s (rekognition.silent_abort_seconds)"

@@ -22,8 +22,16 @@ from batch.aws.rekognition import rekognition_client
 from batch.aws.s3 import s3_client
 from batch.config.model import RekognitionConfig
 from batch.core.retry import RetryBudget
+from batch.core.silence import SilenceWatch
 
-__all__ = ["COLLECTOR_THRESHOLDS", "ImageThreads", "image_threads", "process_resources", "task_slots"]
+__all__ = [
+    "COLLECTOR_THRESHOLDS",
+    "ImageThreads",
+    "image_threads",
+    "process_resources",
+    "silence_watch",
+    "task_slots",
+]
 
 T = TypeVar("T")
 
@@ -76,6 +84,13 @@ def task_slots() -> int:
         return int(get_worker().state.nthreads)
     except ValueError:  # not in a Dask worker
         return 1
+
+
+@functools.lru_cache(maxsize=8)
+def silence_watch(run_key: str, limit: float) -> SilenceWatch:
+    """The silence of this process's calls in one attempt of a run (`run_key`), shared by its tasks: a
+    remote cluster's worker processes outlive runs, and one run's dead endpoint must not end the next."""
+    return SilenceWatch(limit)
 
 
 #: `gc.set_threshold` in a worker process (see `tune_collector`).

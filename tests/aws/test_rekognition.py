@@ -12,6 +12,7 @@ from fakes import FakeClock
 
 from batch.aws.rekognition import CallCounts, RateLimiter, RekognitionCaller
 from batch.core.retry import Outcome, RetryBudget, RetryPolicy
+from batch.core.silence import SilenceWatch
 
 
 def client_error(code: str, status: int = 400) -> ClientError:
@@ -202,3 +203,44 @@ def test_threads_sharing_a_caller_each_see_their_own_attempts() -> None:
         assert result.response == {"Labels": [{"Name": f"img-{i}"}]}
         assert result.attempts == 1 + i % 4
     assert counts.retries == sum(i % 4 for i in range(64))
+
+
+class SilentClient:
+    """An endpoint that accepts and never answers: each attempt takes the read timeout, then fails."""
+
+    def __init__(self, clock: FakeClock, read_timeout: float) -> None:
+        self.clock, self.read_timeout, self.attempts = clock, read_timeout, 0
+
+    def detect_labels(self, **request: Any) -> Any:
+        self.attempts += 1
+        self.clock.sleep(self.read_timeout)
+        raise ReadTimeoutError(endpoint_url="http://x")
+
+
+def test_a_silent_endpoint_is_not_retried_once_the_process_heard_nothing_for_the_limit() -> None:
+    """Read timeout 30 s, limit 45 s: the second timeout ends 60 s of silence, and the call says so
+    instead of retrying to its six attempts (three minutes)."""
+    clock = FakeClock()
+    client = SilentClient(clock, read_timeout=30)
+    silence = SilenceWatch(45, clock=clock)
+    caller = RekognitionCaller(
+        client, RetryPolicy(max_attempts=6, max_seconds=1e9), RateLimiter(1000.0, clock=clock,
+        sleep=clock.sleep), CallCounts(), budget=RetryBudget(), silence=silence, sleep=clock.sleep,
+        clock=clock,
+    )  # fmt: skip
+    result = caller.call("detect_labels", "DetectLabels", {})
+    assert (result.attempts, result.error_code, result.silent) == (2, "ReadTimeoutError", True)
+    assert not result.budget_exhausted
+    assert caller.call("detect_labels", "DetectLabels", {}).attempts == 1  # still silent: no retry
+
+
+def test_an_answer_even_an_error_keeps_the_endpoint_alive() -> None:
+    clock = FakeClock()
+    silence = SilenceWatch(45, clock=clock)
+    client = ScriptedClient([client_error("InternalServerError", 500)] * 3 + [{"Labels": []}])
+    caller = RekognitionCaller(
+        client, RetryPolicy(), RateLimiter(1000.0, clock=clock, sleep=clock.sleep), CallCounts(),
+        silence=silence, sleep=clock.sleep, clock=clock,
+    )  # fmt: skip
+    assert caller.call("detect_labels", "DetectLabels", {}).ok
+    assert silence.silent_seconds() == 0
