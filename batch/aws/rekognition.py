@@ -40,6 +40,12 @@ def rekognition_client(config: RekognitionConfig, max_pool_connections: int) -> 
     return session.client("rekognition", region_name=config.region or None, config=botocore_config)
 
 
+class LimiterUnavailable(Exception):
+    """The rate limiter could not be asked (on a cluster: the scheduler is unreachable, or this worker is
+    closing). Not an outcome of the image's call: it propagates out of `RekognitionCaller.call`, so the
+    task fails and no image is recorded `failed` for it (e.g. while the run shuts down)."""
+
+
 class Limiter(Protocol):
     """What the caller needs of a rate limiter: `batch.aws.ratelimit.ClusterRateLimiter` on a cluster."""
 
@@ -113,7 +119,7 @@ class RekognitionCaller:
         def attempt() -> Any:
             nonlocal attempts
             attempts += 1
-            self._limiter.acquire(operation)
+            self._acquire(operation)
             started = self._clock()
             self._silence.sent()
             try:
@@ -133,6 +139,8 @@ class RekognitionCaller:
             self._budget.deposit()
         try:
             response = self._retrying(attempt)
+        except LimiterUnavailable:
+            raise
         except Exception as exc:
             outcome = classify(exc)
             transient = outcome is Outcome.TRANSIENT
@@ -142,6 +150,12 @@ class RekognitionCaller:
         response = dict(response)
         response.pop("ResponseMetadata", None)
         return CallResult(response, attempts)
+
+    def _acquire(self, operation: str) -> None:
+        try:
+            self._limiter.acquire(operation)
+        except Exception as exc:
+            raise LimiterUnavailable(f"rate limiter unavailable: {type(exc).__name__}: {exc}") from exc
 
     def pages(self, method: str, operation: str, request: Mapping[str, Any]) -> Iterator[CallResult]:
         """Each page of a paginated operation (`NextToken`, e.g. ListFaces), each one a `call`; ends

@@ -129,6 +129,9 @@ class DaskConfig:
     batch_size: int = 20
     #: Batches submitted and not yet finished; 0: two per worker thread of the cluster.
     batches_in_flight: int = 0
+    #: On SIGINT or SIGTERM: seconds the batches in flight may take to finish (their images are then
+    #: kept by `--resume`, not paid again) before the rest are cancelled.
+    shutdown_grace_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         check(self.n_workers >= 0, "dask.n_workers", "must be >= 0", self.n_workers)
@@ -137,6 +140,12 @@ class DaskConfig:
         )
         check(1 <= self.batch_size <= 10_000, "dask.batch_size", "must be in 1..10000", self.batch_size)
         check(self.batches_in_flight >= 0, "dask.batches_in_flight", "must be >= 0", self.batches_in_flight)
+        check(
+            self.shutdown_grace_seconds >= 0,
+            "dask.shutdown_grace_seconds",
+            "must be >= 0",
+            self.shutdown_grace_seconds,
+        )
 
 
 #: `output.sse` values: the bucket's default encryption, SSE-S3, SSE-KMS.

@@ -27,6 +27,7 @@ from batch.run.context import BatchSpec, ImageToAnalyse
 from batch.run.image_pipeline import ImageResult, analyse_image, silence_reason
 from batch.run.runtime import (
     image_threads,
+    new_batches_stopped,
     process_resources,
     silence_watch,
     task_slots,
@@ -41,7 +42,8 @@ __all__ = ["BatchResult", "finish_batch", "process_batch", "record_failed_batch"
 class BatchResult:
     """What a task returns to the driver: the batch's record and what the driver's planning learns."""
 
-    #: None: the task recorded nothing (the endpoint fell silent): `--resume` analyses its images again.
+    #: None: the task recorded nothing (the run was stopping, or the endpoint fell silent): `--resume`
+    #: analyses its images again.
     record: BatchRecord | None
     #: Seconds spent in answered attempts, and how many, for the driver's latency estimate.
     latency_seconds: float = 0.0
@@ -54,8 +56,11 @@ class BatchResult:
 
 def process_batch(spec: BatchSpec) -> BatchResult:
     """The Dask task: analyse every image of the batch, write its tables, return the counts. A task
-    whose process's calls fell silent returns without waiting for them, and records nothing."""
+    of a run that is stopping returns at once; one whose process's calls fell silent returns without
+    waiting for them; neither records anything."""
     context = spec.context
+    if new_batches_stopped(context.run_key):
+        return BatchResult(None)
     rekognition, s3, limiter, budget = process_resources(context.rekognition, context.threads_per_process)
     counts = CallCounts()
     silence = silence_watch(context.run_key, context.rekognition.silent_abort_seconds)

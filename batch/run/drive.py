@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import logging
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from batch.analyses.base import DriverHooks
@@ -29,6 +29,8 @@ from batch.run.plan import (
     selected_objects,
     wanted_digests,
 )
+from batch.run.runtime import stop_new_batches
+from batch.run.shutdown import Shutdown
 from batch.run.summary import RunSummary, cpu_seconds
 from batch.run.text import Progress
 from batch.storage.sink import Destination
@@ -46,10 +48,14 @@ def run_batches(
     state: CommittedState,
     *,
     hooks: Mapping[str, DriverHooks],
+    shutdown: Shutdown | None = None,
 ) -> None:
     """Plan from the listing and run the batches on Dask in a bounded window, accounting each record
     as it lands. A task that fails outright has its images retried one per task, so a poison image
-    ends `failed` on its own; an error that says the run cannot succeed submits nothing more."""
+    ends `failed` on its own; an error that says the run cannot succeed submits nothing more, and so
+    does a `shutdown` request (`batch.run.shutdown`): the batches in flight may finish, and what fails
+    meanwhile is never recorded."""
+    shutdown = shutdown or Shutdown()
     with dask_client(config.dask) as client:
         processes, threads = worker_threads(client)
         quotas = operation_quotas(config)
@@ -95,10 +101,19 @@ def run_batches(
         progress = Progress(quotas)
         if sys.stderr.isatty():
             print(f"Dask dashboard: {summary.dashboard}", file=sys.stderr)
+        stopping = _stopping(client, context, lambda: shutdown.requested or summary.status == "aborted")
         for spec, result, error in run_windowed(
-            client, process_batch, backlog, window=window, key=lambda spec: f"batch-{spec.file_name}"
+            client,
+            process_batch,
+            backlog,
+            window=window,
+            key=lambda spec: f"batch-{spec.file_name}",
+            stop=stopping,
+            cancel=shutdown.give_up,
         ):
             quarantined = backlog.finished(spec)
+            if error is not None and shutdown.requested:
+                continue  # maybe the shutdown's doing (workers killed with the driver): --resume redoes it
             if error is not None and not quarantined and summary.status != "aborted":
                 # Which image took the task down is unknown: retry each alone, so only it fails.
                 backlog.quarantine(BatchSpec(context, next(indices), (image,), 1) for image in spec.images)
@@ -147,6 +162,24 @@ def _run_context(config: RunConfig, summary: RunSummary, attempt: Attempt) -> Ru
         compression=config.output_options.compression,
         threads_per_process=config.dask.threads_per_worker * config.rekognition.max_calls_in_flight,
     )
+
+
+def _stopping(client: Any, context: RunContext, stopped: Callable[[], bool]) -> Callable[[], bool]:
+    """`stopped`, and the first time it is true, every worker told to start none of the run's batches
+    it holds (`batch.run.runtime.stop_new_batches`): they return at once, calling nothing."""
+    told = False
+
+    def stopping() -> bool:
+        nonlocal told
+        if not told and stopped():
+            told = True
+            try:
+                client.run(stop_new_batches, context.run_key, wait=False)
+            except Exception:  # the scheduler is gone: the tasks will not start anyway
+                logger.debug("could not tell the workers to stop", exc_info=True)
+        return told
+
+    return stopping
 
 
 def _announced(

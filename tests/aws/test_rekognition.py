@@ -7,10 +7,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 from fakes import FakeClock
 
-from batch.aws.rekognition import CallCounts, RateLimiter, RekognitionCaller
+from batch.aws.rekognition import CallCounts, LimiterUnavailable, RateLimiter, RekognitionCaller
 from batch.core.retry import Outcome, RetryBudget, RetryPolicy
 from batch.core.silence import SilenceWatch
 
@@ -244,3 +245,21 @@ def test_an_answer_even_an_error_keeps_the_endpoint_alive() -> None:
     )  # fmt: skip
     assert caller.call("detect_labels", "DetectLabels", {}).ok
     assert silence.silent_seconds() == 0
+
+
+def test_a_rate_limiter_that_cannot_be_asked_fails_the_call_not_the_image() -> None:
+    """On a closing worker the cluster limiter's scheduler connection is gone ("ConnectionPool is
+    closed"): that must reach the task as an error, never become the image's failed call."""
+
+    class ClosedLimiter:
+        def acquire(self, operation: str) -> None:
+            raise RuntimeError("ConnectionPool is closed")
+
+        def report_throttle(self, operation: str) -> None:
+            pass
+
+    client = ScriptedClient([{"Labels": []}])
+    caller = RekognitionCaller(client, RetryPolicy(), ClosedLimiter(), CallCounts())
+    with pytest.raises(LimiterUnavailable, match="ConnectionPool is closed"):
+        caller.call("detect_labels", "DetectLabels", {})
+    assert client.requests == []
