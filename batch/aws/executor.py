@@ -16,6 +16,7 @@ import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from multiprocessing import resource_tracker
 from typing import Any, TypeVar
 
 import dask
@@ -122,16 +123,34 @@ class LightWorkerHousekeeping(WorkerPlugin):
                 timer.callback_time = max(timer.callback_time, 1000 * parse_timedelta(period))
 
 
-def dask_setup(worker: Any) -> None:
-    """In each worker process of the job's LocalCluster, as it starts (this module is its Dask preload).
+#: The signals the driver alone handles (`batch.run.shutdown`). A terminal's Ctrl-C goes to its whole
+#: foreground process group, and SIGTERM from systemd or Airflow to every process of the unit or group:
+#: a worker process that took them printed KeyboardInterrupt tracebacks and closed under its tasks. The
+#: job's LocalCluster workers are born with them blocked (`_local_cluster`) and ignore them once started
+#: (`dask_setup`); the driver stops them, and they still die with it (Dask's parent-death watch).
+DRIVER_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
-    A terminal's Ctrl-C goes to its whole foreground process group, and SIGTERM from systemd or Airflow
-    to every process of the unit or group: a worker that took them printed KeyboardInterrupt tracebacks
-    and closed under its tasks. The driver alone handles them (`batch.run.shutdown`) and stops its
-    workers itself; they still die with it (Dask's parent-death watch).
+
+def dask_setup(worker: Any) -> None:
+    """In each worker process of the job's LocalCluster, as it starts (this module is its Dask preload):
+    ignore `DRIVER_SIGNALS`, whatever signal mask the process was born with."""
+    for signum in DRIVER_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def _local_cluster(**options: Any) -> LocalCluster:
+    """A LocalCluster whose worker processes never take `DRIVER_SIGNALS`, from their first instruction.
+
+    Its event-loop thread starts (and restarts) the worker processes; started with the signals blocked,
+    it and the processes it spawns inherit the mask, as the standard library protects its resource
+    tracker (bpo-33613). A Ctrl-C while the cluster starts stays pending for the driver alone.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    resource_tracker.ensure_running()  # starting it unblocks the signals of the calling thread
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, DRIVER_SIGNALS)
+    try:
+        return LocalCluster(**options, preload=[__name__])
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextmanager
@@ -156,13 +175,12 @@ def dask_client(config: DaskConfig) -> Iterator[Client]:
                 **dict(SLOWER_TIMERS.values()),
             }
         ),
-        LocalCluster(
+        _local_cluster(
             n_workers=n_workers,
             threads_per_worker=config.threads_per_worker,
             processes=True,
             dashboard_address=":0",
             silence_logs=logging.ERROR,
-            preload=[__name__],  # dask_setup: the workers leave SIGINT and SIGTERM to the driver
         ) as cluster,
         Client(cluster) as client,
     ):

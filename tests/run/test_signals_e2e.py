@@ -55,7 +55,7 @@ def slow_stack() -> Iterator[LocalStack]:
         s3 = stack.s3_client()
         s3.create_bucket(Bucket=BUCKET)
         image = make_image(rects=(("face", (40, 40, 60, 80)),))
-        for prefix in ("sigint/", "sigterm/"):
+        for prefix in ("sigint/", "sigterm/", "early/"):
             for i in range(IMAGES):
                 s3.put_object(Bucket=BUCKET, Key=f"{prefix}{i:03d}.jpg", Body=image)
         yield stack
@@ -125,3 +125,27 @@ def test_a_signal_stops_the_run_and_resume_finishes_it_paying_each_image_once(
     assert (counts["listed"], counts["analysed"], counts.get("failed", 0)) == (IMAGES, IMAGES, 0)
     # Every image analysed once across both attempts: the batches in flight at the signal finished.
     assert ok_calls(slow_stack, prefix) == Counter({f"{prefix}{i:03d}.jpg": 1 for i in range(IMAGES)})
+
+
+def test_ctrl_c_while_the_cluster_starts_calls_nothing(slow_stack: LocalStack, tmp_path: Path) -> None:
+    """The worker processes are starting when the group gets SIGINT: none may take it (a worker that
+    died of it made the cluster fail to start, exit 1 with a traceback), and no batch is submitted."""
+    config, out = tmp_path / "run.toml", tmp_path / "out"
+    config.write_text(CONFIG)
+    job = subprocess.Popen(
+        [sys.executable, "-m", "batch", "run", "--config", str(config), "--analyses", "labels",
+         "--input", f"s3://{BUCKET}/early/", "--output", str(out)],
+        env={**os.environ, **slow_stack.env}, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    assert job.stderr is not None
+    started = job.stderr.readline()
+    assert started.startswith("rekbatch: run ")
+    time.sleep(0.5)  # the LocalCluster takes seconds to start its two worker processes
+    os.killpg(job.pid, signal.SIGINT)
+    _, stderr = job.communicate(timeout=180)
+    assert job.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "stopped by SIGINT, nothing committed; finish it with: rekbatch run " in stderr
+    assert [call for call in slow_stack.calls() if call["name"].startswith("early/")] == []
+    assert list(out.rglob("batch-*.json")) == []
