@@ -1,7 +1,7 @@
 """The job's only door to Dask: connect to a cluster, and run tasks through a bounded window.
 
 One task per batch of images, not per call: a task costs the scheduler far more than a call costs the
-worker. Batches are submitted from the streamed listing as earlier ones finish (`as_completed` + `add`),
+worker. Batches are submitted from the streamed listing as earlier ones finish (`wait`, first completed),
 so the scheduler holds O(window) futures, never the whole prefix. A task whose worker dies is re-run
 elsewhere; after `ALLOWED_FAILURES + 1` deaths under it, it fails with KilledWorker, and the driver
 retries its images one per task in a quarantine (`Backlog`). See docs/design/worker-runtime.md.
@@ -12,14 +12,16 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from multiprocessing import resource_tracker
 from typing import Any, TypeVar
 
 import dask
 from dask.utils import parse_timedelta
-from distributed import Client, LocalCluster, WorkerPlugin, as_completed
+from distributed import Client, LocalCluster, WorkerPlugin, wait
 
 from batch.config.model import DaskConfig
 from batch.core.errors import ConfigError
@@ -121,6 +123,36 @@ class LightWorkerHousekeeping(WorkerPlugin):
                 timer.callback_time = max(timer.callback_time, 1000 * parse_timedelta(period))
 
 
+#: The signals the driver alone handles (`batch.run.shutdown`). A terminal's Ctrl-C goes to its whole
+#: foreground process group, and SIGTERM from systemd or Airflow to every process of the unit or group:
+#: a worker process that took them printed KeyboardInterrupt tracebacks and closed under its tasks. The
+#: job's LocalCluster workers are born with them blocked (`_local_cluster`) and ignore them once started
+#: (`dask_setup`); the driver stops them, and they still die with it (Dask's parent-death watch).
+DRIVER_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+def dask_setup(worker: Any) -> None:
+    """In each worker process of the job's LocalCluster, as it starts (this module is its Dask preload):
+    ignore `DRIVER_SIGNALS`, whatever signal mask the process was born with."""
+    for signum in DRIVER_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def _local_cluster(**options: Any) -> LocalCluster:
+    """A LocalCluster whose worker processes never take `DRIVER_SIGNALS`, from their first instruction.
+
+    Its event-loop thread starts (and restarts) the worker processes; started with the signals blocked,
+    it and the processes it spawns inherit the mask, as the standard library protects its resource
+    tracker (bpo-33613). A Ctrl-C while the cluster starts stays pending for the driver alone.
+    """
+    resource_tracker.ensure_running()  # starting it unblocks the signals of the calling thread
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, DRIVER_SIGNALS)
+    try:
+        return LocalCluster(**options, preload=[__name__])
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 @contextmanager
 def dask_client(config: DaskConfig) -> Iterator[Client]:
     """A client of the configured scheduler (`--scheduler`, else `DASK_SCHEDULER_ADDRESS`), else of a
@@ -143,7 +175,7 @@ def dask_client(config: DaskConfig) -> Iterator[Client]:
                 **dict(SLOWER_TIMERS.values()),
             }
         ),
-        LocalCluster(
+        _local_cluster(
             n_workers=n_workers,
             threads_per_worker=config.threads_per_worker,
             processes=True,
@@ -171,6 +203,14 @@ def worker_threads(client: Client) -> tuple[int, int]:
     return len(workers), sum(w.get("nthreads", 1) for w in workers)
 
 
+#: Seconds between two looks at `stop` and `cancel` while no task ends.
+POLL_SECONDS = 0.25
+
+
+def _never() -> bool:
+    return False
+
+
 def run_windowed(
     client: Client,
     task: Callable[[Spec], Any],
@@ -178,31 +218,39 @@ def run_windowed(
     *,
     window: int,
     key: Callable[[Spec], str],
+    stop: Callable[[], bool] = _never,
+    cancel: Callable[[], bool] = _never,
 ) -> Iterator[tuple[Spec, Any, BaseException | None]]:
     """Run `task` on every spec, at most `window` at a time; yield (spec, result, error) as each ends.
 
     `specs` is pulled lazily, whenever fewer than `window` tasks are running; it may hold more specs
     after it once ran dry (the caller adds retries while it consumes results). A task's exception
     (including Dask's KilledWorker for a task that took down its workers) is yielded, not raised, so
-    the caller can retry or record its images and go on.
+    the caller can retry or record its images and go on. Once `stop()` is true nothing more is
+    submitted; once `cancel()` is true the tasks still running are cancelled and never yielded.
     """
     pending: dict[Any, Spec] = {}
 
-    def fill(queue: as_completed) -> None:
-        while len(pending) < window and (spec := next(specs, None)) is not None:
-            future = client.submit(task, spec, key=key(spec), pure=False)
-            pending[future] = spec
-            queue.add(future)
+    def fill() -> None:
+        while not stop() and len(pending) < window and (spec := next(specs, None)) is not None:
+            pending[client.submit(task, spec, key=key(spec), pure=False)] = spec
 
-    queue = as_completed()
-    fill(queue)
-    for future in queue:
-        spec = pending.pop(future)
+    fill()
+    while pending:
         try:
-            yield spec, future.result(), None
-        except Exception as exc:
-            logger.warning("task %s failed: %s", key(spec), exc)
-            yield spec, None, exc
-        finally:
-            future.release()
-        fill(queue)
+            done = wait(list(pending), timeout=POLL_SECONDS, return_when="FIRST_COMPLETED").done
+        except TimeoutError:
+            done = set()
+        for future in done:
+            spec = pending.pop(future)
+            try:
+                yield spec, future.result(), None
+            except Exception as exc:
+                logger.warning("task %s failed: %s", key(spec), exc)
+                yield spec, None, exc
+            finally:
+                future.release()
+        if pending and cancel():
+            client.cancel(list(pending))
+            return
+        fill()

@@ -15,12 +15,14 @@ from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from batch.config.model import RekognitionConfig, RunConfig
 from batch.core.calls import CallCounts, CallResult
 from batch.core.quota import TokenBucket
 from batch.core.redaction import one_line
 from batch.core.retry import Outcome, RetryBudget, RetryPolicy, classify, error_code
+from batch.core.silence import SilenceWatch
 
 
 def rekognition_client(config: RekognitionConfig, max_pool_connections: int) -> Any:
@@ -37,6 +39,12 @@ def rekognition_client(config: RekognitionConfig, max_pool_connections: int) -> 
     )
     session = boto3.session.Session()
     return session.client("rekognition", region_name=config.region or None, config=botocore_config)
+
+
+class LimiterUnavailable(Exception):
+    """The rate limiter could not be asked (on a cluster: the scheduler is unreachable, or this worker is
+    closing). Not an outcome of the image's call: it propagates out of `RekognitionCaller.call`, so the
+    task fails and no image is recorded `failed` for it (e.g. while the run shuts down)."""
 
 
 class Limiter(Protocol):
@@ -90,18 +98,20 @@ class RekognitionCaller:
         counts: CallCounts,
         *,
         budget: RetryBudget | None = None,
+        silence: SilenceWatch | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._budget = budget
+        self._silence = silence or SilenceWatch()
         self._clock = clock
         self._limiter = limiter
         self._counts = counts
         # One Retrying for all calls and threads (its per-call state is thread-local, as for tenacity's
         # decorator): building one per call cost CPU and left a cycle of objects for the collector.
         self._retrying = policy.retrying(
-            sleep=sleep, on_retry=lambda _exc: counts.record_retry(), budget=budget
+            sleep=sleep, on_retry=lambda _exc: counts.record_retry(), budget=budget, silence=self._silence
         )
 
     def call(self, method: str, operation: str, request: Mapping[str, Any]) -> CallResult:
@@ -110,16 +120,19 @@ class RekognitionCaller:
         def attempt() -> Any:
             nonlocal attempts
             attempts += 1
-            self._limiter.acquire(operation)
+            self._acquire(operation)
             started = self._clock()
+            self._silence.sent()
             try:
                 response = getattr(self._client, method)(**request)
             except Exception as exc:
+                self._silence.ended(answered=isinstance(exc, ClientError))
                 self._counts.record(operation, error_code(exc), self._clock() - started)
                 if classify(exc) is Outcome.THROTTLED:
                     # The account said no despite the limiter (another job shares it): slow down.
                     self._limiter.report_throttle(operation)
                 raise
+            self._silence.ended(answered=True)
             self._counts.record(operation, "ok", self._clock() - started)
             return response
 
@@ -127,13 +140,23 @@ class RekognitionCaller:
             self._budget.deposit()
         try:
             response = self._retrying(attempt)
+        except LimiterUnavailable:
+            raise
         except Exception as exc:
             outcome = classify(exc)
-            spent = outcome is Outcome.TRANSIENT and self._budget is not None and self._budget.exhausted
-            return CallResult(None, attempts, error_code(exc), one_line(str(exc)), outcome, spent)
+            transient = outcome is Outcome.TRANSIENT
+            spent = transient and self._budget is not None and self._budget.exhausted
+            silent = transient and self._silence.expired()
+            return CallResult(None, attempts, error_code(exc), one_line(str(exc)), outcome, spent, silent)
         response = dict(response)
         response.pop("ResponseMetadata", None)
         return CallResult(response, attempts)
+
+    def _acquire(self, operation: str) -> None:
+        try:
+            self._limiter.acquire(operation)
+        except Exception as exc:
+            raise LimiterUnavailable(f"rate limiter unavailable: {type(exc).__name__}: {exc}") from exc
 
     def pages(self, method: str, operation: str, request: Mapping[str, Any]) -> Iterator[CallResult]:
         """Each page of a paginated operation (`NextToken`, e.g. ListFaces), each one a `call`; ends

@@ -36,7 +36,8 @@ RUN_EXIT_CODES = """exit codes:
   5    another attempt committed this run id first
   6    committed, but the error rate is above --max-error-rate
   7    no images under the input prefix
-  130  interrupted"""
+  130  stopped by SIGINT (Ctrl-C), nothing committed (--resume RUN_ID finishes it)
+  143  stopped by SIGTERM, nothing committed (--resume RUN_ID finishes it)"""
 
 
 class _Script(argparse.Action):

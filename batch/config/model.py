@@ -51,6 +51,9 @@ class RekognitionConfig:
     max_attempts: int = 6
     #: Upper bound on the time one call spends retrying.
     max_retry_seconds: float = 120.0
+    #: A worker process whose calls have been out this long with no answer at all (an endpoint that
+    #: accepts connections and never answers) gives up, and the run aborts (exit 4).
+    silent_abort_seconds: float = 40.0
     backoff_base: float = 0.5
     backoff_max: float = 20.0
     #: Retries of 5xx, timeouts and dropped connections as a share of calls, per worker process; when
@@ -79,6 +82,12 @@ class RekognitionConfig:
             "max_retry_seconds",
         ):
             check(getattr(self, name) > 0, f"rekognition.{name}", "must be > 0", getattr(self, name))
+        check(
+            self.silent_abort_seconds > self.read_timeout,
+            "rekognition.silent_abort_seconds",
+            f"must be > rekognition.read_timeout ({self.read_timeout:g})",
+            self.silent_abort_seconds,
+        )
         for name in ("max_attempts", "max_convert_bytes"):
             check(getattr(self, name) >= 1, f"rekognition.{name}", "must be >= 1", getattr(self, name))
         check(
@@ -94,9 +103,7 @@ class RekognitionConfig:
             self.retry_budget_capacity,
         )
         check(self.calls_in_flight >= 0, "rekognition.calls_in_flight", "must be >= 0", self.calls_in_flight)
-        check(
-            self.expected_latency > 0, "rekognition.expected_latency", "must be > 0", self.expected_latency
-        )
+        check(self.expected_latency > 0, "rekognition.expected_latency", "must be > 0", self.expected_latency)
         check(
             self.max_calls_in_flight >= max(1, self.calls_in_flight),
             "rekognition.max_calls_in_flight",
@@ -122,6 +129,9 @@ class DaskConfig:
     batch_size: int = 20
     #: Batches submitted and not yet finished; 0: two per worker thread of the cluster.
     batches_in_flight: int = 0
+    #: On SIGINT or SIGTERM: seconds the batches in flight may take to finish (their images are then
+    #: kept by `--resume`, not paid again) before the rest are cancelled.
+    shutdown_grace_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         check(self.n_workers >= 0, "dask.n_workers", "must be >= 0", self.n_workers)
@@ -130,6 +140,12 @@ class DaskConfig:
         )
         check(1 <= self.batch_size <= 10_000, "dask.batch_size", "must be in 1..10000", self.batch_size)
         check(self.batches_in_flight >= 0, "dask.batches_in_flight", "must be >= 0", self.batches_in_flight)
+        check(
+            self.shutdown_grace_seconds >= 0,
+            "dask.shutdown_grace_seconds",
+            "must be >= 0",
+            self.shutdown_grace_seconds,
+        )
 
 
 #: `output.sse` values: the bucket's default encryption, SSE-S3, SSE-KMS.

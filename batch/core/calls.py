@@ -59,6 +59,8 @@ class CallResult:
     outcome: Outcome | None = None
     #: The process's retry budget was spent when this call failed: the endpoint keeps failing.
     budget_exhausted: bool = False
+    #: The process's calls had no answer for `rekognition.silent_abort_seconds` when this call failed.
+    silent: bool = False
 
     @property
     def ok(self) -> bool:

@@ -3,8 +3,9 @@
 Everything this package raises on purpose derives from `RekbatchError`: its str() is a one-line reason
 and its `exit_code` is the CLI's exit code: `ConfigError` (and `RunNotFound`) 2; `InputUnreachable`,
 `OutputUnwritable`, `OutputUnreadable`, `CollectionUnavailable` 3; `RunAborted` 4; `CommitRaceLost` 5;
-`TooManyErrors` 6; `NothingToAnalyse` 7; `QueryFailed` 1. Per-image failures are never raised out of a
-task: they become rows of the `errors` table.
+`TooManyErrors` 6; `NothingToAnalyse` 7; `Interrupted` 128 + the signal (130 for SIGINT, 143 for
+SIGTERM); `QueryFailed` 1. Per-image failures are never raised out of a task: they become rows of the
+`errors` table.
 """
 
 from __future__ import annotations
@@ -74,6 +75,17 @@ class NothingToAnalyse(RekbatchError):
     """The input prefix lists no images (empty, or every key filtered out): nothing was committed."""
 
     exit_code = 7
+
+
+class Interrupted(RekbatchError):
+    """The run was stopped by a signal (SIGINT, SIGTERM) and committed nothing; exit 128 + the signal's
+    number, as a shell reports a process killed by it."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, signum: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
 class QueryFailed(RekbatchError):

@@ -27,6 +27,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from batch.core.silence import SilenceWatch
+
 
 class Outcome(enum.Enum):
     THROTTLED = "throttled"
@@ -123,12 +125,16 @@ class RetryPolicy:
         sleep: Callable[[float], None] = time.sleep,
         on_retry: Callable[[BaseException], None] | None = None,
         budget: RetryBudget | None = None,
+        silence: SilenceWatch | None = None,
     ) -> Retrying:
         """A tenacity `Retrying` for one call. `sleep` is injectable for tests; `on_retry` counts retries;
-        a transient error is retried only while `budget` (shared by the process's calls) allows."""
+        a transient error is retried only while `budget` (shared by the process's calls) allows, and
+        never once `silence` has expired (the endpoint answered nothing for its limit)."""
 
         def should_retry(exc: BaseException) -> bool:
             outcome = classify(exc)
+            if outcome is Outcome.TRANSIENT and silence is not None and silence.expired():
+                return False
             if outcome is Outcome.TRANSIENT and budget is not None:
                 return budget.withdraw()
             return outcome.retryable

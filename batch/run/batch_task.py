@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,11 +22,18 @@ from batch.core.incremental import settled_analyses, settled_now
 from batch.core.manifest import BatchRecord, ImageOutcome
 from batch.core.redaction import one_line
 from batch.core.retry import error_code
+from batch.core.silence import SilenceWatch
 from batch.core.tables import ERRORS_SCHEMA, IMAGES_SCHEMA, error_row, image_row
 from batch.run import faults
 from batch.run.context import BatchSpec, ImageToAnalyse
-from batch.run.image_pipeline import ImageResult, analyse_image
-from batch.run.runtime import image_threads, process_resources, task_slots
+from batch.run.image_pipeline import ImageResult, analyse_image, silence_reason
+from batch.run.runtime import (
+    image_threads,
+    new_batches_stopped,
+    process_resources,
+    silence_watch,
+    task_slots,
+)
 from batch.storage.commits import RunStore
 from batch.storage.sink import write_tables
 
@@ -36,7 +44,9 @@ __all__ = ["BatchResult", "finish_batch", "process_batch", "record_failed_batch"
 class BatchResult:
     """What a task returns to the driver: the batch's record and what the driver's planning learns."""
 
-    record: BatchRecord
+    #: None: the task recorded nothing (the run was stopping, or the endpoint fell silent): `--resume`
+    #: analyses its images again.
+    record: BatchRecord | None
     #: Seconds spent in answered attempts, and how many, for the driver's latency estimate.
     latency_seconds: float = 0.0
     answered: int = 0
@@ -48,11 +58,18 @@ class BatchResult:
 
 def process_batch(spec: BatchSpec) -> BatchResult | OutputUnwritable:
     """The Dask task: analyse every image of the batch, write its tables, return the counts; or the
-    output's refusal of its files (returned, not raised: the run stops, and no task crash is logged)."""
+    output's refusal of its files (returned, not raised: the run stops, and no task crash is logged).
+    A task of a run that is stopping returns at once; one whose process's calls fell silent returns
+    without waiting for them; neither records anything."""
     context = spec.context
+    if new_batches_stopped(context.run_key):
+        return BatchResult(None)
     rekognition, s3, limiter, budget = process_resources(context.rekognition, context.threads_per_process)
     counts = CallCounts()
-    caller = RekognitionCaller(rekognition, context.rekognition.retry_policy, limiter, counts, budget=budget)
+    silence = silence_watch(context.run_key, context.rekognition.silent_abort_seconds)
+    caller = RekognitionCaller(
+        rekognition, context.rekognition.retry_policy, limiter, counts, budget=budget, silence=silence
+    )
     stop = threading.Event()
 
     def one(position: int, planned: ImageToAnalyse) -> ImageResult:
@@ -76,6 +93,11 @@ def process_batch(spec: BatchSpec) -> BatchResult | OutputUnwritable:
     # The process's tasks share its image threads: Little's law plans calls in flight per task slot.
     pool.grow_to(spec.calls_in_flight * task_slots())
     futures = [pool.submit(one, position, planned) for position, planned in enumerate(spec.images)]
+    if not _wait_unless_silent(futures, silence):
+        stop.set()  # the images in flight end at their next timeout, and call nothing more
+        for future in futures:
+            future.cancel()
+        return BatchResult(None, fatal=silence_reason(context))
     results = [future.result() for future in futures]
 
     rows_by_table: dict[str, list[dict[str, Any]]] = {"images": [], "errors": []}
@@ -91,6 +113,21 @@ def process_batch(spec: BatchSpec) -> BatchResult | OutputUnwritable:
     except OutputUnwritable as unwritable:
         return unwritable
     return BatchResult(record, counts.latency_seconds, counts.answered, fatal, dict(counts.per_second))
+
+
+#: Seconds between two looks at the silence of the process's calls while a task waits for its images.
+SILENCE_POLL_SECONDS = 1.0
+
+
+def _wait_unless_silent(futures: list[Future[ImageResult]], silence: SilenceWatch) -> bool:
+    """Wait for every image; False, without waiting for the rest, once `silence` expired (calls stuck
+    in a read that will only time out)."""
+    pending: set[Future[ImageResult]] = set(futures)
+    while pending:
+        _, pending = wait(pending, timeout=SILENCE_POLL_SECONDS)
+        if pending and silence.expired():
+            return False
+    return True
 
 
 def finish_batch(

@@ -34,6 +34,11 @@ class RunContext:
     #: Threads that may share one worker process's clients (Dask threads x max calls in flight per task).
     threads_per_process: int
 
+    @property
+    def run_key(self) -> str:
+        """This attempt of the run, for the state a worker process keeps per attempt."""
+        return f"{self.run_id}/{self.attempt}"
+
 
 @dataclass(frozen=True)
 class ImageToAnalyse:

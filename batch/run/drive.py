@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import logging
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from batch.analyses.base import DriverHooks
@@ -31,6 +31,8 @@ from batch.run.plan import (
     selected_objects,
     wanted_digests,
 )
+from batch.run.runtime import stop_new_batches
+from batch.run.shutdown import Shutdown
 from batch.run.summary import RunSummary, cpu_seconds
 from batch.run.text import Progress
 from batch.storage.sink import Destination
@@ -48,20 +50,16 @@ def run_batches(
     state: CommittedState,
     *,
     hooks: Mapping[str, DriverHooks],
+    shutdown: Shutdown | None = None,
 ) -> None:
     """Plan from the listing and run the batches on Dask in a bounded window, accounting each record
     as it lands. A task that fails outright has its images retried one per task, so a poison image
-    ends `failed` on its own; an error that says the run cannot succeed submits nothing more."""
+    ends `failed` on its own; an error that says the run cannot succeed submits nothing more, and so
+    does a `shutdown` request (`batch.run.shutdown`): the batches in flight may finish, and what fails
+    meanwhile is never recorded."""
+    shutdown = shutdown or Shutdown()
     with dask_client(config.dask) as client:
-        processes, threads = worker_threads(client)
-        quotas = operation_quotas(config)
-        install_quota(client, quotas, default=config.rekognition.tps)
-        summary.quotas = quotas
-        cpu_before = cpu_seconds() + sum(client.run(cpu_seconds).values())
-        summary.dashboard = dashboard_address(client)
-        logger.info(
-            "Dask: %d worker processes, %d threads; dashboard %s", processes, threads, summary.dashboard
-        )
+        threads, quotas, cpu_before = _prepare_cluster(client, config, summary)
         context = _run_context(config, summary, attempt)
         plan = ConcurrencyPlan(
             total_rate=sum(quotas.values()),
@@ -95,15 +93,22 @@ def run_batches(
         )
         window = config.dask.batches_in_flight or 2 * threads
         progress = Progress(quotas)
-        if sys.stderr.isatty():
-            print(f"Dask dashboard: {summary.dashboard}", file=sys.stderr)
+        stopping = _stopping(client, context, lambda: shutdown.requested or summary.status == "aborted")
         for spec, result, error in run_windowed(
-            client, process_batch, backlog, window=window, key=lambda spec: f"batch-{spec.file_name}"
+            client,
+            process_batch,
+            backlog,
+            window=window,
+            key=lambda spec: f"batch-{spec.file_name}",
+            stop=stopping,
+            cancel=shutdown.give_up,
         ):
             quarantined = backlog.finished(spec)
             if isinstance(result, OutputUnwritable):  # the output refused the batch's files
                 _stop_unwritable(summary, backlog, result)
                 continue
+            if error is not None and shutdown.requested:
+                continue  # maybe the shutdown's doing (workers killed with the driver): --resume redoes it
             if error is not None and not quarantined and summary.status == "running":
                 # Which image took the task down is unknown: retry each alone, so only it fails.
                 backlog.quarantine(BatchSpec(context, next(indices), (image,), 1) for image in spec.images)
@@ -117,11 +122,12 @@ def run_batches(
                 continue
             else:
                 fatal = None
-            attempt.add(record)
-            summary.add_batch(record, prices)
-            logger.debug(
-                "batch %s: %d images, %d files", spec.file_name, len(record.images), len(record.files)
-            )
+            if record is not None:  # None: the task recorded nothing, --resume analyses its images
+                attempt.add(record)
+                summary.add_batch(record, prices)
+                logger.debug(
+                    "batch %s: %d images, %d files", spec.file_name, len(record.images), len(record.files)
+                )
             progress.listed_total = counter.total
             progress.tick(summary)
             if fatal and summary.status != "aborted":
@@ -130,6 +136,23 @@ def run_batches(
         progress.close()
         summary.worker_cpu_seconds = sum(client.run(cpu_seconds).values())
         summary.processing_cpu_seconds = cpu_seconds() + summary.worker_cpu_seconds - cpu_before
+
+
+def _prepare_cluster(
+    client: Any, config: RunConfig, summary: RunSummary
+) -> tuple[int, dict[str, float], float]:
+    """Install the run's quotas on the cluster; its task slots, the quotas, and the CPU seconds the
+    job's processes have spent so far (the processing CPU is counted from here)."""
+    processes, threads = worker_threads(client)
+    quotas = operation_quotas(config)
+    install_quota(client, quotas, default=config.rekognition.tps)
+    summary.quotas = quotas
+    cpu_before = cpu_seconds() + sum(client.run(cpu_seconds).values())
+    summary.dashboard = dashboard_address(client)
+    logger.info("Dask: %d worker processes, %d threads; dashboard %s", processes, threads, summary.dashboard)
+    if sys.stderr.isatty():
+        print(f"Dask dashboard: {summary.dashboard}", file=sys.stderr)
+    return threads, quotas, cpu_before
 
 
 def _failed_batch(
@@ -175,6 +198,24 @@ def _run_context(config: RunConfig, summary: RunSummary, attempt: Attempt) -> Ru
         compression=config.output_options.compression,
         threads_per_process=config.dask.threads_per_worker * config.rekognition.max_calls_in_flight,
     )
+
+
+def _stopping(client: Any, context: RunContext, stopped: Callable[[], bool]) -> Callable[[], bool]:
+    """`stopped`, and the first time it is true, every worker told to start none of the run's batches
+    it holds (`batch.run.runtime.stop_new_batches`): they return at once, calling nothing."""
+    told = False
+
+    def stopping() -> bool:
+        nonlocal told
+        if not told and stopped():
+            told = True
+            try:
+                client.run(stop_new_batches, context.run_key, wait=False)
+            except Exception:  # the scheduler is gone: the tasks will not start anyway
+                logger.debug("could not tell the workers to stop", exc_info=True)
+        return told
+
+    return stopping
 
 
 def _announced(

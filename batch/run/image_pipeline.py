@@ -31,7 +31,7 @@ from batch.core.selection import ListedObject
 from batch.core.tables import error_row, image_row
 from batch.run.context import RunContext
 
-__all__ = ["OBJECT_CHANGED", "ImageResult", "analyse_image"]
+__all__ = ["OBJECT_CHANGED", "ImageResult", "analyse_image", "silence_reason"]
 
 #: The error code (and `images.status_reason`) of an image whose object changed while the run read it.
 OBJECT_CHANGED = "ObjectChanged"
@@ -137,9 +137,11 @@ def _analysed(
                 retryable=bool(call.outcome and call.outcome.retryable),
             )
         )
-        if call.outcome is Outcome.FATAL or call.budget_exhausted:
+        if call.outcome is Outcome.FATAL or call.budget_exhausted or call.silent:
             result.fatal = f"{operation}: {call.error_code}: {call.message}"
-            if call.budget_exhausted:
+            if call.silent:
+                result.fatal = f"{silence_reason(context)}; last error {result.fatal}"
+            elif call.budget_exhausted:
                 result.fatal = f"Rekognition keeps failing, retry budget spent; last error {result.fatal}"
             stop.set()
             status, reason = "failed", call.error_code
@@ -195,3 +197,9 @@ def _changed(common: dict[str, Any], facts: dict[str, Any], operation: str, why:
     )
     row = error_row(common, code=OBJECT_CHANGED, message=message, operation=operation, attempts=1)
     return ImageResult(image_row(common, **facts, status="changed", reason=OBJECT_CHANGED), {}, [row])
+
+
+def silence_reason(context: RunContext) -> str:
+    """Why a run against an endpoint that stopped answering aborts."""
+    seconds = context.rekognition.silent_abort_seconds
+    return f"Rekognition answered no call for {seconds:g} s (rekognition.silent_abort_seconds)"

@@ -5,7 +5,8 @@
    attempt number and, with `--resume`, keeps the complete batches of the run's earlier attempts.
 2. The listing is streamed and planned (`batch.run.plan`); batches run on Dask (`batch.run.drive`).
 3. Commit (`batch.run.commit`): the ledger must be clean, then the `runs` row and the manifest.
-   An aborted run (e.g. AccessDeniedException) never commits.
+   An aborted run (e.g. AccessDeniedException) never commits, nor does one stopped by SIGINT or SIGTERM
+   (`batch.run.shutdown`: `interrupted`, exit 130 or 143).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dataclasses
 import json
 import logging
 import secrets
+import signal
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -33,6 +35,7 @@ from batch.core.redaction import one_line
 from batch.run.commit import Attempt, commit, start_attempt
 from batch.run.drive import run_batches
 from batch.run.plan import listed_in, plan_images, selected_objects, unsettle, wanted_digests
+from batch.run.shutdown import Shutdown
 from batch.run.summary import RunSummary
 from batch.run.text import format_summary
 from batch.storage.commits import Heartbeat, RunStore
@@ -66,27 +69,31 @@ def run(config: RunConfig, *, command_line: str = "", out: TextIO = sys.stdout) 
         extras={k: v for analysis in REGISTRY.values() for k, v in analysis.summary_fields().items()},
     )
     _check_summary_folder(config.summary_json)
-    try:
-        s3 = s3_client()
-        check_readable(s3, config.bucket, config.prefix)
-        if config.dry_run:
-            _dry_run(config, s3, summary)
-        else:
-            _check_output(config, s3)
-            _run(config, s3, summary)
-            if summary.status == "completed" and config.report.enabled:  # this attempt committed the run
-                _write_report(config, summary, s3)
-    except (Exception, KeyboardInterrupt) as exc:
-        summary.fail(exc)
-        raise
-    finally:  # whatever the outcome: the summary JSON is what alerting reads
-        summary.ended_at = summary.ended_at or datetime.now(UTC)
-        print(format_summary(summary, dry_run=config.dry_run), file=out)
-        _write_summary_json(config.summary_json, summary)
+    shutdown = Shutdown(config.dask.shutdown_grace_seconds)
+    with shutdown.handling_signals():
+        try:
+            s3 = s3_client()
+            check_readable(s3, config.bucket, config.prefix)
+            if config.dry_run:
+                _dry_run(config, s3, summary)
+            else:
+                _check_output(config, s3)
+                _run(config, s3, summary, shutdown)
+                if summary.status == "completed" and config.report.enabled:  # this attempt committed
+                    _write_report(config, summary, s3)
+        except KeyboardInterrupt:
+            summary.interrupt(shutdown.signum or signal.SIGINT)
+        except Exception as exc:
+            summary.fail(exc)
+            raise
+        finally:  # whatever the outcome: the summary JSON is what alerting reads
+            summary.ended_at = summary.ended_at or datetime.now(UTC)
+            print(format_summary(summary, dry_run=summary.status == "dry-run"), file=out)
+            _write_summary_json(config.summary_json, summary)
     return summary
 
 
-def _run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
+def _run(config: RunConfig, s3: Any, summary: RunSummary, shutdown: Shutdown) -> None:
     store = RunStore(Destination.for_output(config.output, config.output_options), s3)
     if store.manifest(summary.run_id) is not None:
         summary.end("already-committed")
@@ -96,8 +103,9 @@ def _run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
     config = _prepared(config, hooks)
     summary.config_digest = config_digest(config)  # with what the hooks resolved (reference ETags)
     attempt = start_attempt(config, store, summary)
+    print(f"rekbatch: run {summary.run_id}: attempt {summary.attempt} started", file=sys.stderr, flush=True)
     with Heartbeat(store, summary.run_id, attempt.record.attempt):  # gc leaves a running attempt alone
-        _run_attempt(config, s3, summary, attempt, store=store, hooks=hooks)
+        _run_attempt(config, s3, summary, attempt, store=store, hooks=hooks, shutdown=shutdown)
 
 
 def _run_attempt(
@@ -108,6 +116,7 @@ def _run_attempt(
     *,
     store: RunStore,
     hooks: Mapping[str, DriverHooks],
+    shutdown: Shutdown,
 ) -> None:
     """The claimed attempt: plan and run the batches, then commit unless the run stopped."""
     summary.images = attempt.ledger.counts
@@ -115,14 +124,18 @@ def _run_attempt(
     for hook in hooks.values():
         hook.start(attempt.files)
     unsettle(state, hooks)
-    run_batches(config, s3, summary, attempt, state, hooks=hooks)
+    with shutdown.deferred():
+        run_batches(config, s3, summary, attempt, state, hooks=hooks, shutdown=shutdown)
+    if shutdown.requested:
+        summary.interrupt(shutdown.signum or signal.SIGINT)
     _finish(hooks, summary, completed=summary.status == "running")
-    if summary.status != "running":  # aborted, or the output refused a write: nothing is committed
+    if summary.status != "running":  # aborted, interrupted, or the output refused a write: no commit
         return
     if attempt.ledger.counts["listed"] == 0:
         summary.end("empty")
         return
-    commit(config, store, summary, attempt)
+    with shutdown.deferred():  # a commit once begun is finished: it is one create-only write
+        commit(config, store, summary, attempt)
 
 
 def _dry_run(config: RunConfig, s3: Any, summary: RunSummary) -> None:

@@ -22,8 +22,18 @@ from batch.aws.rekognition import rekognition_client
 from batch.aws.s3 import s3_client
 from batch.config.model import RekognitionConfig
 from batch.core.retry import RetryBudget
+from batch.core.silence import SilenceWatch
 
-__all__ = ["COLLECTOR_THRESHOLDS", "ImageThreads", "image_threads", "process_resources", "task_slots"]
+__all__ = [
+    "COLLECTOR_THRESHOLDS",
+    "ImageThreads",
+    "image_threads",
+    "new_batches_stopped",
+    "process_resources",
+    "silence_watch",
+    "stop_new_batches",
+    "task_slots",
+]
 
 T = TypeVar("T")
 
@@ -76,6 +86,28 @@ def task_slots() -> int:
         return int(get_worker().state.nthreads)
     except ValueError:  # not in a Dask worker
         return 1
+
+
+@functools.lru_cache(maxsize=8)
+def silence_watch(run_key: str, limit: float) -> SilenceWatch:
+    """The silence of this process's calls in one attempt of a run (`run_key`), shared by its tasks: a
+    remote cluster's worker processes outlive runs, and one run's dead endpoint must not end the next."""
+    return SilenceWatch(limit)
+
+
+#: Attempts of runs (`run_key`) whose batches must not start in this process: the run is stopping.
+_STOPPED_RUNS: set[str] = set()
+
+
+async def stop_new_batches(run_key: str) -> None:
+    """Run by the driver on every worker (`Client.run`, not waiting: a coroutine, on the worker's event
+    loop) when the run stops (a signal, an abort): the tasks of `run_key` that have not started here
+    return at once, calling and recording nothing."""
+    _STOPPED_RUNS.add(run_key)
+
+
+def new_batches_stopped(run_key: str) -> bool:
+    return run_key in _STOPPED_RUNS
 
 
 #: `gc.set_threshold` in a worker process (see `tune_collector`).

@@ -7,6 +7,8 @@ Its accounting comes in through three doors only: the batch records (`add_batch`
 from __future__ import annotations
 
 import resource
+import shlex
+import signal
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from typing import Any
 from batch.analyses.base import DriverReport
 from batch.core.errors import (
     CommitRaceLost,
+    Interrupted,
     NothingToAnalyse,
     OutputUnwritable,
     RekbatchError,
@@ -26,7 +29,7 @@ from batch.core.manifest import BatchRecord, error_rate
 from batch.core.redaction import redact
 from batch.core.timeline import SecondKey
 
-__all__ = ["RunSummary", "cpu_seconds"]
+__all__ = ["RunSummary", "cpu_seconds", "resume_command"]
 
 
 @dataclass
@@ -41,12 +44,15 @@ class RunSummary:
     command_line: str
     started_at: datetime
     ended_at: datetime | None = None
-    #: running, completed (committed), aborted, unwritable (the output refused a write), lost-race,
-    #: already-committed, empty, dry-run; or, when an exception ended the run (`fail`), error or interrupted.
+    #: running, completed (committed), aborted, unwritable (the output refused a write), interrupted (a
+    #: signal: `interrupt`), lost-race, already-committed, empty, dry-run; or error when an exception
+    #: ended the run (`fail`).
     status: str = "running"
     reason: str | None = None
     #: The exit code of the exception that ended the run (`fail`), else None.
     failed_with: int | None = None
+    #: The signal that interrupted the run (`interrupt`), else 0.
+    signum: int = 0
     #: `listed` and one count per outcome (`batch.core.manifest.OUTCOMES`): the run's ledger's counts.
     images: Counter[str] = field(default_factory=Counter)
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -128,15 +134,21 @@ class RunSummary:
         quote an endpoint's URL)."""
         self.status, self.reason = status, reason if reason is None else redact(reason)
 
-    def fail(self, error: BaseException) -> None:
+    def fail(self, error: Exception) -> None:
         """An exception ended the run: its status, its one-line reason and the CLI's exit code for it."""
-        if isinstance(error, KeyboardInterrupt):
-            self.end("interrupted", "interrupted")
-            self.failed_with = 130
-            return
         status = "unwritable" if isinstance(error, OutputUnwritable) else "error"
         self.end(status, " ".join(str(error).split())[:500] or type(error).__name__)
         self.failed_with = error.exit_code if isinstance(error, RekbatchError) else 1
+
+    def interrupt(self, signum: int) -> None:
+        """A signal stopped the run before it committed; a committed run stays committed (its report,
+        if it was being written, is not)."""
+        name = signal.Signals(signum).name
+        if self.status == "running":
+            self.end("interrupted", name)
+            self.signum = signum
+        elif self.status == "completed" and self.report is None:
+            self.report_error = self.report_error or f"stopped by {name}"
 
     @property
     def seconds(self) -> float:
@@ -149,13 +161,9 @@ class RunSummary:
 
     def problem(self) -> RekbatchError | None:
         """Why the run exits non-zero (a one-line reason and its exit code), or None."""
-        if self.status == "aborted":
-            return RunAborted(f"run {self.run_id} aborted, nothing committed: {self.reason}")
-        if self.status == "unwritable":
-            return OutputUnwritable(
-                f"run {self.run_id} stopped, nothing committed: {self.reason}; "
-                f"--resume {self.run_id} finishes it once the output can be written"
-            )
+        stopped = self._stopped()
+        if stopped is not None:
+            return stopped
         if self.status == "lost-race":
             return CommitRaceLost(
                 f"run {self.run_id}: another attempt committed it first; "
@@ -169,6 +177,27 @@ class RunSummary:
                 f"or failed (max error rate {self.max_error_rate:g})"
             )
         return None
+
+    def _stopped(self) -> RekbatchError | None:
+        """The reason of a run that stopped before its commit and that `--resume` finishes."""
+        if self.status == "aborted":
+            return RunAborted(f"run {self.run_id} aborted, nothing committed: {self.reason}")
+        if self.status == "unwritable":
+            return OutputUnwritable(
+                f"run {self.run_id} stopped, nothing committed: {self.reason}; "
+                f"--resume {self.run_id} finishes it once the output can be written"
+            )
+        if self.status == "interrupted":
+            return self._interrupted()
+        return None
+
+    def _interrupted(self) -> Interrupted:
+        """The one line of an interrupted run: the run id and how to finish it."""
+        how = f"run {self.run_id} stopped by {self.reason}, nothing committed"
+        if not self.attempt:
+            return Interrupted(f"{how}; it had not started, so there is nothing to resume", self.signum)
+        command = resume_command(self.command_line, self.run_id)
+        return Interrupted(f"{how}; finish it with: {command}", self.signum)
 
     @property
     def exit_code(self) -> int:
@@ -228,6 +257,22 @@ class RunSummary:
             },
             "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
+
+
+def resume_command(command_line: str, run_id: str) -> str:
+    """`command_line` (a `rekbatch run` command) made to resume `run_id`: its `--run-id` or `--resume`
+    replaced by `--resume RUN_ID`, every other flag kept (a resume needs the same input and config)."""
+    words = shlex.split(command_line) or ["rekbatch", "run"]
+    kept: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in ("--run-id", "--resume"):
+            skip = True
+        elif not word.startswith(("--run-id=", "--resume=")):
+            kept.append(word)
+    return shlex.join([*kept, "--resume", run_id])
 
 
 def cpu_seconds() -> float:

@@ -7,11 +7,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from fakes import FakeClock
 
-from batch.aws.rekognition import CallCounts, RateLimiter, RekognitionCaller
+from batch.aws.rekognition import CallCounts, LimiterUnavailable, RateLimiter, RekognitionCaller
 from batch.core.retry import Outcome, RetryBudget, RetryPolicy
+from batch.core.silence import SilenceWatch
 
 
 def client_error(code: str, status: int = 400) -> ClientError:
@@ -210,3 +212,62 @@ def test_an_endpoint_s_userinfo_never_reaches_the_call_s_message() -> None:
     result = caller.call("detect_labels", "DetectLabels", {})
     assert (result.error_code, result.attempts) == ("EndpointConnectionError", 2)
     assert result.message == 'Could not connect to the endpoint URL: "http://***@127.0.0.1:9/"'
+
+
+class SilentClient:
+    """An endpoint that accepts and never answers: each attempt takes the read timeout, then fails."""
+
+    def __init__(self, clock: FakeClock, read_timeout: float) -> None:
+        self.clock, self.read_timeout, self.attempts = clock, read_timeout, 0
+
+    def detect_labels(self, **request: Any) -> Any:
+        self.attempts += 1
+        self.clock.sleep(self.read_timeout)
+        raise ReadTimeoutError(endpoint_url="http://x")
+
+
+def test_a_silent_endpoint_is_not_retried_once_the_process_heard_nothing_for_the_limit() -> None:
+    """Read timeout 30 s, limit 45 s: the second timeout ends 60 s of silence, and the call says so
+    instead of retrying to its six attempts (three minutes)."""
+    clock = FakeClock()
+    client = SilentClient(clock, read_timeout=30)
+    silence = SilenceWatch(45, clock=clock)
+    caller = RekognitionCaller(
+        client, RetryPolicy(max_attempts=6, max_seconds=1e9), RateLimiter(1000.0, clock=clock,
+        sleep=clock.sleep), CallCounts(), budget=RetryBudget(), silence=silence, sleep=clock.sleep,
+        clock=clock,
+    )  # fmt: skip
+    result = caller.call("detect_labels", "DetectLabels", {})
+    assert (result.attempts, result.error_code, result.silent) == (2, "ReadTimeoutError", True)
+    assert not result.budget_exhausted
+    assert caller.call("detect_labels", "DetectLabels", {}).attempts == 1  # still silent: no retry
+
+
+def test_an_answer_even_an_error_keeps_the_endpoint_alive() -> None:
+    clock = FakeClock()
+    silence = SilenceWatch(45, clock=clock)
+    client = ScriptedClient([client_error("InternalServerError", 500)] * 3 + [{"Labels": []}])
+    caller = RekognitionCaller(
+        client, RetryPolicy(), RateLimiter(1000.0, clock=clock, sleep=clock.sleep), CallCounts(),
+        silence=silence, sleep=clock.sleep, clock=clock,
+    )  # fmt: skip
+    assert caller.call("detect_labels", "DetectLabels", {}).ok
+    assert silence.silent_seconds() == 0
+
+
+def test_a_rate_limiter_that_cannot_be_asked_fails_the_call_not_the_image() -> None:
+    """On a closing worker the cluster limiter's scheduler connection is gone ("ConnectionPool is
+    closed"): that must reach the task as an error, never become the image's failed call."""
+
+    class ClosedLimiter:
+        def acquire(self, operation: str) -> None:
+            raise RuntimeError("ConnectionPool is closed")
+
+        def report_throttle(self, operation: str) -> None:
+            pass
+
+    client = ScriptedClient([{"Labels": []}])
+    caller = RekognitionCaller(client, RetryPolicy(), ClosedLimiter(), CallCounts())
+    with pytest.raises(LimiterUnavailable, match="ConnectionPool is closed"):
+        caller.call("detect_labels", "DetectLabels", {})
+    assert client.requests == []

@@ -78,7 +78,9 @@ def test_environment_lists_and_strings() -> None:
         ("[rekognition]\nimage_source = 'ftp'\n", "rekognition.image_source"),
         ("[rekognition]\nconvert_to_jpeg = 'no'\n", "rekognition.convert_to_jpeg"),
         ("[rekognition]\nmax_convert_bytes = 0\n", "rekognition.max_convert_bytes"),
+        ("[rekognition]\nread_timeout = 60\n", "rekognition.silent_abort_seconds"),  # not above it
         ("[dask]\nbatch_size = 0\n", "dask.batch_size"),
+        ("[dask]\nshutdown_grace_seconds = -1\n", "dask.shutdown_grace_seconds"),
         ("[analyses.labels]\nmin_confidence = 101\n", "analyses.labels.min_confidence"),
         ("[analyses.labels]\ncolour = 1\n", "analyses.labels.colour"),
         ("[analyses.poetry]\nx = 1\n", "analyses.poetry"),
