@@ -72,9 +72,14 @@ def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
     return process.returncode, stderr
 
 
+#: The line every run prints once it has claimed its attempt.
+STARTED = re.compile(r"rekbatch: run \S+: attempt \d+ started")
+
+
 def one_line(stderr: str) -> str:
-    """The only line on stderr (no traceback, no log line around the reason)."""
-    lines = stderr.strip().splitlines()
+    """The only line on stderr besides the run's `started` line (no traceback, no log line around the
+    reason)."""
+    lines = [line for line in stderr.strip().splitlines() if not STARTED.fullmatch(line)]
     assert len(lines) == 1, stderr
     return lines[0]
 
