@@ -9,7 +9,6 @@ when a process is killed.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -19,17 +18,16 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
 import pytest
 from conftest import make_image
+from processes import talks_to, wait_for, worker_processes
 
 from batch.core.manifest import Manifest
 from batch.query import views
@@ -154,41 +152,6 @@ def test_hostile_keys_are_analysed_once_each_and_name_no_file(stack: LocalStack,
 
 
 # --- Done when 2: a worker killed mid-run -------------------------------------------------------------------
-
-
-def worker_processes(parent: int) -> list[int]:
-    """Dask worker processes started by `parent` (multiprocessing's spawn), from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == parent and b"spawn_main" in command:
-            found.append(int(entry.name))
-    return found
-
-
-def talks_to(pid: int, url: str) -> bool:
-    """Whether process `pid` holds a TCP connection to the server at `url` (Linux /proc): a worker's
-    boto3 client connects on its first call."""
-    port = f"{urlsplit(url).port:04X}"
-    sockets = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            if (target := str(fd.readlink())).startswith("socket:["):
-                sockets.add(target[8:-1])
-    rows = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
-    return any(row.split()[2].endswith(f":{port}") and row.split()[9] in sockets for row in rows)
-
-
-def wait_for(condition: Any, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-    return value
 
 
 def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(stack: LocalStack, tmp_path: Path) -> None:
