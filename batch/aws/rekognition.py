@@ -17,7 +17,7 @@ import boto3
 from botocore.config import Config
 
 from batch.config.model import RekognitionConfig, RunConfig
-from batch.core.calls import CallCounts, CallResult
+from batch.core.calls import CallCounts, CallJournal, CallResult, request_digest
 from batch.core.quota import TokenBucket
 from batch.core.retry import Outcome, RetryBudget, RetryPolicy, classify, error_code
 
@@ -103,23 +103,38 @@ class RekognitionCaller:
             sleep=sleep, on_retry=lambda _exc: counts.record_retry(), budget=budget
         )
 
-    def call(self, method: str, operation: str, request: Mapping[str, Any]) -> CallResult:
+    def call(
+        self, method: str, operation: str, request: Mapping[str, Any], *, journal: CallJournal | None = None
+    ) -> CallResult:
+        """One logical call, its attempts told to `journal` (an image's record) when one is given; with
+        an answer the journal has from an earlier try of the image, no call at all."""
+        digest = request_digest(operation, request) if journal is not None else ""
+        if journal is not None and (answer := journal.cached(operation, digest)) is not None:
+            return CallResult(dict(answer), 0)
         attempts = 0
 
         def attempt() -> Any:
             nonlocal attempts
             attempts += 1
             self._limiter.acquire(operation)
+            if journal is not None:
+                journal.sending(operation, retry=attempts > 1)
             started = self._clock()
             try:
                 response = getattr(self._client, method)(**request)
             except Exception as exc:
-                self._counts.record(operation, error_code(exc), self._clock() - started)
+                code = error_code(exc)
+                self._counts.record(operation, code, self._clock() - started)
+                if journal is not None:
+                    journal.answered(operation, code)
                 if classify(exc) is Outcome.THROTTLED:
                     # The account said no despite the limiter (another job shares it): slow down.
                     self._limiter.report_throttle(operation)
                 raise
             self._counts.record(operation, "ok", self._clock() - started)
+            response = {k: v for k, v in response.items() if k != "ResponseMetadata"}
+            if journal is not None:
+                journal.answered(operation, "ok", digest, response)
             return response
 
         if self._budget is not None:
@@ -130,8 +145,6 @@ class RekognitionCaller:
             outcome = classify(exc)
             spent = outcome is Outcome.TRANSIENT and self._budget is not None and self._budget.exhausted
             return CallResult(None, attempts, error_code(exc), _one_line(exc), outcome, spent)
-        response = dict(response)
-        response.pop("ResponseMetadata", None)
         return CallResult(response, attempts)
 
     def pages(self, method: str, operation: str, request: Mapping[str, Any]) -> Iterator[CallResult]:

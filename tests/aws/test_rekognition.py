@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 from fakes import FakeClock
 
 from batch.aws.rekognition import CallCounts, RateLimiter, RekognitionCaller
+from batch.core.calls import request_digest
 from batch.core.retry import Outcome, RetryBudget, RetryPolicy
 
 
@@ -202,3 +203,49 @@ def test_threads_sharing_a_caller_each_see_their_own_attempts() -> None:
         assert result.response == {"Labels": [{"Name": f"img-{i}"}]}
         assert result.attempts == 1 + i % 4
     assert counts.retries == sum(i % 4 for i in range(64))
+
+
+class Journal:
+    """An image's journal (`batch.core.calls.CallJournal`) that notes what it is told, and when."""
+
+    def __init__(self, client: ScriptedClient, answers: dict[tuple[str, str], Any] | None = None) -> None:
+        self.client = client
+        self.answers = answers or {}
+        self.events: list[tuple[Any, ...]] = []
+
+    def cached(self, operation: str, digest: str) -> Any:
+        return self.answers.get((operation, digest))
+
+    def sending(self, operation: str, *, retry: bool) -> None:
+        self.events.append(("sending", operation, retry, len(self.client.requests)))
+
+    def answered(self, operation: str, outcome: str, digest: str = "", response: Any = None) -> None:
+        self.events.append(("answered", operation, outcome, digest, response))
+
+
+def test_a_journal_hears_of_each_attempt_before_it_is_sent_and_of_its_answer() -> None:
+    ok = {"Labels": [], "ResponseMetadata": {"HTTPStatusCode": 200}}
+    client = ScriptedClient([client_error("ThrottlingException"), ok])
+    caller, counts, _ = caller_for(client)
+    journal = Journal(client)
+    request = {"Image": {"S3Object": {"Bucket": "b", "Name": "k.jpg"}}}
+    result = caller.call("detect_labels", "DetectLabels", request, journal=journal)
+    digest = request_digest("DetectLabels", request)
+    assert journal.events == [
+        ("sending", "DetectLabels", False, 0),  # noted before the request left
+        ("answered", "DetectLabels", "ThrottlingException", "", None),
+        ("sending", "DetectLabels", True, 1),
+        ("answered", "DetectLabels", "ok", digest, {"Labels": []}),  # the answer, without its metadata
+    ]
+    assert (result.response, result.attempts) == ({"Labels": []}, 2)
+    assert counts.attempts == {("DetectLabels", "ThrottlingException"): 1, ("DetectLabels", "ok"): 1}
+
+
+def test_an_answer_the_journal_has_is_not_asked_again() -> None:
+    client = ScriptedClient([])
+    caller, counts, _ = caller_for(client)
+    request = {"Image": {"S3Object": {"Bucket": "b", "Name": "k.jpg"}}}
+    journal = Journal(client, {("DetectLabels", request_digest("DetectLabels", request)): {"Labels": [1]}})
+    result = caller.call("detect_labels", "DetectLabels", request, journal=journal)
+    assert (result.response, result.attempts) == ({"Labels": [1]}, 0)
+    assert (client.requests, journal.events, counts.attempts) == ([], [], {})
