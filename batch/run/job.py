@@ -2,7 +2,7 @@
 
 1. A run id that is already committed ends here (`already-committed`, exit 0, no calls). Otherwise the
    analyses' driver hooks prepare the run (`batch.analyses.base.DriverHooks`), the process claims an
-   attempt number and, with `--resume`, keeps the complete batches of the run's earlier attempts.
+   attempt number and, with `--resume`, keeps the work of the run's earlier attempts (`batch.run.resume`).
 2. The listing is streamed and planned (`batch.run.plan`); batches run on Dask (`batch.run.drive`).
 3. Commit (`batch.run.commit`): the ledger must be clean, then the `runs` row and the manifest.
    An aborted run (e.g. AccessDeniedException) never commits.
@@ -31,6 +31,7 @@ from batch.core.manifest import Ledger, manifest_path
 from batch.run.commit import commit, start_attempt
 from batch.run.drive import run_batches
 from batch.run.plan import listed_in, plan_images, selected_objects, unsettle, wanted_digests
+from batch.run.resume import keep_earlier_work
 from batch.run.summary import RunSummary
 from batch.run.text import format_summary
 from batch.storage.commits import RunStore
@@ -89,6 +90,8 @@ def _run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
     config = _prepared(config, hooks)
     summary.config_digest = config_digest(config)  # with what the hooks resolved (reference ETags)
     attempt = start_attempt(config, store, summary)
+    if config.resume:
+        keep_earlier_work(config, store, summary, attempt)
     summary.images = attempt.ledger.counts
     state = _committed_state(config, s3)
     for hook in hooks.values():

@@ -52,10 +52,14 @@ JOB_S3_REQUESTS: dict[str, list[Request]] = {
         ("s3:GetObject", f"{IN_BUCKET}/photos/2026/a b/ü=1.jpg", {}),  # headers, bytes, thumbnails
         ("s3:GetObject", f"{OUT}_commits/r0.json", {}),  # manifests
         ("s3:GetObject", f"{OUT}images/dt=2026-11-25/r0-a1-000000.parquet", {}),  # incremental state
+        # An image's record, most often missing: 404 (not 403) thanks to ListBucket (see head_bucket).
+        ("s3:GetObject", f"{OUT}_runs/r1/image-1-{'0' * 32}.json.gz", {}),
+        ("s3:GetObject", f"{OUT}_runs/r1/batch-1-000000.json", {}),  # a re-run task's batch record
     ],
     "put_object": [
         ("s3:PutObject", f"{OUT}labels/dt=2026-11-25/r1-a1-000000.parquet", {}),
         ("s3:PutObject", f"{OUT}_runs/r1/batch-a1-000000.json", {}),
+        ("s3:PutObject", f"{OUT}_runs/r1/image-1-{'0' * 32}.json.gz", {}),  # before each call, and once done
         ("s3:PutObject", f"{OUT}_runs/r1/attempt-1.json", CONDITIONAL_PUT),
         ("s3:PutObject", f"{OUT}_commits/r1.json", CONDITIONAL_PUT),  # the commit: create-only
         ("s3:PutObject", f"{OUT}_reports/r1.html", {}),
