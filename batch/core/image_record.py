@@ -130,28 +130,6 @@ def batch_record(
     )
 
 
-# Rows hold what pyarrow takes for their columns: JSON's types, and datetimes (`last_modified`) and bytes,
-# tagged here so that a record's rows build exactly the table the image's own rows build.
-_DATETIME, _BYTES = "$datetime", "$bytes"
-
-
-def _tagged(value: Any) -> dict[str, str]:
-    if isinstance(value, datetime):
-        return {_DATETIME: value.isoformat()}
-    if isinstance(value, bytes):
-        return {_BYTES: base64.b64encode(value).decode()}
-    raise TypeError(f"a row value of type {type(value).__name__} has no place in an image record")
-
-
-def _untagged(obj: dict[str, Any]) -> Any:
-    if len(obj) == 1:
-        if _DATETIME in obj:
-            return datetime.fromisoformat(obj[_DATETIME])
-        if _BYTES in obj:
-            return base64.b64decode(obj[_BYTES])
-    return obj
-
-
 def sort_leftovers(
     records: Iterable[ImageRecord], kept_keys: Collection[str]
 ) -> tuple[list[list[ImageRecord]], list[ImageRecord]]:
@@ -173,3 +151,25 @@ def sort_leftovers(
         else:
             wasted.append(record)
     return list(groups.values()), wasted
+
+
+# Rows hold what pyarrow takes for their columns: JSON's types, and datetimes (`last_modified`) and bytes,
+# tagged here so that a record's rows build exactly the table the image's own rows build.
+_DATETIME, _BYTES = "$datetime", "$bytes"
+
+
+def _tagged(value: Any) -> dict[str, str]:
+    if isinstance(value, datetime):
+        return {_DATETIME: value.isoformat()}
+    if isinstance(value, bytes):
+        return {_BYTES: base64.b64encode(value).decode()}
+    raise TypeError(f"a row value of type {type(value).__name__} has no place in an image record")
+
+
+def _untagged(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1:
+        if _DATETIME in obj:
+            return datetime.fromisoformat(obj[_DATETIME])
+        if _BYTES in obj:
+            return base64.b64decode(obj[_BYTES])
+    return obj
