@@ -165,6 +165,9 @@ class Analysis:
     calls_at_least: bool = False
     #: `--prune` applies: the analysis keeps state outside the output (a face collection).
     prunes: bool = False
+    #: Its calls change or read state outside the image (a face collection), which a resumed run syncs
+    #: again: a resumed attempt calls again rather than take an earlier attempt's answers.
+    stateful: bool = False
 
     @property
     def operations(self) -> tuple[str, ...]:

@@ -246,4 +246,6 @@ ANALYSIS = FaceSearch(
     # An InvalidParameterException may be about a face crop, not the image.
     rejects_image=False,
     calls_at_least=True,
+    # Its matches are FaceIds of the collection, which a resume's sync may delete and index again.
+    stateful=True,
 )

@@ -155,6 +155,7 @@ class IndexFaces(Analysis):
     """IndexFaces with its collection kept equal to the bucket by the driver (`batch.faces.sync`)."""
 
     prunes: bool = True
+    stateful: bool = True
 
     def request(self, image: Mapping[str, Any], key: str, settings: Any) -> dict[str, Any]:
         """The request, with the image's `ExternalImageId` made from its key."""

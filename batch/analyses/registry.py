@@ -31,6 +31,7 @@ __all__ = [
     "all_tables",
     "default_prices",
     "in_run_order",
+    "resumable_operations",
     "select",
     "settings_digest",
     "settled_digests",
@@ -80,6 +81,14 @@ def select(names: Iterable[str], where: str = "analyses") -> list[Analysis]:
         if REGISTRY[name] not in chosen:
             chosen.append(REGISTRY[name])
     return chosen
+
+
+def resumable_operations(names: Iterable[str]) -> frozenset[str]:
+    """The operations of the analyses `names` whose earlier attempts' answers a resumed attempt takes:
+    those no stateful analysis (`Analysis.stateful`) among them calls."""
+    chosen = [REGISTRY[name] for name in names]
+    stateful = {op for analysis in chosen if analysis.stateful for op in analysis.operations}
+    return frozenset(op for analysis in chosen for op in analysis.operations) - stateful
 
 
 def in_run_order(names: Iterable[str], start: int = 0) -> tuple[str, ...]:

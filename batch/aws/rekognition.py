@@ -18,7 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from batch.config.model import RekognitionConfig, RunConfig
-from batch.core.calls import CallCounts, CallResult
+from batch.core.calls import CallCounts, CallJournal, CallResult, request_digest
 from batch.core.quota import TokenBucket
 from batch.core.redaction import one_line
 from batch.core.retry import Outcome, RetryBudget, RetryPolicy, classify, error_code
@@ -114,26 +114,41 @@ class RekognitionCaller:
             sleep=sleep, on_retry=lambda _exc: counts.record_retry(), budget=budget, silence=self._silence
         )
 
-    def call(self, method: str, operation: str, request: Mapping[str, Any]) -> CallResult:
+    def call(
+        self, method: str, operation: str, request: Mapping[str, Any], *, journal: CallJournal | None = None
+    ) -> CallResult:
+        """One logical call, its attempts told to `journal` (an image's record) when one is given; with
+        an answer the journal has from an earlier try of the image, no call at all."""
+        digest = request_digest(operation, request) if journal is not None else ""
+        if journal is not None and (answer := journal.cached(operation, digest)) is not None:
+            return CallResult(dict(answer), 0)
         attempts = 0
 
         def attempt() -> Any:
             nonlocal attempts
             attempts += 1
             self._acquire(operation)
+            if journal is not None:
+                journal.sending(operation, retry=attempts > 1)
             started = self._clock()
             self._silence.sent()
             try:
                 response = getattr(self._client, method)(**request)
             except Exception as exc:
                 self._silence.ended(answered=isinstance(exc, ClientError))
-                self._counts.record(operation, error_code(exc), self._clock() - started)
+                code = error_code(exc)
+                self._counts.record(operation, code, self._clock() - started)
+                if journal is not None:
+                    journal.answered(operation, code)
                 if classify(exc) is Outcome.THROTTLED:
                     # The account said no despite the limiter (another job shares it): slow down.
                     self._limiter.report_throttle(operation)
                 raise
             self._silence.ended(answered=True)
             self._counts.record(operation, "ok", self._clock() - started)
+            response = {k: v for k, v in response.items() if k != "ResponseMetadata"}
+            if journal is not None:
+                journal.answered(operation, "ok", digest, response)
             return response
 
         if self._budget is not None:
@@ -148,8 +163,6 @@ class RekognitionCaller:
             spent = transient and self._budget is not None and self._budget.exhausted
             silent = transient and self._silence.expired()
             return CallResult(None, attempts, error_code(exc), one_line(str(exc)), outcome, spent, silent)
-        response = dict(response)
-        response.pop("ResponseMetadata", None)
         return CallResult(response, attempts)
 
     def _acquire(self, operation: str) -> None:

@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume",
         metavar="RUN_ID",
-        help="finish a crashed run: keep its complete batches, analyse the rest, commit once",
+        help="finish a crashed run: keep every image it had done, analyse the rest, commit once",
     )
     run.add_argument(
         "--max-error-rate",

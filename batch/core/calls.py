@@ -2,20 +2,50 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from batch.core.redaction import one_line
 from batch.core.retry import ERROR_OUTCOMES, Outcome
 from batch.core.timeline import SecondKey, second_key
 
-__all__ = ["THROTTLE_CODES", "Call", "CallCounts", "CallResult", "failed_locally"]
+__all__ = [
+    "IN_FLIGHT",
+    "PAID_OUTCOMES",
+    "THROTTLE_CODES",
+    "Call",
+    "CallCounts",
+    "CallJournal",
+    "CallResult",
+    "ImageCalls",
+    "failed_locally",
+    "paid_calls",
+    "request_digest",
+    "throttled_calls",
+]
 
 THROTTLE_CODES = frozenset(code for code, outcome in ERROR_OUTCOMES.items() if outcome is Outcome.THROTTLED)
+
+#: The outcome of a call sent by a process that died before it read the answer. Rekognition bills it if
+#: it answered with success, which no one can know any more: the bill counts it as paid.
+IN_FLIGHT = "in-flight"
+#: The outcomes a bill counts: calls answered with success, and calls whose answer a crash lost.
+PAID_OUTCOMES = ("ok", IN_FLIGHT)
+
+
+def paid_calls(calls: Mapping[tuple[str, str], int], operation: str) -> int:
+    """Calls of `operation` among `calls` ((operation, outcome) -> count) that the bill counts."""
+    return sum(calls.get((operation, outcome), 0) for outcome in PAID_OUTCOMES)
+
+
+def throttled_calls(calls: Iterable[tuple[tuple[str, str], int]]) -> int:
+    """Attempts answered with throttling among ((operation, outcome), count) pairs."""
+    return sum(n for (_, outcome), n in calls if outcome in THROTTLE_CODES)
 
 
 @dataclass
@@ -46,6 +76,70 @@ class CallCounts:
     def record_retry(self) -> None:
         with self._lock:
             self.retries += 1
+
+
+class CallJournal(Protocol):
+    """One image's calls, told by the caller: `cached` gives an answer an earlier try of the image got to
+    the same request (the call is then not made); `sending` comes before each attempt leaves (where a
+    durable record of it is written); `answered` with the outcome, and a success's answer, once read."""
+
+    def cached(self, operation: str, digest: str) -> Mapping[str, Any] | None: ...
+
+    def sending(self, operation: str, *, retry: bool) -> None: ...
+
+    def answered(
+        self, operation: str, outcome: str, digest: str = "", response: Mapping[str, Any] | None = None
+    ) -> None: ...
+
+
+def request_digest(operation: str, request: Mapping[str, Any]) -> str:
+    """A digest of one call (its operation and request, image bytes included): the key of its answer."""
+    digest = hashlib.blake2b(operation.encode(), digest_size=16)
+    _feed(digest, request)
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, value: Any) -> None:
+    """Each value with its type and length: no two requests feed the same bytes."""
+    if isinstance(value, str):
+        value = value.encode()
+        digest.update(b"s%d:" % len(value))
+    if isinstance(value, bytes):
+        digest.update(b"b%d:" % len(value))
+        digest.update(value)
+    elif isinstance(value, Mapping):
+        digest.update(b"d%d:" % len(value))
+        for key in sorted(value):
+            _feed(digest, key)
+            _feed(digest, value[key])
+    elif isinstance(value, list | tuple):
+        digest.update(b"l%d:" % len(value))
+        for item in value:
+            _feed(digest, item)
+    else:  # numbers, booleans, None
+        digest.update(f"v{value!r};".encode())
+
+
+@dataclass
+class ImageCalls:
+    """The attempts of one image's calls in one try of it: by (operation, outcome), retries, and those
+    sent whose answer is not in yet. One image's calls are made one after the other, by one thread."""
+
+    attempts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    in_flight: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+
+    def sending(self, operation: str, *, retry: bool) -> None:
+        self.in_flight[operation] += 1
+        self.retries += retry
+
+    def answered(self, operation: str, outcome: str) -> None:
+        self.in_flight[operation] -= 1
+        self.attempts[(operation, outcome)] += 1
+
+    def counts(self) -> Counter[tuple[str, str]]:
+        """The attempts by (operation, outcome), those still in flight as outcome `IN_FLIGHT`."""
+        return self.attempts + Counter({(op, IN_FLIGHT): n for op, n in self.in_flight.items()})
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ to commit one run id exactly one wins); readers open exactly the files manifests
     DEST/<table>/dt=YYYY-MM-DD/<run_id>-a<attempt>-<batch:06d>.parquet   data, written whole, immutable
     DEST/_runs/<run_id>/attempt-<attempt>.json                           one per process start, create-only
     DEST/_runs/<run_id>/batch-<attempt>-<batch:06d>.json                 a batch's record, after its files
+    DEST/_runs/<run_id>/image-<attempt>-<digest>.json.gz                 an image's record, as it goes
     DEST/_runs/<run_id>/heartbeat-<attempt>.json                         rewritten while the attempt runs
     DEST/_commits/<run_id>.json                                          the manifest: the commit point
 
@@ -20,7 +21,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -83,6 +84,12 @@ def batch_record_path(run_id: str, attempt: int, batch: int) -> str:
     return f"{RUNS_DIR}/{run_id}/batch-{attempt}-{batch:06d}.json"
 
 
+def image_record_path(run_id: str, attempt: int, key: str, etag: str) -> str:
+    """Where an attempt keeps one image's record (`batch.core.image_record`): named from the image, so
+    every try of it in the attempt (a task re-run, a batch split) finds it; never from the key's text."""
+    return f"{RUNS_DIR}/{run_id}/image-{attempt}-{image_identity(key, etag).hex()}.json.gz"
+
+
 def heartbeat_path(run_id: str, attempt: int) -> str:
     return f"{RUNS_DIR}/{run_id}/heartbeat-{attempt}.json"
 
@@ -129,9 +136,22 @@ class ImageOutcome(NamedTuple):
     settled: tuple[str, ...] = ()
 
 
+def call_list(calls: Mapping[tuple[str, str], int]) -> list[list[Any]]:
+    """(operation, outcome) -> count as JSON: [[operation, outcome, count], ...]."""
+    return [[op, outcome, n] for (op, outcome), n in sorted(calls.items()) if n]
+
+
+def call_counts(items: Iterable[Sequence[Any]]) -> dict[tuple[str, str], int]:
+    """`call_list`'s JSON back to (operation, outcome) -> count."""
+    return {(op, outcome): n for op, outcome, n in items}
+
+
 @dataclass(frozen=True)
 class BatchRecord:
-    """A complete batch: its files, its images' outcomes and the calls it made (for the summary)."""
+    """A complete batch: its files, its images' outcomes and the calls it made (for the summary).
+
+    `calls` holds every attempt its images cost in the attempt, by (operation, outcome); `repeated` the
+    part of them that was thrown away (tries of an image that died, or whose task failed)."""
 
     attempt: int
     batch: int
@@ -140,6 +160,7 @@ class BatchRecord:
     calls: Mapping[tuple[str, str], int] = field(default_factory=dict)
     retries: int = 0
     throttled: int = 0
+    repeated: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return to_line(
@@ -148,9 +169,10 @@ class BatchRecord:
                 "batch": self.batch,
                 "files": [f.as_json() for f in self.files],
                 "images": [list(image) for image in self.images],
-                "calls": [[op, outcome, n] for (op, outcome), n in sorted(self.calls.items())],
+                "calls": call_list(self.calls),
                 "retries": self.retries,
                 "throttled": self.throttled,
+                "repeated": call_list(self.repeated),
             }
         )
 
@@ -162,9 +184,10 @@ class BatchRecord:
             batch=d["batch"],
             files=tuple(FileEntry.from_json(f) for f in d["files"]),
             images=tuple(ImageOutcome(k, e, s, tuple(a)) for k, e, s, a in d["images"]),
-            calls={(op, outcome): n for op, outcome, n in d["calls"]},
+            calls=call_counts(d["calls"]),
             retries=d["retries"],
             throttled=d["throttled"],
+            repeated=call_counts(d.get("repeated", ())),  # older versions wrote none
         )
 
 

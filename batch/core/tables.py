@@ -229,6 +229,9 @@ RUNS_SCHEMA = table_schema(
         pa.field("retries", pa.int64()),
         pa.field("throttled", pa.int64()),
         pa.field("estimated_cost_usd", pa.float64()),
+        # Of `calls` and `estimated_cost_usd`: the calls paid for work a crash or a failed task threw away.
+        pa.field("repeated_calls", pa.list_(_CALL_COUNT)),
+        pa.field("repeated_cost_usd", pa.float64()),
         # The collection's storage calls (CreateCollection, ListFaces, DeleteFaces...), apart from
         # the per-image calls above; 0 without a face collection.
         pa.field("storage_cost_usd", pa.float64()),
@@ -238,6 +241,7 @@ RUNS_SCHEMA = table_schema(
         pa.field("attempt", pa.int32()),
         pa.field("resumed", pa.bool_()),
         pa.field("kept_batches", pa.int64()),
+        pa.field("kept_images", pa.int64()),
         pa.field("full", pa.bool_()),
     ]
 )

@@ -32,6 +32,7 @@ from batch import __version__
 from batch.analyses.registry import all_tables
 from batch.aws.s3 import read_object
 from batch.config.model import OutputConfig, ReportConfig
+from batch.core.calls import PAID_OUTCOMES
 from batch.core.manifest import error_rate
 from batch.core.retry import error_code
 from batch.core.timeline import OK, rate_series
@@ -234,6 +235,9 @@ def summary_figures(run: Mapping[str, Any]) -> list[Figure]:
         seconds = (run["ended_at"] - run["started_at"]).total_seconds()
     cost = run["estimated_cost_usd"] or 0.0
     storage = run.get("storage_cost_usd")  # null: no collection, or a run from before the column
+    # Null in runs from before the columns. Paid: answered with success, or in flight at a crash.
+    repeated = sum(c["count"] for c in run.get("repeated_calls") or [] if c["outcome"] in PAID_OUTCOMES)
+    repeated_cost = run.get("repeated_cost_usd") or 0.0
     return [
         *figures,
         Figure("calls", "calls", calls, f"{calls:,}"),
@@ -241,6 +245,8 @@ def summary_figures(run: Mapping[str, Any]) -> list[Figure]:
         Figure("throttled", "throttled", run["throttled"] or 0, f"{run['throttled'] or 0:,}"),
         Figure("wall_seconds", "wall time", seconds, "-" if seconds is None else f"{seconds:,.1f} s"),
         Figure("estimated_cost_usd", "estimated cost", cost, f"${cost:,.4f}"),
+        Figure("repeated_calls", "calls paid twice", repeated, f"{repeated:,}"),
+        Figure("repeated_cost_usd", "cost paid twice", repeated_cost, f"${repeated_cost:,.4f}"),
         *([Figure("storage_cost_usd", "collection calls", storage, f"${storage:,.4f}")] if storage else []),
     ]
 

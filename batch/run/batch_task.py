@@ -1,31 +1,42 @@
-"""What one Dask task does: analyse a batch of images and write the batch's rows as Parquet files.
+"""What one Dask task does: analyse a batch of images, keep each image's record as it goes, and write the
+batch's rows as Parquet files.
 
-Each image gets only the analyses the driver planned for it. The task writes its files, then the
-batch's record (`batch.core.manifest.BatchRecord`: the batch is complete), and returns that record; it
-never commits. A task may run twice (Dask re-runs a lost worker's tasks): its file names depend only on
-the run, the attempt and the batch number, so a second run rewrites the same files.
+Each image gets only the analyses the driver planned for it. Before each of its calls, and once it is
+done, the task writes the image's record (`batch.core.image_record`), so a crash costs only the calls in
+flight: a try of the image that finds its record done takes its rows instead of calling again, and one
+that finds it unfinished takes the answers it holds and calls again only what was in flight. Then the
+task writes the batch's files, then the batch's record (`batch.core.manifest.BatchRecord`: the batch is
+complete), and returns that record; it never commits. A task may run twice (Dask re-runs a lost
+worker's tasks): one that finds its batch's record returns it, and file names depend only on the run,
+the attempt and the batch number. A write the output refuses is returned to the driver, which stops
+the run (exit 3).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import threading
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from batch.analyses.registry import REGISTRY, in_run_order
+from batch.analyses.registry import REGISTRY, in_run_order, resumable_operations
 from batch.aws.rekognition import RekognitionCaller
-from batch.core.calls import CallCounts
+from batch.core.calls import CallCounts, ImageCalls
 from batch.core.errors import OutputUnwritable
+from batch.core.image_record import ImageRecord, batch_record
 from batch.core.incremental import settled_analyses, settled_now
-from batch.core.manifest import BatchRecord, ImageOutcome
+from batch.core.manifest import BatchRecord, data_file_name
 from batch.core.redaction import one_line
 from batch.core.retry import error_code
+from batch.core.selection import ListedObject
 from batch.core.silence import SilenceWatch
 from batch.core.tables import ERRORS_SCHEMA, IMAGES_SCHEMA, error_row, image_row
 from batch.run import faults
-from batch.run.context import BatchSpec, ImageToAnalyse
+from batch.run.context import BatchSpec, ImageToAnalyse, RunContext
 from batch.run.image_pipeline import ImageResult, analyse_image, silence_reason
 from batch.run.runtime import (
     image_threads,
@@ -45,7 +56,7 @@ class BatchResult:
     """What a task returns to the driver: the batch's record and what the driver's planning learns."""
 
     #: None: the task recorded nothing (the run was stopping, or the endpoint fell silent): `--resume`
-    #: analyses its images again.
+    #: keeps its images done in their records and analyses the others again.
     record: BatchRecord | None
     #: Seconds spent in answered attempts, and how many, for the driver's latency estimate.
     latency_seconds: float = 0.0
@@ -56,38 +67,99 @@ class BatchResult:
     call_seconds: dict[tuple[int, str, str], int] = field(default_factory=dict)
 
 
+class ImageJournal:
+    """One try of one image (`batch.core.calls.CallJournal`): its calls written in the image's record
+    before each is sent (a crash then bills that call as in flight), the answers it gets, and the
+    record with the image's rows once done.
+
+    `earlier` is the image's unfinished record: of this attempt (a try that died: its calls are carried,
+    those in flight as repeated, and its answers taken), or of an earlier one (`--resume`: only its
+    answers of `reused` operations are taken; the resume bills its calls)."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        context: RunContext,
+        batch: int,
+        obj: ListedObject,
+        *,
+        earlier: ImageRecord | None,
+        reused: Collection[str],
+    ) -> None:
+        self._store = store
+        self._run_id = context.run_id
+        self._base = ImageRecord(obj.key, obj.etag, context.attempt, batch)
+        self._answers: dict[tuple[str, str], Mapping[str, Any]] = {}
+        if earlier is not None and earlier.attempt == context.attempt:
+            self._base = dataclasses.replace(
+                self._base, calls=earlier.calls, retries=earlier.retries, repeated=earlier.thrown_away()
+            )
+            self._answers.update(earlier.answers)
+        elif earlier is not None:
+            self._answers.update((key, answer) for key, answer in earlier.answers.items() if key[0] in reused)
+        self._calls = ImageCalls()
+
+    def cached(self, operation: str, digest: str) -> Mapping[str, Any] | None:
+        return self._answers.get((operation, digest))
+
+    def sending(self, operation: str, *, retry: bool) -> None:
+        self._calls.sending(operation, retry=retry)
+        self._store.write_image(self._run_id, self._now(answers=self._answers))
+
+    def answered(
+        self, operation: str, outcome: str, digest: str = "", response: Mapping[str, Any] | None = None
+    ) -> None:
+        self._calls.answered(operation, outcome)
+        if response is not None:
+            self._answers[(operation, digest)] = response
+
+    def done(self, image: ImageResult) -> ImageRecord:
+        rows = {"images": [image.image_row], "errors": image.errors, **image.rows}
+        record = self._now(rows=rows, fatal=image.fatal)
+        self._store.write_image(self._run_id, record)
+        return record
+
+    def _now(self, **more: Any) -> ImageRecord:
+        calls = Counter(self._base.calls) + self._calls.counts()
+        retries = self._base.retries + self._calls.retries
+        return dataclasses.replace(self._base, calls=dict(calls), retries=retries, **more)
+
+
 def process_batch(spec: BatchSpec) -> BatchResult | OutputUnwritable:
-    """The Dask task: analyse every image of the batch, write its tables, return the counts; or the
-    output's refusal of its files (returned, not raised: the run stops, and no task crash is logged).
-    A task of a run that is stopping returns at once; one whose process's calls fell silent returns
-    without waiting for them; neither records anything."""
+    """The Dask task: analyse every image of the batch, keeping each one's record, write its tables,
+    return the counts; or the output's refusal of a file or record (returned, not raised: the run
+    stops, exit 3, and no task crash is logged). A task of a run that is stopping returns at once; one
+    whose process's calls fell silent returns without waiting for them; neither records the batch."""
     context = spec.context
     if new_batches_stopped(context.run_key):
         return BatchResult(None)
     rekognition, s3, limiter, budget = process_resources(context.rekognition, context.threads_per_process)
+    store = RunStore(context.destination, s3)
+    complete = store.batch(context.run_id, context.attempt, spec.index)
+    if complete is not None:  # this task ran before, and its worker died after it wrote the record
+        return BatchResult(complete)
     counts = CallCounts()
     silence = silence_watch(context.run_key, context.rekognition.silent_abort_seconds)
     caller = RekognitionCaller(
         rekognition, context.rekognition.retry_policy, limiter, counts, budget=budget, silence=silence
     )
     stop = threading.Event()
+    reused = resumable_operations(context.analyses)
 
-    def one(position: int, planned: ImageToAnalyse) -> ImageResult:
-        faults.kill_worker_on_key(planned.obj.key)  # tests only: a poison image
+    def one(position: int, planned: ImageToAnalyse) -> ImageRecord:
+        obj = planned.obj
+        faults.kill_worker_on_key(obj.key)  # tests only: a poison image
+        earlier = store.image(context.run_id, context.attempt, obj.key, obj.etag)
+        if earlier is not None and earlier.done:  # an earlier try of it in this attempt finished it
+            return earlier
+        if earlier is None and planned.resumes:
+            earlier = store.image(context.run_id, planned.resumes, obj.key, obj.etag)
+        journal = ImageJournal(store, context, spec.index, obj, earlier=earlier, reused=reused)
         order = in_run_order(planned.analyses, start=position)
-        image = analyse_image(planned.obj, context, caller, s3, stop, analyses=order, parts=planned.parts)
-        done = settled_analyses(image.image_row["status"], image.image_row["analyses"], planned.analyses)
-        image.image_row["analyses_done"] = [
-            {"analysis": name, "settings_digest": digest}
-            for name in done
-            for digest in settled_now(context.settings_digests[name], planned.parts.get(name))
-        ] + [
-            {"analysis": name, "settings_digest": digest}
-            for name, positions in image.settled_parts.items()
-            if name not in done
-            for digest in settled_now(context.settings_digests[name], planned.parts.get(name), positions)
-        ]
-        return image
+        call = functools.partial(caller.call, journal=journal)
+        image = analyse_image(obj, context, call, s3, stop, analyses=order, parts=planned.parts)
+        image.image_row["analyses_done"] = _analyses_done(context, planned, image)
+        return journal.done(image)
 
     pool = image_threads()
     # The process's tasks share its image threads: Little's law plans calls in flight per task slot.
@@ -98,20 +170,12 @@ def process_batch(spec: BatchSpec) -> BatchResult | OutputUnwritable:
         for future in futures:
             future.cancel()
         return BatchResult(None, fatal=silence_reason(context))
-    results = [future.result() for future in futures]
-
-    rows_by_table: dict[str, list[dict[str, Any]]] = {"images": [], "errors": []}
-    fatal = None
-    for image in results:
-        rows_by_table["images"].append(image.image_row)
-        rows_by_table["errors"].extend(image.errors)
-        for table, rows in image.rows.items():
-            rows_by_table.setdefault(table, []).extend(rows)
-        fatal = fatal or image.fatal
     try:
-        record = finish_batch(spec, rows_by_table, s3, counts)
-    except OutputUnwritable as unwritable:
+        images = [future.result() for future in futures]
+        record = finish_batch(context, spec.index, images, s3)
+    except OutputUnwritable as unwritable:  # an image's record, a file or the batch's record
         return unwritable
+    fatal = next((image.fatal for image in images if image.fatal), None)
     return BatchResult(record, counts.latency_seconds, counts.answered, fatal, dict(counts.per_second))
 
 
@@ -119,10 +183,10 @@ def process_batch(spec: BatchSpec) -> BatchResult | OutputUnwritable:
 SILENCE_POLL_SECONDS = 1.0
 
 
-def _wait_unless_silent(futures: list[Future[ImageResult]], silence: SilenceWatch) -> bool:
+def _wait_unless_silent(futures: list[Future[ImageRecord]], silence: SilenceWatch) -> bool:
     """Wait for every image; False, without waiting for the rest, once `silence` expired (calls stuck
     in a read that will only time out)."""
-    pending: set[Future[ImageResult]] = set(futures)
+    pending: set[Future[ImageRecord]] = set(futures)
     while pending:
         _, pending = wait(pending, timeout=SILENCE_POLL_SECONDS)
         if pending and silence.expired():
@@ -130,35 +194,38 @@ def _wait_unless_silent(futures: list[Future[ImageResult]], silence: SilenceWatc
     return True
 
 
-def finish_batch(
-    spec: BatchSpec, rows_by_table: Mapping[str, list[dict[str, Any]]], s3: Any, counts: CallCounts
-) -> BatchRecord:
-    """Write the batch's files, then its record (the batch is complete); return the record."""
-    context = spec.context
+def _analyses_done(context: RunContext, planned: ImageToAnalyse, image: ImageResult) -> list[dict[str, str]]:
+    """The `images` row's `analyses_done`: what this image settled, with the settings' digests."""
+    done = settled_analyses(image.image_row["status"], image.image_row["analyses"], planned.analyses)
+    return [
+        {"analysis": name, "settings_digest": digest}
+        for name in done
+        for digest in settled_now(context.settings_digests[name], planned.parts.get(name))
+    ] + [
+        {"analysis": name, "settings_digest": digest}
+        for name, positions in image.settled_parts.items()
+        if name not in done
+        for digest in settled_now(context.settings_digests[name], planned.parts.get(name), positions)
+    ]
+
+
+def finish_batch(context: RunContext, index: int, images: Sequence[ImageRecord], s3: Any) -> BatchRecord:
+    """Write batch `index`'s files from its images' done records, then its record (the batch is
+    complete); return the record."""
+    rows_by_table: dict[str, list[Any]] = {"images": [], "errors": []}
+    for image in images:
+        for table, rows in image.rows.items():
+            rows_by_table.setdefault(table, []).extend(rows)
     files = write_tables(
         context.destination,
         rows_by_table,
         table_schemas(context.analyses),
         dt=context.dt,
-        name=spec.file_name,
+        name=data_file_name(context.run_id, context.attempt, index),
         compression=context.compression,
         s3_client=s3,
     )
-    images = tuple(
-        ImageOutcome(
-            row["key"], row["etag"], row["status"], tuple(d["analysis"] for d in row["analyses_done"])
-        )
-        for row in rows_by_table["images"]
-    )
-    record = BatchRecord(
-        context.attempt,
-        spec.index,
-        tuple(files),
-        images,
-        dict(counts.attempts),
-        counts.retries,
-        counts.throttled,
-    )
+    record = batch_record(context.attempt, index, files, images)
     RunStore(context.destination, s3).write_batch(context.run_id, record)
     return record
 
@@ -172,26 +239,31 @@ def table_schemas(analyses: tuple[str, ...]) -> dict[str, Any]:
 
 def record_failed_batch(spec: BatchSpec, error: BaseException, s3: Any) -> BatchRecord:
     """A task that failed outright (its worker died under it twice, a write error): its images become
-    `failed` rows, each with an error row, written as the batch's files and record."""
+    `failed` rows, each with an error row, written as the batch's files and record. What their tries
+    cost (their records) is billed as repeated: the next run analyses them again."""
+    context = spec.context
+    store = RunStore(context.destination, s3)
     code = error_code(error)
     message = one_line(str(error))
-    images, errors = [], []
+    images = []
     for planned in spec.images:
         obj = planned.obj
-        common = {
-            "run_id": spec.context.run_id,
-            "bucket": spec.context.bucket,
-            "key": obj.key,
-            "etag": obj.etag,
-        }
-        images.append(
-            image_row(
-                common,
-                size_bytes=obj.size,
-                last_modified=obj.last_modified,
-                status="failed",
-                reason=f"task failed: {code}",
-            )
+        common = {"run_id": context.run_id, "bucket": context.bucket, "key": obj.key, "etag": obj.etag}
+        row = image_row(
+            common,
+            size_bytes=obj.size,
+            last_modified=obj.last_modified,
+            status="failed",
+            reason=f"task failed: {code}",
         )
-        errors.append(error_row(common, code=code, message=message, retryable=True))
-    return finish_batch(spec, {"images": images, "errors": errors}, s3, CallCounts())
+        errors = [error_row(common, code=code, message=message, retryable=True)]
+        record = ImageRecord(
+            obj.key, obj.etag, context.attempt, spec.index, rows={"images": [row], "errors": errors}
+        )
+        earlier = store.image(context.run_id, context.attempt, obj.key, obj.etag)
+        if earlier is not None:  # its calls are paid, and its answers thrown away
+            record = dataclasses.replace(
+                record, calls=earlier.calls, retries=earlier.retries, repeated=earlier.thrown_away(())
+            )
+        images.append(record)
+    return finish_batch(context, spec.index, images, s3)

@@ -1,6 +1,6 @@
-"""The attempt and the commit: claim an attempt number, keep a resumed run's complete batches, and
-commit once: the ledger checked, the `runs` row written, the manifest created create-only. Another
-attempt having created it first is a lost race. See docs/design/commit-protocol.md.
+"""The attempt and the commit: claim an attempt number (`batch.run.resume` keeps what a resumed run's
+earlier attempts did), and commit once: the ledger checked, the `runs` row written, the manifest created
+create-only. Another attempt having created it first is a lost race. See docs/design/commit-protocol.md.
 """
 
 from __future__ import annotations
@@ -21,14 +21,13 @@ from batch.core.manifest import (
     FileEntry,
     Ledger,
     Manifest,
-    keep_complete_batches,
     manifest_path,
     runs_file_name,
 )
 from batch.core.tables import CALL_SECONDS_SCHEMA, RUNS_SCHEMA
 from batch.core.timeline import timeline_rows
 from batch.run import faults
-from batch.run.plan import operation_prices, settings_digests
+from batch.run.plan import settings_digests
 from batch.run.summary import RunSummary
 from batch.storage.commits import RunStore
 from batch.storage.sink import write_tables
@@ -47,7 +46,12 @@ class Attempt:
     files: list[FileEntry] = field(default_factory=list)
     #: Attempts whose batches are committed with this one (itself, and earlier ones on resume).
     attempts: set[int] = field(default_factory=set)
+    #: Keys of the images of earlier attempts it keeps (on resume): the listing skips them.
     kept_keys: frozenset[str] = frozenset()
+    #: The number of this attempt's next batch.
+    next_batch: int = 0
+    #: On resume, key -> (ETag, attempt) of the image's unfinished record whose answers its new try takes.
+    resumable: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def add(self, record: BatchRecord) -> None:
         for image in record.images:
@@ -57,7 +61,8 @@ class Attempt:
 
 
 def start_attempt(config: RunConfig, store: RunStore, summary: RunSummary) -> Attempt:
-    """Claim this process's attempt number; on `--resume`, check the run and keep its complete batches."""
+    """Claim this process's attempt number; on `--resume`, check that it continues the same run (same
+    input, same config) and keep the run's date partition."""
     previous = store.attempts(summary.run_id)
     started_at, dt = summary.started_at, summary.started_at.strftime("%Y-%m-%d")
     if config.resume:
@@ -73,25 +78,8 @@ def start_attempt(config: RunConfig, store: RunStore, summary: RunSummary) -> At
     record = store.claim_attempt(
         AttemptRecord(summary.run_id, len(previous) + 1, started_at, dt, config.input, summary.config_digest)
     )
-    attempt = Attempt(record, attempts={record.attempt})
     summary.attempt = record.attempt
-    if config.resume:
-        prices = operation_prices(config)
-        records = store.batches(summary.run_id)
-        missing = store.missing(entry for record in records for entry in record.files)
-        if missing:
-            logger.info(
-                "resume: %d files of complete batches are missing: their images run again", len(missing)
-            )
-        kept = keep_complete_batches(records, {entry.path for entry in missing})
-        for batch in kept:
-            for image in batch.images:
-                attempt.ledger.listed(image.key, image.etag)
-            attempt.add(batch)
-            summary.add_batch(batch, prices)
-        attempt.kept_keys = frozenset(image.key for batch in kept for image in batch.images)
-        summary.kept_batches = len(kept)
-    return attempt
+    return Attempt(record, attempts={record.attempt})
 
 
 def commit(config: RunConfig, store: RunStore, summary: RunSummary, attempt: Attempt) -> None:
@@ -190,6 +178,8 @@ def runs_row(config: RunConfig, summary: RunSummary) -> dict[str, Any]:
         "retries": summary.retries,
         "throttled": summary.throttled,
         "estimated_cost_usd": summary.estimated_cost_usd,
+        "repeated_calls": summary.call_counts(summary.repeated_calls),
+        "repeated_cost_usd": summary.repeated_cost_usd,
         "storage_cost_usd": summary.storage_cost_usd,
         "status": summary.status,
         "error_rate": summary.error_rate,
@@ -197,5 +187,6 @@ def runs_row(config: RunConfig, summary: RunSummary) -> dict[str, Any]:
         "attempt": summary.attempt,
         "resumed": summary.resumed,
         "kept_batches": summary.kept_batches,
+        "kept_images": summary.kept_images,
         "full": summary.full,
     }

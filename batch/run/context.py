@@ -49,6 +49,9 @@ class ImageToAnalyse:
     #: For an analysis settled part by part, the parts it still needs when not all (positions in
     #: `settled_digests`; e.g. the reference photos an image was not compared with yet).
     parts: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    #: On `--resume`: the earlier attempt whose unfinished record of the image holds answers to take
+    #: (`batch.core.image_record`); 0 for none.
+    resumes: int = 0
 
 
 @dataclass(frozen=True)

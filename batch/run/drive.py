@@ -4,6 +4,7 @@ tasks in flight, and each batch's record accounted as it lands.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import sys
@@ -28,14 +29,13 @@ from batch.run.plan import (
     operation_owners,
     operation_prices,
     plan_images,
+    run_context,
     selected_objects,
-    wanted_digests,
 )
 from batch.run.runtime import stop_new_batches
 from batch.run.shutdown import Shutdown
 from batch.run.summary import RunSummary, cpu_seconds
 from batch.run.text import Progress
-from batch.storage.sink import Destination
 
 __all__ = ["operation_quotas", "run_batches"]
 
@@ -60,7 +60,7 @@ def run_batches(
     shutdown = shutdown or Shutdown()
     with dask_client(config.dask) as client:
         threads, quotas, cpu_before = _prepare_cluster(client, config, summary)
-        context = _run_context(config, summary, attempt)
+        context = run_context(config, attempt.record)
         plan = ConcurrencyPlan(
             total_rate=sum(quotas.values()),
             task_slots=threads,
@@ -78,15 +78,18 @@ def run_batches(
 
         counter = Counted(listed_in(selected_objects(config, s3), hooks.values()))
         prices = operation_prices(config)
-        planned = plan_images(
-            counter,
-            attempt.ledger,
-            state,
-            context.settings_digests,
-            skip_keys=attempt.kept_keys,
-            limit=config.limit,
+        planned = _resumed(
+            plan_images(
+                counter,
+                attempt.ledger,
+                state,
+                context.settings_digests,
+                skip_keys=attempt.kept_keys,
+                limit=config.limit,
+            ),
+            attempt.resumable,
         )
-        indices = itertools.count()
+        indices = itertools.count(attempt.next_batch)
         backlog = Backlog(
             BatchSpec(context, next(indices), tuple(images), in_flight())
             for images in _announced(batched(planned, batch_size), hooks)
@@ -104,7 +107,7 @@ def run_batches(
             cancel=shutdown.give_up,
         ):
             quarantined = backlog.finished(spec)
-            if isinstance(result, OutputUnwritable):  # the output refused the batch's files
+            if isinstance(result, OutputUnwritable):  # the output refused a record or the batch's files
                 _stop_unwritable(summary, backlog, result)
                 continue
             if error is not None and shutdown.requested:
@@ -171,7 +174,8 @@ def _failed_batch(
 
 def _stop_unwritable(summary: RunSummary, backlog: Backlog[BatchSpec], error: OutputUnwritable) -> None:
     """The output refused a write (disk full, read-only, S3 PUT failing): the run stops, exit 3, nothing
-    committed; its complete batches are kept for `--resume`. An earlier stop keeps its reason."""
+    committed; its complete batches and done images are kept for `--resume`. An earlier stop keeps its
+    reason."""
     if summary.status == "running":
         summary.end("unwritable", str(error))
     backlog.close()
@@ -183,21 +187,16 @@ def operation_quotas(config: RunConfig) -> dict[str, float]:
     return {operation: config.quota(name) for operation, name in operation_owners(config).items()}
 
 
-def _run_context(config: RunConfig, summary: RunSummary, attempt: Attempt) -> RunContext:
-    """What every task of this attempt shares."""
-    return RunContext(
-        run_id=summary.run_id,
-        attempt=attempt.record.attempt,
-        dt=attempt.record.dt,
-        bucket=config.bucket,
-        analyses=config.analyses,
-        analysis_settings={name: config.analysis_settings[name] for name in config.analyses},
-        settings_digests=wanted_digests(config),
-        rekognition=config.rekognition,
-        destination=Destination.for_output(config.output, config.output_options),
-        compression=config.output_options.compression,
-        threads_per_process=config.dask.threads_per_worker * config.rekognition.max_calls_in_flight,
-    )
+def _resumed(
+    images: Iterable[ImageToAnalyse], resumable: Mapping[str, tuple[str, int]]
+) -> Iterator[ImageToAnalyse]:
+    """Each image, with the earlier attempt whose unfinished record of it has answers to take."""
+    for image in images:
+        found = resumable.get(image.obj.key)
+        if found is not None and found[0] == image.obj.etag:
+            yield dataclasses.replace(image, resumes=found[1])
+        else:
+            yield image
 
 
 def _stopping(client: Any, context: RunContext, stopped: Callable[[], bool]) -> Callable[[], bool]:

@@ -22,8 +22,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from batch.analyses.base import ImageInput
 from batch.analyses.registry import REGISTRY
 from batch.aws.image_source import PreparedImage, pixels_once, prepare_image
-from batch.aws.rekognition import RekognitionCaller
 from batch.aws.s3 import read_header, unchanged
+from batch.core.calls import Call
 from batch.core.image_checks import Refusal
 from batch.core.redaction import one_line
 from batch.core.retry import IMAGE_ERRORS, Outcome, error_code
@@ -55,7 +55,7 @@ class ImageResult:
 def analyse_image(
     obj: ListedObject,
     context: RunContext,
-    caller: RekognitionCaller,
+    call: Call,
     s3: Any,
     stop: threading.Event,
     *,
@@ -63,8 +63,9 @@ def analyse_image(
     parts: Mapping[str, tuple[int, ...]] | None = None,
 ) -> ImageResult:
     """Probe one image's header, send it as planned (or refuse it before any call), run `analyses`
-    in the order given (`batch.analyses.registry.in_run_order`), and build its rows. `stop` is set by
-    an image whose error ends the run; the other images then stop before their next analysis."""
+    in the order given (`batch.analyses.registry.in_run_order`) through `call`, and build its rows.
+    `stop` is set by an image whose error ends the run; the other images then stop before their next
+    analysis."""
     common = _common_columns(context, obj)
     facts: dict[str, Any] = {"size_bytes": obj.size, "last_modified": obj.last_modified}
     try:
@@ -80,7 +81,7 @@ def analyse_image(
     facts.update(header=prepared.header, sent=prepared.sent)
     try:
         result, called = _analysed(
-            obj, prepared, context, caller=caller, s3=s3, stop=stop, analyses=analyses, parts=parts or {}
+            obj, prepared, context, call=call, s3=s3, stop=stop, analyses=analyses, parts=parts or {}
         )
     except (ClientError, BotoCoreError) as exc:  # reading the pixels of an image sent as a reference
         return _unread(common, facts, exc, "GetObject")
@@ -95,7 +96,7 @@ def _analysed(
     prepared: PreparedImage,
     context: RunContext,
     *,
-    caller: RekognitionCaller,
+    call: Call,
     s3: Any,
     stop: threading.Event,
     analyses: tuple[str, ...],
@@ -116,7 +117,7 @@ def _analysed(
         if name in parts:  # only the parts not settled yet
             settings = analysis.only_parts(settings, parts[name])
         source = ImageInput(prepared.image, pixels, prepared.frame.box_placement, result.rows, obj.key)
-        outcome, called = analysis.run(source, settings, caller.call), True
+        outcome, called = analysis.run(source, settings, call), True
         shared = {**common, **analysis.shared_columns(settings)}
         for table, rows in outcome.rows.items():
             result.rows.setdefault(table, []).extend({**shared, **row} for row in rows)
@@ -125,32 +126,32 @@ def _analysed(
             continue
         if outcome.settled_parts:
             result.settled_parts[name] = outcome.settled_parts
-        operation, call = outcome.failed
+        operation, failure = outcome.failed
         result.errors.append(
             error_row(
                 common,
-                code=call.error_code,
-                message=call.message,
+                code=failure.error_code,
+                message=failure.message,
                 analysis=name,
                 operation=operation,
-                attempts=call.attempts,
-                retryable=bool(call.outcome and call.outcome.retryable),
+                attempts=failure.attempts,
+                retryable=bool(failure.outcome and failure.outcome.retryable),
             )
         )
-        if call.outcome is Outcome.FATAL or call.budget_exhausted or call.silent:
-            result.fatal = f"{operation}: {call.error_code}: {call.message}"
-            if call.silent:
+        if failure.outcome is Outcome.FATAL or failure.budget_exhausted or failure.silent:
+            result.fatal = f"{operation}: {failure.error_code}: {failure.message}"
+            if failure.silent:
                 result.fatal = f"{silence_reason(context)}; last error {result.fatal}"
-            elif call.budget_exhausted:
+            elif failure.budget_exhausted:
                 result.fatal = f"Rekognition keeps failing, retry budget spent; last error {result.fatal}"
             stop.set()
-            status, reason = "failed", call.error_code
+            status, reason = "failed", failure.error_code
             break
-        if call.error_code in IMAGE_ERRORS and analysis.rejects_image:
+        if failure.error_code in IMAGE_ERRORS and analysis.rejects_image:
             # The image itself is unusable: the other analyses would fail the same way.
-            status, reason = "rejected", call.error_code
+            status, reason = "rejected", failure.error_code
             break
-        status, reason = "failed", call.error_code
+        status, reason = "failed", failure.error_code
     # The row lists them in the run's order, whatever order this image ran them in.
     succeeded.sort(key=context.analyses.index)
     result.image_row = {"status": status, "reason": reason, "analyses": succeeded}

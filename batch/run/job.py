@@ -2,7 +2,7 @@
 
 1. A run id that is already committed ends here (`already-committed`, exit 0, no calls). Otherwise the
    analyses' driver hooks prepare the run (`batch.analyses.base.DriverHooks`), the process claims an
-   attempt number and, with `--resume`, keeps the complete batches of the run's earlier attempts.
+   attempt number and, with `--resume`, keeps the work of the run's earlier attempts (`batch.run.resume`).
 2. The listing is streamed and planned (`batch.run.plan`); batches run on Dask (`batch.run.drive`).
 3. Commit (`batch.run.commit`): the ledger must be clean, then the `runs` row and the manifest.
    An aborted run (e.g. AccessDeniedException) never commits, nor does one stopped by SIGINT or SIGTERM
@@ -35,6 +35,7 @@ from batch.core.redaction import one_line
 from batch.run.commit import Attempt, commit, start_attempt
 from batch.run.drive import run_batches
 from batch.run.plan import listed_in, plan_images, selected_objects, unsettle, wanted_digests
+from batch.run.resume import keep_earlier_work
 from batch.run.shutdown import Shutdown
 from batch.run.summary import RunSummary
 from batch.run.text import format_summary
@@ -118,7 +119,10 @@ def _run_attempt(
     hooks: Mapping[str, DriverHooks],
     shutdown: Shutdown,
 ) -> None:
-    """The claimed attempt: plan and run the batches, then commit unless the run stopped."""
+    """The claimed attempt: keep what earlier attempts did (`--resume`), plan and run the batches,
+    then commit unless the run stopped."""
+    if config.resume:
+        keep_earlier_work(config, store, summary, attempt)
     summary.images = attempt.ledger.counts
     state = _committed_state(config, s3)
     for hook in hooks.values():

@@ -15,9 +15,10 @@ from batch.analyses.registry import REGISTRY, settings_digest, settled_digests
 from batch.aws.s3 import list_pages
 from batch.config.model import RunConfig
 from batch.core.incremental import CommittedState, Digests
-from batch.core.manifest import ImageOutcome, Ledger
+from batch.core.manifest import AttemptRecord, ImageOutcome, Ledger
 from batch.core.selection import ListedObject, is_selected
-from batch.run.context import ImageToAnalyse
+from batch.run.context import ImageToAnalyse, RunContext
+from batch.storage.sink import Destination
 
 __all__ = [
     "Counted",
@@ -26,6 +27,7 @@ __all__ = [
     "operation_owners",
     "operation_prices",
     "plan_images",
+    "run_context",
     "selected_objects",
     "settings_digests",
     "unsettle",
@@ -56,6 +58,23 @@ def operation_owners(config: RunConfig) -> dict[str, str]:
 def operation_prices(config: RunConfig) -> dict[str, float]:
     """US dollars per successful call of each operation the run's analyses make."""
     return {operation: config.prices[name] for operation, name in operation_owners(config).items()}
+
+
+def run_context(config: RunConfig, attempt: AttemptRecord) -> RunContext:
+    """What every task of this attempt shares."""
+    return RunContext(
+        run_id=attempt.run_id,
+        attempt=attempt.attempt,
+        dt=attempt.dt,
+        bucket=config.bucket,
+        analyses=config.analyses,
+        analysis_settings={name: config.analysis_settings[name] for name in config.analyses},
+        settings_digests=wanted_digests(config),
+        rekognition=config.rekognition,
+        destination=Destination.for_output(config.output, config.output_options),
+        compression=config.output_options.compression,
+        threads_per_process=config.dask.threads_per_worker * config.rekognition.max_calls_in_flight,
+    )
 
 
 def selected_objects(config: RunConfig, s3: Any) -> Iterator[ListedObject]:

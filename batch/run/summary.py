@@ -1,7 +1,10 @@
 """What a run did: `RunSummary`, printed for people and written as JSON and as the `runs` row.
 
-Its accounting comes in through three doors only: the batch records (`add_batch`), the dry run's plan
-(`add_planned`) and the analyses' driver-side reports (`add_driver`); its status through `end`.
+Its accounting comes in through four doors only: the batch records (`add_batch`), the calls of images a
+crashed attempt left unfinished (`add_lost`), the dry run's plan (`add_planned`) and the analyses'
+driver-side reports (`add_driver`); its status through `end` (`fail` for an exception, `interrupt` for
+a signal). The calls and the cost are the run's over all its attempts, the repeats (work a crash or a
+failed task threw away) included and also shown apart.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from batch.analyses.base import DriverReport
+from batch.core.calls import paid_calls, throttled_calls
 from batch.core.errors import (
     CommitRaceLost,
     Interrupted,
@@ -62,6 +66,10 @@ class RunSummary:
     rows: Counter[str] = field(default_factory=Counter)
     #: The image calls at list price (the analyses' operations); the calls priced apart are below.
     estimated_cost_usd: float = 0.0
+    #: Of `calls` and `estimated_cost_usd`: the calls paid for work thrown away (tries of images that
+    #: died with their process, or whose task failed), which were or will be made again.
+    repeated_calls: Counter[tuple[str, str]] = field(default_factory=Counter)
+    repeated_cost_usd: float = 0.0
     #: Calls priced apart from the image calls (keeping a face collection in sync), at list price.
     storage_cost_usd: float = 0.0
     #: Operations of the calls priced apart.
@@ -76,6 +84,9 @@ class RunSummary:
     #: Batches of earlier attempts that a resumed run kept, and batches split after their task failed.
     kept_batches: int = 0
     split_batches: int = 0
+    #: Images of earlier attempts a resumed run kept: those of kept batches, and those done in batches
+    #: a crash cut short (their records).
+    kept_images: int = 0
     full: bool = False
     max_error_rate: float = 1.0
     #: Where the manifest is, once this attempt (or an earlier one) committed the run.
@@ -96,13 +107,30 @@ class RunSummary:
     dry_run_called: str = ""
 
     def add_batch(self, record: BatchRecord, prices: Mapping[str, float]) -> None:
-        """A finished batch's calls, files and rows; its successful calls at `prices` (per operation)."""
+        """A finished batch's calls, files and rows; its paid calls at `prices` (per operation)."""
         self.calls.update(record.calls)
         self.retries += record.retries
         self.throttled += record.throttled
         self.add_files(record.files)
-        for operation, price in prices.items():
-            self.estimated_cost_usd += record.calls.get((operation, "ok"), 0) * price
+        self.estimated_cost_usd += _cost(record.calls, prices)
+        self.repeated_calls.update(record.repeated)
+        self.repeated_cost_usd += _cost(record.repeated, prices)
+
+    def add_lost(
+        self,
+        calls: Mapping[tuple[str, str], int],
+        retries: int,
+        repeated: Mapping[tuple[str, str], int],
+        prices: Mapping[str, float],
+    ) -> None:
+        """The calls of an image that an earlier attempt left unfinished, and of them the `repeated`
+        ones: those its new try makes again."""
+        self.calls.update(calls)
+        self.retries += retries
+        self.throttled += throttled_calls(calls.items())
+        self.estimated_cost_usd += _cost(calls, prices)
+        self.repeated_calls.update(repeated)
+        self.repeated_cost_usd += _cost(repeated, prices)
 
     def add_files(self, files: Any, *, count_rows: bool = True) -> None:
         """Files written for the run (`FileEntry`s) and, unless told not to, their rows per table (the
@@ -210,11 +238,12 @@ class RunSummary:
     def committed(self) -> bool:
         return self.status in ("completed", "already-committed")
 
-    def call_counts(self) -> list[dict[str, Any]]:
-        """Attempts by operation and outcome, as the JSON summary and the `runs` table give them."""
+    def call_counts(self, calls: Mapping[tuple[str, str], int] | None = None) -> list[dict[str, Any]]:
+        """Attempts by operation and outcome (`calls`, else all the run's), as the JSON summary and the
+        `runs` table give them."""
         return [
             {"operation": op, "outcome": outcome, "count": n}
-            for (op, outcome), n in sorted(self.calls.items())
+            for (op, outcome), n in sorted((self.calls if calls is None else calls).items())
         ]
 
     def as_json(self) -> dict[str, Any]:
@@ -228,6 +257,7 @@ class RunSummary:
             "attempt": self.attempt,
             "resumed": self.resumed,
             "kept_batches": self.kept_batches,
+            "kept_images": self.kept_images,
             "split_batches": self.split_batches,
             "full": self.full,
             "input": self.input,
@@ -246,6 +276,8 @@ class RunSummary:
             "files": self.files,
             "rows": dict(self.rows),
             "estimated_cost_usd": round(self.estimated_cost_usd, 6),
+            "repeated_calls": self.call_counts(self.repeated_calls),
+            "repeated_cost_usd": round(self.repeated_cost_usd, 6),
             **{k: round(v, 6) if isinstance(v, float) else v for k, v in self.extras.items()},
             "storage_cost_usd": round(self.storage_cost_usd, 6),
             "dashboard": self.dashboard,
@@ -273,6 +305,11 @@ def resume_command(command_line: str, run_id: str) -> str:
         elif not word.startswith(("--run-id=", "--resume=")):
             kept.append(word)
     return shlex.join([*kept, "--resume", run_id])
+
+
+def _cost(calls: Mapping[tuple[str, str], int], prices: Mapping[str, float]) -> float:
+    """The paid calls among `calls` at `prices` (per operation)."""
+    return sum(paid_calls(calls, operation) * price for operation, price in prices.items())
 
 
 def cpu_seconds() -> float:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import TextIO
 
 from batch.analyses.registry import REGISTRY
+from batch.core.calls import IN_FLIGHT, PAID_OUTCOMES
 from batch.run.summary import RunSummary
 
 __all__ = ["Progress", "format_summary"]
@@ -40,7 +41,10 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
     if summary.status == "already-committed":
         lines.append(f"  nothing to do: committed earlier ({summary.manifest})")
         return "\n".join(lines)
-    resumed = f", resumed with {summary.kept_batches} batches kept" if summary.resumed else ""
+    resumed = ""
+    if summary.resumed:
+        kept = f"{summary.kept_images} images kept (batches kept whole: {summary.kept_batches})"
+        resumed = f", resumed with {kept}"
     lines.append(f"  attempt {summary.attempt}{resumed}; committed: {'yes' if summary.committed else 'no'}")
     lines.append(
         f"  images: {images['listed']} listed: {images['analysed']} analysed, {images['rejected']} rejected, "
@@ -56,6 +60,14 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
         f"  retries: {summary.retries}, throttled: {summary.throttled}; "
         f"estimated cost of the image calls ${summary.estimated_cost_usd:.4f}"
     )
+    repeated = summary.repeated_calls
+    if repeated:
+        paid = sum(n for (_, outcome), n in repeated.items() if outcome in PAID_OUTCOMES)
+        in_flight = sum(n for (_, outcome), n in repeated.items() if outcome == IN_FLIGHT)
+        lines.append(
+            f"  of which paid twice: {paid} calls, ${summary.repeated_cost_usd:.4f} (work a crash or a "
+            f"failed task threw away; {in_flight} of them in flight when their process died)"
+        )
     lines += summary.driver_lines
     tables = ", ".join(f"{t} {n}" for t, n in sorted(summary.rows.items())) or "none new"
     lines.append(f"  output: {summary.output} ({summary.files} files; rows: {tables})")

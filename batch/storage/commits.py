@@ -1,10 +1,12 @@
-"""A run's control files under the output root: attempts, batch records, manifests (`batch.core.manifest`).
+"""A run's control files under the output root: attempts, image and batch records, manifests
+(`batch.core.manifest`, `batch.core.image_record`).
 
-`RunStore` is the driver's view of them: claim an attempt number at start, read what a crashed attempt
-left for `--resume`, read the committed manifests (the incremental state, the read path, gc), find the
-files of a manifest that are missing, and commit. Every write of a control file that decides something
-is create-only (`Destination.create`). `Heartbeat` keeps a running attempt's heartbeat file fresh, so gc
-leaves its run alone. See docs/design/commit-protocol.md.
+`RunStore` is the view of them: claim an attempt number at start, keep each image's and each batch's
+record as the attempt goes, read what a crashed attempt left for `--resume`, read the committed
+manifests (the incremental state, the read path, gc), find the files of a manifest that are missing,
+and commit. Every write of a control file that decides something is create-only (`Destination.create`).
+`Heartbeat` keeps a running attempt's heartbeat file fresh, so gc leaves its run alone. See
+docs/design/commit-protocol.md.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+from batch.core.image_record import ImageRecord
 from batch.core.manifest import (
     COMMITS_DIR,
     HEARTBEAT_SECONDS,
@@ -31,6 +34,7 @@ from batch.core.manifest import (
     attempt_path,
     batch_record_path,
     heartbeat_path,
+    image_record_path,
     manifest_path,
     to_line,
 )
@@ -83,10 +87,20 @@ class RunStore:
         bodies = self._read_all(self._records(run_id, "attempt-"))
         return sorted((AttemptRecord.from_json(b.decode()) for b in bodies if b), key=lambda a: a.attempt)
 
-    def batches(self, run_id: str) -> list[BatchRecord]:
-        """The records of every complete batch of the run's attempts."""
-        bodies = self._read_all(self._records(run_id, "batch-"))
+    def control_files(self, run_id: str) -> list[str]:
+        """The paths of the run's control files: one listing of `_runs/<run_id>/`."""
+        return [f.path for f in self.destination.list(f"{RUNS_DIR}/{run_id}/", self.s3_client)]
+
+    def batches(self, run_id: str, listed: Sequence[str] | None = None) -> list[BatchRecord]:
+        """The records of every complete batch of the run's attempts (among `listed`, the run's
+        `control_files`, when given: a listing is a request per 1,000 files, image records included)."""
+        bodies = self._read_all(self._records(run_id, "batch-", listed))
         return [BatchRecord.from_json(b.decode()) for b in bodies if b]
+
+    def batch(self, run_id: str, attempt: int, batch: int) -> BatchRecord | None:
+        """One batch's record, if the batch is complete."""
+        body = self.destination.read(batch_record_path(run_id, attempt, batch), self.s3_client)
+        return BatchRecord.from_json(body.decode()) if body is not None else None
 
     def write_batch(self, run_id: str, record: BatchRecord) -> None:
         """Mark a batch complete (after its data files are written). A re-run task rewrites it."""
@@ -104,13 +118,31 @@ class RunStore:
             sizes = {f.path: f.size_bytes for files in listed for f in files}
         return [entry for entry in entries if sizes.get(entry.path) != entry.size_bytes]
 
+    def image(self, run_id: str, attempt: int, key: str, etag: str) -> ImageRecord | None:
+        """An image's record in an attempt, if a try of it wrote one."""
+        body = self.destination.read(image_record_path(run_id, attempt, key, etag), self.s3_client)
+        return ImageRecord.from_bytes(body) if body is not None else None
+
+    def write_image(self, run_id: str, record: ImageRecord) -> None:
+        """Write (or rewrite) an image's record, in one step."""
+        path = image_record_path(run_id, record.attempt, record.key, record.etag)
+        self.destination.publish(path, record.to_bytes(), self.s3_client)
+
+    def images(
+        self, run_id: str, listed: Sequence[str] | None = None, *, besides: Collection[str] = ()
+    ) -> list[ImageRecord]:
+        """The image records of the run's attempts (among `listed`, as for `batches`), but those at the
+        paths in `besides` (not read)."""
+        paths = [path for path in self._records(run_id, "image-", listed) if path not in besides]
+        return [ImageRecord.from_bytes(body) for body in self._read_all(paths) if body is not None]
+
     def read(self, relative: str) -> bytes | None:
         """Any file under the output root (e.g. a committed data file), or None if it is missing."""
         return self.destination.read(relative, self.s3_client)
 
-    def _records(self, run_id: str, kind: str) -> list[str]:
-        found = self.destination.list(f"{RUNS_DIR}/{run_id}/", self.s3_client)
-        return [f.path for f in found if f.path.rsplit("/", 1)[-1].startswith(kind)]
+    def _records(self, run_id: str, kind: str, listed: Sequence[str] | None = None) -> list[str]:
+        paths = self.control_files(run_id) if listed is None else listed
+        return [path for path in paths if path.rsplit("/", 1)[-1].startswith(kind)]
 
     def _read_all(self, paths: list[str]) -> list[bytes | None]:
         with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:

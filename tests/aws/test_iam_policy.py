@@ -60,10 +60,14 @@ JOB_S3_REQUESTS: dict[str, list[Request]] = {
         # Reads with VersionId on a bucket that keeps versions; Rekognition's reads of `S3Object.Version`
         # are made with the caller's permissions and need the same.
         ("s3:GetObjectVersion", f"{IN_BUCKET}/photos/2026/a b/ü=1.jpg", {}),
+        # An image's record, most often missing: 404 (not 403) thanks to ListBucket (see head_bucket).
+        ("s3:GetObject", f"{OUT}_runs/r1/image-1-{'0' * 32}.json.gz", {}),
+        ("s3:GetObject", f"{OUT}_runs/r1/batch-1-000000.json", {}),  # a re-run task's batch record
     ],
     "put_object": [
         ("s3:PutObject", f"{OUT}labels/dt=2026-11-25/r1-a1-000000.parquet", {}),
         ("s3:PutObject", f"{OUT}_runs/r1/batch-a1-000000.json", {}),
+        ("s3:PutObject", f"{OUT}_runs/r1/image-1-{'0' * 32}.json.gz", {}),  # before each call, and once done
         ("s3:PutObject", f"{OUT}_runs/r1/attempt-1.json", CONDITIONAL_PUT),
         ("s3:PutObject", f"{OUT}_runs/r1/heartbeat-1.json", {}),  # rewritten while the attempt runs
         ("s3:PutObject", f"{OUT}_commits/r1.json", CONDITIONAL_PUT),  # the commit: create-only

@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 from fakes import FakeClock
 
 from batch.aws.rekognition import CallCounts, LimiterUnavailable, RateLimiter, RekognitionCaller
+from batch.core.calls import request_digest
 from batch.core.retry import Outcome, RetryBudget, RetryPolicy
 from batch.core.silence import SilenceWatch
 
@@ -271,3 +272,49 @@ def test_a_rate_limiter_that_cannot_be_asked_fails_the_call_not_the_image() -> N
     with pytest.raises(LimiterUnavailable, match="ConnectionPool is closed"):
         caller.call("detect_labels", "DetectLabels", {})
     assert client.requests == []
+
+
+class Journal:
+    """An image's journal (`batch.core.calls.CallJournal`) that notes what it is told, and when."""
+
+    def __init__(self, client: ScriptedClient, answers: dict[tuple[str, str], Any] | None = None) -> None:
+        self.client = client
+        self.answers = answers or {}
+        self.events: list[tuple[Any, ...]] = []
+
+    def cached(self, operation: str, digest: str) -> Any:
+        return self.answers.get((operation, digest))
+
+    def sending(self, operation: str, *, retry: bool) -> None:
+        self.events.append(("sending", operation, retry, len(self.client.requests)))
+
+    def answered(self, operation: str, outcome: str, digest: str = "", response: Any = None) -> None:
+        self.events.append(("answered", operation, outcome, digest, response))
+
+
+def test_a_journal_hears_of_each_attempt_before_it_is_sent_and_of_its_answer() -> None:
+    ok = {"Labels": [], "ResponseMetadata": {"HTTPStatusCode": 200}}
+    client = ScriptedClient([client_error("ThrottlingException"), ok])
+    caller, counts, _ = caller_for(client)
+    journal = Journal(client)
+    request = {"Image": {"S3Object": {"Bucket": "b", "Name": "k.jpg"}}}
+    result = caller.call("detect_labels", "DetectLabels", request, journal=journal)
+    digest = request_digest("DetectLabels", request)
+    assert journal.events == [
+        ("sending", "DetectLabels", False, 0),  # noted before the request left
+        ("answered", "DetectLabels", "ThrottlingException", "", None),
+        ("sending", "DetectLabels", True, 1),
+        ("answered", "DetectLabels", "ok", digest, {"Labels": []}),  # the answer, without its metadata
+    ]
+    assert (result.response, result.attempts) == ({"Labels": []}, 2)
+    assert counts.attempts == {("DetectLabels", "ThrottlingException"): 1, ("DetectLabels", "ok"): 1}
+
+
+def test_an_answer_the_journal_has_is_not_asked_again() -> None:
+    client = ScriptedClient([])
+    caller, counts, _ = caller_for(client)
+    request = {"Image": {"S3Object": {"Bucket": "b", "Name": "k.jpg"}}}
+    journal = Journal(client, {("DetectLabels", request_digest("DetectLabels", request)): {"Labels": [1]}})
+    result = caller.call("detect_labels", "DetectLabels", request, journal=journal)
+    assert (result.response, result.attempts) == ({"Labels": [1]}, 0)
+    assert (client.requests, journal.events, counts.attempts) == ([], [], {})

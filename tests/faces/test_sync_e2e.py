@@ -22,6 +22,7 @@ import pytest
 from conftest import make_image
 
 from batch.core.external_ids import external_image_id, key_of
+from batch.core.manifest import image_record_path
 from batch.query import views
 from batch.run import faults
 from local_stack.stack import LocalStack
@@ -227,25 +228,48 @@ def test_faces_the_collection_lost_are_indexed_again(stack: LocalStack, tmp_path
     assert len(listed_faces(stack, "lossy")) == 4
 
 
-def test_a_crash_between_indexing_and_commit_leaves_no_orphan_after_resume(
-    stack: LocalStack, tmp_path: Path
-) -> None:
-    keys = [f"crash/{n:02d}.jpg" for n in range(8)]
+def crash_after_indexing(stack: LocalStack, tmp_path: Path, keys: list[str]) -> list[Path]:
+    """A run over `keys` that indexed every face and died before its commit; its batch records."""
     for n, key in enumerate(keys):
         put(stack, key, *((TALL, SQUARE) if n % 2 else (SQUARE,)))
     crash = {faults.EXIT_BEFORE_COMMIT: "1"}
     args = ("--collection", "crashed", "--run-id", "night-1")
     assert rekbatch(stack, tmp_path, "crash/", *args, env=crash) == faults.EXIT_BEFORE_COMMIT_CODE
     assert len(listed_faces(stack, "crashed")) == 12  # indexed, and no table knows them yet
-    # The batch records of two batches are lost: their images count as not done.
     records = sorted((tmp_path / "out" / "_runs" / "night-1").glob("batch-*.json"))
     assert len(records) == 2  # 8 images, 4 per batch
+    return records
+
+
+def test_a_crash_between_indexing_and_commit_leaves_no_orphan_after_resume(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    keys = [f"crash/{n:02d}.jpg" for n in range(8)]
+    records = crash_after_indexing(stack, tmp_path, keys)
+    # The records of the second batch and of its images are lost: its images count as not done.
+    for key, etag, *_ in json.loads(records[1].read_text())["images"]:
+        (tmp_path / "out" / image_record_path("night-1", 1, key, etag)).unlink()
     records[1].unlink()
 
     before = len(stack.calls())
     assert rekbatch(stack, tmp_path, "crash/", "--collection", "crashed", "--resume", "night-1") == 0
     assert indexfaces_calls(stack, before) == Counter(keys[4:])
     assert summary(tmp_path)["faces_deleted"] == 6  # the unfinished batch's faces, found by ListFaces
+    assert_collection_equals_tables(stack, tmp_path, "crashed", keys)
+    assert len(listed_faces(stack, "crashed")) == 12
+
+
+def test_a_resume_keeps_the_faces_of_images_done_in_a_batch_cut_short(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    keys = [f"crash/{n:02d}.jpg" for n in range(8)]
+    records = crash_after_indexing(stack, tmp_path, keys)
+    records[1].unlink()  # the second batch did not finish, but each of its images did (their records)
+
+    before = len(stack.calls())
+    assert rekbatch(stack, tmp_path, "crash/", "--collection", "crashed", "--resume", "night-1") == 0
+    assert indexfaces_calls(stack, before) == Counter()  # their faces are kept, not indexed again
+    assert (summary(tmp_path)["faces_deleted"], summary(tmp_path)["kept_images"]) == (0, 8)
     assert_collection_equals_tables(stack, tmp_path, "crashed", keys)
     assert len(listed_faces(stack, "crashed")) == 12
 

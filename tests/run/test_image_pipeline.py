@@ -7,6 +7,7 @@ result rows with the common columns, and one `errors` row per failure, never a c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import struct
 import threading
@@ -23,11 +24,13 @@ from PIL import Image
 from batch.analyses.registry import REGISTRY, settled_digests
 from batch.aws.rekognition import RateLimiter, RekognitionCaller
 from batch.config.model import RekognitionConfig
-from batch.core.calls import CallCounts
+from batch.core.calls import IN_FLIGHT, CallCounts
 from batch.core.image_header import UNREADABLE_EXIF
+from batch.core.image_record import ImageRecord
+from batch.core.manifest import ImageOutcome
 from batch.core.retry import RetryPolicy
 from batch.core.selection import ListedObject
-from batch.run.batch_task import finish_batch, record_failed_batch, table_schemas
+from batch.run.batch_task import ImageJournal, finish_batch, record_failed_batch, table_schemas
 from batch.run.context import BatchSpec, ImageToAnalyse, RunContext
 from batch.run.image_pipeline import OBJECT_CHANGED, analyse_image
 from batch.storage.commits import RunStore
@@ -103,7 +106,7 @@ class StubRekognition:
             if self.during is not None:
                 self.during()
             answer = self.answers[method]
-            if isinstance(answer, Exception):
+            if isinstance(answer, BaseException):
                 raise answer
             return answer
 
@@ -148,7 +151,7 @@ def analyse(
     run = context(analyses)
     if bytes_mode:
         run = dataclasses.replace(run, rekognition=RekognitionConfig(image_source="bytes"))
-    return analyse_image(obj, run, caller, s3, stop or threading.Event(), analyses=analyses)
+    return analyse_image(obj, run, caller.call, s3, stop or threading.Event(), analyses=analyses)
 
 
 def test_an_analysed_image_has_its_upright_size_rows_with_common_columns_and_no_error() -> None:
@@ -347,16 +350,76 @@ def test_a_failed_task_records_every_image_failed_with_its_reason(tmp_path: Path
     assert RunStore(destination).batches("r1") == [record]  # the batch is complete: a resume keeps it
 
 
-def test_a_batch_writes_a_file_per_table_its_analyses_fill(tmp_path: Path) -> None:
+def done_record(result: Any, **calls: Any) -> ImageRecord:
+    """The done record of the image `analyse` analysed."""
+    rows = {"images": [result.image_row], "errors": result.errors, **result.rows}
+    return ImageRecord("p/a.jpg", '"e1"', 1, 7, rows=rows, **calls)
+
+
+def test_a_batch_writes_a_file_per_table_its_images_fill_and_bills_their_calls(tmp_path: Path) -> None:
     destination = Destination(str(tmp_path))
     assert set(table_schemas(("labels",))) == {"images", "errors", *REGISTRY["labels"].tables}
-    counts = CallCounts()
-    counts.record("DetectLabels", "ok", 0.1)
-    rows = {"images": [], "errors": [], "labels": []}
-    record = finish_batch(spec(destination, ()), rows, None, counts)
-    assert record.calls == {("DetectLabels", "ok"): 1}
-    assert record.batch == 7
+    result = analyse(jpeg(), StubRekognition(detect_labels=LABELS), ("labels",))
+    calls = {("DetectLabels", "ok"): 1, ("DetectLabels", IN_FLIGHT): 1}  # a try that died, then this one
+    image = done_record(result, calls=calls, repeated={("DetectLabels", IN_FLIGHT): 1})
+    record = finish_batch(context(("labels",), destination), 7, [image], None)
+    assert (record.calls, record.repeated) == (calls, {("DetectLabels", IN_FLIGHT): 1})
+    assert (record.batch, record.images) == (7, (ImageOutcome("p/a.jpg", '"e1"', "analysed"),))
+    assert {f.table for f in record.files} == {"images", "labels"}  # no error: no errors file
     assert all(Path(tmp_path, f.path).exists() for f in record.files)
+
+
+def test_a_record_read_back_writes_the_same_files_as_the_image_itself(tmp_path: Path) -> None:
+    """What a resume folds, or a re-run task takes from a record, is the same data, byte for byte."""
+    result = analyse(jpeg(orientation=6), StubRekognition(detect_labels=LABELS), ("labels",))
+    result.image_row["analyses_done"] = [{"analysis": "labels", "settings_digest": "d1"}]
+    image = done_record(result)
+    read_back = ImageRecord.from_bytes(image.to_bytes())
+    written = {}
+    for name, record in (("direct", image), ("read-back", read_back)):
+        destination = Destination(str(tmp_path / name))
+        batch = finish_batch(context(("labels",), destination), 7, [record], None)
+        written[name] = {f.path: (tmp_path / name / f.path).read_bytes() for f in batch.files}
+    assert written["direct"] == written["read-back"]
+    assert len(written["direct"]) == 2
+
+
+class Died(BaseException):
+    """The process died during the call (a SIGKILL): nothing after it runs."""
+
+
+def test_a_new_try_takes_the_answers_of_one_that_died_and_calls_only_what_was_in_flight(
+    tmp_path: Path,
+) -> None:
+    data, texts = jpeg(), {"TextDetections": [], "TextModelVersion": "3.0"}
+    obj = ListedObject("p/a.jpg", '"e1"', len(data), MODIFIED)
+    run = context(("labels", "text"), Destination(str(tmp_path)))
+    store = RunStore(run.destination)
+
+    def one_try(rekognition: StubRekognition) -> ImageRecord:
+        caller = RekognitionCaller(rekognition, RetryPolicy(), RateLimiter(1000.0), CallCounts())
+        earlier = store.image("r1", 1, obj.key, obj.etag)
+        journal = ImageJournal(store, run, 0, obj, earlier=earlier, reused=())
+        call = functools.partial(caller.call, journal=journal)
+        s3 = StubS3({obj.key: (data, obj.etag)})
+        return journal.done(analyse_image(obj, run, call, s3, threading.Event(), analyses=("labels", "text")))
+
+    with pytest.raises(Died):
+        one_try(StubRekognition(detect_labels=LABELS, detect_text=Died()))
+    died = store.image("r1", 1, obj.key, obj.etag)
+    assert died is not None
+    assert not died.done
+    assert died.calls == {("DetectLabels", "ok"): 1, ("DetectText", IN_FLIGHT): 1}
+
+    again = StubRekognition(detect_labels=LABELS, detect_text=texts)
+    record = one_try(again)
+    assert [method for method, _ in again.requests] == ["detect_text"]  # labels: the answer it had
+    in_flight = {("DetectText", IN_FLIGHT): 1}
+    assert record.calls == {("DetectLabels", "ok"): 1, ("DetectText", "ok"): 1, **in_flight}
+    assert record.repeated == in_flight
+    assert store.image("r1", 1, obj.key, obj.etag) == record
+    whole = analyse(data, StubRekognition(detect_labels=LABELS, detect_text=texts), ("labels", "text"))
+    assert record.rows == {"images": [whole.image_row], "errors": whole.errors, **whole.rows}
 
 
 @pytest.mark.parametrize("name", ["face_search", "compare_faces"])

@@ -7,6 +7,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from batch.analyses.base import DriverReport
+from batch.core.manifest import BatchRecord
 from batch.faces.sync import StorageForecast, forecast_lines
 from batch.run.summary import RunSummary
 from batch.run.text import Progress, format_summary
@@ -37,6 +38,25 @@ def test_summary_names_every_outcome_and_the_cost() -> None:
     assert "3 listed: 2 analysed, 0 rejected, 0 failed, 1 skipped" in text
     assert "DetectLabels: 2 ok" in text
     assert "$0.0020" in text
+
+
+def test_a_resumed_summary_shows_what_the_crash_cost_apart() -> None:
+    summary = RunSummary(
+        "r1", "s3://b/p/", "out", ("labels",), "d", "", NOW, ended_at=NOW, status="completed", resumed=True
+    )
+    summary.images.update({"listed": 3, "analysed": 3})
+    summary.kept_batches, summary.kept_images = 1, 2
+    lost = {("DetectLabels", "in-flight"): 1}
+    summary.add_lost({("DetectLabels", "ok"): 1, **lost}, 0, lost, {"DetectLabels": 0.001})
+    summary.add_batch(BatchRecord(2, 0, (), (), {("DetectLabels", "ok"): 3}), {"DetectLabels": 0.001})
+    lines = format_summary(summary).splitlines()
+    assert lines[1] == "  attempt 0, resumed with 2 images kept (batches kept whole: 1); committed: yes"
+    assert "  DetectLabels: 1 in-flight, 4 ok" in lines
+    assert lines[lines.index("  DetectLabels: 1 in-flight, 4 ok") + 1 :][:2] == [
+        "  retries: 0, throttled: 0; estimated cost of the image calls $0.0050",
+        "  of which paid twice: 1 calls, $0.0010 (work a crash or a failed task threw away; "
+        "1 of them in flight when their process died)",
+    ]
 
 
 def test_the_dry_run_prices_the_collection_apart_from_the_image_calls() -> None:
