@@ -1,9 +1,10 @@
 """The processes of a job under test, read from Linux's /proc: its Dask worker processes, which of them
-talk to a server, and when one is gone. For tests that kill them."""
+talk to a server, and when one is gone. For tests that kill them; and what a run prints on stderr."""
 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -52,3 +53,15 @@ def wait_for(condition: Any, timeout: float = 120.0) -> Any:
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
     return value
+
+
+#: The line every run prints once it has claimed its attempt.
+STARTED = re.compile(r"rekbatch: run \S+: attempt \d+ started")
+
+
+def one_line(stderr: str) -> str:
+    """The only line on stderr besides the run's `started` line (no traceback, no log line around the
+    reason)."""
+    lines = [line for line in stderr.strip().splitlines() if not STARTED.fullmatch(line)]
+    assert len(lines) == 1, stderr
+    return lines[0]

@@ -47,6 +47,16 @@ class LimiterUnavailable(Exception):
     task fails and no image is recorded `failed` for it (e.g. while the run shuts down)."""
 
 
+class JournalFailed(Exception):
+    """The journal could not keep an attempt before it left (the image's record not written, e.g. the
+    output is full): the attempt is not sent, and `error` propagates out of `RekognitionCaller.call` as
+    raised (an `OutputUnwritable` stops the run, exit 3), never as an outcome of the image's call."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class Limiter(Protocol):
     """What the caller needs of a rate limiter: `batch.aws.ratelimit.ClusterRateLimiter` on a cluster."""
 
@@ -129,7 +139,10 @@ class RekognitionCaller:
             attempts += 1
             self._acquire(operation)
             if journal is not None:
-                journal.sending(operation, retry=attempts > 1)
+                try:
+                    journal.sending(operation, retry=attempts > 1)
+                except Exception as exc:
+                    raise JournalFailed(exc) from exc
             started = self._clock()
             self._silence.sent()
             try:
@@ -157,6 +170,8 @@ class RekognitionCaller:
             response = self._retrying(attempt)
         except LimiterUnavailable:
             raise
+        except JournalFailed as failed:  # not the call's outcome: the attempt was never sent
+            raise failed.error from None
         except Exception as exc:
             outcome = classify(exc)
             transient = outcome is Outcome.TRANSIENT

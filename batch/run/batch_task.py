@@ -8,8 +8,8 @@ that finds it unfinished takes the answers it holds and calls again only what wa
 task writes the batch's files, then the batch's record (`batch.core.manifest.BatchRecord`: the batch is
 complete), and returns that record; it never commits. A task may run twice (Dask re-runs a lost
 worker's tasks): one that finds its batch's record returns it, and file names depend only on the run,
-the attempt and the batch number. A write the output refuses is returned to the driver, which stops
-the run (exit 3).
+the attempt and the batch number. A write or a look-up the output refuses, of a record or a file, is
+returned to the driver, which stops the run (exit 3).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 from batch.analyses.registry import REGISTRY, in_run_order, resumable_operations
 from batch.aws.rekognition import RekognitionCaller
 from batch.core.calls import CallCounts, ImageCalls
-from batch.core.errors import OutputUnwritable
+from batch.core.errors import OutputUnreadable, OutputUnwritable
 from batch.core.image_record import ImageRecord, batch_record
 from batch.core.incremental import settled_analyses, settled_now
 from batch.core.manifest import BatchRecord, data_file_name
@@ -48,7 +48,17 @@ from batch.run.runtime import (
 from batch.storage.commits import RunStore
 from batch.storage.sink import write_tables
 
-__all__ = ["BatchResult", "finish_batch", "process_batch", "record_failed_batch", "table_schemas"]
+__all__ = [
+    "BatchResult",
+    "OutputFailure",
+    "finish_batch",
+    "process_batch",
+    "record_failed_batch",
+    "table_schemas",
+]
+
+#: The output refusing a write, or a read of the run's own records: the run stops, exit 3.
+OutputFailure = OutputUnwritable | OutputUnreadable
 
 
 @dataclass
@@ -125,7 +135,7 @@ class ImageJournal:
         return dataclasses.replace(self._base, calls=dict(calls), retries=retries, **more)
 
 
-def process_batch(spec: BatchSpec) -> BatchResult | OutputUnwritable:
+def process_batch(spec: BatchSpec) -> BatchResult | OutputFailure:
     """The Dask task: analyse every image of the batch, keeping each one's record, write its tables,
     return the counts; or the output's refusal of a file or record (returned, not raised: the run
     stops, exit 3, and no task crash is logged). A task of a run that is stopping returns at once; one
@@ -135,7 +145,10 @@ def process_batch(spec: BatchSpec) -> BatchResult | OutputUnwritable:
         return BatchResult(None)
     rekognition, s3, limiter, budget = process_resources(context.rekognition, context.threads_per_process)
     store = RunStore(context.destination, s3)
-    complete = store.batch(context.run_id, context.attempt, spec.index)
+    try:
+        complete = store.batch(context.run_id, context.attempt, spec.index)
+    except OutputUnreadable as refused:
+        return refused
     if complete is not None:  # this task ran before, and its worker died after it wrote the record
         return BatchResult(complete)
     counts = CallCounts()
@@ -173,8 +186,8 @@ def process_batch(spec: BatchSpec) -> BatchResult | OutputUnwritable:
     try:
         images = [future.result() for future in futures]
         record = finish_batch(context, spec.index, images, s3)
-    except OutputUnwritable as unwritable:  # an image's record, a file or the batch's record
-        return unwritable
+    except (OutputUnwritable, OutputUnreadable) as refused:  # a record, a file or the batch's record
+        return refused
     fatal = next((image.fatal for image in images if image.fatal), None)
     return BatchResult(record, counts.latency_seconds, counts.answered, fatal, dict(counts.per_second))
 

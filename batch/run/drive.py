@@ -16,10 +16,10 @@ from batch.aws.executor import Backlog, dashboard_address, dask_client, run_wind
 from batch.aws.ratelimit import install_quota
 from batch.config.model import RunConfig
 from batch.core.concurrency import ConcurrencyPlan, LatencyEstimate
-from batch.core.errors import OutputUnwritable
+from batch.core.errors import OutputUnreadable, OutputUnwritable
 from batch.core.incremental import CommittedState
 from batch.core.manifest import BatchRecord
-from batch.run.batch_task import process_batch, record_failed_batch
+from batch.run.batch_task import OutputFailure, process_batch, record_failed_batch
 from batch.run.commit import Attempt
 from batch.run.context import BatchSpec, ImageToAnalyse, RunContext
 from batch.run.plan import (
@@ -107,7 +107,7 @@ def run_batches(
             cancel=shutdown.give_up,
         ):
             quarantined = backlog.finished(spec)
-            if isinstance(result, OutputUnwritable):  # the output refused a record or the batch's files
+            if isinstance(result, OutputFailure):  # the output refused a record or the batch's files
                 _stop_unwritable(summary, backlog, result)
                 continue
             if error is not None and shutdown.requested:
@@ -167,15 +167,15 @@ def _failed_batch(
         return None
     try:
         return record_failed_batch(spec, error, s3)
-    except OutputUnwritable as unwritable:
-        _stop_unwritable(summary, backlog, unwritable)
+    except (OutputUnwritable, OutputUnreadable) as refused:
+        _stop_unwritable(summary, backlog, refused)
         return None
 
 
-def _stop_unwritable(summary: RunSummary, backlog: Backlog[BatchSpec], error: OutputUnwritable) -> None:
-    """The output refused a write (disk full, read-only, S3 PUT failing): the run stops, exit 3, nothing
-    committed; its complete batches and done images are kept for `--resume`. An earlier stop keeps its
-    reason."""
+def _stop_unwritable(summary: RunSummary, backlog: Backlog[BatchSpec], error: OutputFailure) -> None:
+    """The output refused a write (disk full, read-only, S3 PUT failing) or a read of the run's own
+    records: the run stops, exit 3, nothing committed; its complete batches and done images are kept
+    for `--resume`. An earlier stop keeps its reason."""
     if summary.status == "running":
         summary.end("unwritable", str(error))
     backlog.close()

@@ -22,6 +22,9 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
+from batch.core.errors import OutputUnreadable
 from batch.core.image_record import ImageRecord
 from batch.core.manifest import (
     COMMITS_DIR,
@@ -38,6 +41,7 @@ from batch.core.manifest import (
     manifest_path,
     to_line,
 )
+from batch.core.redaction import one_line
 from batch.storage.sink import Destination
 
 logger = logging.getLogger(__name__)
@@ -99,7 +103,7 @@ class RunStore:
 
     def batch(self, run_id: str, attempt: int, batch: int) -> BatchRecord | None:
         """One batch's record, if the batch is complete."""
-        body = self.destination.read(batch_record_path(run_id, attempt, batch), self.s3_client)
+        body = self._read_record(batch_record_path(run_id, attempt, batch))
         return BatchRecord.from_json(body.decode()) if body is not None else None
 
     def write_batch(self, run_id: str, record: BatchRecord) -> None:
@@ -120,7 +124,7 @@ class RunStore:
 
     def image(self, run_id: str, attempt: int, key: str, etag: str) -> ImageRecord | None:
         """An image's record in an attempt, if a try of it wrote one."""
-        body = self.destination.read(image_record_path(run_id, attempt, key, etag), self.s3_client)
+        body = self._read_record(image_record_path(run_id, attempt, key, etag))
         return ImageRecord.from_bytes(body) if body is not None else None
 
     def write_image(self, run_id: str, record: ImageRecord) -> None:
@@ -139,6 +143,17 @@ class RunStore:
     def read(self, relative: str) -> bytes | None:
         """Any file under the output root (e.g. a committed data file), or None if it is missing."""
         return self.destination.read(relative, self.s3_client)
+
+    def _read_record(self, relative: str) -> bytes | None:
+        """A record a task looks up before its work: an output that cannot answer (S3 down, the bucket
+        gone, access denied) stops the run as a refused write does (`OutputUnreadable`, one line)."""
+        try:
+            return self.destination.read(relative, self.s3_client)
+        except ClientError as exc:
+            reason = exc.response.get("Error", {}).get("Code", "error")
+        except BotoCoreError as exc:
+            reason = one_line(str(exc))
+        raise OutputUnreadable(f"cannot read {self.destination.location(relative)}: {reason}") from None
 
     def _records(self, run_id: str, kind: str, listed: Sequence[str] | None = None) -> list[str]:
         paths = self.control_files(run_id) if listed is None else listed

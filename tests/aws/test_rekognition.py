@@ -13,6 +13,7 @@ from fakes import FakeClock
 
 from batch.aws.rekognition import CallCounts, LimiterUnavailable, RateLimiter, RekognitionCaller
 from batch.core.calls import request_digest
+from batch.core.errors import OutputUnwritable
 from batch.core.retry import Outcome, RetryBudget, RetryPolicy
 from batch.core.silence import SilenceWatch
 
@@ -318,3 +319,18 @@ def test_an_answer_the_journal_has_is_not_asked_again() -> None:
     result = caller.call("detect_labels", "DetectLabels", request, journal=journal)
     assert (result.response, result.attempts) == ({"Labels": [1]}, 0)
     assert (client.requests, journal.events, counts.attempts) == ([], [], {})
+
+
+def test_a_journal_that_cannot_keep_an_attempt_stops_it_and_fails_the_call_not_the_image() -> None:
+    """The image's record cannot be written before the call (a full disk): the call is not sent, and the
+    output's error reaches the task as raised (the run stops, exit 3), never as the image's failed call."""
+
+    class FullDisk(Journal):
+        def sending(self, operation: str, *, retry: bool) -> None:
+            raise OutputUnwritable("cannot write out/_runs/r1/image-1-00.json.gz: No space left on device")
+
+    client = ScriptedClient([{"Labels": []}])
+    caller, counts, _ = caller_for(client)
+    with pytest.raises(OutputUnwritable, match="No space left on device"):
+        caller.call("detect_labels", "DetectLabels", {}, journal=FullDisk(client))
+    assert (client.requests, counts.attempts) == ([], {})

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_image, wait_for
+from processes import one_line
 
 from batch.core.manifest import AttemptRecord, data_file_name
 from batch.core.tables import JOB_TABLES
@@ -156,7 +157,7 @@ def test_files_deleted_before_the_commit_abort_it_and_resume_writes_them_again(
             path.unlink()
     code, _, stderr = finish(job)
     assert code == 4, stderr
-    (reason,) = stderr.strip().splitlines()
+    reason = one_line(stderr)
     files = len(list(out.glob("*/dt=*/night-2-a1-*.parquet"))) + len(deleted)  # with the runs row's two
     assert reason == (
         f"rekbatch: error: run night-2 aborted, nothing committed: {len(deleted)} of its {files} files are "
