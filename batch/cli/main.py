@@ -29,7 +29,8 @@ from batch.core.redaction import one_line, redact
 
 RUN_EXIT_CODES = """exit codes:
   0    committed (rejected and failed images are rows), or committed earlier: nothing done
-  2    a bad config, flag or environment variable (or a --summary-json folder that cannot be written)
+  2    a bad config, flag or environment variable, no AWS region or credentials, or a --summary-json
+       folder that cannot be written
   3    the input or output is unreachable (missing bucket, access denied, endpoint down), or the
        output refused a write (disk full, read-only): nothing committed (--resume RUN_ID finishes it)
   4    aborted, nothing committed, e.g. a file to commit went missing (--resume RUN_ID finishes it)
@@ -257,6 +258,9 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             "analyses.compare_faces.references": reference_urls(args.reference),
         },
     )
+    from batch.aws.session import checked_region  # boto3 only for the commands that call AWS
+
+    checked_region(config.rekognition.region)  # before anything is listed: a first run's likeliest mistake
     from batch.run.job import run  # Dask is imported only when a run starts
 
     # After the import: importing distributed applies Dask's `logging` config, which can name any logger.
