@@ -29,7 +29,7 @@ from batch.core.selection import ListedObject
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CONVERSIONS_PER_PROCESS", "PreparedImage", "pixels_once", "prepare_image"]
+__all__ = ["CONVERSIONS_PER_PROCESS", "PreparedImage", "image_route", "pixels_once", "prepare_image"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def prepare_image(
     """Plan from the header; read the object only to send its bytes or to convert it (`data`: the
     object's bytes when the caller has them already, e.g. a reference photo)."""
     rules = _image_rules(config)
-    route = plan_image(obj.size, header, rules)
+    route = image_route(config, obj, header)
     if isinstance(route, Refusal):
         return route
     if route is Route.S3_OBJECT:
@@ -73,6 +73,12 @@ def prepare_image(
         sent = {"sent_as": route.value, "sent_bytes": len(data)}
         return PreparedImage({"Bytes": data}, header, header, sent)
     return _converted(data, header, rules.max_pixels, obj.key)
+
+
+def image_route(config: RekognitionConfig, obj: ListedObject, header: ImageHeader) -> Route | Refusal:
+    """How the run sends this image, or why not, from its listed size and header alone (what a dry
+    run's `--probe` counts: a conversion may still refuse a file damaged past its header)."""
+    return plan_image(obj.size, header, _image_rules(config))
 
 
 def _converted(data: bytes, header: ImageHeader, max_pixels: int | None, key: str) -> PreparedImage | Refusal:

@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         "or changes anything (with index_faces: DescribeCollection and ListFaces only)",
     )
     run.add_argument(
+        "--probe",
+        action="store_true",
+        default=None,
+        help="with --dry-run: read each image's header (64 KiB, as the run does; no Rekognition call) "
+        "for the exact count of images sent and their cost; without it the counts are upper bounds",
+    )
+    run.add_argument(
         "--full",
         action="store_true",
         default=None,
@@ -244,6 +251,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             "run.run_id": args.run_id,
             "run.limit": args.limit,
             "run.dry_run": args.dry_run,
+            "run.probe": args.probe,
             "run.summary_json": args.summary_json,
             "run.full": args.full,
             "run.resume": args.resume,

@@ -53,6 +53,7 @@ _RUN_KEYS = {
     "run_id",
     "limit",
     "dry_run",
+    "probe",
     "summary_json",
     "full",
     "resume",
@@ -154,6 +155,7 @@ def _build(tree: Mapping[str, Any], *, validate_run: bool = True) -> RunConfig:
         run_id=_typed(run.get("run_id", ""), str, "run.run_id"),
         limit=_typed(run.get("limit", 0), int, "run.limit"),
         dry_run=_typed(run.get("dry_run", False), bool, "run.dry_run"),
+        probe=_typed(run.get("probe", False), bool, "run.probe"),
         summary_json=_typed(run.get("summary_json", ""), str, "run.summary_json"),
         full=_typed(run.get("full", False), bool, "run.full"),
         resume=_typed(run.get("resume", ""), str, "run.resume"),
@@ -182,6 +184,7 @@ def _validate_run(config: RunConfig) -> None:
     if config.output.startswith("s3://"):
         parse_s3_url(config.output, "run.output")
     check(config.limit >= 0, "run.limit", "must be >= 0", config.limit)
+    check(not config.probe or config.dry_run, "run.probe", "only with run.dry_run (--dry-run --probe)", True)
     for name in ("run_id", "resume"):
         value = getattr(config, name)
         if value and not RUN_ID_PATTERN.match(value):
@@ -197,8 +200,7 @@ def _validate_run(config: RunConfig) -> None:
     pruning = [analysis.name for analysis in REGISTRY.values() if analysis.prunes]
     if config.prune and not set(pruning) & set(config.analyses):
         raise ConfigError(
-            f"run.prune: prunes what {' or '.join(pruning)} keeps outside the output; "
-            "add it to run.analyses"
+            f"run.prune: prunes what {' or '.join(pruning)} keeps outside the output; add it to run.analyses"
         )
 
 

@@ -202,6 +202,8 @@ class RunConfig:
     run_id: str = ""
     limit: int = 0
     dry_run: bool = False
+    #: With `dry_run`: read each image's header, as the run does, for an exact count (`--probe`).
+    probe: bool = False
     summary_json: str = ""
     #: Analyse every listed image, ignoring what committed runs already settled.
     full: bool = False

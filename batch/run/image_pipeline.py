@@ -31,7 +31,7 @@ from batch.core.selection import ListedObject
 from batch.core.tables import error_row, image_row
 from batch.run.context import RunContext
 
-__all__ = ["OBJECT_CHANGED", "ImageResult", "analyse_image", "silence_reason"]
+__all__ = ["OBJECT_CHANGED", "ImageResult", "analyse_image", "is_changed_code", "silence_reason"]
 
 #: The error code (and `images.status_reason`) of an image whose object changed while the run read it.
 OBJECT_CHANGED = "ObjectChanged"
@@ -183,12 +183,17 @@ def _unread(common: dict[str, Any], facts: dict[str, Any], exc: Exception, opera
     """The image when a read of its object failed: `changed` if S3 said the listed version is gone,
     else `failed` (S3 down, access denied...), with no result rows either way."""
     code = error_code(exc)
-    if code in _CHANGED_CODES:
+    if is_changed_code(code):
         return _changed(common, facts, operation, f"S3 answered {code}")
     row = error_row(common, code=code, message=one_line(str(exc)), operation=operation, attempts=1)
     return ImageResult(
         image_row(common, **facts, status="failed", reason=f"S3 read failed: {code}"), {}, [row]
     )
+
+
+def is_changed_code(code: str) -> bool:
+    """Does S3's error `code` on a pinned read say the listed version is gone (the image `changed`)?"""
+    return code in _CHANGED_CODES
 
 
 def _changed(common: dict[str, Any], facts: dict[str, Any], operation: str, why: str) -> ImageResult:

@@ -34,6 +34,7 @@ from batch.core.manifest import Ledger, manifest_path
 from batch.core.redaction import one_line
 from batch.run.commit import Attempt, commit, start_attempt
 from batch.run.drive import run_batches
+from batch.run.dry_run import count_planned
 from batch.run.plan import listed_in, plan_images, selected_objects, unsettle, wanted_digests
 from batch.run.resume import keep_earlier_work
 from batch.run.shutdown import Shutdown
@@ -143,8 +144,8 @@ def _run_attempt(
 
 
 def _dry_run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
-    """Plan as a run would and count the calls and their cost; call nothing that is billed or changes
-    anything, write nothing."""
+    """Plan as a run would and count the calls and their cost (`batch.run.dry_run`); call nothing that
+    is billed or changes anything, write nothing."""
     store = RunStore(Destination(config.output), s3) if config.output else None
     hooks = _driver_hooks(config, s3, store, dry_run=True)
     config = _prepared(config, hooks)
@@ -155,19 +156,8 @@ def _dry_run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
     ledger = Ledger()
     summary.images = ledger.counts
     listing = listed_in(selected_objects(config, s3), hooks.values())
-    for image in plan_images(listing, ledger, state, wanted_digests(config), limit=config.limit):
-        for name in image.analyses:
-            hooks[name].planned(image.obj.key, sent=image.obj.size > 0)
-        if image.obj.size == 0:
-            summary.images["skipped"] += 1
-            continue
-        summary.images["to_analyse"] += 1
-        for name in image.analyses:
-            analysis, settings = REGISTRY[name], config.analysis_settings[name]
-            if name in image.parts:
-                settings = analysis.only_parts(settings, image.parts[name])
-            calls = analysis.planned_calls(settings)
-            summary.add_planned(analysis.operation, calls, calls * config.prices[name])
+    planned = plan_images(listing, ledger, state, wanted_digests(config), limit=config.limit)
+    count_planned(config, s3, summary, hooks, planned)
     _finish(hooks, summary, completed=True)
     summary.end("dry-run")
 

@@ -105,6 +105,11 @@ class RunSummary:
     forecast_lines: list[str] = field(default_factory=list)
     #: What a dry run called besides listing and reading the output ("" for nothing).
     dry_run_called: str = ""
+    #: A dry run's kind: "bound" (headers not read: its counts are upper bounds) or "probed" (read:
+    #: its count of images sent is exact); "" for a run.
+    dry_run: str = ""
+    #: A dry run's images not sent, by error code (only the empty ones unless it probed headers).
+    refused: Counter[str] = field(default_factory=Counter)
 
     def add_batch(self, record: BatchRecord, prices: Mapping[str, float]) -> None:
         """A finished batch's calls, files and rows; its paid calls at `prices` (per operation)."""
@@ -280,6 +285,7 @@ class RunSummary:
             "repeated_cost_usd": round(self.repeated_cost_usd, 6),
             **{k: round(v, 6) if isinstance(v, float) else v for k, v in self.extras.items()},
             "storage_cost_usd": round(self.storage_cost_usd, 6),
+            "dry_run": {"kind": self.dry_run, "refused": dict(self.refused)} if self.dry_run else None,
             "dashboard": self.dashboard,
             "report": self.report,
             "cpu_seconds": {

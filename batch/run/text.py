@@ -19,21 +19,7 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
     images = summary.images
     lines = []
     if dry_run:
-        lines.append(
-            f"dry run over {summary.input}: {images['listed']} images listed, "
-            f"{images['to_analyse']} to analyse, {images['unchanged']} unchanged since a committed run, "
-            f"{images['skipped']} zero-byte to skip"
-        )
-        # Calls per face (face search, comparison) are counted once per image or reference: at least.
-        per_face = {REGISTRY[n].operation for n in summary.analyses if REGISTRY[n].calls_at_least}
-        for (operation, _), n in sorted(summary.calls.items()):
-            if operation not in summary.storage_operations:
-                lines.append(f"  would call {operation} {'at least ' * (operation in per_face)}{n} times")
-        lines += summary.driver_lines
-        called = summary.dry_run_called or "nothing"
-        cost = f"{'at least ' * bool(per_face)}${summary.estimated_cost_usd:.4f}"
-        lines.append(f"  estimated cost of the image calls at list price: {cost} (called {called})")
-        return "\n".join(lines + summary.forecast_lines)
+        return "\n".join(_dry_run_lines(summary))
     lines.append(
         f"run {summary.run_id}: {summary.status} in {summary.seconds:.1f} s"
         + (f" ({summary.reason})" if summary.reason else "")
@@ -74,6 +60,46 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
     if summary.report or summary.report_error:
         lines.append(f"  report: {summary.report or f'not written: {summary.report_error}'}")
     return "\n".join(lines)
+
+
+def _dry_run_lines(summary: RunSummary) -> list[str]:
+    """A dry run's counts: upper bounds unless it probed the headers (then the images sent are exact);
+    calls per face (face search, comparison) are counted once per image or reference: at least."""
+    images, probed = summary.images, summary.dry_run == "probed"
+    at_most = "" if probed else "at most "
+    refused = ", ".join(f"{code} {n}" for code, n in sorted(summary.refused.items()))
+    if probed:
+        head = (
+            f"dry run over {summary.input} (headers probed): {images['listed']} images listed, "
+            f"{images['to_analyse']} to send, {images['unchanged']} unchanged since a committed run, "
+            f"{sum(summary.refused.values())} not sent ({refused or 'none'})"
+        )
+    else:
+        head = (
+            f"dry run over {summary.input}: {images['listed']} images listed, at most {images['to_analyse']} "
+            f"to analyse (headers not read: --probe reads them for the exact count), {images['unchanged']} "
+            f"unchanged since a committed run, {images['skipped']} zero-byte to skip"
+        )
+    lines = [head]
+    per_face = {REGISTRY[n].operation for n in summary.analyses if REGISTRY[n].calls_at_least}
+    for (operation, _), n in sorted(summary.calls.items()):
+        if operation not in summary.storage_operations:
+            bound = "at least " if operation in per_face else at_most
+            lines.append(f"  would call {operation} {bound}{n} times")
+    lines += summary.driver_lines
+    called = summary.dry_run_called or "nothing"
+    cost = f"${summary.estimated_cost_usd:.4f}"
+    if per_face:
+        cost = f"{cost} (at least, for the calls per face{'; at most, for the images' * (not probed)})"
+    else:
+        cost = f"{at_most}{cost}"
+    lines.append(f"  estimated cost of the image calls at list price: {cost} (called {called})")
+    if probed:
+        lines.append(
+            "  Rekognition may still refuse an image damaged past its header, and a conversion a file it "
+            "cannot decode"
+        )
+    return lines + summary.forecast_lines
 
 
 class Progress:

@@ -76,8 +76,8 @@ def test_the_dry_run_prices_the_collection_apart_from_the_image_calls() -> None:
     summary.add_driver(report)
     lines = format_summary(summary, dry_run=True).splitlines()
     assert lines[1:] == [
-        "  would call IndexFaces 1 times",  # storage calls are not among the image calls
-        "  estimated cost of the image calls at list price: $0.0010 (called DescribeCollection and "
+        "  would call IndexFaces at most 1 times",  # storage calls are not among the image calls
+        "  estimated cost of the image calls at list price: at most $0.0010 (called DescribeCollection and "
         "ListFaces only)",
         "  collection people: 5 faces stored",
         "  would delete 4 faces: 1 orphans, 2 of 1 images to index again, 1 of keys no longer listed",

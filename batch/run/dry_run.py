@@ -1,0 +1,101 @@
+"""The dry run's count: which planned images a run would send, and what their calls would cost.
+
+Without `--probe` it is an upper bound: every planned image that is not empty counts as sent, though
+its header may show that the run would refuse it. With `--probe` each header is read as the run reads
+it (one ranged GET of 64 KiB pinned to the listed ETag, `batch.aws.s3.read_header`) and judged by the
+run's own checks (`batch.aws.image_source.image_route`), on `PROBE_THREADS` threads, with no
+Rekognition call: the count of images sent is exact, and the refused ones are counted by reason.
+Rekognition may still refuse a file damaged past its header (the job never decodes a JPEG or PNG it
+sends as stored), and a conversion a file it cannot decode.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from batch.analyses.base import DriverHooks
+from batch.analyses.registry import REGISTRY
+from batch.aws.image_source import image_route
+from batch.aws.s3 import read_header, s3_client
+from batch.config.model import RunConfig
+from batch.core.image_checks import EMPTY_OBJECT, Refusal
+from batch.core.redaction import one_line
+from batch.core.retry import error_code
+from batch.core.selection import ListedObject
+from batch.run.context import ImageToAnalyse
+from batch.run.image_pipeline import OBJECT_CHANGED, is_changed_code
+from batch.run.summary import RunSummary
+
+__all__ = ["PROBE_THREADS", "count_planned", "probed"]
+
+#: Header reads in flight in a probing dry run: each is one small GET, so the driver's threads wait
+#: on S3, not on the CPU (measured on the demo: docs/design/dry-run.md).
+PROBE_THREADS = 16
+
+_EMPTY = Refusal("skipped", EMPTY_OBJECT, "zero-byte object")
+
+
+def count_planned(
+    config: RunConfig,
+    s3: Any,
+    summary: RunSummary,
+    hooks: Mapping[str, DriverHooks],
+    images: Iterable[ImageToAnalyse],
+) -> None:
+    """Count the planned `images` into `summary`: the sent ones' calls and cost, the refused ones by
+    status and reason (only the empty ones unless `config.probe`)."""
+    summary.dry_run = "probed" if config.probe else "bound"
+    if config.probe:
+        client = s3_client(max_pool_connections=PROBE_THREADS)
+        judged = probed(images, lambda obj: probe_image(config, client, obj), PROBE_THREADS)
+    else:
+        judged = ((image, _EMPTY if image.obj.size == 0 else None) for image in images)
+    for image, refusal in judged:
+        for name in image.analyses:
+            hooks[name].planned(image.obj.key, sent=refusal is None)
+        if refusal is not None:
+            summary.images[refusal.status] += 1
+            summary.refused[refusal.code] += 1
+            continue
+        summary.images["to_analyse"] += 1
+        for name in image.analyses:
+            analysis, settings = REGISTRY[name], config.analysis_settings[name]
+            if name in image.parts:
+                settings = analysis.only_parts(settings, image.parts[name])
+            calls = analysis.planned_calls(settings)
+            summary.add_planned(analysis.operation, calls, calls * config.prices[name])
+
+
+def probe_image(config: RunConfig, s3: Any, obj: ListedObject) -> Refusal | None:
+    """Why the run would not send this image, from its header read as the run reads it; None: sent."""
+    try:
+        header, obj = read_header(s3, config.bucket, obj)
+    except (ClientError, BotoCoreError) as exc:
+        code = error_code(exc)
+        if is_changed_code(code):
+            return Refusal("changed", OBJECT_CHANGED, f"S3 answered {code}")
+        return Refusal("failed", code, one_line(str(exc)))
+    route = image_route(config.rekognition, obj, header)
+    return route if isinstance(route, Refusal) else None
+
+
+def probed(
+    images: Iterable[ImageToAnalyse], probe: Callable[[ListedObject], Refusal | None], threads: int
+) -> Iterator[tuple[ImageToAnalyse, Refusal | None]]:
+    """Each image with its probe's verdict, in the order given; `threads` probes at a time, reading
+    the stream at most a few windows ahead (a listing of millions is never held whole)."""
+    window: deque[tuple[ImageToAnalyse, Future[Refusal | None]]] = deque()
+    with ThreadPoolExecutor(threads, thread_name_prefix="probe") as pool:
+        for image in images:
+            window.append((image, pool.submit(probe, image.obj)))
+            if len(window) >= 4 * threads:
+                first, verdict = window.popleft()
+                yield first, verdict.result()
+        while window:
+            first, verdict = window.popleft()
+            yield first, verdict.result()
