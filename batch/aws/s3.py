@@ -90,26 +90,44 @@ def list_pages(client: Any, bucket: str, prefix: str) -> Iterator[list[ListedObj
         ]
 
 
+#: S3's error code for the HTTP status of an answer without a body (HeadBucket's errors have none).
+_CODES_OF_STATUS = {"301": "PermanentRedirect", "403": "AccessDenied", "404": "NoSuchBucket"}
+#: What to do about the bucket errors a first run meets most.
+_BUCKET_HELP = {
+    "NoSuchBucket": "no bucket of that name: check the name, or create it",
+    "AccessDenied": "the credentials may not use this bucket: check the IAM policy and the bucket policy",
+    "PermanentRedirect": "the bucket is in another region than the client's",
+}
+
+
 def check_readable(client: Any, bucket: str, prefix: str) -> None:
-    """Raise InputUnreachable with a one-line reason when the input prefix cannot be listed."""
+    """Raise InputUnreachable with a one-line reason (S3's code, and what to check) when the input
+    prefix cannot be listed."""
     try:
         client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "error")
-        raise InputUnreachable(f"cannot list s3://{bucket}/{prefix}: {code}") from None
-    except BotoCoreError as exc:
-        raise InputUnreachable(f"cannot list s3://{bucket}/{prefix}: {one_line(str(exc))}") from None
+    except (ClientError, BotoCoreError) as exc:
+        raise InputUnreachable(
+            f"run.input: cannot list s3://{bucket}/{prefix}: {_bucket_error(exc)}"
+        ) from None
 
 
 def check_writable(client: Any, bucket: str) -> None:
-    """Raise OutputUnwritable when the output bucket does not exist or cannot be reached."""
+    """Raise OutputUnwritable with a one-line reason (S3's code, and what to check) when the output
+    bucket does not exist or cannot be reached."""
     try:
         client.head_bucket(Bucket=bucket)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "error")
-        raise OutputUnwritable(f"cannot write to s3://{bucket}: {code}") from None
-    except BotoCoreError as exc:
-        raise OutputUnwritable(f"cannot write to s3://{bucket}: {one_line(str(exc))}") from None
+    except (ClientError, BotoCoreError) as exc:
+        raise OutputUnwritable(f"run.output: cannot write to s3://{bucket}: {_bucket_error(exc)}") from None
+
+
+def _bucket_error(exc: Exception) -> str:
+    """S3's error code for a bucket-level request (the same on both sides: HeadBucket's 404 is
+    NoSuchBucket as ListObjectsV2's is), with what to check; a connection error in one line."""
+    if not isinstance(exc, ClientError):
+        return one_line(str(exc))
+    code = str(exc.response.get("Error", {}).get("Code", "error"))
+    code = _CODES_OF_STATUS.get(code, code)
+    return f"{code} ({_BUCKET_HELP[code]})" if code in _BUCKET_HELP else code
 
 
 def read_header(client: Any, bucket: str, obj: ListedObject) -> tuple[ImageHeader, ListedObject]:

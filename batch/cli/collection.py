@@ -67,7 +67,9 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if args.collection_command == "delete" and not args.yes:
         raise ConfigError(f"collection delete {name}: deletes the collection and every face in it; add --yes")
     overrides = {"rekognition.tps": args.tps, "quotas": {} if args.tps is not None else None}
-    config = load_account_config(args.config, overrides=overrides)
+    config = load_account_config(
+        args.config, overrides=overrides, flags={"rekognition.tps": "--tps", "quotas": "--tps"}
+    )
     handlers = {"list": _list, "describe": _describe, "delete": _delete, "export": _export}
     return handlers[args.collection_command](args, config, out or sys.stdout)
 

@@ -242,29 +242,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    flags = {
+        "run.input": ("--input", args.input),
+        "run.output": ("--output", args.output),
+        "run.analyses": ("--analyses", args.analyses),
+        "run.run_id": ("--run-id", args.run_id),
+        "run.limit": ("--limit", args.limit),
+        "run.dry_run": ("--dry-run", args.dry_run),
+        "run.probe": ("--probe", args.probe),
+        "run.summary_json": ("--summary-json", args.summary_json),
+        "run.full": ("--full", args.full),
+        "run.resume": ("--resume", args.resume),
+        "run.max_error_rate": ("--max-error-rate", args.max_error_rate),
+        "dask.scheduler": ("--scheduler", args.scheduler),
+        "rekognition.tps": ("--tps", args.tps),
+        "quotas": ("--tps", {} if args.tps is not None else None),  # --tps sets every operation's quota
+        "rekognition.image_source": ("--image-source", args.image_source),
+        "run.prune": ("--prune", args.prune),
+        "analyses.index_faces.collection": ("--collection", args.collection),
+        "analyses.face_search.collection": ("--collection", args.collection),
+        "analyses.compare_faces.references": ("--reference", reference_urls(args.reference)),
+    }
     config = load_config(
         args.config,
-        overrides={
-            "run.input": args.input,
-            "run.output": args.output,
-            "run.analyses": args.analyses,
-            "run.run_id": args.run_id,
-            "run.limit": args.limit,
-            "run.dry_run": args.dry_run,
-            "run.probe": args.probe,
-            "run.summary_json": args.summary_json,
-            "run.full": args.full,
-            "run.resume": args.resume,
-            "run.max_error_rate": args.max_error_rate,
-            "dask.scheduler": args.scheduler,
-            "rekognition.tps": args.tps,
-            "quotas": {} if args.tps is not None else None,  # --tps sets every operation's quota
-            "rekognition.image_source": args.image_source,
-            "run.prune": args.prune,
-            "analyses.index_faces.collection": args.collection,
-            "analyses.face_search.collection": args.collection,
-            "analyses.compare_faces.references": reference_urls(args.reference),
-        },
+        overrides={key: value for key, (_, value) in flags.items()},
+        flags={key: flag for key, (flag, _) in flags.items()},
     )
     from batch.aws.session import checked_region  # boto3 only for the commands that call AWS
 

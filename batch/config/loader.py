@@ -4,19 +4,23 @@ Precedence, lowest first: the defaults below (documented in `configs/default.tom
 (`--config`), environment variables `REKBATCH_<SECTION>__<KEY>` (e.g. `REKBATCH_REKOGNITION__TPS=20`,
 `REKBATCH_ANALYSES__LABELS__MIN_CONFIDENCE=70`; values are read as TOML literals, else as strings),
 then command-line flags. Every key is checked at load: an unknown key or a bad value raises
-`ConfigError` naming it, e.g. `rekognition.tps: must be > 0, got -1`.
+`ConfigError` naming it, the rule and the value, and where the value came from (the file, the variable
+or the flag), e.g. `rekognition.tps: must be > 0, got -1.0 (from flag --tps)`; an unknown key also gets
+the closest known one, in the form it was given (`REKBATCH_REKOGNITION__TPS` for a misspelt variable).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import difflib
 import hashlib
 import json
 import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,13 +87,17 @@ def load_config(
     *,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    flags: Mapping[str, str] | None = None,
 ) -> RunConfig:
     """Build the run's config from defaults, a TOML file, the environment and flag overrides.
 
     `overrides` uses dotted keys as they appear in the file (`run.input`, `rekognition.tps`,
-    `dask.scheduler`, ...); a value of None means "flag not given" and is ignored.
+    `dask.scheduler`, ...); a value of None means "flag not given" and is ignored. `flags` names the
+    flag of each override, for the messages (default: "override run.input").
     """
-    return _build(_config_tree(path, environ, overrides))
+    tree, origins = _config_tree(path, environ, overrides, flags)
+    with _naming_origins(origins):
+        return _build(tree)
 
 
 def load_account_config(
@@ -97,11 +105,14 @@ def load_account_config(
     *,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    flags: Mapping[str, str] | None = None,
 ) -> RunConfig:
     """The config of a command that acts on the account rather than a run (`rekbatch collection`):
     every section is read and checked as for a run (`[rekognition]`, `[quotas]`, `[pricing]`...), but
     no input or output is required."""
-    return _build(_config_tree(path, environ, overrides), validate_run=False)
+    tree, origins = _config_tree(path, environ, overrides, flags)
+    with _naming_origins(origins):
+        return _build(tree, validate_run=False)
 
 
 def load_report_config(
@@ -109,20 +120,97 @@ def load_report_config(
 ) -> ReportConfig:
     """The `[report]` section alone (file, then environment), for `rekbatch report`, which needs no
     input or output settings; other sections are not checked."""
-    return _section(ReportConfig, _config_tree(path, environ, None).get("report", {}), "report")
+    tree, origins = _config_tree(path, environ, None, None)
+    with _naming_origins(origins):
+        return _section(ReportConfig, tree.get("report", {}), "report")
 
 
 def _config_tree(
-    path: str | Path | None, environ: Mapping[str, str] | None, overrides: Mapping[str, Any] | None
-) -> dict[str, Any]:
+    path: str | Path | None,
+    environ: Mapping[str, str] | None,
+    overrides: Mapping[str, Any] | None,
+    flags: Mapping[str, str] | None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The merged tree, and where each of its values came from (dotted key -> "flag --tps"...)."""
     tree: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     if path is not None:
-        _merge(tree, _read_toml(Path(path)))
-    _merge(tree, _env_tree(os.environ if environ is None else environ))
+        from_file = _read_toml(Path(path))
+        _merge(tree, from_file)
+        origins.update(dict.fromkeys(_leaves(from_file), f"config file {path}"))
+    for name, raw in (os.environ if environ is None else environ).items():
+        if name.startswith(ENV_PREFIX):
+            dotted = _dotted(name)
+            _set_dotted(tree, dotted, _env_value(raw), f"environment variable {name}")
+            origins[dotted] = f"environment variable {name}"
     for dotted, value in (overrides or {}).items():
         if value is not None:
-            _set_dotted(tree, dotted, value)
-    return tree
+            origin = f"flag {flags[dotted]}" if flags and dotted in flags else f"override {dotted}"
+            _set_dotted(tree, dotted, value, origin)
+            origins[dotted] = origin
+    return tree, origins
+
+
+# --- naming where a bad value came from ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _naming_origins(origins: Mapping[str, str]) -> Iterator[None]:
+    """A ConfigError raised inside, about a key that a file, a variable or a flag set, also names that
+    origin, and for an unknown key the closest known one, as that origin spells it."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise ConfigError(_with_origin(str(exc), origins)) from None
+
+
+def _with_origin(message: str, origins: Mapping[str, str]) -> str:
+    key, colon, rule = message.partition(": ")
+    if not colon or " " in key:
+        return message
+    given = key if key in origins else next((k for k in origins if k.startswith(f"{key}.")), None)
+    if given is None:
+        parents = [k for k in origins if key.startswith(f"{k}.")]
+        return f"{message} (from {origins[max(parents, key=len)]})" if parents else message
+    origin = origins[given]
+    if not rule.startswith("unknown"):
+        return f"{message} (from {origin})"
+    close = difflib.get_close_matches(given, _known_keys(), n=1, cutoff=0.6)
+    if origin.startswith("environment variable"):
+        hint = f"; did you mean {_variable(close[0])}?" if close else ""
+        return f"{origin}: {message}{hint}"
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return f"{message} (from {origin}){hint}"
+
+
+def _known_keys() -> list[str]:
+    """Every dotted key a config may set."""
+    keys = [f"run.{key}" for key in sorted(_RUN_KEYS)]
+    keys += [f"{name}.{f.name}" for name, cls in _SECTIONS.items() for f in dataclasses.fields(cls)]
+    for name, analysis in REGISTRY.items():
+        keys += [f"analyses.{name}.{f.name}" for f in dataclasses.fields(analysis.settings_type)]
+        keys.append(f"quotas.{name}")
+    keys += [f"pricing.{name}" for name in default_prices()]
+    return keys
+
+
+def _dotted(variable: str) -> str:
+    """`REKBATCH_REKOGNITION__TPS` -> `rekognition.tps`."""
+    return variable[len(ENV_PREFIX) :].lower().replace("__", ".")
+
+
+def _variable(dotted: str) -> str:
+    """`rekognition.tps` -> `REKBATCH_REKOGNITION__TPS`."""
+    return ENV_PREFIX + dotted.upper().replace(".", "__")
+
+
+def _leaves(tree: Mapping[str, Any], parent: str = "") -> Iterator[str]:
+    for key, value in tree.items():
+        dotted = f"{parent}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from _leaves(value, f"{dotted}.")
+        else:
+            yield dotted
 
 
 # --- building ----------------------------------------------------------------------------------------
@@ -131,16 +219,17 @@ def _config_tree(
 def _build(tree: Mapping[str, Any], *, validate_run: bool = True) -> RunConfig:
     unknown = set(tree) - set(_SECTIONS) - {"run", "analyses", "pricing", "quotas"}
     if unknown:
-        raise ConfigError(f"{sorted(unknown)[0]}: unknown section")
+        known = ", ".join(sorted({*_SECTIONS, "run", "analyses", "pricing", "quotas"}))
+        raise ConfigError(f"{sorted(unknown)[0]}: unknown section (known: {known})")
     sections = {name: _section(cls, tree.get(name, {}), name) for name, cls in _SECTIONS.items()}
     run = dict(tree.get("run", {}))
     bad = set(run) - _RUN_KEYS
     if bad:
-        raise ConfigError(f"run.{sorted(bad)[0]}: unknown key")
+        raise ConfigError(f"run.{sorted(bad)[0]}: unknown key (known: {', '.join(sorted(_RUN_KEYS))})")
     analyses = _analyses(run.get("analyses", DEFAULT_ANALYSES))
     settings_tree = tree.get("analyses", {})
     if not isinstance(settings_tree, Mapping):
-        raise ConfigError("analyses: must be a table of [analyses.<name>] sections")
+        raise ConfigError(f"analyses: must be a table of [analyses.<name>] sections, got {settings_tree!r}")
     for name in settings_tree:
         if name not in REGISTRY:
             raise ConfigError(f"analyses.{name}: unknown analysis (known: {', '.join(REGISTRY)})")
@@ -179,12 +268,12 @@ def _validate_run(config: RunConfig) -> None:
     if not config.input:
         raise ConfigError("run.input: required (--input s3://BUCKET/PREFIX)")
     parse_s3_url(config.input, "run.input")
+    check(not config.probe or config.dry_run, "run.probe", "only with run.dry_run (--dry-run --probe)", True)
     if not config.output and not config.dry_run:
         raise ConfigError("run.output: required (--output DIR or s3://BUCKET/PREFIX)")
-    if config.output.startswith("s3://"):
+    if config.output.lower().startswith("s3:"):  # "s3:/x" or "S3://x" is a typo, not a local folder
         parse_s3_url(config.output, "run.output")
     check(config.limit >= 0, "run.limit", "must be >= 0", config.limit)
-    check(not config.probe or config.dry_run, "run.probe", "only with run.dry_run (--dry-run --probe)", True)
     for name in ("run_id", "resume"):
         value = getattr(config, name)
         if value and not RUN_ID_PATTERN.match(value):
@@ -207,7 +296,7 @@ def _validate_run(config: RunConfig) -> None:
 def _analyses(value: Any) -> tuple[str, ...]:
     names = [n.strip() for n in value.split(",")] if isinstance(value, str) else list(value)
     if not names or not all(isinstance(n, str) and n for n in names):
-        raise ConfigError("run.analyses: give at least one analysis name")
+        raise ConfigError(f"run.analyses: give at least one analysis name, got {value!r}")
     for name in names:
         if name not in REGISTRY:
             raise ConfigError(f"run.analyses: unknown analysis {name!r} (known: {', '.join(REGISTRY)})")
@@ -222,7 +311,7 @@ def _per_analysis(
     """A table of numbers keyed by analysis name: `[pricing]` (>= 0) and `[quotas]` (> 0)."""
     values = dict(defaults)
     if not isinstance(section, Mapping):
-        raise ConfigError(f"{where}: must be a table")
+        raise ConfigError(f"{where}: must be a table of numbers by analysis name, got {section!r}")
     for name, value in section.items():
         if name not in REGISTRY and name not in defaults:
             raise ConfigError(f"{where}.{name}: unknown analysis (known: {', '.join(REGISTRY)})")
@@ -236,7 +325,7 @@ def _per_analysis(
 
 def _section(cls: type, values: Any, where: str) -> Any:
     if not isinstance(values, Mapping):
-        raise ConfigError(f"{where}: must be a table")
+        raise ConfigError(f"{where}: must be a table ([{where}]), got {values!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -245,6 +334,10 @@ def _section(cls: type, values: Any, where: str) -> Any:
             raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(fields))})")
         kwargs[key] = _typed(value, hints[key], f"{where}.{key}")
     return cls(**kwargs)
+
+
+#: The expected form of a value of each simple type, as a message says it.
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
 
 def _typed(value: Any, hint: Any, where: str) -> Any:
@@ -259,7 +352,7 @@ def _typed(value: Any, hint: Any, where: str) -> Any:
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint in (str, int, float, bool) and (type(value) is not hint):
-        raise ConfigError(f"{where}: must be {hint.__name__}, got {value!r}")
+        raise ConfigError(f"{where}: must be {_TYPE_NAMES[hint]}, got {value!r}")
     if isinstance(hint, types.UnionType):
         raise ConfigError(f"{where}: unsupported type")  # pragma: no cover - no such fields today
     return value
@@ -278,16 +371,6 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
-def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
-        _set_dotted(tree, dotted, _env_value(raw))
-    return tree
-
-
 def _env_value(raw: str) -> Any:
     try:
         return tomllib.loads(f"v = {raw}")["v"]
@@ -295,13 +378,13 @@ def _env_value(raw: str) -> Any:
         return raw
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
     *parents, leaf = dotted.split(".")
     node = tree
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"{dotted}: {part} is not a section")
+            raise ConfigError(f"{dotted}: {part} is not a section, it holds {node!r} ({origin})")
     node[leaf] = value
 
 

@@ -241,11 +241,42 @@ class RunConfig:
 
 
 def parse_s3_url(url: str, what: str) -> tuple[str, str]:
-    """Split `s3://bucket/prefix` into (bucket, prefix); raise ConfigError naming `what` if malformed."""
-    match = re.fullmatch(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?", url)
-    if not match:
+    """Split `s3://bucket/prefix` into (bucket, prefix); raise ConfigError naming `what`, the expected
+    form and what is wrong (S3's bucket naming rules, `bucket_name_problem`) if malformed."""
+    if not url.startswith("s3://"):
         raise ConfigError(f"{what}: expected s3://BUCKET/PREFIX, got {url!r}")
-    return match.group(1), match.group(2) or ""
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    problem = bucket_name_problem(bucket)
+    if problem:
+        raise ConfigError(
+            f"{what}: {url!r}: bucket name {bucket!r} {problem}; S3 bucket names are 3-63 lowercase "
+            "letters, digits, '.' and '-', starting and ending with a letter or digit"
+        )
+    return bucket, prefix
+
+
+#: Prefixes and suffixes S3 reserves (General purpose bucket naming rules).
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+
+def bucket_name_problem(name: str) -> str | None:
+    """What breaks S3's naming rules for general purpose buckets in `name`, in words; None if nothing
+    (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html)."""
+    bad = sorted({c for c in name if not ((c.islower() and c.isascii()) or c.isdigit() or c in ".-")})
+    upper = " (uppercase is not allowed)" if any(c.isupper() for c in bad) else ""
+    reserved = [p for p in _RESERVED_PREFIXES if name.startswith(p)]
+    reserved += [s for s in _RESERVED_SUFFIXES if name.endswith(s)]
+    rules = (  # first match wins
+        (not name, "is empty"),
+        (bool(bad), f"has characters S3 does not allow: {''.join(bad)!r}{upper}"),
+        (not 3 <= len(name) <= 63, f"is {len(name)} characters long, not 3 to 63"),
+        (not (name[:1].isalnum() and name[-1:].isalnum()), "must start and end with a letter or digit"),
+        (".." in name, "has two periods in a row"),
+        (bool(re.fullmatch(r"\d+\.\d+\.\d+\.\d+", name)), "is formatted as an IP address"),
+        (bool(reserved), f"uses {next(iter(reserved), '')!r}, which S3 reserves"),
+    )
+    return next((problem for broken, problem in rules if broken), None)
 
 
 def check(ok: bool, where: str, rule: str, value: Any) -> None:

@@ -154,11 +154,18 @@ def test_default_toml_parses_and_lists_every_section() -> None:
 def test_resume_full_and_max_error_rate_are_checked() -> None:
     config = load_config(environ={}, overrides={**RUN, "run.resume": "night-1", "run.max_error_rate": 0.05})
     assert (config.resume, config.full, config.max_error_rate) == ("night-1", False, 0.05)
-    with pytest.raises(ConfigError, match=r"^run\.resume: resumes run 'a' but run\.run_id is 'b'$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^run\.resume: resumes run 'a' but run\.run_id is 'b' \(from override run\.resume\)$",
+    ):
         load_config(environ={}, overrides={**RUN, "run.resume": "a", "run.run_id": "b"})
     with pytest.raises(ConfigError, match=r"^run\.resume: only letters"):
         load_config(environ={}, overrides={**RUN, "run.resume": "a:b"})
-    with pytest.raises(ConfigError, match=r"^run\.max_error_rate: must be in 0\.\.1, got 1\.5$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^run\.max_error_rate: must be in 0\.\.1, got 1\.5 "
+        r"\(from environment variable REKBATCH_RUN__MAX_ERROR_RATE\)$",
+    ):
         load_config(environ={"REKBATCH_RUN__MAX_ERROR_RATE": "1.5"}, overrides=RUN)
 
 

@@ -372,13 +372,19 @@ def test_a_bad_config_exits_2_with_a_one_line_reason(stack: LocalStack, tmp_path
         check=False,
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == "rekbatch: error: rekognition.tps: must be > 0, got -5.0"
+    assert (
+        result.stderr.strip()
+        == f"rekbatch: error: rekognition.tps: must be > 0, got -5.0 (from config file {bad})"
+    )
 
 
 def test_a_missing_bucket_exits_3_with_a_one_line_reason(stack: LocalStack, tmp_path: Path) -> None:
     result = run_cli(stack, "--input", "s3://no-such-bucket/x/", "--output", str(tmp_path / "o"))
     assert result.returncode == 3
-    assert result.stderr.strip() == "rekbatch: error: cannot list s3://no-such-bucket/x/: NoSuchBucket"
+    assert result.stderr.strip() == (
+        "rekbatch: error: run.input: cannot list s3://no-such-bucket/x/: NoSuchBucket "
+        "(no bucket of that name: check the name, or create it)"
+    )
     assert not (tmp_path / "o").exists()
 
 

@@ -127,6 +127,6 @@ def test_a_dead_s3_endpoint_behind_userinfo_ends_with_a_redacted_reason(
     result = run_cli(stack, tmp_path, "labels", AWS_ENDPOINT_URL_S3=dead)
     assert result.returncode == 3, result.stderr
     last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith(f"rekbatch: error: cannot list s3://{BUCKET}/{PREFIX}: ")
+    assert last_line.startswith(f"rekbatch: error: run.input: cannot list s3://{BUCKET}/{PREFIX}: ")
     assert "http://***@127.0.0.1:" in last_line
     assert_no_secret(result, tmp_path)
