@@ -84,13 +84,15 @@ def commit_rows(
     dt: str = "2026-11-25",
     analyses: Mapping[str, str] | None = None,
     committed_at: datetime = COMMITTED_AT,
+    schemas: Mapping[str, Any] | None = None,
 ) -> Manifest:
     """Write one batch of rows as the job would and commit it as run `run_id` (attempt 1, batch 0);
-    give later runs a later `committed_at` when a test reads which run is the latest."""
+    give later runs a later `committed_at` when a test reads which run is the latest. `schemas`
+    replaces some tables' schemas (e.g. as an older version of the job wrote them)."""
     files = write_tables(
         store.destination,
         rows_by_table,
-        all_tables(),
+        {**all_tables(), **(schemas or {})},
         dt=dt,
         name=data_file_name(run_id, 1, 0),
         compression="none",

@@ -13,7 +13,7 @@ import boto3
 
 from batch.core.errors import ConfigError
 
-__all__ = ["checked_region"]
+__all__ = ["checked_region", "resolved_region"]
 
 REGION_HELP = (
     "set AWS_REGION (or AWS_DEFAULT_REGION), `region` in your AWS profile, or rekognition.region in the "
@@ -23,6 +23,11 @@ CREDENTIALS_HELP = (
     "set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where a role provides them "
     "(EC2 instance profile, ECS task role, EKS service account)"
 )
+
+
+def resolved_region(configured: str) -> str:
+    """The region Rekognition will be called in: `configured`, else boto3's lookup; "" for none."""
+    return str(configured or boto3.session.Session().region_name or "")
 
 
 def checked_region(configured: str, session: Any = None) -> str:

@@ -243,6 +243,7 @@ RUNS_SCHEMA = table_schema(
         pa.field("kept_batches", pa.int64()),
         pa.field("kept_images", pa.int64()),
         pa.field("full", pa.bool_()),
+        pa.field("region", pa.string()),
     ]
 )
 

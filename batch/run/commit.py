@@ -189,4 +189,5 @@ def runs_row(config: RunConfig, summary: RunSummary) -> dict[str, Any]:
         "kept_batches": summary.kept_batches,
         "kept_images": summary.kept_images,
         "full": summary.full,
+        "region": summary.region or None,
     }

@@ -26,6 +26,7 @@ from typing import Any, TextIO
 from batch.analyses.base import DriverHooks, DriverSetup
 from batch.analyses.registry import REGISTRY
 from batch.aws.s3 import check_readable, check_writable, s3_client
+from batch.aws.session import resolved_region
 from batch.config.loader import config_digest
 from batch.config.model import RunConfig, parse_s3_url
 from batch.core.errors import ConfigError, OutputUnwritable
@@ -61,6 +62,7 @@ def run(config: RunConfig, *, command_line: str = "", out: TextIO = sys.stdout) 
         run_id=config.resume or config.run_id or new_run_id(started),
         input=config.input,
         output=config.output,
+        region=resolved_region(config.rekognition.region),
         analyses=config.analyses,
         config_digest=config_digest(config),
         command_line=command_line,

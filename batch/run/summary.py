@@ -105,6 +105,8 @@ class RunSummary:
     forecast_lines: list[str] = field(default_factory=list)
     #: What a dry run called besides listing and reading the output ("" for nothing).
     dry_run_called: str = ""
+    #: The AWS region Rekognition is called in, as botocore resolves it ("" if none: the run stops).
+    region: str = ""
     #: A dry run's kind: "bound" (headers not read: its counts are upper bounds) or "probed" (read:
     #: its count of images sent is exact); "" for a run.
     dry_run: str = ""
@@ -267,6 +269,7 @@ class RunSummary:
             "full": self.full,
             "input": self.input,
             "output": self.output,
+            "region": self.region or None,
             "analyses": list(self.analyses),
             "config_digest": self.config_digest,
             "started_at": self.started_at.isoformat(),

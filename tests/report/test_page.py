@@ -98,8 +98,9 @@ class RunBuilder:
         values = {"size_bytes": 0, "status": "skipped", "status_reason": "EmptyObject", "analyses": []}
         self.add("images", key=key, last_modified=STARTED, **values)
 
-    def write(self) -> None:
-        """The batch's files, then the driver's: `call_seconds` and the `runs` row."""
+    def write(self, schemas: dict[str, Any] | None = None, **columns: Any) -> None:
+        """The batch's files, then the driver's: `call_seconds` and the `runs` row (with `columns`;
+        `schemas` as an older job wrote some tables)."""
         listed = len(self.rows.get("images", []))
         analysed = sum(1 for r in self.rows.get("images", []) if r["status"] == "analysed")
         row = {
@@ -125,12 +126,13 @@ class RunBuilder:
             "estimated_cost_usd": 0.0123,
             "storage_cost_usd": 0.05,
             "status": "completed",
+            **columns,
         }
         self.add(
             "call_seconds", second=1, operation="DetectFaces", outcome="ok", calls=analysed, quota_tps=5.0
         )
         rows = {**self.rows, "runs": [{"run_id": self.run_id, **row}]}
-        commit_rows(RunStore(Destination(str(self.root))), self.run_id, rows, dt=DT)
+        commit_rows(RunStore(Destination(str(self.root))), self.run_id, rows, dt=DT, schemas=schemas)
 
     def read(self, entry: ImageEntry) -> bytes:
         return self.pictures[entry.key]
@@ -327,3 +329,23 @@ def test_the_badge_says_how_the_run_went_coloured_by_its_error_rate(tmp_path: Pa
         "images_failed": 272,
     }
     assert status_badge(every_image_failed) == {"text": "completed with 272 failed", "level": "bad"}
+
+
+# --- the region -------------------------------------------------------------------------------------------
+
+
+def test_the_region_is_on_the_report_and_a_run_from_before_the_column_still_reads(tmp_path: Path) -> None:
+    from batch.core.tables import RUNS_SCHEMA
+    from batch.query import views
+
+    new, old = RunBuilder(tmp_path, "new"), RunBuilder(tmp_path, "old")
+    new.image("in/a.jpg")
+    old.image("in/b.jpg")
+    new.write(region="eu-west-1")
+    before = RUNS_SCHEMA.remove(RUNS_SCHEMA.get_field_index("region"))
+    old.write(schemas={"runs": before})
+    assert "Rekognition in eu-west-1" in report(new)
+    assert "Rekognition in" not in report(old)
+    with views.connect(str(tmp_path)) as sql:
+        rows = sql.execute("SELECT run_id, region FROM runs ORDER BY run_id").fetchall()
+    assert rows == [("new", "eu-west-1"), ("old", None)]

@@ -1,6 +1,7 @@
 """The dry run on the demo bucket, the CLI as a subprocess on the local stack: without `--probe` its
 counts are upper bounds and say so; with it, the count of images sent and their cost are the real
-run's, and no Rekognition call is made (the endpoint's call log stays empty)."""
+run's, and no Rekognition call is made (the endpoint's call log stays empty). The real run also shows
+the region it called Rekognition in: summary JSON, `runs` row, report."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def intact(stack: LocalStack, truth: GroundTruth, tmp_path_factory: pytest.TempP
     probed = rekbatch(stack, tmp, "--dry-run", "--probe", env=env)
     bound = rekbatch(stack, tmp, "--dry-run", env=env)
     ran = rekbatch(stack, tmp, "--output", str(tmp / "out"), env=env)
-    return {"probed": probed, "bound": bound, "run": ran}
+    return {"probed": probed, "bound": bound, "run": ran, "output": tmp / "out"}
 
 
 def test_the_plain_dry_run_says_its_counts_are_upper_bounds(intact: dict[str, Any]) -> None:
@@ -112,3 +113,16 @@ def test_the_probe_counts_an_image_damaged_past_its_header_as_sent_and_says_so(
     assert probed["estimated_cost_usd"] == pytest.approx(len(sent) * 5 * PRICE)
     assert "Rekognition may still refuse an image damaged past its header" in probed["stdout"]
     assert probed["calls"] == []
+
+
+def test_the_region_is_in_the_summary_the_runs_row_and_the_report(
+    intact: dict[str, Any], stack: LocalStack
+) -> None:
+    from batch.query import views
+
+    region = stack.env["AWS_DEFAULT_REGION"]  # as botocore resolves it: the stack sets no other
+    ran = intact["run"]
+    assert ran["region"] == region
+    with views.connect(str(intact["output"])) as sql:
+        assert sql.execute("SELECT region FROM runs").fetchall() == [(region,)]
+    assert f"Rekognition in {region}" in Path(ran["report"]).read_text()
