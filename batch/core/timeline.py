@@ -4,13 +4,16 @@ Each worker process counts an attempt under the Unix second it ended in (`time.t
 monotonic clock, so the counts of processes on several machines line up, up to their clock skew);
 the batches carry their counts back, the driver adds them up (`Counter.update`) and writes them as the
 `call_seconds` table with seconds counted from the run's start. The run report draws it against the
-quota. Outcomes are grouped in three classes, so the table stays small whatever the error codes.
+quota as a trailing mean (`rate_series(window=...)`): one second's count is not a rate, and may exceed
+the quota although the quota was kept (docs/design/rate-limiter.md, "The report's chart"). Outcomes are
+grouped in three classes, so the table stays small whatever the error codes.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -77,6 +80,8 @@ class RateSeries:
     bucket_seconds: int
     #: Per (operation, outcome class): the mean calls per second in each bucket, zero where none.
     rates: Mapping[tuple[str, str], tuple[float, ...]]
+    #: Each second's rate is the mean over this many seconds ending with it (1: its own count).
+    window_seconds: int = 1
 
     @property
     def edges(self) -> tuple[int, ...]:
@@ -90,26 +95,39 @@ class RateSeries:
         return self.rates.get((operation, outcome), (0.0,) * len(self.starts))
 
 
-def rate_series(rows: Iterable[tuple[int, str, str, int]], *, max_points: int = 600) -> RateSeries:
-    """Bucket (second, operation, outcome class, calls) rows into at most `max_points` buckets.
+def rate_series(
+    rows: Iterable[tuple[int, str, str, int]], *, max_points: int = 600, window: int = 1
+) -> RateSeries:
+    """Bucket (second, operation, outcome class, calls) rows into at most `max_points` buckets, each
+    second's rate being the mean over the `window` seconds ending with it.
 
-    Buckets start at the earliest second (or 0) and cover every second up to the last one with calls;
-    a second without calls counts as zero, and the last bucket's rate is over the seconds it covers.
+    Buckets start at the earliest second (or 0) and cover every second up to the last one with calls,
+    and `window - 1` seconds more (where the last calls still weigh in the mean: no call is lost); a
+    second without calls counts as zero, and the last bucket's rate is over the seconds it covers.
     """
     rows = list(rows)
     if not rows:
-        return RateSeries((), 1, {})
+        return RateSeries((), 1, {}, window)
     first = min(0, *(second for second, *_ in rows))
-    span = max(second for second, *_ in rows) - first + 1
+    span = max(second for second, *_ in rows) - first + window
     width = math.ceil(span / max_points)
     buckets = math.ceil(span / width)
     starts = tuple(first + index * width for index in range(buckets))
-    totals: dict[tuple[str, str], list[int]] = {}
+    per_second: dict[tuple[str, str], list[int]] = {}
     for second, operation, outcome, calls in rows:
-        totals.setdefault((operation, outcome), [0] * buckets)[(second - first) // width] += calls
-    covered = [min(width, span - index * width) for index in range(buckets)]
-    rates = {
-        key: tuple(calls / seconds for calls, seconds in zip(counts, covered, strict=True))
-        for key, counts in totals.items()
-    }
-    return RateSeries(starts, width, rates)
+        per_second.setdefault((operation, outcome), [0] * span)[second - first] += calls
+    rates = {}
+    for key, counts in per_second.items():
+        means = trailing_means(counts, window)
+        rates[key] = tuple(
+            math.fsum(means[index * width : (index + 1) * width]) / min(width, span - index * width)
+            for index in range(buckets)
+        )
+    return RateSeries(starts, width, rates, window)
+
+
+def trailing_means(counts: Sequence[int], window: int) -> list[float]:
+    """Each position's mean over the `window` positions ending with it (those before the first count
+    as zero: nothing was called before the run)."""
+    totals = list(itertools.accumulate(counts, initial=0))
+    return [(totals[i + 1] - totals[max(0, i + 1 - window)]) / window for i in range(len(counts))]

@@ -76,11 +76,15 @@ def rendering() -> Iterator[None]:
 
 
 def calls_chart(series: RateSeries, quotas: Mapping[str, float]) -> Chart:
-    """Successful calls per second per operation against its quota (dashed), and throttles and errors."""
-    title = "Calls per second by operation, against the quota"
-    figure, (ok_axes, bad_axes) = _figure(4.2, rows=2, ratios=(2, 1))
+    """Successful calls per second per operation against its quota (dashed), and throttles and errors,
+    each a mean over the series' window: a single second's count is not a rate (calls are counted in
+    the second they end, and the limiter lets a token's call start a little late), so bars of single
+    seconds stood above the quota line of runs that were never throttled."""
+    seconds = max(series.window_seconds, series.bucket_seconds)
+    title = f"Calls per second by operation (means over {seconds} s), against the quota"
+    figure, (ok_axes, bad_axes) = _figure(4.6, rows=2, ratios=(2, 1))
     edges = series.edges
-    per = "" if series.bucket_seconds == 1 else f" (mean over {series.bucket_seconds} s)"
+    per = f"\n(mean over {seconds} s)"
     for index, operation in enumerate(series.operations()):
         colour = f"C{index % 10}"
         ok_axes.stairs(series.of(operation, OK), edges, color=colour, label=operation)
@@ -93,7 +97,10 @@ def calls_chart(series: RateSeries, quotas: Mapping[str, float]) -> Chart:
     ok_axes.set_title(title)
     ok_axes.set_ylabel(f"ok calls/s{per}")
     bad_axes.set_ylabel("throttled/s\n(dotted: errors/s)")
-    bad_axes.set_xlabel("seconds since the run started")
+    bad_axes.set_xlabel(
+        "seconds since the run started\n(calls counted in the second they ended; only throttles say the "
+        "quota was exceeded)"
+    )
     bad_axes.xaxis.get_major_locator().set_params(integer=True)
     if series.starts:
         ok_axes.legend(

@@ -64,6 +64,9 @@ MAX_ERROR_TILES = 1000
 MAX_PICTURE_BYTES = 50_000_000
 #: Images read and shrunk at once.
 FETCH_THREADS = 8
+#: The calls chart's rates are means over this many seconds: enough that the limiter's slack (a token
+#: used up to 0.25 s late, a call's latency) weighs little against the quota (rate-limiter.md).
+RATE_WINDOW_SECONDS = 10
 #: Room kept for the gallery's counts and links, which are known only once the tiles are chosen.
 SLACK_BYTES = 2_000
 
@@ -192,7 +195,7 @@ def image_details(
 def draw_charts(stats: RunStats, analyses: Iterable[str]) -> list[Chart]:
     """The calls chart, then a distribution chart per analysis the run asked for, then confidences."""
     asked = set(analyses)
-    charts = [calls_chart(rate_series(stats.timeline), stats.quotas)]
+    charts = [calls_chart(rate_series(stats.timeline, window=RATE_WINDOW_SECONDS), stats.quotas)]
     if "labels" in asked:
         charts.append(bar_chart("labels", "Top labels", stats.top("labels"), "images"))
     if "moderation" in asked:

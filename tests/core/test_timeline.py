@@ -123,3 +123,27 @@ def test_rate_series_is_exact_per_second_for_short_runs_and_fills_quiet_seconds(
     assert series.of("DetectFaces", OK) == (4.0, 0.0, 0.0, 2.0)
     assert series.of("DetectFaces", THROTTLED) == (0.0, 0.0, 0.0, 0.0)
     assert rate_series([]).starts == ()
+
+
+@given(rows_strategy, st.integers(1, 700), st.integers(1, 30))
+def test_a_windowed_series_keeps_every_call_and_never_exceeds_the_busiest_window(
+    rows: list[tuple[int, str, str, int]], max_points: int, window: int
+) -> None:
+    series = rate_series(rows, max_points=max_points, window=window)
+    assert len(series.starts) <= max_points
+    end = max((second for second, *_ in rows), default=0) + window  # the last calls weigh in until then
+    for (operation, outcome), rates in series.rates.items():
+        mine = [(s, n) for s, op, oc, n in rows if (op, oc) == (operation, outcome)]
+        covered = [min(series.bucket_seconds, end - start) for start in series.starts]
+        assert abs(
+            sum(r * c for r, c in zip(rates, covered, strict=True)) - sum(n for _, n in mine)
+        ) < 1e-6 * max(1, sum(n for _, n in mine))
+        busiest = max(sum(n for s, n in mine if t - window < s <= t) for t, _ in mine)
+        assert max(rates) <= busiest / window + 1e-9
+
+
+def test_trailing_means_count_the_seconds_before_the_run_as_zero() -> None:
+    from batch.core.timeline import trailing_means
+
+    assert trailing_means([6, 4, 5, 0], 2) == [3.0, 5.0, 4.5, 2.5]
+    assert trailing_means([6, 4], 1) == [6.0, 4.0]
