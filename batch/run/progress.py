@@ -42,7 +42,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Seconds between two events of one worker process (when something changed). An event costs about
-#: 0.7 ms of the driver's CPU and 0.8 ms of the worker's, whatever it holds (docs/design/progress.md).
+#: 1 ms of the driver's CPU and 1 ms of the worker's, whatever it holds (docs/design/progress.md).
 FLUSH_SECONDS = 1.0
 #: Seconds of the window the rates are averaged over.
 RATE_WINDOW = 10.0
