@@ -193,19 +193,16 @@ def _validate_run(config: RunConfig) -> None:
             )
     if config.resume and config.run_id and config.resume != config.run_id:
         raise ConfigError(f"run.resume: resumes run {config.resume!r} but run.run_id is {config.run_id!r}")
-    check(
-        config.progress_log_seconds >= 0,
-        "run.progress_log_seconds",
-        "must be >= 0",
-        config.progress_log_seconds,
-    )
+    every = config.progress_log_seconds
+    check(every >= 0, "run.progress_log_seconds", "must be >= 0", every)
     check(0 <= config.max_error_rate <= 1, "run.max_error_rate", "must be in 0..1", config.max_error_rate)
     for name in config.analyses:
         REGISTRY[name].check(config.analysis_settings[name])
     pruning = [analysis.name for analysis in REGISTRY.values() if analysis.prunes]
     if config.prune and not set(pruning) & set(config.analyses):
         raise ConfigError(
-            f"run.prune: prunes what {' or '.join(pruning)} keeps outside the output; add it to run.analyses"
+            f"run.prune: prunes what {' or '.join(pruning)} keeps outside the output; "
+            "add it to run.analyses"
         )
 
 

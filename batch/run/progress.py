@@ -188,12 +188,15 @@ class Progress:
         self._by_tasks = sum(summary.images[s] for s in _TASK_STATUSES)  # kept by a resume
         self._shown = False
         self._stop = threading.Event()
+        self._handlers: list[logging.StreamHandler[Any]] = []  # those writing to `stream`, while shown
+        self._formatters: list[logging.Formatter | None] = []
 
     @property
     def enabled(self) -> bool:
         return self._terminal or bool(self._log_every)
 
     def during(self, results: Iterator[Item]) -> Iterator[Item]:
+        """`results`, with the display running until the loop over them ends, however it ends."""
         if not self.enabled:
             yield from results
             return
@@ -323,7 +326,7 @@ class Progress:
             handler.setFormatter(formatter)
 
     def _handlers_locked(self) -> Any:
-        return _Locked([h.lock for h in getattr(self, "_handlers", ()) if h.lock is not None])
+        return _Locked([h.lock for h in self._handlers if h.lock is not None])
 
     def _cleared(self) -> str:
         shown, self._shown = self._shown, False
