@@ -193,7 +193,7 @@ def dashboard_address(client: Client) -> str:
     and serves its dashboard only when bokeh is installed (the `dashboard` extra)."""
     local = client.cluster is not None
     if local and importlib.util.find_spec("bokeh") is None:
-        return "not served (pip install 'rekognition-batch[dashboard]' to serve it)"
+        return "not served (pip install 'rekognition-batch[dashboard]')"
     return str(client.dashboard_link)
 
 

@@ -63,6 +63,7 @@ _RUN_KEYS = {
     "resume",
     "max_error_rate",
     "prune",
+    "progress_log_seconds",
 }
 
 
@@ -250,6 +251,7 @@ def _build(tree: Mapping[str, Any], *, validate_run: bool = True) -> RunConfig:
         resume=_typed(run.get("resume", ""), str, "run.resume"),
         max_error_rate=_typed(run.get("max_error_rate", 1.0), float, "run.max_error_rate"),
         prune=_typed(run.get("prune", False), bool, "run.prune"),
+        progress_log_seconds=_typed(run.get("progress_log_seconds", 30.0), float, "run.progress_log_seconds"),
         input_filter=sections["input"],
         rekognition=sections["rekognition"],
         dask=sections["dask"],
@@ -283,6 +285,8 @@ def _validate_run(config: RunConfig) -> None:
             )
     if config.resume and config.run_id and config.resume != config.run_id:
         raise ConfigError(f"run.resume: resumes run {config.resume!r} but run.run_id is {config.run_id!r}")
+    every = config.progress_log_seconds
+    check(every >= 0, "run.progress_log_seconds", "must be >= 0", every)
     check(0 <= config.max_error_rate <= 1, "run.max_error_rate", "must be in 0..1", config.max_error_rate)
     for name in config.analyses:
         REGISTRY[name].check(config.analysis_settings[name])

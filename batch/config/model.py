@@ -214,6 +214,8 @@ class RunConfig:
     #: Delete from the state an analysis keeps outside the output (a face collection) what belongs to
     #: keys under the prefix no longer listed.
     prune: bool = False
+    #: With `-v` and stderr not a terminal: seconds between two progress lines logged at INFO (0: none).
+    progress_log_seconds: float = 30.0
     input_filter: InputConfig = field(default_factory=InputConfig)
     rekognition: RekognitionConfig = field(default_factory=RekognitionConfig)
     dask: DaskConfig = field(default_factory=DaskConfig)

@@ -38,6 +38,7 @@ from batch.core.tables import ERRORS_SCHEMA, IMAGES_SCHEMA, error_row, image_row
 from batch.run import faults
 from batch.run.context import BatchSpec, ImageToAnalyse, RunContext
 from batch.run.image_pipeline import ImageResult, analyse_image, silence_reason
+from batch.run.progress import ProgressFeed, progress_feed, progress_topic
 from batch.run.runtime import (
     image_threads,
     new_batches_stopped,
@@ -95,8 +96,10 @@ class ImageJournal:
         *,
         earlier: ImageRecord | None,
         reused: Collection[str],
+        feed: ProgressFeed | None = None,
     ) -> None:
         self._store = store
+        self._feed, self._topic = feed, progress_topic(context.run_key)
         self._run_id = context.run_id
         self._base = ImageRecord(obj.key, obj.etag, context.attempt, batch)
         self._answers: dict[tuple[str, str], Mapping[str, Any]] = {}
@@ -120,6 +123,8 @@ class ImageJournal:
         self, operation: str, outcome: str, digest: str = "", response: Mapping[str, Any] | None = None
     ) -> None:
         self._calls.answered(operation, outcome)
+        if self._feed is not None:
+            self._feed.call(self._topic, operation, outcome)
         if response is not None:
             self._answers[(operation, digest)] = response
 
@@ -158,8 +163,14 @@ def process_batch(spec: BatchSpec) -> BatchResult | OutputFailure:
     )
     stop = threading.Event()
     reused = resumable_operations(context.analyses)
+    feed, topic = progress_feed(), progress_topic(context.run_key)
 
     def one(position: int, planned: ImageToAnalyse) -> ImageRecord:
+        record = analysed(position, planned)
+        feed.image(topic, spec.index, record.rows["images"][0]["status"])
+        return record
+
+    def analysed(position: int, planned: ImageToAnalyse) -> ImageRecord:
         obj = planned.obj
         faults.kill_worker_on_key(obj.key)  # tests only: a poison image
         earlier = store.image(context.run_id, context.attempt, obj.key, obj.etag)
@@ -167,7 +178,7 @@ def process_batch(spec: BatchSpec) -> BatchResult | OutputFailure:
             return earlier
         if earlier is None and planned.resumes:
             earlier = store.image(context.run_id, planned.resumes, obj.key, obj.etag)
-        journal = ImageJournal(store, context, spec.index, obj, earlier=earlier, reused=reused)
+        journal = ImageJournal(store, context, spec.index, obj, earlier=earlier, reused=reused, feed=feed)
         order = in_run_order(planned.analyses, start=position)
         call = functools.partial(caller.call, journal=journal)
         image = analyse_image(obj, context, call, s3, stop, analyses=order, parts=planned.parts)
@@ -177,19 +188,22 @@ def process_batch(spec: BatchSpec) -> BatchResult | OutputFailure:
     pool = image_threads()
     # The process's tasks share its image threads: Little's law plans calls in flight per task slot.
     pool.grow_to(spec.calls_in_flight * task_slots())
-    futures = [pool.submit(one, position, planned) for position, planned in enumerate(spec.images)]
-    if not _wait_unless_silent(futures, silence):
-        stop.set()  # the images in flight end at their next timeout, and call nothing more
-        for future in futures:
-            future.cancel()
-        return BatchResult(None, fatal=silence_reason(context))
     try:
-        images = [future.result() for future in futures]
-        record = finish_batch(context, spec.index, images, s3)
-    except (OutputUnwritable, OutputUnreadable) as refused:  # a record, a file or the batch's record
-        return refused
-    fatal = next((image.fatal for image in images if image.fatal), None)
-    return BatchResult(record, counts.latency_seconds, counts.answered, fatal, dict(counts.per_second))
+        futures = [pool.submit(one, position, planned) for position, planned in enumerate(spec.images)]
+        if not _wait_unless_silent(futures, silence):
+            stop.set()  # the images in flight end at their next timeout, and call nothing more
+            for future in futures:
+                future.cancel()
+            return BatchResult(None, fatal=silence_reason(context))
+        try:
+            images = [future.result() for future in futures]
+            record = finish_batch(context, spec.index, images, s3)
+        except (OutputUnwritable, OutputUnreadable) as refused:  # a record, a file or the batch's record
+            return refused
+        fatal = next((image.fatal for image in images if image.fatal), None)
+        return BatchResult(record, counts.latency_seconds, counts.answered, fatal, dict(counts.per_second))
+    finally:
+        feed.forget(topic, spec.index)  # the batch's record counts its images from now on
 
 
 #: Seconds between two looks at the silence of the process's calls while a task waits for its images.

@@ -32,10 +32,10 @@ from batch.run.plan import (
     run_context,
     selected_objects,
 )
+from batch.run.progress import Progress, terminal_line
 from batch.run.runtime import stop_new_batches
 from batch.run.shutdown import Shutdown
 from batch.run.summary import RunSummary, cpu_seconds
-from batch.run.text import Progress
 
 __all__ = ["operation_quotas", "run_batches"]
 
@@ -95,9 +95,11 @@ def run_batches(
             for images in _announced(batched(planned, batch_size), hooks)
         )
         window = config.dask.batches_in_flight or 2 * threads
-        progress = Progress(quotas)
+        progress = Progress(
+            client, context.run_key, quotas, counter, summary, log_every=config.progress_log_seconds
+        )
         stopping = _stopping(client, context, lambda: shutdown.requested or summary.status == "aborted")
-        for spec, result, error in run_windowed(
+        results = run_windowed(
             client,
             process_batch,
             backlog,
@@ -105,7 +107,8 @@ def run_batches(
             key=lambda spec: f"batch-{spec.file_name}",
             stop=stopping,
             cancel=shutdown.give_up,
-        ):
+        )
+        for spec, result, error in progress.during(results):  # the display runs while the loop does
             quarantined = backlog.finished(spec)
             if isinstance(result, OutputFailure):  # the output refused a record or the batch's files
                 _stop_unwritable(summary, backlog, result)
@@ -131,12 +134,9 @@ def run_batches(
                 logger.debug(
                     "batch %s: %d images, %d files", spec.file_name, len(record.images), len(record.files)
                 )
-            progress.listed_total = counter.total
-            progress.tick(summary)
             if fatal and summary.status != "aborted":
                 summary.end("aborted", fatal)
                 backlog.close()  # submit nothing more; let the batches in flight finish
-        progress.close()
         summary.worker_cpu_seconds = sum(client.run(cpu_seconds).values())
         summary.processing_cpu_seconds = cpu_seconds() + summary.worker_cpu_seconds - cpu_before
 
@@ -154,7 +154,7 @@ def _prepare_cluster(
     summary.dashboard = dashboard_address(client)
     logger.info("Dask: %d worker processes, %d threads; dashboard %s", processes, threads, summary.dashboard)
     if sys.stderr.isatty():
-        print(f"Dask dashboard: {summary.dashboard}", file=sys.stderr)
+        print(terminal_line(f"Dask dashboard: {summary.dashboard}"), file=sys.stderr)
     return threads, quotas, cpu_before
 
 

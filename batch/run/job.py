@@ -37,6 +37,7 @@ from batch.run.commit import Attempt, commit, start_attempt
 from batch.run.drive import run_batches
 from batch.run.dry_run import count_planned
 from batch.run.plan import listed_in, plan_images, selected_objects, unsettle, wanted_digests
+from batch.run.progress import terminal_line
 from batch.run.resume import keep_earlier_work
 from batch.run.shutdown import Shutdown
 from batch.run.summary import RunSummary
@@ -107,7 +108,8 @@ def _run(config: RunConfig, s3: Any, summary: RunSummary, shutdown: Shutdown) ->
     config = _prepared(config, hooks)
     summary.config_digest = config_digest(config)  # with what the hooks resolved (reference ETags)
     attempt = start_attempt(config, store, summary)
-    print(f"rekbatch: run {summary.run_id}: attempt {summary.attempt} started", file=sys.stderr, flush=True)
+    started = f"rekbatch: run {summary.run_id}: attempt {summary.attempt} started"
+    print(terminal_line(started), file=sys.stderr, flush=True)
     with Heartbeat(store, summary.run_id, attempt.record.attempt):  # gc leaves a running attempt alone
         _run_attempt(config, s3, summary, attempt, store=store, hooks=hooks, shutdown=shutdown)
 

@@ -1,17 +1,13 @@
-"""The run's text for people: the summary printed at the end, and the progress line while it runs."""
+"""The run's text for people: the summary printed at the end (the progress while it runs:
+`batch.run.progress`)."""
 
 from __future__ import annotations
-
-import sys
-import time
-from collections.abc import Mapping
-from typing import TextIO
 
 from batch.analyses.registry import REGISTRY
 from batch.core.calls import IN_FLIGHT, PAID_OUTCOMES
 from batch.run.summary import RunSummary
 
-__all__ = ["Progress", "format_summary"]
+__all__ = ["format_summary"]
 
 
 def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
@@ -101,44 +97,3 @@ def _dry_run_lines(summary: RunSummary) -> list[str]:
         )
     return lines + summary.forecast_lines
 
-
-class Progress:
-    """One status line on stderr every few seconds when it is a terminal; silent under cron and Airflow.
-
-    Shows images done, successful calls per second per operation against the quota, throttles, errors,
-    and an ETA once the listing has ended (before that the total is not known: the listing is streamed).
-    """
-
-    def __init__(
-        self, quotas: Mapping[str, float], *, every: float = 2.0, stream: TextIO = sys.stderr
-    ) -> None:
-        self._quotas = quotas
-        self._every = every
-        self._stream = stream
-        self._enabled = stream.isatty()
-        self._started = self._last = time.monotonic()
-        self.listed_total: int | None = None
-
-    def tick(self, summary: RunSummary) -> None:
-        now = time.monotonic()
-        if not self._enabled or now - self._last < self._every:
-            return
-        self._last = now
-        print(f"\r\033[K{self.line(summary, now - self._started)}", end="", file=self._stream, flush=True)
-
-    def line(self, summary: RunSummary, elapsed: float) -> str:
-        done = sum(n for status, n in summary.images.items() if status != "listed")
-        rates = " ".join(
-            f"{op.removeprefix('Detect')} {n / max(elapsed, 1e-9):.0f}/{self._quotas.get(op, 0):g}"
-            for (op, outcome), n in sorted(summary.calls.items())
-            if outcome == "ok"
-        )
-        errors = summary.images["rejected"] + summary.images["failed"]
-        text = f"{done} images, calls/s {rates or '-'}, {summary.throttled} throttled, {errors} errors"
-        if self.listed_total and done:
-            text += f", ETA {(self.listed_total - done) * elapsed / done:.0f} s"
-        return text
-
-    def close(self) -> None:
-        if self._enabled:
-            print(file=self._stream)

@@ -1,8 +1,7 @@
-"""The run's text for people: the progress line and the summary."""
+"""The run's text for people: the summary (the progress line: tests/run/test_progress.py)."""
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -10,20 +9,9 @@ from batch.analyses.base import DriverReport
 from batch.core.manifest import BatchRecord
 from batch.faces.sync import StorageForecast, forecast_lines
 from batch.run.summary import RunSummary
-from batch.run.text import Progress, format_summary
+from batch.run.text import format_summary
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
-
-
-def test_progress_line_shows_rates_against_quota_and_eta() -> None:
-    summary = RunSummary("r", "s3://b/p/", "out", ("labels",), "d", "", NOW)
-    summary.images.update({"listed": 40, "analysed": 38, "rejected": 2})
-    summary.calls.update({("DetectLabels", "ok"): 100, ("DetectLabels", "ThrottlingException"): 3})
-    summary.throttled = 3
-    progress = Progress({"DetectLabels": 50}, stream=io.StringIO())
-    progress.listed_total = 80
-    line = progress.line(summary, elapsed=2.0)
-    assert line == "40 images, calls/s Labels 50/50, 3 throttled, 2 errors, ETA 2 s"
 
 
 def test_summary_names_every_outcome_and_the_cost() -> None:
