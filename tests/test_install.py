@@ -168,9 +168,9 @@ def production(tmp_path: Path) -> tuple[dict[str, str], Path]:
     return {"PYTHONPATH": path, "TEST_BLOCKED_MODULES": blocked, "TEST_BLOCKED_LOG": str(log)}, log
 
 
-def rekbatch(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def python(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "batch", *args],
+        [sys.executable, *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -179,19 +179,16 @@ def rekbatch(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess
     )
 
 
+def rekbatch(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return python(env, "-m", "batch", *args, timeout=timeout)
+
+
 @pytest.mark.offline_subprocess
 def test_the_blocker_refuses_a_module_a_production_install_lacks(
     production: tuple[dict[str, str], Path],
 ) -> None:
     env, log = production
-    result = subprocess.run(
-        [sys.executable, "-c", "import local_stack.stack"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = python(env, "-c", "import local_stack.stack")
     assert result.returncode == 1
     assert "ModuleNotFoundError: No module named 'local_stack'" in result.stderr
     assert log.read_text().split()[1] == "local_stack"
@@ -202,14 +199,7 @@ def test_the_local_stack_without_moto_says_which_extra_to_install(
     production: tuple[dict[str, str], Path],
 ) -> None:
     env, _log = production
-    result = subprocess.run(
-        [sys.executable, "-m", "local_stack", "stack"],
-        env={**os.environ, **env, "TEST_BLOCKED_MODULES": "moto"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = python({**env, "TEST_BLOCKED_MODULES": "moto"}, "-m", "local_stack", "stack")
     assert (result.returncode, result.stderr) == (
         2,
         "local_stack stack: needs moto: pip install 'rekognition-batch[local]'\n",
