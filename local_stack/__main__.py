@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import logging
 import signal
 import sys
@@ -188,6 +189,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    if args.command in ("s3", "stack") and importlib.util.find_spec("moto") is None:
+        # A production install (`pip install .`) has no moto: say so, not a server that died unseen.
+        print(
+            f"local_stack {args.command}: needs moto: pip install 'rekognition-batch[local]'", file=sys.stderr
+        )
+        return 2
     if args.command == "stack":
         return run_stack(args, extra)
     if extra:

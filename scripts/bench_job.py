@@ -310,7 +310,7 @@ def dask_cluster(
     sched_file = workdir / "scheduler.json"
     procs: list[subprocess.Popen[bytes]] = []
     common = ["--scheduler-file", str(sched_file), "--no-dashboard"]
-    # As the README advises for a cluster dedicated to the job (the job slows its workers' timers itself).
+    # As docs/operations.md advises for a dedicated cluster (the job slows its workers' timers itself).
     env = {**env, **slower_timers_environment()}
     try:
         procs.append(_start_quietly([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", *common], env))
