@@ -16,8 +16,8 @@ from batch.core.errors import ConfigError
 __all__ = ["checked_region", "resolved_region"]
 
 REGION_HELP = (
-    "set AWS_REGION (or AWS_DEFAULT_REGION), `region` in your AWS profile, or rekognition.region in the "
-    "config (REKBATCH_REKOGNITION__REGION)"
+    "set AWS_DEFAULT_REGION (botocore does not read AWS_REGION), `region` in your AWS profile, or "
+    "rekognition.region in the config (REKBATCH_REKOGNITION__REGION)"
 )
 CREDENTIALS_HELP = (
     "set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where a role provides them "

@@ -27,7 +27,10 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
     if summary.resumed:
         kept = f"{summary.kept_images} images kept (batches kept whole: {summary.kept_batches})"
         resumed = f", resumed with {kept}"
-    lines.append(f"  attempt {summary.attempt}{resumed}; committed: {'yes' if summary.committed else 'no'}")
+    region = f"; Rekognition in {summary.region}" if summary.region else ""
+    lines.append(
+        f"  attempt {summary.attempt}{resumed}; committed: {'yes' if summary.committed else 'no'}{region}"
+    )
     lines.append(
         f"  images: {images['listed']} listed: {images['analysed']} analysed, {images['rejected']} rejected, "
         f"{images['failed']} failed, {images['skipped']} skipped, {images['changed']} changed mid-run, "

@@ -46,7 +46,7 @@ def test_no_region_stops_before_listing_with_how_to_set_it(tmp_path: Path) -> No
     done = rekbatch(tmp_path, **KEYS)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("rekbatch: error: no AWS region: ")
-    assert "AWS_REGION" in done.stderr
+    assert "set AWS_DEFAULT_REGION" in done.stderr
     assert "rekognition.region" in done.stderr
     assert len(done.stderr.splitlines()) == 1
     assert not (tmp_path / "out").exists()

@@ -21,8 +21,10 @@ def test_summary_names_every_outcome_and_the_cost() -> None:
     summary.images.update({"listed": 3, "analysed": 2, "skipped": 1})
     summary.add_planned("DetectLabels", 0, 0.002)
     summary.calls.update({("DetectLabels", "ok"): 2})
+    summary.region = "eu-west-1"
     text = format_summary(summary)
     assert "run r1: completed" in text
+    assert "  attempt 0; committed: yes; Rekognition in eu-west-1" in text.splitlines()
     assert "3 listed: 2 analysed, 0 rejected, 0 failed, 1 skipped" in text
     assert "DetectLabels: 2 ok" in text
     assert "$0.0020" in text
