@@ -133,29 +133,33 @@ class LightWorkerHousekeeping(WorkerPlugin):
 DRIVER_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 
-#: The environment variable that names the modules a LocalCluster's worker processes import as they start
-#: (comma-separated; `dask_client`'s `warm`), set in their environment by their nannies.
-WARM_MODULES_VARIABLE = "REKBATCH_WARM_MODULES"
+#: The environment variable that names what a LocalCluster's worker processes do as they start
+#: (`dask_client`'s `warm`), set in their environment by their nannies.
+WARM_VARIABLE = "REKBATCH_WARM_UP"
 
 
 def dask_setup(worker: Any) -> None:
     """In each worker process of the job's LocalCluster, as it starts (this module is its Dask preload):
-    ignore `DRIVER_SIGNALS`, whatever signal mask the process was born with, and import the modules
-    the tasks need in a thread of their own (`WARM_MODULES_VARIABLE`), while the worker registers and
-    the driver submits: the first task then finds them imported (or waits for that import to end)."""
+    ignore `DRIVER_SIGNALS`, whatever signal mask the process was born with, and warm it up
+    (`WARM_VARIABLE`) in a thread of its own while the worker registers and the driver submits: the
+    first task then finds its modules imported (or waits for that import to end)."""
     for signum in DRIVER_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
-    modules = [name for name in os.environ.get(WARM_MODULES_VARIABLE, "").split(",") if name]
-    if modules:
-        threading.Thread(target=_import_all, args=(modules,), name="rekbatch-warm", daemon=True).start()
+    steps = [step for step in os.environ.get(WARM_VARIABLE, "").split(",") if step]
+    if steps:
+        threading.Thread(target=_warm_up, args=(steps,), name="rekbatch-warm-up", daemon=True).start()
 
 
-def _import_all(modules: Sequence[str]) -> None:
-    for name in modules:
+def _warm_up(steps: Sequence[str]) -> None:
+    """Import each `module`, and call each `module:function`, in order."""
+    for step in steps:
+        name, _, function = step.partition(":")
         try:
-            importlib.import_module(name)
-        except Exception:  # the task's own import will raise it where it is reported
-            logger.debug("could not import %s ahead of the tasks", name, exc_info=True)
+            module = importlib.import_module(name)
+            if function:
+                getattr(module, function)()
+        except Exception:  # what a task needs and fails here fails again in the task, where it is reported
+            logger.debug("warming up %s failed", step, exc_info=True)
 
 
 def _local_cluster(**options: Any) -> LocalCluster:
@@ -181,7 +185,8 @@ def scheduler_address(config: DaskConfig) -> str:
 @contextmanager
 def dask_client(config: DaskConfig, *, warm: Sequence[str] = ()) -> Iterator[Client]:
     """A client of the configured scheduler (`scheduler_address`), else of a LocalCluster with worker
-    processes sized to the machine, which import the modules `warm` names as they start."""
+    processes sized to the machine, which warm up as they start: `warm` names modules to import and
+    functions to call (`module:function`), in order."""
     address = scheduler_address(config)
     if address:
         try:
@@ -206,7 +211,7 @@ def dask_client(config: DaskConfig, *, warm: Sequence[str] = ()) -> Iterator[Cli
             processes=True,
             dashboard_address=":0",
             silence_logs=logging.ERROR,
-            env={WARM_MODULES_VARIABLE: ",".join(warm)},
+            env={WARM_VARIABLE: ",".join(warm)},
         ) as cluster,
         Client(cluster) as client,
     ):

@@ -60,7 +60,7 @@ def run_batches(
     meanwhile is never recorded. The LocalCluster starts once the plan has a first image to analyse,
     while the listing and the plan go on (`_plan_ahead`): a run with nothing to analyse starts none."""
     shutdown = shutdown or Shutdown()
-    with ClusterStart(config.dask, warm=WORKER_MODULES) as cluster:
+    with ClusterStart(config.dask, warm=WORKER_WARM_UP) as cluster:
         context = run_context(config, attempt.record)
         counter = Counted(listed_in(selected_objects(config, s3), hooks.values()))
         planned = _planned(counter, attempt, state, context, limit=config.limit)
@@ -159,8 +159,9 @@ def _planned(
 
 #: The most images planned ahead while the LocalCluster starts: the listing stays streamed.
 PLAN_AHEAD = 10_000
-#: What the tasks import, imported by each worker process of the LocalCluster as it starts.
-WORKER_MODULES = ("batch.run.batch_task",)
+#: What each worker process of the LocalCluster does as it starts: import what the tasks run, and make
+#: the clients they make once (`batch.run.runtime.warm_up`).
+WORKER_WARM_UP = ("batch.run.batch_task", "batch.run.runtime:warm_up")
 
 
 def _plan_ahead(
