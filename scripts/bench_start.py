@@ -1,18 +1,18 @@
 """How fast a run starts (issue 20, "Faster start"): the demo's run, timed from the command's start.
 
-    python scripts/bench_start.py [--repeat N] [--phases] [--tps T] [--tree DIR ...]
+    python scripts/bench_start.py [--repeat N] [--phases] [--tree DIR ...]
 
-One LocalStack seeded with the demo's samples (`make demo`: configs/local.toml, s3://rekbatch-demo/photos/).
-Each repetition runs `python -m batch run` twice into a fresh output folder: a first run, then the same run
-again (everything committed and unchanged: nothing to analyse). It prints, per repetition, the seconds
-from the first run's command start to the endpoint's first call (the call log's timestamp), the first
-run's wall time, and the second run's wall time; then the median of each. `--phases` also prints when
-the driver of each first run entered and left its start-up steps (config, region check, listing, committed
-state, attempt, LocalCluster, quota install, first task submitted), from an import hook that wraps those
-functions in the job's process, for whichever steps the `batch` on PYTHONPATH has. See
-docs/design/start-up.md for the method and the figures. `--tree DIR` (repeatable) runs the job from each
-source tree in turn (DIR first on the job's PYTHONPATH) in every repetition, so a before and an after are
-measured under the same load; by default the `batch` on PYTHONPATH runs.
+One LocalStack seeded with the demo's samples (`make demo`: configs/local.toml, s3://rekbatch-demo/photos/,
+50 calls/s). Each repetition runs `python -m batch run` twice into a fresh output folder: a first run, then
+the same run again (everything committed and unchanged: nothing to analyse). It prints, per repetition,
+the seconds from the first run's command start to the endpoint's first call (the call log's timestamp),
+the first run's wall time and the second run's; then the median of each. `--tree DIR` (repeatable) runs
+the job from each source tree in turn (DIR first on the job's PYTHONPATH) in every repetition, so a
+before and an after are measured under the same load; by default the `batch` on PYTHONPATH runs.
+`--phases` also prints when each run's driver, and the earliest of its worker processes, entered and left
+the start-up steps (config, region check, readability check, attempt, committed state, listing,
+LocalCluster, quota, first submit; in the workers: the first task, its clients, its first call), for
+whichever steps the tree has. See docs/design/start-up.md for the method and the figures.
 """
 
 from __future__ import annotations
@@ -134,17 +134,16 @@ def job_env(stack: LocalStack, tree: str, phases: Path | None) -> dict[str, str]
 def print_phases(folder: Path, started: float, title: str) -> None:
     """The driver's steps (the process that ran `load_config`), then the worker processes' earliest."""
     records = [json.loads(path.read_text()) for path in folder.glob("*.json")]
+    workers = [r for r in records if r.pop("worker")]
     driver = next((r for r in records if "load_config" in r), {})
-    workers = [r for r in records if r.pop("worker", False)]
     print(f"  {title} (seconds from the command's start: entered -> left)")
-    driver.pop("worker", None)
     for name, (entered, left) in sorted(driver.items(), key=lambda item: item[1][0]):
-        print(f"    {name:18} {entered - started:6.2f} -> {(left or entered) - started:6.2f}")
+        print(f"    {name:24} {entered - started:6.2f} -> {(left or entered) - started:6.2f}")
     for name in WORKER_STEPS:
         times = [r[name] for r in workers if name in r]
         if times:
             entered, left = min(t[0] for t in times), min(t[1] or t[0] for t in times)
-            print(f"    worker {name:11} {entered - started:6.2f} -> {left - started:6.2f}")
+            print(f"    {'worker ' + name:24} {entered - started:6.2f} -> {left - started:6.2f}")
 
 
 def repetition(stack: LocalStack, work: Path, name: str, tree: str, phases: bool) -> dict[str, float]:
@@ -193,7 +192,7 @@ def main() -> int:
                       f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     for tree, runs in rows.items():
         medians = {name: statistics.median(row[name] for row in runs) for name in runs[0]}
-        print(f"median {tree or ''}: first call {medians['first_call']:.2f} s, first run "
+        print(f"median{' ' * bool(tree)}{tree}: first call {medians['first_call']:.2f} s, first run "
               f"{medians['first_run']:.2f} s, nothing to do {medians['noop_run']:.2f} s")  # fmt: skip
     return 0
 
