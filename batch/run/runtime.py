@@ -142,15 +142,16 @@ def process_resources(
     pin_aws_loggers()  # this process's own levels: no credentials or image bytes in a worker's log
     pool = max(10, threads)
     budget = RetryBudget(config.retry_budget_ratio, config.retry_budget_capacity)
-    rekognition, s3 = _sessions()
     with _MAKING_CLIENTS:
+        rekognition, s3 = _sessions()
         clients = rekognition_client(config, pool, rekognition), s3_client(pool, s3)
     resources = *clients, ClusterRateLimiter.for_worker(), budget
     tune_collector()
     return resources
 
 
-#: Held while a client is made from this process's sessions: a boto3 session makes one at a time.
+#: Held while this process's sessions are made, and while a client is made from them: a boto3 session
+#: makes one client at a time.
 _MAKING_CLIENTS = threading.Lock()
 
 
@@ -165,7 +166,8 @@ def warm_up() -> None:
     """Make a Rekognition and an S3 client from this process's sessions, and drop them: its first task
     then makes its own without reading the service models. Run in a thread as a LocalCluster's worker
     process starts (`batch.aws.executor.dask_setup`); nothing is sent."""
-    rekognition, s3 = _sessions()
+    pin_aws_loggers()
     with _MAKING_CLIENTS:
+        rekognition, s3 = _sessions()
         rekognition.client("rekognition", region_name=rekognition.region_name or "us-east-1")
         s3_client(session=s3)
