@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -97,10 +98,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         yield local
 
 
-def start_job(env: dict[str, str], out: Path, summary: Path, prefix: str = PREFIX) -> subprocess.Popen[str]:
+def start_job_command(out: Path, summary: Path, prefix: str = PREFIX) -> list[str]:
     config = ROOT / "configs" / "local.toml"
-    command = [sys.executable, "-m", "batch", "run", "--config", str(config), "--input", f"s3://{BUCKET}/{prefix}",
-               "--output", str(out), "--summary-json", str(summary)]  # fmt: skip
+    return [sys.executable, "-m", "batch", "run", "--config", str(config), "--input", f"s3://{BUCKET}/{prefix}",
+            "--output", str(out), "--summary-json", str(summary)]  # fmt: skip
+
+
+def start_job(env: dict[str, str], out: Path, summary: Path, prefix: str = PREFIX) -> subprocess.Popen[str]:
+    command = start_job_command(out, summary, prefix)
     return subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -163,3 +168,31 @@ def test_a_run_over_a_prefix_without_images_starts_no_cluster(stack: LocalStack,
     assert code == 7
     assert (result["status"], result["calls"], result["images"].get("listed", 0)) == ("empty", [], 0)
     assert ": empty in " in stdout.splitlines()[0]
+
+
+def test_ctrl_c_during_the_listing_starts_no_cluster(stack: LocalStack, tmp_path: Path) -> None:
+    """SIGINT to the job's group while its listing request is held (before any image is planned): the
+    run stops once the listing ends, as any run stopped before its batches (exit 130, one line, nothing
+    committed), without ever starting a worker process."""
+    listing, release = threading.Event(), threading.Event()
+    relay = ListingRelay(stack.s3_url, lambda: (listing.set(), release.wait(120)))
+    try:
+        env = {**os.environ, **stack.env, "AWS_ENDPOINT_URL_S3": relay.url}
+        job = subprocess.Popen(
+            [*start_job_command(tmp_path / "out", tmp_path / "summary.json"), "--analyses", "labels"],
+            env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+        assert listing.wait(120), "the listing request never came"
+        os.killpg(job.pid, signal.SIGINT)
+        time.sleep(0.5)  # the driver notes the signal while its listing waits for S3
+        release.set()
+        workers = workers_seen(job)
+        _, stderr = job.communicate(timeout=300)
+    finally:
+        release.set()
+        relay.close()
+    assert job.returncode == 130, stderr
+    assert workers == set()
+    assert "stopped by SIGINT, nothing committed; finish it with: rekbatch run " in stderr
+    assert "Traceback" not in stderr
+    assert not (tmp_path / "out" / "_commits").exists()
