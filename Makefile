@@ -34,6 +34,7 @@ bench: setup
 	$(BIN)/python scripts/bench_endpoint.py
 	$(BIN)/python scripts/bench_job.py
 	$(BIN)/python scripts/bench_listing.py
+	$(BIN)/python scripts/bench_start.py --repeat 3
 
 ## Both local servers with the sample bucket, until Ctrl-C; prints the variables to export.
 local-stack: setup

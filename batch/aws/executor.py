@@ -9,13 +9,15 @@ retries its images one per task in a quarantine (`Backlog`). See docs/design/wor
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
 import os
 import signal
+import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from multiprocessing import resource_tracker
 from typing import Any, TypeVar
 
@@ -131,11 +133,33 @@ class LightWorkerHousekeeping(WorkerPlugin):
 DRIVER_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 
+#: The environment variable that names what a LocalCluster's worker processes do as they start
+#: (`dask_client`'s `warm`), set in their environment by their nannies.
+WARM_VARIABLE = "REKBATCH_WARM_UP"
+
+
 def dask_setup(worker: Any) -> None:
     """In each worker process of the job's LocalCluster, as it starts (this module is its Dask preload):
-    ignore `DRIVER_SIGNALS`, whatever signal mask the process was born with."""
+    ignore `DRIVER_SIGNALS`, whatever signal mask the process was born with, and warm it up
+    (`WARM_VARIABLE`) in a thread of its own while the worker registers and the driver submits: the
+    first task then finds its modules imported (or waits for that import to end)."""
     for signum in DRIVER_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
+    steps = [step for step in os.environ.get(WARM_VARIABLE, "").split(",") if step]
+    if steps:
+        threading.Thread(target=_warm_up, args=(steps,), name="rekbatch-warm-up", daemon=True).start()
+
+
+def _warm_up(steps: Sequence[str]) -> None:
+    """Import each `module`, and call each `module:function`, in order."""
+    for step in steps:
+        name, _, function = step.partition(":")
+        try:
+            module = importlib.import_module(name)
+            if function:
+                getattr(module, function)()
+        except Exception:  # what a task needs and fails here fails again in the task, where it is reported
+            logger.debug("warming up %s failed", step, exc_info=True)
 
 
 def _local_cluster(**options: Any) -> LocalCluster:
@@ -153,11 +177,17 @@ def _local_cluster(**options: Any) -> LocalCluster:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def scheduler_address(config: DaskConfig) -> str:
+    """The remote scheduler's address (`--scheduler`, else `DASK_SCHEDULER_ADDRESS`); "" for none."""
+    return config.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS", "")
+
+
 @contextmanager
-def dask_client(config: DaskConfig) -> Iterator[Client]:
-    """A client of the configured scheduler (`--scheduler`, else `DASK_SCHEDULER_ADDRESS`), else of a
-    LocalCluster with worker processes sized to the machine."""
-    address = config.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS", "")
+def dask_client(config: DaskConfig, *, warm: Sequence[str] = ()) -> Iterator[Client]:
+    """A client of the configured scheduler (`scheduler_address`), else of a LocalCluster with worker
+    processes sized to the machine, which warm up as they start: `warm` names modules to import and
+    functions to call (`module:function`), in order."""
+    address = scheduler_address(config)
     if address:
         try:
             client = Client(address, timeout="20s")
@@ -181,11 +211,82 @@ def dask_client(config: DaskConfig) -> Iterator[Client]:
             processes=True,
             dashboard_address=":0",
             silence_logs=logging.ERROR,
+            env={WARM_VARIABLE: ",".join(warm)},
         ) as cluster,
         Client(cluster) as client,
     ):
         client.register_plugin(LightWorkerHousekeeping())
         yield client
+
+
+class ClusterStart:
+    """The run's Dask client, started when the driver first has work for it (`start`).
+
+    Used as a context manager. A LocalCluster starts in a thread of its own, which holds it (and its
+    client) until the block ends: the driver lists and plans while the worker processes start, and a
+    run with nothing to analyse never starts one. A remote scheduler is connected to on entering, in the
+    calling thread, as `dask_client` does. Leaving waits for a start under way to end, then closes.
+    """
+
+    def __init__(self, config: DaskConfig, *, warm: Sequence[str] = ()) -> None:
+        self._config, self._warm = config, warm
+        self._stack = ExitStack()
+        self._thread: threading.Thread | None = None
+        self._up = threading.Event()
+        self._closing = threading.Event()
+        self._client: Client | None = None
+        self._error: BaseException | None = None
+
+    def __enter__(self) -> ClusterStart:
+        if scheduler_address(self._config):
+            self._client = self._stack.enter_context(dask_client(self._config))
+            self._up.set()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._stack.close()
+        if self._error is not None and self._client is not None and exc_info[0] is None:
+            raise self._error  # closing the LocalCluster failed, as `dask_client` would have raised
+
+    @property
+    def started(self) -> bool:
+        """Whether a cluster was started or connected to (or is starting)."""
+        return self._client is not None or self._thread is not None
+
+    def start(self) -> None:
+        """Start the LocalCluster in the background, unless it was started (or is remote)."""
+        if not self.started:
+            self._thread = threading.Thread(target=self._hold, name="rekbatch-cluster", daemon=True)
+            self._thread.start()
+
+    def ready(self) -> bool:
+        """Whether `client()` would return (or raise) at once."""
+        return self._up.is_set()
+
+    def client(self) -> Client:
+        """The client, once the cluster is up (started now if it was not); raises what its start raised."""
+        self.start()
+        self._up.wait()
+        if self._client is None:
+            assert self._error is not None
+            raise self._error
+        return self._client
+
+    def _hold(self) -> None:
+        """The thread that starts the LocalCluster, and closes it once the block ends (a client's
+        context must end in the thread it began in)."""
+        try:
+            with dask_client(self._config, warm=self._warm) as client:
+                self._client = client
+                self._up.set()
+                self._closing.wait()
+        except BaseException as exc:  # raised in the driver's thread, by `client()` or on leaving
+            self._error = exc
+        finally:
+            self._up.set()
 
 
 def dashboard_address(client: Client) -> str:

@@ -25,8 +25,9 @@ from batch.core.retry import Outcome, RetryBudget, RetryPolicy, classify, error_
 from batch.core.silence import SilenceWatch
 
 
-def rekognition_client(config: RekognitionConfig, max_pool_connections: int) -> Any:
-    """A boto3 Rekognition client with botocore's retries off and explicit timeouts.
+def rekognition_client(config: RekognitionConfig, max_pool_connections: int, session: Any = None) -> Any:
+    """A boto3 Rekognition client with botocore's retries off and explicit timeouts, made from the boto3
+    `session` (a new one if None).
 
     `max_pool_connections` must be at least the number of threads sharing the client, or threads
     queue for a connection (botocore's default pool is 10).
@@ -37,7 +38,7 @@ def rekognition_client(config: RekognitionConfig, max_pool_connections: int) -> 
         read_timeout=config.read_timeout,
         max_pool_connections=max_pool_connections,
     )
-    session = boto3.session.Session()
+    session = session or boto3.session.Session()
     return session.client("rekognition", region_name=config.region or None, config=botocore_config)
 
 

@@ -44,8 +44,9 @@ PAGE_SIZE = 1000
 CONFLICT_RETRIES = 5
 
 
-def s3_client(max_pool_connections: int = 10) -> Any:
-    """A boto3 S3 client with explicit retry settings (botocore's default changed in 1.44).
+def s3_client(max_pool_connections: int = 10, session: Any = None) -> Any:
+    """A boto3 S3 client with explicit retry settings (botocore's default changed in 1.44), made from
+    `session` (an `s3_session()`; a new one if None).
 
     Checksums only where they protect something: whole-object reads (`ChecksumMode`) and writes (their
     SHA-256, `put_file`), not the ranged header probes, which no full-object checksum can cover and
@@ -58,10 +59,16 @@ def s3_client(max_pool_connections: int = 10) -> Any:
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
+    return (session or s3_session()).client("s3", config=config)
+
+
+def s3_session() -> Any:
+    """A boto3 session whose S3 clients parse timestamps with `parse_timestamp`. Clients made from one
+    session share the service models it read once."""
     session = botocore.session.get_session()
     # The AWS CLI's way to choose how responses' timestamps are parsed (a botocore component).
     session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
-    return boto3.session.Session(botocore_session=session).client("s3", config=config)
+    return boto3.session.Session(botocore_session=session)
 
 
 def parse_timestamp(value: Any) -> datetime:

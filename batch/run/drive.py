@@ -12,13 +12,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from batch.analyses.base import DriverHooks
-from batch.aws.executor import Backlog, dashboard_address, dask_client, run_windowed, worker_threads
+from batch.aws.executor import Backlog, ClusterStart, dashboard_address, run_windowed, worker_threads
 from batch.aws.ratelimit import install_quota
 from batch.config.model import RunConfig
 from batch.core.concurrency import ConcurrencyPlan, LatencyEstimate
 from batch.core.errors import OutputUnreadable, OutputUnwritable
 from batch.core.incremental import CommittedState
 from batch.core.manifest import BatchRecord
+from batch.core.selection import ListedObject
 from batch.run.batch_task import OutputFailure, process_batch, record_failed_batch
 from batch.run.commit import Attempt
 from batch.run.context import BatchSpec, ImageToAnalyse, RunContext
@@ -56,11 +57,18 @@ def run_batches(
     as it lands. A task that fails outright has its images retried one per task, so a poison image
     ends `failed` on its own; an error that says the run cannot succeed submits nothing more, and so
     does a `shutdown` request (`batch.run.shutdown`): the batches in flight may finish, and what fails
-    meanwhile is never recorded."""
+    meanwhile is never recorded. The LocalCluster starts once the plan has a first image to analyse,
+    while the listing and the plan go on (`_plan_ahead`): a run with nothing to analyse starts none."""
     shutdown = shutdown or Shutdown()
-    with dask_client(config.dask) as client:
-        threads, quotas, cpu_before = _prepare_cluster(client, config, summary)
+    with ClusterStart(config.dask, warm=WORKER_WARM_UP) as cluster:
         context = run_context(config, attempt.record)
+        counter = Counted(listed_in(selected_objects(config, s3), hooks.values()))
+        planned = _planned(counter, attempt, state, context, limit=config.limit)
+        ahead = _plan_ahead(planned, cluster, shutdown)
+        if not cluster.started:  # nothing to analyse (or stopped before anything was): no cluster
+            summary.quotas = operation_quotas(config)
+            return
+        client, threads, quotas, cpu_before = _prepare_cluster(cluster, config, summary)
         plan = ConcurrencyPlan(
             total_rate=sum(quotas.values()),
             task_slots=threads,
@@ -76,23 +84,11 @@ def run_batches(
             # keeps the task's threads busy for most of it.
             return max(config.dask.batch_size, 2 * in_flight())
 
-        counter = Counted(listed_in(selected_objects(config, s3), hooks.values()))
         prices = operation_prices(config)
-        planned = _resumed(
-            plan_images(
-                counter,
-                attempt.ledger,
-                state,
-                context.settings_digests,
-                skip_keys=attempt.kept_keys,
-                limit=config.limit,
-            ),
-            attempt.resumable,
-        )
         indices = itertools.count(attempt.next_batch)
         backlog = Backlog(
             BatchSpec(context, next(indices), tuple(images), in_flight())
-            for images in _announced(batched(planned, batch_size), hooks)
+            for images in _announced(batched(itertools.chain(ahead, planned), batch_size), hooks)
         )
         window = config.dask.batches_in_flight or 2 * threads
         progress = Progress(
@@ -141,11 +137,56 @@ def run_batches(
         summary.processing_cpu_seconds = cpu_seconds() + summary.worker_cpu_seconds - cpu_before
 
 
+def _planned(
+    listing: Iterable[ListedObject],
+    attempt: Attempt,
+    state: CommittedState,
+    context: RunContext,
+    *,
+    limit: int,
+) -> Iterator[ImageToAnalyse]:
+    """The images of the listing that need analyses (`plan_images`), less what the attempt kept."""
+    planned = plan_images(
+        listing,
+        attempt.ledger,
+        state,
+        context.settings_digests,
+        skip_keys=attempt.kept_keys,
+        limit=limit,
+    )
+    return _resumed(planned, attempt.resumable)
+
+
+#: The most images planned ahead while the LocalCluster starts: the listing stays streamed.
+PLAN_AHEAD = 10_000
+#: What each worker process of the LocalCluster does as it starts: import what the tasks run, and make
+#: the clients they make once (`batch.run.runtime.warm_up`).
+WORKER_WARM_UP = ("batch.run.batch_task", "batch.run.runtime:warm_up")
+
+
+def _plan_ahead(
+    planned: Iterator[ImageToAnalyse], cluster: ClusterStart, shutdown: Shutdown
+) -> list[ImageToAnalyse]:
+    """The images planned while the cluster starts: planning goes on until the first image to analyse,
+    which starts the cluster, then until the cluster is up (at most `PLAN_AHEAD` images). None to
+    analyse, or a stop requested before the first: no cluster is started."""
+    ahead: list[ImageToAnalyse] = []
+    for image in planned:
+        if shutdown.requested and not cluster.started:
+            break
+        ahead.append(image)
+        cluster.start()
+        if cluster.ready() or len(ahead) >= PLAN_AHEAD:
+            break
+    return ahead
+
+
 def _prepare_cluster(
-    client: Any, config: RunConfig, summary: RunSummary
-) -> tuple[int, dict[str, float], float]:
-    """Install the run's quotas on the cluster; its task slots, the quotas, and the CPU seconds the
-    job's processes have spent so far (the processing CPU is counted from here)."""
+    cluster: ClusterStart, config: RunConfig, summary: RunSummary
+) -> tuple[Any, int, dict[str, float], float]:
+    """Once the cluster is up, install the run's quotas on it; its client, its task slots, the quotas,
+    and the CPU seconds the job's processes have spent so far (the processing CPU is counted from here)."""
+    client = cluster.client()
     processes, threads = worker_threads(client)
     quotas = operation_quotas(config)
     install_quota(client, quotas, default=config.rekognition.tps)
@@ -155,7 +196,7 @@ def _prepare_cluster(
     logger.info("Dask: %d worker processes, %d threads; dashboard %s", processes, threads, summary.dashboard)
     if sys.stderr.isatty():
         print(terminal_line(f"Dask dashboard: {summary.dashboard}"), file=sys.stderr)
-    return threads, quotas, cpu_before
+    return client, threads, quotas, cpu_before
 
 
 def _failed_batch(

@@ -14,12 +14,13 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+import boto3
 from distributed import get_worker
 
 from batch.aws.logs import pin_aws_loggers
 from batch.aws.ratelimit import ClusterRateLimiter
 from batch.aws.rekognition import rekognition_client
-from batch.aws.s3 import s3_client
+from batch.aws.s3 import s3_client, s3_session
 from batch.config.model import RekognitionConfig
 from batch.core.retry import RetryBudget
 from batch.core.silence import SilenceWatch
@@ -33,6 +34,7 @@ __all__ = [
     "silence_watch",
     "stop_new_batches",
     "task_slots",
+    "warm_up",
 ]
 
 T = TypeVar("T")
@@ -140,6 +142,32 @@ def process_resources(
     pin_aws_loggers()  # this process's own levels: no credentials or image bytes in a worker's log
     pool = max(10, threads)
     budget = RetryBudget(config.retry_budget_ratio, config.retry_budget_capacity)
-    resources = rekognition_client(config, pool), s3_client(pool), ClusterRateLimiter.for_worker(), budget
+    with _MAKING_CLIENTS:
+        rekognition, s3 = _sessions()
+        clients = rekognition_client(config, pool, rekognition), s3_client(pool, s3)
+    resources = *clients, ClusterRateLimiter.for_worker(), budget
     tune_collector()
     return resources
+
+
+#: Held while this process's sessions are made, and while a client is made from them: a boto3 session
+#: makes one client at a time.
+_MAKING_CLIENTS = threading.Lock()
+
+
+@functools.cache
+def _sessions() -> tuple[Any, Any]:
+    """This process's boto3 sessions for its Rekognition and S3 clients: a session reads the service
+    models once, for every client made from it."""
+    return boto3.session.Session(), s3_session()
+
+
+def warm_up() -> None:
+    """Make a Rekognition and an S3 client from this process's sessions, and drop them: its first task
+    then makes its own without reading the service models. Run in a thread as a LocalCluster's worker
+    process starts (`batch.aws.executor.dask_setup`); nothing is sent."""
+    pin_aws_loggers()
+    with _MAKING_CLIENTS:
+        rekognition, s3 = _sessions()
+        rekognition.client("rekognition", region_name=rekognition.region_name or "us-east-1")
+        s3_client(session=s3)
