@@ -105,7 +105,7 @@ def test_a_toy_analysis_registered_from_outside_runs_end_to_end(
 
     dry = rekbatch(stack, plugin_path, "run", *common, "--analyses", "top_label", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "would call DetectLabels 3 times" in dry.stdout
+    assert "would call DetectLabels at most 3 times" in dry.stdout
     assert "$0.7500" in dry.stdout  # its own list price, 3 x $0.25
 
     before = len(stack.calls())

@@ -285,5 +285,5 @@ def test_a_bad_collection_name_is_a_one_line_config_error(stack: LocalStack, tmp
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "rekbatch: error: analyses.index_faces.collection: a collection id is 1-255 letters, digits, "
-        "'_', '.' or '-', got 'no spaces'"
+        "'_', '.' or '-', got 'no spaces' (from flag --collection)"
     ]
