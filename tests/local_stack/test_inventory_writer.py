@@ -22,7 +22,10 @@ from moto import mock_aws
 
 from batch.aws.inventory import inventory_objects, read_manifest
 from batch.aws.s3 import list_pages
+from batch.config.model import RunConfig
+from batch.core.errors import ConfigError, InputUnreachable
 from batch.core.inventory import InventoryInvalid
+from batch.run.plan import inventory_manifest, selected_objects
 from local_stack.inventory import write_inventory
 
 SOURCE, DEST = "inv-source", "inv-dest"
@@ -151,3 +154,23 @@ def test_a_data_file_that_is_not_the_manifests_is_refused(s3: Any) -> None:
     s3.put_object(Bucket=DEST, Key=manifest.files[0].key, Body=gzip.compress(b'"x","y"\n'))
     with pytest.raises(InventoryInvalid, match=r"MD5 \w+ is not the manifest's"):
         list(inventory_objects(s3, manifest))
+
+
+def test_the_run_refuses_an_inventory_of_another_bucket_and_a_missing_manifest(s3: Any) -> None:
+    url = write_inventory(s3, SOURCE, f"s3://{DEST}/inv/", "CSV")
+    other = RunConfig(input="s3://another-bucket/p/", output="out", inventory=url)
+    with pytest.raises(
+        ConfigError, match=f"is an inventory of bucket '{SOURCE}', not of the input's"
+    ) as raised:
+        inventory_manifest(other, s3)
+    assert raised.value.exit_code == 2
+    missing = RunConfig(input=f"s3://{SOURCE}/p/", output="out", inventory=f"s3://{DEST}/no/manifest.json")
+    with pytest.raises(InputUnreachable, match=r"no such manifest \(NoSuchKey\)") as unreachable:
+        inventory_manifest(missing, s3)
+    assert unreachable.value.exit_code == 3
+    ours = RunConfig(input=f"s3://{SOURCE}/p/", output="out", inventory=url)
+    assert [obj.key for obj in selected_objects(ours, s3)] == [
+        "p/a.jpg",
+        "p/deep/zero.png",
+        "p/with space+plus%pct é~.jpg",
+    ]

@@ -169,7 +169,11 @@ def test_objects_changed_since_the_inventory_are_changed_and_new_ones_unseen(
     stack: LocalStack, relay: Relay, truth: GroundTruth, tmp_path: Path
 ) -> None:
     s3 = stack.s3_client()
-    manifest = write_inventory(s3, BUCKET, f"s3://{REPORTS}/later/", "CSV")
+    command = [sys.executable, "-m", "local_stack", "inventory", "--bucket", BUCKET, "--destination",
+               f"s3://{REPORTS}/later/", "--format", "CSV", "--s3-endpoint", stack.s3_url]  # fmt: skip
+    written = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    manifest = written.stdout.strip()
+    assert manifest.startswith(f"s3://{REPORTS}/later/{BUCKET}/rekbatch/")
     jpegs = [s.key for s in truth.good() if s.key.endswith(".jpg")]
     overwritten, deleted = ODD_KEYS[0], jpegs[1]
     body = s3.get_object(Bucket=BUCKET, Key=jpegs[2])["Body"].read()
