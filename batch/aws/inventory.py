@@ -57,7 +57,12 @@ def inventory_objects(client: Any, manifest: InventoryManifest) -> Iterator[List
             _download(client, manifest.destination_bucket, file, path)
             for rows in _batches(path, manifest):
                 for row in rows:
-                    obj = listed_object(row, url_encoded=manifest.file_format == "CSV")
+                    try:
+                        obj = listed_object(row, url_encoded=manifest.file_format == "CSV")
+                    except InventoryInvalid as exc:
+                        raise InventoryInvalid(
+                            f"run.inventory: s3://{manifest.destination_bucket}/{file.key}: {exc}"
+                        ) from None
                     if obj is not None:
                         yield obj
 

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from batch.core.errors import InputUnreachable
+from batch.core.redaction import one_line
 from batch.core.selection import ListedObject
 
 #: The formats S3 Inventory writes, as the manifest's `fileFormat` names them.
@@ -111,14 +112,25 @@ def listed_object(row: Mapping[str, Any], *, url_encoded: bool) -> ListedObject 
     object (a noncurrent version, or a delete marker, in an inventory of all versions).
 
     `url_encoded`: the key is URL-encoded (CSV). Values come as the format stores them: strings
-    from a CSV ("true", "1234", "2026-01-02T03:04:05.000Z"), typed values from ORC and Parquet.
+    from a CSV ("true", "1234", "2026-01-02T03:04:05.000Z"), typed values from ORC and Parquet. A
+    current row without a usable key, size, time or ETag raises InventoryInvalid.
     """
     if not _true(row.get("is_latest", True)) or _true(row.get("is_delete_marker", False)):
         return None
-    key = unquote_plus(row["key"]) if url_encoded else row["key"]
-    return ListedObject(
-        key, str(row["e_tag"]).strip('"'), int(row["size"]), _timestamp(row["last_modified_date"])
-    )
+    try:
+        key = unquote_plus(row["key"], errors="strict") if url_encoded else row["key"]
+        etag, size, modified = (
+            str(row["e_tag"]).strip('"'),
+            int(row["size"]),
+            _timestamp(row["last_modified_date"]),
+        )
+        if not key or not etag:
+            raise ValueError("no key or no ETag")
+    except (ValueError, TypeError, KeyError) as exc:  # an object the run cannot pin: not a row to skip
+        raise InventoryInvalid(
+            one_line(f"a row the inventory cannot hold ({type(exc).__name__}: {exc}): {dict(row)}", 400)
+        ) from None
+    return ListedObject(key, etag, size, modified)
 
 
 def _true(value: Any) -> bool:

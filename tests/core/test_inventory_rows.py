@@ -142,6 +142,23 @@ def test_typed_orc_and_parquet_rows_are_read_as_they_are() -> None:
     assert listed_object(row | {"is_latest": True, "is_delete_marker": True}, url_encoded=False) is None
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"size": ""},
+        {"size": "12a"},
+        {"last_modified_date": "yesterday"},
+        {"key": "caf%E9.jpg"},
+        {"e_tag": ""},
+    ],
+    ids=["no-size", "bad-size", "bad-time", "latin-1-key", "no-etag"],
+)
+def test_a_current_row_the_run_cannot_use_is_refused_not_skipped(fields: dict[str, str]) -> None:
+    with pytest.raises(InventoryInvalid, match="a row the inventory cannot hold") as raised:
+        listed_object(csv_row("a.jpg") | fields, url_encoded=True)
+    assert raised.value.exit_code == 3
+
+
 def test_awss_key_encoding_is_html_form_encoding() -> None:
     assert encode_key("photos/a b+c%d é.jpg") == "photos%2Fa+b%2Bc%25d+%C3%A9.jpg"
     assert encode_key("a-b_c.d*e~f") == "a-b_c.d*e%7Ef"

@@ -117,17 +117,25 @@ def manifests(stack: LocalStack, truth: GroundTruth) -> dict[str, str]:
 
 
 def run_cli(
-    stack: LocalStack, relay: Relay, tmp: Path, *args: str
-) -> tuple[dict[str, Any], duckdb.DuckDBPyConnection]:
-    """A run of labels into a fresh local output; its summary and SQL over its tables."""
-    output, summary = tmp / "out", tmp / "summary.json"
+    stack: LocalStack, relay: Relay, tmp: Path, *args: str, expect: int = 0
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """A run of labels into a fresh local output (`tmp/out`), with its summary in `tmp/summary.json`."""
+    output = tmp / "out"
     command = [sys.executable, "-m", "batch", "run", "--config", str(ROOT / "configs" / "local.toml"),
                "--input", f"s3://{BUCKET}/{PREFIX}", "--output", str(output), "--analyses", "labels",
-               "--summary-json", str(summary), *args]  # fmt: skip
+               "--summary-json", str(tmp / "summary.json"), *args]  # fmt: skip
     env = {**os.environ, **stack.env, "AWS_ENDPOINT_URL_S3": relay.url}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 0, result.stderr
-    return json.loads(summary.read_text()), views.connect(str(output))
+    assert result.returncode == expect, result.stderr
+    return result, output
+
+
+def finished(
+    stack: LocalStack, relay: Relay, tmp: Path, *args: str
+) -> tuple[dict[str, Any], duckdb.DuckDBPyConnection]:
+    """A run that exited 0: its summary, and SQL over its tables."""
+    _, output = run_cli(stack, relay, tmp, *args)
+    return json.loads((tmp / "summary.json").read_text()), views.connect(str(output))
 
 
 def committed(sql: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
@@ -142,7 +150,7 @@ def listing_run(
     stack: LocalStack, relay: Relay, manifests: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> list[tuple[Any, ...]]:
     before = len(relay.listings_of(BUCKET))
-    _, sql = run_cli(stack, relay, tmp_path_factory.mktemp("listing"))
+    _, sql = finished(stack, relay, tmp_path_factory.mktemp("listing"))
     assert len(relay.listings_of(BUCKET)) > before  # the relay sees a listing-driven run list
     return committed(sql)
 
@@ -158,7 +166,7 @@ def test_an_inventory_in_each_format_commits_what_the_listing_does_without_listi
     tmp_path: Path,
 ) -> None:
     listed_before = len(relay.listings_of(BUCKET))
-    summary, sql = run_cli(stack, relay, tmp_path, "--inventory", manifests[fmt])
+    summary, sql = finished(stack, relay, tmp_path, "--inventory", manifests[fmt])
     assert summary["status"] == "completed"
     assert committed(sql) == listing_run
     assert {key for key, *_ in listing_run} >= set(ODD_KEYS)
@@ -180,8 +188,24 @@ def test_objects_changed_since_the_inventory_are_changed_and_new_ones_unseen(
     s3.put_object(Bucket=BUCKET, Key=overwritten, Body=body)
     s3.delete_object(Bucket=BUCKET, Key=deleted)
     s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}new-since.jpg", Body=body)
-    summary, sql = run_cli(stack, relay, tmp_path, "--inventory", manifest)
+    summary, sql = finished(stack, relay, tmp_path, "--inventory", manifest)
     rows = {key: status for key, _, _, status, *_ in committed(sql)}
     assert rows[overwritten] == rows[deleted] == "changed"
     assert f"{PREFIX}new-since.jpg" not in rows
     assert summary["status"] == "completed"
+
+
+def test_a_damaged_data_file_ends_the_run_with_a_reason_and_no_commit(
+    stack: LocalStack, relay: Relay, truth: GroundTruth, tmp_path: Path
+) -> None:
+    s3 = stack.s3_client()
+    manifest = write_inventory(s3, BUCKET, f"s3://{REPORTS}/damaged/", "Parquet", rows_per_file=5)
+    document = json.loads(s3.get_object(Bucket=REPORTS, Key=manifest.split("/", 3)[3])["Body"].read())
+    last = document["files"][-1]["key"]  # the run has started when it reads the last file
+    s3.put_object(Bucket=REPORTS, Key=last, Body=b"PAR1 not what the manifest says")
+    result, output = run_cli(stack, relay, tmp_path, "--inventory", manifest, expect=3)
+    reason = result.stderr.strip().splitlines()[-1]
+    assert reason.startswith(f"rekbatch: error: run.inventory: s3://{REPORTS}/{last}: MD5 "), result.stderr
+    assert "Traceback" not in result.stderr
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] != "completed"
+    assert not list((output / "_commits").glob("*.json"))
