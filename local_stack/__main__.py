@@ -1,4 +1,4 @@
-"""Command line of the local stack: `python -m local_stack {rekognition,s3,stack} ...`.
+"""Command line of the local stack: `python -m local_stack {rekognition,s3,stack,inventory} ...`.
 
 See docs/local-stack.md.
 """
@@ -143,6 +143,18 @@ def run_stack(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+def run_inventory(args: argparse.Namespace) -> int:
+    from local_stack.inventory import write_inventory
+
+    s3 = _s3_client(args.s3_endpoint) or boto3.session.Session().client("s3")
+    print(
+        write_inventory(
+            s3, args.bucket, args.destination, args.format, config_id=args.id, all_versions=args.all_versions
+        )
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m local_stack", description=__doc__, allow_abbrev=False)
     parser.add_argument("--log-level", default="WARNING")
@@ -181,6 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--seed-bucket", default="images")
     stack.add_argument("--seed-prefix", default="incoming/")
     stack.add_argument("--call-log", type=Path)
+    inv = sub.add_parser(
+        "inventory",
+        allow_abbrev=False,
+        help="write a bucket's S3 Inventory report as AWS does (prints the manifest's URL)",
+    )
+    inv.add_argument("--bucket", required=True, help="the source bucket")
+    inv.add_argument("--destination", required=True, help="s3://BUCKET/PREFIX/ to write the report under")
+    inv.add_argument("--format", choices=("CSV", "ORC", "Parquet"), default="CSV")
+    inv.add_argument("--id", default="rekbatch", help="the inventory configuration's id")
+    inv.add_argument("--all-versions", action="store_true", help="every version and delete marker")
+    inv.add_argument("--s3-endpoint", help="the S3 endpoint (default: boto3's, e.g. AWS_ENDPOINT_URL_S3)")
     return parser
 
 
@@ -201,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "rekognition":
         return run_rekognition(args)
+    if args.command == "inventory":
+        return run_inventory(args)
     return run_s3(args)
 
 

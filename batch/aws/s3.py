@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import boto3
 import botocore.session
@@ -282,6 +282,17 @@ def get_file(client: Any, bucket: str, key: str) -> bytes | None:
         if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
             return None
         raise
+
+
+def download(client: Any, bucket: str, key: str, out: BinaryIO) -> str:
+    """The whole object written to `out` a chunk at a time (never all in memory); its MD5, hex (the
+    checksum S3 Inventory's manifest gives each data file)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    body = client.get_object(Bucket=bucket, Key=key)["Body"]
+    while chunk := body.read(1 << 20):
+        digest.update(chunk)
+        out.write(chunk)
+    return digest.hexdigest()
 
 
 def list_files(client: Any, bucket: str, prefix: str) -> Iterator[tuple[str, int, datetime]]:

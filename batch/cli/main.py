@@ -49,18 +49,16 @@ class _Script(argparse.Action):
         setattr(namespace, self.dest, [*scripts, (option, value)])
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rekbatch", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"rekognition-batch {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser(
-        "run",
-        help="analyse the images under an S3 prefix into Parquet tables",
-        epilog=RUN_EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _add_run_arguments(run: argparse.ArgumentParser) -> None:
+    """`rekbatch run`'s flags."""
     run.add_argument("--input", help="s3://BUCKET/PREFIX to analyse")
     run.add_argument("--output", help="a local folder or s3://BUCKET/PREFIX for the tables")
+    run.add_argument(
+        "--inventory",
+        metavar="S3_URL",
+        help="read the input's objects from this S3 Inventory report (s3://BUCKET/.../manifest.json) "
+        "instead of listing the prefix",
+    )
     run.add_argument(
         "--analyses",
         help="comma-separated: labels,faces,text,moderation,celebrities,index_faces,face_search,"
@@ -142,6 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="log the job's own steps at DEBUG (the AWS SDK's loggers stay at WARNING: "
         "no credentials or image bytes)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rekbatch", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"rekognition-batch {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run",
+        help="analyse the images under an S3 prefix into Parquet tables",
+        epilog=RUN_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_run_arguments(run)
 
     sql = commands.add_parser(
         "sql",
@@ -245,6 +256,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     flags = {
         "run.input": ("--input", args.input),
         "run.output": ("--output", args.output),
+        "run.inventory": ("--inventory", args.inventory),
         "run.analyses": ("--analyses", args.analyses),
         "run.run_id": ("--run-id", args.run_id),
         "run.limit": ("--limit", args.limit),

@@ -52,6 +52,7 @@ _SECTIONS: dict[str, type] = {
 }
 _RUN_KEYS = {
     "input",
+    "inventory",
     "output",
     "analyses",
     "run_id",
@@ -241,6 +242,7 @@ def _build(tree: Mapping[str, Any], *, validate_run: bool = True) -> RunConfig:
     config = RunConfig(
         input=_typed(run.get("input", ""), str, "run.input"),
         output=_typed(run.get("output", ""), str, "run.output"),
+        inventory=_typed(run.get("inventory", ""), str, "run.inventory"),
         analyses=analyses,
         run_id=_typed(run.get("run_id", ""), str, "run.run_id"),
         limit=_typed(run.get("limit", 0), int, "run.limit"),
@@ -270,6 +272,14 @@ def _validate_run(config: RunConfig) -> None:
     if not config.input:
         raise ConfigError("run.input: required (--input s3://BUCKET/PREFIX)")
     parse_s3_url(config.input, "run.input")
+    if config.inventory:
+        _, key = parse_s3_url(config.inventory, "run.inventory")
+        check(
+            key.endswith("manifest.json"),
+            "run.inventory",
+            "must be an inventory's s3://.../manifest.json",
+            key,
+        )
     check(not config.probe or config.dry_run, "run.probe", "only with run.dry_run (--dry-run --probe)", True)
     if not config.output and not config.dry_run:
         raise ConfigError("run.output: required (--output DIR or s3://BUCKET/PREFIX)")

@@ -198,6 +198,9 @@ class RunConfig:
 
     input: str = ""
     output: str = ""
+    #: s3://BUCKET/KEY of an S3 Inventory report's manifest.json for the input bucket: the run reads
+    #: the images from it instead of listing the prefix (which still selects: `batch.aws.inventory`).
+    inventory: str = ""
     analyses: tuple[str, ...] = DEFAULT_ANALYSES
     run_id: str = ""
     limit: int = 0

@@ -36,7 +36,14 @@ from batch.core.redaction import one_line
 from batch.run.commit import Attempt, commit, start_attempt
 from batch.run.drive import run_batches
 from batch.run.dry_run import count_planned
-from batch.run.plan import listed_in, plan_images, selected_objects, unsettle, wanted_digests
+from batch.run.plan import (
+    inventory_manifest,
+    listed_in,
+    plan_images,
+    selected_objects,
+    unsettle,
+    wanted_digests,
+)
 from batch.run.progress import terminal_line
 from batch.run.resume import keep_earlier_work
 from batch.run.shutdown import Shutdown
@@ -78,7 +85,10 @@ def run(config: RunConfig, *, command_line: str = "", out: TextIO = sys.stdout) 
     with shutdown.handling_signals():
         try:
             s3 = s3_client()
-            check_readable(s3, config.bucket, config.prefix)
+            if config.inventory:  # no listing of the input: the inventory stands for it
+                inventory_manifest(config, s3)
+            else:
+                check_readable(s3, config.bucket, config.prefix)
             if config.dry_run:
                 _dry_run(config, s3, summary)
             else:

@@ -12,9 +12,12 @@ from typing import Any
 
 from batch.analyses.base import DriverHooks
 from batch.analyses.registry import REGISTRY, settings_digest, settled_digests
+from batch.aws.inventory import inventory_objects, read_manifest
 from batch.aws.s3 import list_pages
-from batch.config.model import RunConfig
+from batch.config.model import RunConfig, parse_s3_url
+from batch.core.errors import ConfigError
 from batch.core.incremental import CommittedState, Digests
+from batch.core.inventory import InventoryManifest
 from batch.core.manifest import AttemptRecord, ImageOutcome, Ledger
 from batch.core.selection import ListedObject, is_selected
 from batch.run.context import ImageToAnalyse, RunContext
@@ -23,6 +26,7 @@ from batch.storage.sink import Destination
 __all__ = [
     "Counted",
     "batched",
+    "inventory_manifest",
     "listed_in",
     "operation_owners",
     "operation_prices",
@@ -78,9 +82,24 @@ def run_context(config: RunConfig, attempt: AttemptRecord) -> RunContext:
 
 
 def selected_objects(config: RunConfig, s3: Any) -> Iterator[ListedObject]:
-    """The images under the prefix, streamed page by page from the listing."""
-    for page in list_pages(s3, config.bucket, config.prefix):
-        yield from (obj for obj in page if is_selected(obj, config.prefix, config.input_filter))
+    """The images under the prefix, streamed page by page from the listing, or file by file from the
+    inventory (`run.inventory`)."""
+    if config.inventory:
+        objects: Iterable[ListedObject] = inventory_objects(s3, inventory_manifest(config, s3))
+    else:
+        objects = (obj for page in list_pages(s3, config.bucket, config.prefix) for obj in page)
+    yield from (obj for obj in objects if is_selected(obj, config.prefix, config.input_filter))
+
+
+def inventory_manifest(config: RunConfig, s3: Any) -> InventoryManifest:
+    """The manifest of `run.inventory`, which must be an inventory of the input's bucket."""
+    manifest = read_manifest(s3, *parse_s3_url(config.inventory, "run.inventory"))
+    if manifest.source_bucket != config.bucket:
+        raise ConfigError(
+            f"run.inventory: {config.inventory} is an inventory of bucket {manifest.source_bucket!r}, "
+            f"not of the input's {config.bucket!r}"
+        )
+    return manifest
 
 
 def listed_in(objects: Iterable[ListedObject], hooks: Iterable[DriverHooks]) -> Iterator[ListedObject]:

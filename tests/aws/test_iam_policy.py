@@ -30,6 +30,8 @@ PLACEHOLDERS = {
     "ACCOUNT_ID": "123456789012",
     "COLLECTION_ID": "family-photos",
     "KMS_KEY_ARN": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    "INVENTORY_BUCKET": "inventory-bucket",
+    "INVENTORY_PREFIX": "inventories/photo-bucket/nightly/",
 }
 IN_BUCKET = "arn:aws:s3:::photo-bucket"
 OUT_BUCKET = "arn:aws:s3:::lake-bucket"
@@ -163,7 +165,14 @@ def detect_operations() -> set[str]:
 
 @pytest.mark.parametrize(
     "name",
-    ["iam-policy.json", "iam-collection.json", "iam-collection-admin.json", "iam-gc.json", "iam-kms.json"],
+    [
+        "iam-policy.json",
+        "iam-collection.json",
+        "iam-collection-admin.json",
+        "iam-gc.json",
+        "iam-kms.json",
+        "iam-inventory.json",
+    ],
 )
 def test_each_policy_is_valid_json_with_only_known_placeholders(name: str) -> None:
     policy = load_policy(name)
@@ -265,3 +274,13 @@ def test_the_kms_policy_lets_s3_encrypt_and_decrypt_with_the_output_key_only() -
         assert allows(policy, (action, PLACEHOLDERS["KMS_KEY_ARN"], via_s3))
         assert not allows(policy, (action, PLACEHOLDERS["KMS_KEY_ARN"], {}))  # not outside S3
     assert not allows(policy, ("kms:Decrypt", "arn:aws:kms:eu-west-1:123456789012:key/other", via_s3))
+
+
+def test_the_inventory_policy_reads_the_report_and_nothing_else() -> None:
+    policy = load_policy("iam-inventory.json")
+    report = "arn:aws:s3:::inventory-bucket/inventories/photo-bucket/nightly/"
+    for key in ("2026-11-25T01-00Z/manifest.json", "data/0b5c5f3e-2a5e-4d0e-9e43-6d1c0e0a1b2c.csv.gz"):
+        assert allows(policy, ("s3:GetObject", f"{report}{key}", {}))  # `--inventory`: manifest, data files
+    assert not allows(policy, ("s3:GetObject", "arn:aws:s3:::inventory-bucket/other/manifest.json", {}))
+    assert not allows(policy, ("s3:ListBucket", "arn:aws:s3:::inventory-bucket", {}))
+    assert not allows(policy, ("s3:PutObject", f"{report}data/x.csv.gz", {}))

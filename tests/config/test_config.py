@@ -118,6 +118,22 @@ def test_input_must_be_an_s3_url_and_output_is_required() -> None:
     assert load_config(environ={}, overrides={"run.input": "s3://bucket-a/p/", "run.dry_run": True}).dry_run
 
 
+def test_the_inventory_must_be_an_s3_manifest_json_and_is_checked_once_at_load() -> None:
+    manifest = "s3://reports/inv/bucket-a/nightly/2026-11-25T01-00Z/manifest.json"
+    config = load_config(environ={}, overrides={**RUN, "run.inventory": manifest})
+    assert config.inventory == manifest
+    flags = {"run.inventory": "--inventory"}
+    with pytest.raises(
+        ConfigError, match=r"run\.inventory: must be an inventory's .*manifest\.json.* --inventory"
+    ):
+        load_config(environ={}, overrides={**RUN, "run.inventory": "s3://reports/inv/"}, flags=flags)
+    with pytest.raises(ConfigError, match=r"run\.inventory: expected s3://"):
+        load_config(environ={}, overrides={**RUN, "run.inventory": "/tmp/manifest.json"})
+    variable = {"REKBATCH_RUN__INVENTORY": manifest}
+    assert load_config(environ=variable, overrides=RUN).inventory == manifest
+    assert config_digest(config) == config_digest(load_config(environ={}, overrides=RUN))  # same results
+
+
 def test_account_commands_need_no_input_but_check_every_section(tmp_path: Path) -> None:
     path = write(tmp_path, "[quotas]\nindex_faces = 3\n[pricing]\nface_storage_month = 0.5\n")
     config = load_account_config(path, environ={"REKBATCH_REKOGNITION__REGION": "eu-west-1"})

@@ -1,0 +1,119 @@
+"""An S3 Inventory report as the run's input (`--inventory`): its manifest read from S3, then its data
+files one at a time, each streamed in record batches, never the whole inventory in memory.
+
+Each data file is copied to a temporary file (ORC and Parquet need to seek; the copy is checked
+against the manifest's MD5), read in batches of rows with pyarrow, and deleted before the next. Rows
+become the objects a listing yields (`batch.core.inventory.listed_object`), so the run selects, pins
+and plans them exactly as it does listed ones.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.orc as pa_orc
+import pyarrow.parquet as pq
+from botocore.exceptions import BotoCoreError, ClientError
+
+from batch.aws.s3 import download, get_file
+from batch.core.errors import InputUnreachable
+from batch.core.inventory import (
+    READ,
+    InventoryFile,
+    InventoryInvalid,
+    InventoryManifest,
+    listed_object,
+    parse_manifest,
+)
+from batch.core.redaction import one_line
+from batch.core.selection import ListedObject
+
+#: Rows per batch read from a data file (the driver holds one batch at a time).
+BATCH_ROWS = 10_000
+
+
+def read_manifest(client: Any, bucket: str, key: str) -> InventoryManifest:
+    """The manifest at s3://bucket/key; InputUnreachable with a one-line reason if it cannot be read."""
+    where = f"run.inventory: s3://{bucket}/{key}"
+    try:
+        body = get_file(client, bucket, key)
+    except (ClientError, BotoCoreError) as exc:
+        raise InputUnreachable(f"{where}: cannot read the manifest: {_reason(exc)}") from None
+    if body is None:
+        raise InputUnreachable(f"{where}: no such manifest (NoSuchKey)")
+    return parse_manifest(body, where)
+
+
+def inventory_objects(client: Any, manifest: InventoryManifest) -> Iterator[ListedObject]:
+    """Every current object the report lists, data file by data file, in the files' order."""
+    for file in manifest.files:
+        with tempfile.TemporaryDirectory(prefix="rekbatch-inventory-") as folder:
+            path = Path(folder) / "data"
+            _download(client, manifest.destination_bucket, file, path)
+            for rows in _batches(path, manifest):
+                for row in rows:
+                    try:
+                        obj = listed_object(row, url_encoded=manifest.file_format == "CSV")
+                    except InventoryInvalid as exc:
+                        raise InventoryInvalid(
+                            f"run.inventory: s3://{manifest.destination_bucket}/{file.key}: {exc}"
+                        ) from None
+                    if obj is not None:
+                        yield obj
+
+
+def _download(client: Any, bucket: str, file: InventoryFile, path: Path) -> None:
+    """The data file to `path`, streamed; InventoryInvalid if its MD5 is not the manifest's."""
+    where = f"run.inventory: s3://{bucket}/{file.key}"
+    try:
+        with path.open("wb") as out:
+            md5 = download(client, bucket, file.key, out)
+    except (ClientError, BotoCoreError) as exc:
+        raise InputUnreachable(f"{where}: cannot read the data file: {_reason(exc)}") from None
+    if md5 != file.md5:
+        raise InventoryInvalid(f"{where}: MD5 {md5} is not the manifest's {file.md5}")
+
+
+def _batches(path: Path, manifest: InventoryManifest) -> Iterator[list[dict[str, Any]]]:
+    """The data file's rows in batches, as dicts keyed by the snake-case column names."""
+    try:
+        for batch in _record_batches(path, manifest):
+            yield batch.rename_columns([name.lower() for name in batch.schema.names]).to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        raise InventoryInvalid(
+            f"run.inventory: a {manifest.file_format} data file: {one_line(str(exc))}"
+        ) from None
+
+
+def _record_batches(path: Path, manifest: InventoryManifest) -> Iterator[pa.RecordBatch]:
+    if manifest.file_format == "CSV":
+        columns = list(manifest.columns)
+        reader = pa_csv.open_csv(
+            pa.input_stream(str(path), compression="gzip"),
+            read_options=pa_csv.ReadOptions(column_names=columns, block_size=4 << 20),
+            convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(columns, pa.string())),
+        )
+        yield from reader
+    elif manifest.file_format == "ORC":
+        orc = pa_orc.ORCFile(str(path))
+        for stripe in range(orc.nstripes):
+            yield orc.read_stripe(stripe, columns=_wanted(orc.schema.names))  # a stripe is ORC's unit
+    else:
+        parquet = pq.ParquetFile(str(path))
+        yield from parquet.iter_batches(batch_size=BATCH_ROWS, columns=_wanted(parquet.schema_arrow.names))
+
+
+def _wanted(names: list[str]) -> list[str]:
+    """The columns a row needs (`READ`), as the file spells them."""
+    return [name for name in names if name.lower() in READ]
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "error"))
+    return one_line(str(exc))
