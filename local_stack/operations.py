@@ -7,6 +7,7 @@ call log and goes through the analysis cache.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ MAX_DETECTED_FACES = 100
 MAX_CELEBRITY_FACES = 64
 MAX_WORDS = 100
 PPE_MAX_BYTES = 4 * 1024 * 1024  # "The limit is 4 MB for the DetectProtectiveEquipment API."
+PPE_MAX_SIDE_PX = 4096  # "The maximum image dimensions for DetectProtectiveEquipment is 4096 pixels"
+MAX_PPE_PERSONS = 15  # "DetectProtectiveEquipment detects PPE worn by up to 15 persons"
 
 
 @dataclass
@@ -317,42 +320,71 @@ def compare_faces(call: Call, req: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: PPE colours -> (EquipmentDetection Type, the body part it is on).
+PPE_KINDS = {"head_cover": ("HEAD_COVER", "HEAD"), "face_cover": ("FACE_COVER", "FACE")}
+
+
 def detect_protective_equipment(call: Call, req: dict[str, Any]) -> dict[str, Any]:
-    """Every face is a person wearing nothing protective (the convention has no PPE colour)."""
+    """Every face is a person with a FACE and a HEAD; each yellow (head cover) or cyan (face cover)
+    rectangle is worn by the person of the nearest face, covering its body part."""
     image = call.fetch(req["Image"])
     if image.source == "bytes" and len(image.data) > PPE_MAX_BYTES:
         raise ServiceError("ImageTooLargeException", "Image size is too large.")
     analysis = call.analyses.get(image.data, image.digest)
-    persons = []
-    for person_id, face in enumerate(_reading_order(analysis.faces[:15])):
-        b = face.box
-        body = PixelBox(
-            max(0, b.left - b.width // 2), max(0, b.top - b.height // 4), 2 * b.width, 3 * b.height
-        )
-        body_box = r.bounding_box(body, analysis)
-        body_box = {k: min(v, 1.0) for k, v in body_box.items()}
-        persons.append(
-            {
-                "BodyParts": [
-                    {"Name": "FACE", "Confidence": r.confidence(face), "EquipmentDetections": []},
-                    {"Name": "HEAD", "Confidence": r.confidence(face), "EquipmentDetections": []},
-                ],
-                "BoundingBox": body_box,
-                "Confidence": r.confidence(face),
-                "Id": person_id,
-            }
-        )
+    if max(analysis.width, analysis.height) > PPE_MAX_SIDE_PX:
+        raise ServiceError("ImageTooLargeException", "Image size or resolution is too large.")
+    faces = _reading_order(analysis.faces[:MAX_PPE_PERSONS])
+    worn: dict[int, list[SeenObject]] = {i: [] for i in range(len(faces))}
+    for item in analysis.of_kind(*PPE_KINDS) if faces else ():
+        worn[min(range(len(faces)), key=lambda i: _distance(faces[i].box, item.box))].append(item)
+    persons = [_person(i, face, worn[i], analysis) for i, face in enumerate(faces)]
     out: dict[str, Any] = {"ProtectiveEquipmentModelVersion": "1.0", "Persons": persons}
     summary_req = req.get("SummarizationAttributes")
     if summary_req:
-        ids = [p["Id"] for p in persons]
-        required = summary_req["RequiredEquipmentTypes"]
+        required = set(summary_req["RequiredEquipmentTypes"])
+        wearing = {i: {PPE_KINDS[o.kind][0] for o in items} for i, items in worn.items()}
         out["Summary"] = {
-            "PersonsWithRequiredEquipment": [] if required else ids,
-            "PersonsWithoutRequiredEquipment": ids if required else [],
+            "PersonsWithRequiredEquipment": [i for i in worn if required <= wearing[i]],
+            "PersonsWithoutRequiredEquipment": [i for i in worn if not required <= wearing[i]],
             "PersonsIndeterminate": [],
         }
     return out
+
+
+def _distance(a: PixelBox, b: PixelBox) -> float:
+    """Between the centres of two boxes, in pixels."""
+    return math.hypot(
+        a.left + a.width / 2 - b.left - b.width / 2, a.top + a.height / 2 - b.top - b.height / 2
+    )
+
+
+def _person(person_id: int, face: SeenObject, items: list[SeenObject], analysis: Analysis) -> dict[str, Any]:
+    """One ProtectiveEquipmentPerson: its box spans the body below the face and the equipment it wears."""
+    b = face.box
+    boxes = [PixelBox(b.left - b.width // 2, b.top - b.height // 4, 2 * b.width, 3 * b.height)]
+    boxes += [o.box for o in items]
+    left, top = max(0, min(x.left for x in boxes)), max(0, min(x.top for x in boxes))
+    right = min(analysis.width, max(x.left + x.width for x in boxes))
+    bottom = min(analysis.height, max(x.top + x.height for x in boxes))
+    parts = []
+    for part in ("FACE", "HEAD"):
+        detections = [
+            {
+                "BoundingBox": r.bounding_box(o.box, analysis),
+                "Confidence": r.confidence(o),
+                "Type": PPE_KINDS[o.kind][0],
+                "CoversBodyPart": {"Confidence": r.confidence(o), "Value": True},
+            }
+            for o in items
+            if PPE_KINDS[o.kind][1] == part
+        ]
+        parts.append({"Name": part, "Confidence": r.confidence(face), "EquipmentDetections": detections})
+    return {
+        "BodyParts": parts,
+        "BoundingBox": r.bounding_box(PixelBox(left, top, right - left, bottom - top), analysis),
+        "Confidence": r.confidence(face),
+        "Id": person_id,
+    }
 
 
 # ---- collections ----------------------------------------------------------------------------------------

@@ -42,6 +42,8 @@ COLOURS = {
     "box": (0, 255, 0),
     "text": (0, 0, 255),
     "moderation": (255, 0, 255),
+    "head_cover": (255, 255, 0),
+    "face_cover": (0, 255, 255),
 }
 #: Rectangle sizes in upright pixels; the two face shapes are the two identity groups.
 FACE_SHAPES = {"3:4": (66, 88), "1:1": (76, 76)}
@@ -64,7 +66,7 @@ class TruthWord:
 class TruthObject:
     """One rectangle: `box_px` = [left, top, width, height] in upright pixels, `box` the same normalised."""
 
-    kind: str  # face | celebrity | box | text | moderation
+    kind: str  # face | celebrity | box | text | moderation | head_cover | face_cover
     box_px: tuple[int, int, int, int]
     box: tuple[float, float, float, float]
     identity: str | None = None  # faces: the aspect-ratio group ("3:4" or "1:1")
@@ -465,6 +467,26 @@ def oversized_samples() -> list[tuple[bytes, SampleTruth]]:
     head = _solid_jpeg((320, 240))
     data = head + b"\0" * (15 * 1024 * 1024 + 1 - len(head))
     return [_refused("bad/huge.jpg", data, "JPEG", "ImageTooLargeException", (320, 240))]
+
+
+HEAD_COVER = ("head_cover", 70, 26, None)
+FACE_COVER = ("face_cover", 44, 30, None)
+
+
+def ppe_samples() -> list[tuple[bytes, SampleTruth]]:
+    """Persons with and without head and face covers (DetectProtectiveEquipment), in every Exif
+    orientation and as a PNG, and an image too wide for it (4,200 px: over its 4,096 px, under the
+    general 10,000). Not in `generate`: tests of the `ppe` analysis upload them."""
+    specs = [
+        Spec(f"ppe/exif-{o}.jpg", rects=(_face("3:4"), HEAD_COVER, FACE_COVER), orientation=o, seed=40 + o)
+        for o in range(1, 9)
+    ]
+    specs += [
+        Spec("ppe/crew.png", (560, 400), (_face("1:1"), _face("3:4"), HEAD_COVER), fmt="PNG", seed=49),
+        Spec("ppe/bare.jpg", (400, 300), (_face("1:1"), BOX), seed=50),
+        Spec("ppe/too-wide.jpg", (4200, 120), (_face("3:4"), BOX), seed=51),
+    ]
+    return [_sample(spec) for spec in specs]
 
 
 def generate(outdir: Path, *, oversized: bool = False) -> GroundTruth:

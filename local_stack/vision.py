@@ -6,6 +6,8 @@ Convention (docs/local-stack.md):
     green   (  0, 255,   0)  one instance of the label "Box"
     blue    (  0,   0, 255)  one text LINE made of two WORDs (see `LINE_TEXT`, `word_boxes`)
     magenta (255,   0, 255)  content that moderation flags (no box)
+    yellow  (255, 255,   0)  a head cover (DetectProtectiveEquipment), worn by the nearest face's person
+    cyan    (  0, 255, 255)  a face cover, worn likewise
 
 A pixel belongs to a colour when every channel is within `CHANNEL_TOLERANCE` of it (JPEG noise); an object
 is a 4-connected component of such pixels, its box the component's bounding box; components smaller than
@@ -31,6 +33,8 @@ PALETTE: dict[str, tuple[int, int, int]] = {
     "box": (0, 255, 0),
     "text": (0, 0, 255),
     "moderation": (255, 0, 255),
+    "head_cover": (255, 255, 0),
+    "face_cover": (0, 255, 255),
 }
 CHANNEL_TOLERANCE = 60
 MIN_AREA_FRACTION = 0.01

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from batch.core.calls import Call, CallResult
 from batch.core.geometry import BoxPlacement
+from batch.core.image_checks import AnalysisLimits, Refusal, limits_refusal
 from batch.core.manifest import FileEntry
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ __all__ = [
     "DriverSetup",
     "ImageInput",
     "MultiOutcome",
+    "SentImage",
 ]
 
 #: A module's `flatten`: rows per table (without the common columns) of one answer.
@@ -49,6 +51,18 @@ class ImageInput:
     earlier: Mapping[str, list[dict[str, Any]]] = field(default_factory=dict)
     #: The image's S3 key (IndexFaces' ExternalImageId is made from it).
     key: str = ""
+
+
+@dataclass(frozen=True)
+class SentImage:
+    """What an analysis's own limits (`Analysis.limits`) are checked against: the image as sent."""
+
+    #: Its size in pixels (a converted copy's own); None: unknown.
+    width: int | None
+    height: int | None
+    #: Its bytes: `Image.Bytes` when `as_bytes`, else the S3 object's listed size.
+    size: int
+    as_bytes: bool
 
 
 @dataclass
@@ -168,6 +182,9 @@ class Analysis:
     #: Its calls change or read state outside the image (a face collection), which a resumed run syncs
     #: again: a resumed attempt calls again rather than take an earlier attempt's answers.
     stateful: bool = False
+    #: Its operation's own image limits, checked before its call (an image outside them gets an error
+    #: row for this analysis, no call, and is settled for it); None: Rekognition's general ones only.
+    limits: AnalysisLimits | None = None
 
     @property
     def operations(self) -> tuple[str, ...]:
@@ -225,6 +242,14 @@ class Analysis:
     def driver(self, setup: DriverSetup) -> DriverHooks:
         """The driver-side hooks of one run (most analyses: none)."""
         return DriverHooks()
+
+    def refusal(self, sent: SentImage) -> Refusal | None:
+        """Why this analysis does not call for the image as sent (its own `limits`), or None."""
+        if self.limits is None:
+            return None
+        return limits_refusal(
+            self.limits, self.operation, sent.width, sent.height, sent.size, as_bytes=sent.as_bytes
+        )
 
     def orientation_correction(self, response: Mapping[str, Any]) -> str | None:
         """The response's OrientationCorrection (None for operations without one)."""

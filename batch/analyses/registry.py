@@ -18,6 +18,7 @@ from batch.analyses import (
     index_faces,
     labels,
     moderation,
+    ppe,
     text,
 )
 from batch.analyses.base import Analysis
@@ -67,6 +68,7 @@ REGISTRY: dict[str, Analysis] = _registered(
         index_faces.ANALYSIS,
         face_search.ANALYSIS,
         compare_faces.ANALYSIS,
+        ppe.ANALYSIS,
     )
 )
 

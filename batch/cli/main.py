@@ -62,7 +62,7 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--analyses",
         help="comma-separated: labels,faces,text,moderation,celebrities,index_faces,face_search,"
-        "compare_faces",
+        "compare_faces,ppe",
     )
     run.add_argument("--config", help="a TOML file (see configs/default.toml); flags override it")
     run.add_argument(

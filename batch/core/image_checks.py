@@ -37,6 +37,18 @@ TOO_LARGE = "ImageTooLargeException"
 INVALID_PARAMETER = "InvalidParameterException"
 
 
+@dataclass(frozen=True)
+class AnalysisLimits:
+    """One operation's own limits, tighter than Rekognition's general ones (`plan_image`), checked before
+    each of its calls: sides in pixels, `Image.Bytes` and S3-object sizes in bytes. A None is the
+    general limit (already checked)."""
+
+    min_side_px: int | None = None
+    max_side_px: int | None = None
+    max_request_bytes: int | None = None
+    max_s3_object_bytes: int | None = None
+
+
 class Route(enum.Enum):
     """How an image goes to Rekognition; the value is `images.sent_as`."""
 
@@ -90,6 +102,35 @@ def size_refusal(width: int, height: int) -> Refusal | None:
         return Refusal("rejected", INVALID_PARAMETER, f"{width}x{height} px: under {MIN_SIDE_PX} px a side")
     if max(width, height) > MAX_SIDE_PX:
         return Refusal("rejected", TOO_LARGE, f"{width}x{height} px: over {MAX_SIDE_PX:,} px a side")
+    return None
+
+
+def limits_refusal(
+    limits: AnalysisLimits,
+    operation: str,
+    width: int | None,
+    height: int | None,
+    size: int,
+    *,
+    as_bytes: bool,
+) -> Refusal | None:
+    """`operation`'s refusal of an image of `width` x `height` px (as sent; None: unknown, not checked)
+    sent as `size` bytes (`as_bytes`) or as an S3 object of `size` bytes, if its own limits refuse it."""
+    sides = f"{width}x{height} px"
+    if width is not None and height is not None:
+        if limits.min_side_px is not None and min(width, height) < limits.min_side_px:
+            reason = f"{sides}: under the {limits.min_side_px} px a side {operation} reads"
+            return Refusal("rejected", INVALID_PARAMETER, reason)
+        if limits.max_side_px is not None and max(width, height) > limits.max_side_px:
+            reason = f"{sides}: over the {limits.max_side_px:,} px a side {operation} reads"
+            return Refusal("rejected", TOO_LARGE, reason)
+    most, what = (
+        (limits.max_request_bytes, "as bytes")
+        if as_bytes
+        else (limits.max_s3_object_bytes, "as an S3 object")
+    )
+    if most is not None and size > most:
+        return Refusal("rejected", TOO_LARGE, f"{size:,} bytes: over the {most:,} {operation} reads {what}")
     return None
 
 

@@ -270,8 +270,14 @@ BOX_LAYERS: tuple[BoxLayer, ...] = (
     BoxLayer("text", "text line", lambda r: f"“{r['detected_text']}”", lambda r: r["type"] == "LINE"),
     BoxLayer("faces", "face", _face_caption),
     BoxLayer("celebrities", "celebrity", lambda r: f"{r['name']}{_percent(r['match_confidence'])}"),
+    BoxLayer("ppe_persons", "person (PPE)", lambda r: f"person {r['person_id']}{_summary(r['summary'])}"),
+    BoxLayer("ppe_equipment", "protective equipment", lambda r: f"{r['equipment_type']} on {r['body_part']}"),
 )
 _BOX_COLUMNS = {f.name for f in BOX_FIELDS}
+
+
+def _summary(verdict: str | None) -> str:
+    return "" if verdict is None else f" ({verdict.replace('_', ' ')})"
 
 
 def box_layers(tables: Mapping[str, pa.Schema]) -> list[BoxLayer]:

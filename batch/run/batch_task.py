@@ -223,7 +223,8 @@ def _wait_unless_silent(futures: list[Future[ImageRecord]], silence: SilenceWatc
 
 def _analyses_done(context: RunContext, planned: ImageToAnalyse, image: ImageResult) -> list[dict[str, str]]:
     """The `images` row's `analyses_done`: what this image settled, with the settings' digests."""
-    done = settled_analyses(image.image_row["status"], image.image_row["analyses"], planned.analyses)
+    answered = [*image.image_row["analyses"], *image.refused]
+    done = settled_analyses(image.image_row["status"], answered, planned.analyses)
     return [
         {"analysis": name, "settings_digest": digest}
         for name in done

@@ -3,8 +3,9 @@
 Without `--probe` it is an upper bound: every planned image that is not empty counts as sent, though
 its header may show that the run would refuse it. With `--probe` each header is read as the run reads
 it (one ranged GET of 64 KiB pinned to the listed ETag, `batch.aws.s3.read_header`) and judged by the
-run's own checks (`batch.aws.image_source.image_route`), on `PROBE_THREADS` threads, with no
-Rekognition call: the count of images sent is exact, and the refused ones are counted by reason.
+run's own checks (`batch.aws.image_source.image_route`, and each analysis's own limits, e.g. `ppe`'s),
+on `PROBE_THREADS` threads, with no Rekognition call: the count of images sent is exact, and the refused
+ones are counted by reason.
 Rekognition may still refuse a file damaged past its header (the job never decodes a JPEG or PNG it
 sends as stored), and a conversion a file it cannot decode.
 """
@@ -18,12 +19,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from batch.analyses.base import DriverHooks
+from batch.analyses.base import DriverHooks, SentImage
 from batch.analyses.registry import REGISTRY
 from batch.aws.image_source import image_route
 from batch.aws.s3 import read_header, s3_client
 from batch.config.model import RunConfig
-from batch.core.image_checks import EMPTY_OBJECT, Refusal
+from batch.core.image_checks import EMPTY_OBJECT, Refusal, Route
 from batch.core.redaction import one_line
 from batch.core.retry import error_code
 from batch.core.selection import ListedObject
@@ -38,6 +39,9 @@ __all__ = ["PROBE_THREADS", "count_planned", "probed"]
 PROBE_THREADS = 16
 
 _EMPTY = Refusal("skipped", EMPTY_OBJECT, "zero-byte object")
+
+#: A probe's verdict on one image: not sent, or sent as this; None: not probed (sent, limits unknown).
+Verdict = Refusal | SentImage | None
 
 
 def count_planned(
@@ -55,15 +59,21 @@ def count_planned(
         judged = probed(images, lambda obj: probe_image(config, client, obj), PROBE_THREADS)
     else:
         judged = ((image, _EMPTY if image.obj.size == 0 else None) for image in images)
-    for image, refusal in judged:
+    for image, verdict in judged:
+        refusal = verdict if isinstance(verdict, Refusal) else None
+        own = _own_refusals(image, verdict) if isinstance(verdict, SentImage) else {}
+        if refusal is None and own and len(own) == len(image.analyses):
+            refusal = next(iter(own.values()))  # every analysis refuses it: the run rejects it
         for name in image.analyses:
-            hooks[name].planned(image.obj.key, sent=refusal is None)
+            hooks[name].planned(image.obj.key, sent=refusal is None and name not in own)
         if refusal is not None:
             summary.images[refusal.status] += 1
             summary.refused[refusal.code] += 1
             continue
         summary.images["to_analyse"] += 1
         for name in image.analyses:
+            if name in own:
+                continue
             analysis, settings = REGISTRY[name], config.analysis_settings[name]
             if name in image.parts:
                 settings = analysis.only_parts(settings, image.parts[name])
@@ -71,8 +81,15 @@ def count_planned(
             summary.add_planned(analysis.operation, calls, calls * config.prices[name])
 
 
-def probe_image(config: RunConfig, s3: Any, obj: ListedObject) -> Refusal | None:
-    """Why the run would not send this image, from its header read as the run reads it; None: sent."""
+def _own_refusals(image: ImageToAnalyse, sent: SentImage) -> dict[str, Refusal]:
+    """The analyses of `image` that would not call for it, by their own limits (probed images only)."""
+    refusals = {name: REGISTRY[name].refusal(sent) for name in image.analyses}
+    return {name: refusal for name, refusal in refusals.items() if refusal is not None}
+
+
+def probe_image(config: RunConfig, s3: Any, obj: ListedObject) -> Refusal | SentImage:
+    """Why the run would not send this image, from its header read as the run reads it; else the
+    image as it would be sent (its size unknown for a converted copy: no analysis's limits apply)."""
     try:
         header, obj = read_header(s3, config.bucket, obj)
     except (ClientError, BotoCoreError) as exc:
@@ -81,15 +98,19 @@ def probe_image(config: RunConfig, s3: Any, obj: ListedObject) -> Refusal | None
             return Refusal("changed", OBJECT_CHANGED, f"S3 answered {code}")
         return Refusal("failed", code, one_line(str(exc)))
     route = image_route(config.rekognition, obj, header)
-    return route if isinstance(route, Refusal) else None
+    if isinstance(route, Refusal):
+        return route
+    if route is Route.CONVERTED_JPEG:
+        return SentImage(None, None, 0, as_bytes=True)
+    return SentImage(header.stored_width, header.stored_height, obj.size, as_bytes=route is Route.BYTES)
 
 
 def probed(
-    images: Iterable[ImageToAnalyse], probe: Callable[[ListedObject], Refusal | None], threads: int
-) -> Iterator[tuple[ImageToAnalyse, Refusal | None]]:
+    images: Iterable[ImageToAnalyse], probe: Callable[[ListedObject], Verdict], threads: int
+) -> Iterator[tuple[ImageToAnalyse, Verdict]]:
     """Each image with its probe's verdict, in the order given; `threads` probes at a time, reading
     the stream at most a few windows ahead (a listing of millions is never held whole)."""
-    window: deque[tuple[ImageToAnalyse, Future[Refusal | None]]] = deque()
+    window: deque[tuple[ImageToAnalyse, Future[Verdict]]] = deque()
     with ThreadPoolExecutor(threads, thread_name_prefix="probe") as pool:
         for image in images:
             window.append((image, pool.submit(probe, image.obj)))

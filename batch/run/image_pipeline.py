@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from batch.analyses.base import ImageInput
+from batch.analyses.base import ImageInput, SentImage
 from batch.analyses.registry import REGISTRY
 from batch.aws.image_source import PreparedImage, pixels_once, prepare_image
 from batch.aws.s3 import read_header, unchanged
@@ -50,6 +50,8 @@ class ImageResult:
     fatal: str | None = None
     #: Analyses that failed but settled some of their parts: name -> positions among the parts run.
     settled_parts: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: Analyses not called because the image breaks their own limits (`Analysis.limits`): settled.
+    refused: list[str] = field(default_factory=list)
 
 
 def analyse_image(
@@ -114,6 +116,19 @@ def _analysed(
             status, reason = "failed", "run aborted"
             break
         analysis, settings = REGISTRY[name], context.analysis_settings[name]
+        refusal = analysis.refusal(_sent_image(obj, prepared))
+        if refusal is not None:  # outside this analysis's own limits: no call, the others go on
+            result.errors.append(
+                error_row(
+                    common,
+                    code=refusal.code,
+                    message=refusal.reason,
+                    analysis=name,
+                    operation=analysis.operation,
+                )
+            )
+            result.refused.append(name)
+            continue
         if name in parts:  # only the parts not settled yet
             settings = analysis.only_parts(settings, parts[name])
         source = ImageInput(prepared.image, pixels, prepared.frame.box_placement, result.rows, obj.key)
@@ -152,10 +167,21 @@ def _analysed(
             status, reason = "rejected", failure.error_code
             break
         status, reason = "failed", failure.error_code
+    if status == "analysed" and result.refused and not succeeded:  # every analysis refused it
+        status, reason = "rejected", result.errors[0]["error_code"]
     # The row lists them in the run's order, whatever order this image ran them in.
     succeeded.sort(key=context.analyses.index)
     result.image_row = {"status": status, "reason": reason, "analyses": succeeded}
     return result, called
+
+
+def _sent_image(obj: ListedObject, prepared: PreparedImage) -> SentImage:
+    """The image as Rekognition gets it: a converted copy's own size, else the stored one."""
+    as_bytes = "Bytes" in prepared.image
+    size = len(prepared.image["Bytes"]) if as_bytes else obj.size
+    width = prepared.sent.get("sent_width", prepared.header.stored_width)
+    height = prepared.sent.get("sent_height", prepared.header.stored_height)
+    return SentImage(width, height, size, as_bytes)
 
 
 def _common_columns(context: RunContext, obj: ListedObject) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shape_strategies import operation_model, rekognition_model, response_values
 
-from batch.analyses import celebrities, compare_faces, faces, index_faces, labels
+from batch.analyses import celebrities, compare_faces, faces, index_faces, labels, ppe
 from batch.analyses.base import Analysis
 from batch.analyses.registry import REGISTRY, all_tables, select, settings_digest
 from batch.core.errors import ConfigError
@@ -47,10 +47,10 @@ def check_request(analysis: Analysis, request: dict[str, Any]) -> None:
 # --- the registry against botocore's model --------------------------------------------------------
 
 
-def test_the_registry_holds_the_eight_analyses() -> None:
+def test_the_registry_holds_the_nine_analyses() -> None:
     assert list(REGISTRY) == [
         "labels", "faces", "text", "moderation", "celebrities", "index_faces", "face_search",
-        "compare_faces",
+        "compare_faces", "ppe",
     ]  # fmt: skip
 
 
@@ -88,6 +88,7 @@ def test_hard_coded_limits_match_the_model() -> None:
     assert shape_bounds("BoundingBoxHeight") == (0, 1)
     assert shape_bounds("BoundingBoxWidth") == (0, 1)
     assert tuple(rekognition_model().shape_for("Attribute").enum) == faces.ATTRIBUTES
+    assert tuple(rekognition_model().shape_for("ProtectiveEquipmentType").enum) == ppe.EQUIPMENT_TYPES
 
 
 # --- settings and requests ------------------------------------------------------------------------
@@ -122,6 +123,13 @@ SETTINGS_MAPPINGS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     ),
     "moderation": st.fixed_dictionaries({}, optional={"min_confidence": percents}),
     "celebrities": st.just({}),
+    "ppe": st.fixed_dictionaries(
+        {},
+        optional={
+            "required_equipment_types": st.lists(st.sampled_from(ppe.EQUIPMENT_TYPES), max_size=3),
+            "min_confidence": percents,
+        },
+    ),
     "index_faces": st.fixed_dictionaries(
         {"collection": st.from_regex(r"[a-zA-Z0-9_.\-]{1,255}", fullmatch=True)},
         optional={
@@ -269,6 +277,9 @@ BAD_SETTINGS = [
     ("text", "min_bounding_box_height", 1.5),
     ("text", "min_bounding_box_width", -0.1),
     ("moderation", "min_confidence", 200),
+    ("ppe", "required_equipment_types", "HEAD_COVER"),
+    ("ppe", "required_equipment_types", ["HELMET"]),
+    ("ppe", "min_confidence", 100.1),
     ("compare_faces", "references", "s3://refs/ada.jpg"),
     ("compare_faces", "references", ["refs/ada.jpg"]),
     ("compare_faces", "references", ["s3://refs"]),
@@ -615,6 +626,14 @@ EXPECTED_ROWS: dict[str, dict[str, Callable[[Mapping[str, Any]], int]]] = {
     "compare_faces": {
         "face_comparisons": lambda r: len(_items(r, "FaceMatches")),
         "face_comparison_misses": lambda r: 1,
+    },
+    "ppe": {
+        "ppe_persons": lambda r: len(_items(r, "Persons")),
+        "ppe_equipment": lambda r: sum(
+            len(_items(part, "EquipmentDetections"))
+            for p in _items(r, "Persons")
+            for part in _items(p, "BodyParts")
+        ),
     },
 }
 

@@ -191,6 +191,10 @@ def sample_row(schema: pa.Schema) -> dict[str, Any]:
         "error_code": "InvalidImageFormatException",
         "name": "Person",
         "analyses": ["labels"],
+        "summary": "without_required",
+        "body_part": "HEAD",
+        "equipment_type": "HEAD_COVER",
+        "person_id": 0,
     }
     row.update({k: v for k, v in fixed.items() if k in schema.names})
     if "face_index" in schema.names:
@@ -207,7 +211,7 @@ def test_docs_example_queries_run_on_a_committed_sample_dataset(tmp_path: Path) 
     text = DOCS.read_text(encoding="utf-8").split("## Example queries (DuckDB, over the views)")[1]
     sql = text[text.index("```sql") + len("```sql") : text.index("```", text.index("```sql") + 6)]
     statements = [s.strip() for s in sql.split(";") if s.strip()]
-    assert len(statements) == 9
+    assert len(statements) == 11
     with views.connect(str(tmp_path)) as connection:
         results = [connection.execute(statement).fetchall() for statement in statements]
     assert results[0] == [("Person", 1)]
@@ -215,6 +219,8 @@ def test_docs_example_queries_run_on_a_committed_sample_dataset(tmp_path: Path) 
     assert results[2] == [("InvalidImageFormatException", None, 1)]
     assert results[5] == [("a.jpg", "Person", None)]
     assert [row[0] for row in results[7]] == ["run-1"]
+    assert results[9] == [("a.jpg", 1)]
+    assert results[10] == [("a.jpg", 0, "HEAD_COVER", None, None, None)]
 
 
 def test_geometry_columns_are_the_schema_columns() -> None:

@@ -132,7 +132,9 @@ def test_names_confidences_errors_and_quotas_add_up_over_parts() -> None:
 def test_layers_leave_out_repeated_faces_and_draw_a_new_box_table() -> None:
     tables = all_tables()
     names = [layer.table for layer in box_layers(tables)]
-    assert names == ["label_instances", "text", "faces", "celebrities"]  # the other face tables: same faces
+    assert names == [
+        "label_instances", "text", "faces", "celebrities", "ppe_persons", "ppe_equipment",
+    ]  # fmt: skip  # the other face tables: same faces
     without_faces = {name: schema for name, schema in tables.items() if name != "faces"}
     assert "unrecognized_faces" in [layer.table for layer in box_layers(without_faces)]
     future = table_schema([pa.field("similarity", pa.float64()), *box_fields()])
@@ -156,3 +158,12 @@ def test_boxes_of_the_chosen_keys_with_captions_and_only_text_lines() -> None:
     ((only,),) = drawn.values()
     assert (only.caption, only.layer, only.table) == ("“LOCAL STACK”", "text line", "text")
     assert (only.left, only.top, only.width, only.height) == (0.1, 0.2, 0.3, 0.05)
+
+
+def test_ppe_boxes_are_captioned_with_the_person_s_verdict_and_the_equipment() -> None:
+    layers = {layer.table: layer for layer in box_layers(all_tables())}
+    person = {"person_id": 2, "summary": "without_required"}
+    assert layers["ppe_persons"].caption(person) == "person 2 (without required)"
+    assert layers["ppe_persons"].caption({"person_id": 0, "summary": None}) == "person 0"
+    item = {"equipment_type": "HEAD_COVER", "body_part": "HEAD"}
+    assert layers["ppe_equipment"].caption(item) == "HEAD_COVER on HEAD"

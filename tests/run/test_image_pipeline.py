@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import random
 import struct
 import threading
 from collections.abc import Mapping
@@ -30,7 +31,13 @@ from batch.core.image_record import ImageRecord
 from batch.core.manifest import ImageOutcome
 from batch.core.retry import RetryPolicy
 from batch.core.selection import ListedObject
-from batch.run.batch_task import ImageJournal, finish_batch, record_failed_batch, table_schemas
+from batch.run.batch_task import (
+    ImageJournal,
+    _analyses_done,
+    finish_batch,
+    record_failed_batch,
+    table_schemas,
+)
 from batch.run.context import BatchSpec, ImageToAnalyse, RunContext
 from batch.run.image_pipeline import OBJECT_CHANGED, analyse_image
 from batch.storage.commits import RunStore
@@ -441,3 +448,67 @@ def test_a_face_crop_of_an_object_rewritten_meanwhile_makes_the_image_changed_no
     assert [method for method, _ in rekognition.requests] == ["detect_faces"]  # no search: no crop
     assert (result.image_row["status"], result.rows) == ("changed", {})
     assert [(e["operation"], e["error_code"]) for e in result.errors] == [("GetObject", OBJECT_CHANGED)]
+
+
+PPE = {"ProtectiveEquipmentModelVersion": "1.0", "Persons": []}
+
+
+def settled(result: Any, analyses: tuple[str, ...]) -> list[str]:
+    """The analyses the image's `images` row settles (`analyses_done`)."""
+    planned = ImageToAnalyse(ListedObject("p/a.jpg", '"e1"', 1, MODIFIED), analyses)
+    return [done["analysis"] for done in _analyses_done(context(analyses), planned, result)]
+
+
+@pytest.mark.parametrize(
+    ("size", "bytes_mode", "code"),
+    [((4097, 100), False, "ImageTooLargeException"), ((100, 4200), True, "ImageTooLargeException")],
+)
+def test_an_image_outside_ppe_limits_gets_an_error_row_and_no_call_and_the_others_go_on(
+    size: tuple[int, int], bytes_mode: bool, code: str
+) -> None:
+    rekognition = StubRekognition(detect_labels=LABELS, detect_protective_equipment=PPE)
+    result = analyse(jpeg(size), rekognition, ("ppe", "labels"), bytes_mode=bytes_mode)
+    assert [method for method, _ in rekognition.requests] == ["detect_labels"]
+    assert (result.image_row["status"], result.image_row["analyses"]) == ("analysed", ["labels"])
+    (error,) = result.errors
+    assert (error["analysis"], error["operation"], error["error_code"], error["attempts"]) == (
+        "ppe",
+        "DetectProtectiveEquipment",
+        code,
+        0,
+    )
+    assert "4,096 px a side" in error["message"]
+    assert settled(result, ("ppe", "labels")) == ["ppe", "labels"]  # not tried again by the next run
+
+
+def test_an_image_only_ppe_was_asked_for_and_that_it_refuses_is_rejected_without_a_call() -> None:
+    rekognition = StubRekognition(detect_protective_equipment=PPE)
+    result = analyse(jpeg((4100, 90)), rekognition, ("ppe",))
+    assert rekognition.requests == []
+    assert (result.image_row["status"], result.image_row["status_reason"]) == (
+        "rejected",
+        "ImageTooLargeException",
+    )
+    assert result.image_row["analyses"] == []
+    assert settled(result, ("ppe",)) == ["ppe"]
+
+
+def test_ppe_refuses_bytes_over_4_mb_but_not_an_s3_object_of_that_size() -> None:
+    noise = Image.frombytes("RGB", (1400, 1100), random.Random(1).randbytes(1400 * 1100 * 3))
+    buffer = io.BytesIO()
+    noise.save(buffer, "PNG", compress_level=0)
+    data = buffer.getvalue()
+    assert 4 * 1024 * 1024 < len(data) <= 5 * 1024 * 1024
+    as_bytes = StubRekognition(detect_protective_equipment=PPE)
+    result = analyse(data, as_bytes, ("ppe",), bytes_mode=True)
+    assert as_bytes.requests == []
+    (error,) = result.errors
+    assert error["error_code"] == "ImageTooLargeException"
+    assert (
+        f"{len(data):,} bytes: over the 4,194,304 DetectProtectiveEquipment reads as bytes"
+        in error["message"]
+    )
+    as_object = StubRekognition(detect_protective_equipment=PPE)
+    result = analyse(data, as_object, ("ppe",))
+    assert [method for method, _ in as_object.requests] == ["detect_protective_equipment"]
+    assert (result.image_row["status"], result.errors) == ("analysed", [])
