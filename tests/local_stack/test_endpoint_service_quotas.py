@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from botocore_shapes import validate_response
 
@@ -14,6 +16,7 @@ from local_stack.errors import ServiceError
 from local_stack.faults import FaultConfig, FaultInjector
 from local_stack.server import RekognitionApp
 from local_stack.service_quotas import ServiceQuotasApp
+from local_stack.stack import LocalStack
 
 TPS = {"DetectLabels": 4.0, "DetectFaces": 7.5}
 
@@ -91,3 +94,26 @@ def test_the_endpoint_routes_service_quotas_calls_apart_from_rekognitions() -> N
         (200, "service-quotas", "ListServiceQuotas")
     }
     assert applied_quotas(json.loads(answers[0].body)["Quotas"]) == dict.fromkeys(QUOTA_CODES, 1.0)
+
+
+@pytest.mark.integration
+def test_a_stock_client_pages_through_the_endpoint_found_by_its_variable(tmp_path: Path) -> None:
+    """boto3's own `service-quotas` client, its endpoint from `AWS_ENDPOINT_URL_SERVICE_QUOTAS` only:
+    the parsed pages validate against the output shape, and the enforced per-operation quota is read."""
+    config = tmp_path / "endpoint.toml"
+    config.write_text("tps = 6\n\n[operations.DetectLabels]\ntps = 2\n")
+    with LocalStack(extra_args=["--config", str(config)]) as stack, pytest.MonkeyPatch.context() as mp:
+        for name, value in stack.env.items():
+            mp.setenv(name, value)
+        mp.delenv("AWS_ENDPOINT_URL", raising=False)
+        client = boto3.client("service-quotas")
+        assert client.meta.endpoint_url == stack.rekognition_url
+        listed = []
+        for page in client.get_paginator("list_service_quotas").paginate(
+            ServiceCode="rekognition", PaginationConfig={"PageSize": 5}
+        ):
+            validate_response("ListServiceQuotas", page, "service-quotas")
+            listed += page["Quotas"]
+        assert applied_quotas(listed) == {**dict.fromkeys(QUOTA_CODES, 6.0), "DetectLabels": 2.0}
+        assert [c["operation"] for c in stack.calls("service-quotas")] == ["ListServiceQuotas"] * 4
+        assert stack.calls() == []  # Rekognition's calls apart

@@ -100,6 +100,9 @@ def test_a_run_reads_the_accounts_quotas_and_holds_to_them(low_stack: LocalStack
     assert "quotas, calls/s: DetectFaces 4 (service-quotas), DetectLabels 4 (service-quotas)" in run["stdout"]
     row = runs_row(tmp_path / "out")
     assert {q["operation"]: (q["tps"], q["source"]) for q in row["quotas"]} == used
+    assert (
+        "DetectFaces 4 (service-quotas), DetectLabels 4 (service-quotas)" in Path(run["report"]).read_text()
+    )
 
 
 def test_a_denied_read_falls_back_to_the_default_and_says_so_in_one_line(
