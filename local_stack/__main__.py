@@ -25,6 +25,8 @@ from local_stack.faults import FaultConfig, FaultInjector
 from local_stack.images import S3ObjectCache
 from local_stack.operations import Call
 from local_stack.server import CallLog, RekognitionApp, serve
+from local_stack.service_quotas import MODES as SERVICE_QUOTAS_MODES
+from local_stack.service_quotas import ServiceQuotasApp
 from local_stack.vision import AnalysisCache, analyse_pixels
 
 FAULT_FLAGS = {
@@ -89,7 +91,8 @@ def run_rekognition(args: argparse.Namespace) -> int:
     analyses = AnalysisCache(lambda data: analyse_pixels(decode_upright(data)))
     collections = CollectionStore(args.collections_file)
     call_log = CallLog(args.call_log)
-    app = RekognitionApp(lambda: Call(analyses, s3, collections), faults, frozenset(args.deny))
+    quotas = ServiceQuotasApp(faults.quota, args.service_quotas)
+    app = RekognitionApp(lambda: Call(analyses, s3, collections), faults, frozenset(args.deny), quotas)
     server = serve(args.host, args.port, app, call_log)
     host, port = server.server_address[:2]
     print(f"Rekognition endpoint listening on http://{host!s}:{port}", flush=True)
@@ -177,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="OPERATION",
         help="answer every call of this operation AccessDeniedException, as IAM would (repeatable)",
+    )
+    rek.add_argument(
+        "--service-quotas",
+        choices=SERVICE_QUOTAS_MODES,
+        default="answer",
+        help="Service Quotas (ListServiceQuotas, GetServiceQuota): 'answer' lists the quotas this endpoint "
+        "enforces; 'deny' answers AccessDeniedException",
     )
     rek.add_argument("--collections-file", type=Path, help="persist face collections to this JSON file")
     add_endpoint_flags(rek)

@@ -106,7 +106,7 @@ class FaultInjector:
     """One token bucket per operation and the seeded RNG; `decide(operation)` is called once per call."""
 
     def __init__(self, config: FaultConfig, clock: Callable[[], float] = time.monotonic) -> None:
-        self._config = config
+        self.config = config
         self._clock = clock
         self._rng = random.Random(config.seed)
         self._buckets: dict[str, TokenBucket | None] = {}
@@ -122,8 +122,12 @@ class FaultInjector:
                 )
             return self._buckets[operation]
 
+    def quota(self, operation: str) -> float | None:
+        """The calls per second `operation` is held to (None: no quota)."""
+        return self.config.for_operation(operation).tps
+
     def decide(self, operation: str) -> Verdict:
-        behaviour = self._config.for_operation(operation)
+        behaviour = self.config.for_operation(operation)
         bucket = self._bucket(operation, behaviour)
         if bucket is not None and not bucket.try_acquire():
             return Verdict(error="ProvisionedThroughputExceededException")

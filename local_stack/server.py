@@ -27,6 +27,8 @@ import botocore.session
 from local_stack.errors import ServiceError
 from local_stack.faults import FaultInjector, Verdict
 from local_stack.operations import OPERATIONS, Call
+from local_stack.service_quotas import TARGET_PREFIX as QUOTAS_PREFIX
+from local_stack.service_quotas import ServiceQuotasApp
 from local_stack.validation import validate_request
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class Answer:
     status: int
     body: bytes
     error: str | None = None
+    service: str = "rekognition"
     drop: bool = False
     delay: float = 0.0
     call: Call | None = None
@@ -80,13 +83,26 @@ class CallLog:
 class RekognitionApp:
     """Everything but the sockets: `handle(target, body) -> Answer`."""
 
-    def __init__(self, make_call: Any, faults: FaultInjector, denied: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        make_call: Any,
+        faults: FaultInjector,
+        denied: frozenset[str] = frozenset(),
+        service_quotas: ServiceQuotasApp | None = None,
+    ) -> None:
         self._make_call = make_call  # () -> Call, so each request gets fresh per-call state
         self._faults = faults
         self._denied = denied  # operations the caller's (pretend) IAM policy does not allow
         self._model = botocore.session.get_session().get_service_model("rekognition")
+        # Service Quotas' answers (`local_stack.service_quotas`): the quotas this endpoint enforces.
+        self._quotas = service_quotas or ServiceQuotasApp(faults.quota)
 
     def handle(self, target: str, body: bytes) -> Answer:
+        if target.startswith(QUOTAS_PREFIX):
+            return self._service_quotas(target.removeprefix(QUOTAS_PREFIX), body)
+        return self._rekognition(target, body)
+
+    def _rekognition(self, target: str, body: bytes) -> Answer:
         operation = target.removeprefix(TARGET_PREFIX)
         handler = OPERATIONS.get(operation) if target.startswith(TARGET_PREFIX) else None
         try:
@@ -115,6 +131,18 @@ class RekognitionApp:
             return _error_answer(operation, fault, delay=verdict.delay, call=call, ref=ref)
         body_out = json.dumps(result, separators=(",", ":")).encode()
         return Answer(operation, 200, body_out, delay=verdict.delay, call=call, ref=ref)
+
+    def _service_quotas(self, operation: str, body: bytes) -> Answer:
+        """A Service Quotas call: no quota, faults or latency of the Rekognition operations apply."""
+        try:
+            result = self._quotas.handle(operation, json.loads(body or b"{}"))
+        except ValueError:
+            err = ServiceError("SerializationException", "Body is not JSON.")
+            return _error_answer(operation, err, service="service-quotas")
+        except ServiceError as err:
+            return _error_answer(operation, err, service="service-quotas")
+        body_out = json.dumps(result, separators=(",", ":")).encode()
+        return Answer(operation, 200, body_out, service="service-quotas")
 
     def _refusal(self, target: str, operation: str) -> ServiceError:
         """Why a call is refused before anything else: the caller may not call it (`--deny`), or no such
@@ -212,6 +240,7 @@ def _log_record(answer: Answer, ts: float, started: float) -> dict[str, Any]:
     source, bucket, name, version = answer.ref
     return {
         "ts": ts,
+        "service": answer.service,
         "operation": answer.operation,
         "source": source,
         "bucket": bucket,

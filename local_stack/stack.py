@@ -98,6 +98,7 @@ class LocalStack:
         self.env = {
             "AWS_ENDPOINT_URL_S3": self.s3_url,
             "AWS_ENDPOINT_URL_REKOGNITION": self.rekognition_url,
+            "AWS_ENDPOINT_URL_SERVICE_QUOTAS": self.rekognition_url,  # the endpoint answers it too
             **DUMMY_ENV,
         }
         log.info("local stack up: S3 %s, Rekognition %s", self.s3_url, self.rekognition_url)
@@ -117,12 +118,14 @@ class LocalStack:
             self._tmp.cleanup()
             self._tmp = None
 
-    def calls(self) -> list[dict[str, Any]]:
-        """The endpoint's call log so far, one dict per call (see docs/local-stack.md for the fields)."""
+    def calls(self, service: str | None = "rekognition") -> list[dict[str, Any]]:
+        """The endpoint's call log so far, one dict per call (see docs/local-stack.md for the fields):
+        the calls of `service` ("rekognition", "service-quotas"; None: every call)."""
         if not self.call_log.exists():
             return []
         with self.call_log.open(encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
+            calls = [json.loads(line) for line in fh if line.strip()]
+        return [c for c in calls if service is None or c.get("service", "rekognition") == service]
 
     def s3_client(self) -> Any:
         """A boto3 S3 client on the local S3 (dummy credentials)."""

@@ -92,7 +92,14 @@ def check(path: str, shape: Shape, value: Any) -> None:
     checker(path, shape, value)
 
 
-def validate_response(operation_name: str, parsed_response: dict[str, Any]) -> None:
-    shape = rekognition_model().operation_model(operation_name).output_shape
+@cache
+def service_model(service: str) -> ServiceModel:
+    return botocore.session.get_session().get_service_model(service)
+
+
+def validate_response(
+    operation_name: str, parsed_response: dict[str, Any], service: str = "rekognition"
+) -> None:
+    shape = service_model(service).operation_model(operation_name).output_shape
     body = {k: v for k, v in parsed_response.items() if k != "ResponseMetadata"}
     check(operation_name, shape, body)

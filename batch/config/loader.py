@@ -99,7 +99,7 @@ def load_config(
     """
     tree, origins = _config_tree(path, environ, overrides, flags)
     with _naming_origins(origins):
-        return _build(tree)
+        return dataclasses.replace(_build(tree), tps_source=_tps_source(origins))
 
 
 def load_account_config(
@@ -114,7 +114,15 @@ def load_account_config(
     no input or output is required."""
     tree, origins = _config_tree(path, environ, overrides, flags)
     with _naming_origins(origins):
-        return _build(tree, validate_run=False)
+        return dataclasses.replace(_build(tree, validate_run=False), tps_source=_tps_source(origins))
+
+
+def _tps_source(origins: Mapping[str, str]) -> str:
+    """Who set `rekognition.tps`: "flag" (a flag or an override), "config" (the file or a variable), ""."""
+    origin = origins.get("rekognition.tps", "")
+    if origin.startswith(("flag ", "override ")):
+        return "flag"
+    return "config" if origin else ""
 
 
 def load_report_config(

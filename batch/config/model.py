@@ -231,10 +231,18 @@ class RunConfig:
     prices: Mapping[str, float] = field(default_factory=dict)
     #: Calls per second per analysis's operation, where it differs from `rekognition.tps`.
     quotas: Mapping[str, float] = field(default_factory=dict)
+    #: Who set `rekognition.tps`: "flag" (--tps), "config" (the file or a REKBATCH_ variable), or ""
+    #: (no one: the run reads the account's quotas from Service Quotas, `batch.core.service_quotas`).
+    tps_source: str = ""
 
     def quota(self, analysis: str) -> float:
         """The rate the whole cluster may call this analysis's operation at."""
         return self.quotas.get(analysis, self.rekognition.tps)
+
+    def quota_source(self, analysis: str) -> str:
+        """Who set this analysis's quota: "config" ([quotas]), "flag" or "config" (rekognition.tps), or
+        "" when no one did."""
+        return "config" if analysis in self.quotas else self.tps_source
 
     @property
     def bucket(self) -> str:

@@ -201,6 +201,13 @@ def error_row(
     }
 
 
+_QUOTA = pa.struct(
+    [
+        pa.field("operation", pa.string()),
+        pa.field("tps", pa.float64()),
+        pa.field("source", pa.string()),
+    ]
+)
 _CALL_COUNT = pa.struct(
     [
         pa.field("operation", pa.string()),
@@ -244,6 +251,9 @@ RUNS_SCHEMA = table_schema(
         pa.field("kept_images", pa.int64()),
         pa.field("full", pa.bool_()),
         pa.field("region", pa.string()),
+        # Each operation's calls per second for the run, and where it came from (flag, config,
+        # service-quotas, default).
+        pa.field("quotas", pa.list_(_QUOTA)),
     ]
 )
 

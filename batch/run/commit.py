@@ -190,4 +190,5 @@ def runs_row(config: RunConfig, summary: RunSummary) -> dict[str, Any]:
         "kept_images": summary.kept_images,
         "full": summary.full,
         "region": summary.region or None,
+        "quotas": summary.quota_list(),
     }

@@ -66,7 +66,7 @@ def run_batches(
         planned = _planned(counter, attempt, state, context, limit=config.limit)
         ahead = _plan_ahead(planned, cluster, shutdown)
         if not cluster.started:  # nothing to analyse (or stopped before anything was): no cluster
-            summary.quotas = operation_quotas(config)
+            summary.quotas = summary.quotas or operation_quotas(config)
             return
         client, threads, quotas, cpu_before = _prepare_cluster(cluster, config, summary)
         plan = ConcurrencyPlan(
@@ -188,9 +188,8 @@ def _prepare_cluster(
     and the CPU seconds the job's processes have spent so far (the processing CPU is counted from here)."""
     client = cluster.client()
     processes, threads = worker_threads(client)
-    quotas = operation_quotas(config)
+    quotas = summary.quotas = summary.quotas or operation_quotas(config)  # resolved by the job
     install_quota(client, quotas, default=config.rekognition.tps)
-    summary.quotas = quotas
     cpu_before = cpu_seconds() + sum(client.run(cpu_seconds).values())
     summary.dashboard = dashboard_address(client)
     logger.info("Dask: %d worker processes, %d threads; dashboard %s", processes, threads, summary.dashboard)

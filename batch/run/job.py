@@ -45,6 +45,7 @@ from batch.run.plan import (
     wanted_digests,
 )
 from batch.run.progress import terminal_line
+from batch.run.quotas import resolve_quotas
 from batch.run.resume import keep_earlier_work
 from batch.run.shutdown import Shutdown
 from batch.run.summary import RunSummary
@@ -116,6 +117,7 @@ def _run(config: RunConfig, s3: Any, summary: RunSummary, shutdown: Shutdown) ->
         return
     hooks = _driver_hooks(config, s3, store, dry_run=False)
     config = _prepared(config, hooks)
+    resolve_quotas(config, summary)
     summary.config_digest = config_digest(config)  # with what the hooks resolved (reference ETags)
     attempt = start_attempt(config, store, summary)
     started = f"rekbatch: run {summary.run_id}: attempt {summary.attempt} started"
@@ -163,6 +165,7 @@ def _dry_run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
     store = RunStore(Destination(config.output), s3) if config.output else None
     hooks = _driver_hooks(config, s3, store, dry_run=True)
     config = _prepared(config, hooks)
+    resolve_quotas(config, summary)
     state = _committed_state(config, s3) if config.output else CommittedState()
     for hook in hooks.values():
         hook.start(())

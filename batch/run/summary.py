@@ -93,8 +93,10 @@ class RunSummary:
     manifest: str | None = None
     #: Attempts by Unix second, operation and outcome class: the `call_seconds` table.
     call_seconds: Counter[SecondKey] = field(default_factory=Counter)
-    #: Calls per second allowed per operation, across the cluster.
+    #: Calls per second allowed per operation, across the cluster, and where each came from ("flag",
+    #: "config", "service-quotas" or "default": `batch.core.service_quotas`).
     quotas: dict[str, float] = field(default_factory=dict)
+    quota_sources: dict[str, str] = field(default_factory=dict)
     #: Where the run report was written, or why it was not.
     report: str | None = None
     report_error: str | None = None
@@ -253,6 +255,13 @@ class RunSummary:
             for (op, outcome), n in sorted((self.calls if calls is None else calls).items())
         ]
 
+    def quota_list(self) -> list[dict[str, Any]]:
+        """Each operation's quota and its source, as the JSON summary and the `runs` table give them."""
+        return [
+            {"operation": op, "tps": tps, "source": self.quota_sources.get(op)}
+            for op, tps in sorted(self.quotas.items())
+        ]
+
     def as_json(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -270,6 +279,7 @@ class RunSummary:
             "input": self.input,
             "output": self.output,
             "region": self.region or None,
+            "quotas": self.quota_list(),
             "analyses": list(self.analyses),
             "config_digest": self.config_digest,
             "started_at": self.started_at.isoformat(),

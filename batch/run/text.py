@@ -53,7 +53,7 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
             f"  of which paid twice: {paid} calls, ${summary.repeated_cost_usd:.4f} (work a crash or a "
             f"failed task threw away; {in_flight} of them in flight when their process died)"
         )
-    lines += summary.driver_lines
+    lines += [*_quota_lines(summary), *summary.driver_lines]
     tables = ", ".join(f"{t} {n}" for t, n in sorted(summary.rows.items())) or "none new"
     lines.append(f"  output: {summary.output} ({summary.files} files; rows: {tables})")
     if summary.report or summary.report_error:
@@ -85,7 +85,7 @@ def _dry_run_lines(summary: RunSummary) -> list[str]:
         if operation not in summary.storage_operations:
             bound = "at least " if operation in per_face else at_most
             lines.append(f"  would call {operation} {bound}{n} times")
-    lines += summary.driver_lines
+    lines += [*_quota_lines(summary, would=True), *summary.driver_lines]
     called = summary.dry_run_called or "nothing"
     cost = f"${summary.estimated_cost_usd:.4f}"
     if per_face:
@@ -100,3 +100,10 @@ def _dry_run_lines(summary: RunSummary) -> list[str]:
         )
     return lines + summary.forecast_lines
 
+
+def _quota_lines(summary: RunSummary, *, would: bool = False) -> list[str]:
+    """The quota each operation was (or a run would be) held to, and where it came from."""
+    if not summary.quotas:
+        return []
+    quotas = ", ".join(f"{q['operation']} {q['tps']:g} ({q['source']})" for q in summary.quota_list())
+    return [f"  quotas{' a run would use' if would else ''}, calls/s: {quotas}"]

@@ -202,6 +202,16 @@ def test_the_job_policy_allows_every_analysis_but_no_collection_operation() -> N
         assert not allows(policy, (f"rekognition:{operation}", COLLECTION, {})), operation
 
 
+def test_the_job_policy_allows_the_service_quotas_calls_of_a_run() -> None:
+    """Each run reads its quotas (`batch/aws/service_quotas.py`): each operation it names is allowed."""
+    source = (ROOT / "batch" / "aws" / "service_quotas.py").read_text()
+    methods = set(re.findall(r"get_paginator\(\"(\w+)\"\)", source))
+    assert methods == {"list_service_quotas"}
+    for method in methods:
+        action = "servicequotas:" + "".join(part.title() for part in method.split("_"))
+        assert allows(load_policy("iam-policy.json"), (action, "*", {})), action
+
+
 def test_the_job_policy_holds_no_delete_and_no_wildcard_action() -> None:
     policy = load_policy("iam-policy.json")
     actions = [a for s in policy["Statement"] if s["Effect"] == "Allow" for a in _listed(s["Action"])]

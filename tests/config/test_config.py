@@ -62,6 +62,18 @@ def test_quotas_per_operation_and_the_tps_flag_for_all(tmp_path: Path) -> None:
         load_config(write(tmp_path, "[quotas]\nfaces = 0\n"), environ={}, overrides=RUN)
 
 
+def test_who_set_the_quota_is_kept(tmp_path: Path) -> None:
+    """Unset, a quota is read from Service Quotas (`batch.run.quotas`): the config says who set each."""
+    unset = load_config(write(tmp_path, "[quotas]\nfaces = 5\n"), environ={}, overrides=RUN)
+    assert (unset.quota_source("faces"), unset.quota_source("labels")) == ("config", "")
+    from_file = load_config(write(tmp_path, "[rekognition]\ntps = 20\n"), environ={}, overrides=RUN)
+    from_env = load_config(environ={"REKBATCH_REKOGNITION__TPS": "20"}, overrides=RUN)
+    assert from_file.quota_source("labels") == from_env.quota_source("labels") == "config"
+    overrides = {**RUN, "rekognition.tps": 9.0, "quotas": {}}
+    flagged = load_config(environ={}, overrides=overrides, flags={"rekognition.tps": "--tps"})
+    assert flagged.quota_source("labels") == "flag"
+
+
 def test_environment_lists_and_strings() -> None:
     env = {"REKBATCH_RUN__ANALYSES": '["labels", "text"]', "REKBATCH_DASK__SCHEDULER": "tcp://h:8786"}
     config = load_config(environ=env, overrides=RUN)

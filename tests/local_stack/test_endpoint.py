@@ -486,8 +486,10 @@ def test_same_image_same_answer_and_call_log(
     s3_record = next(r for r in records if r["source"] == "s3")
     assert s3_record["bucket"] == BUCKET
     assert s3_record["name"] == seeded[0].by_name(name).key
+    assert s3_record["service"] == "rekognition"  # Service Quotas' calls: "service-quotas"
     assert set(s3_record) == {
         "ts",
+        "service",
         "operation",
         "source",
         "bucket",

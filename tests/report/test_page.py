@@ -349,3 +349,29 @@ def test_the_region_is_on_the_report_and_a_run_from_before_the_column_still_read
     with views.connect(str(tmp_path)) as sql:
         rows = sql.execute("SELECT run_id, region FROM runs ORDER BY run_id").fetchall()
     assert rows == [("new", "eu-west-1"), ("old", None)]
+
+
+# --- the quotas -------------------------------------------------------------------------------------------
+
+
+def test_the_quotas_and_their_sources_are_on_the_report_and_older_runs_read_null(tmp_path: Path) -> None:
+    from batch.core.tables import RUNS_SCHEMA
+    from batch.query import views
+
+    new, old = RunBuilder(tmp_path, "new"), RunBuilder(tmp_path, "old")
+    new.image("in/a.jpg")
+    old.image("in/b.jpg")
+    quotas = [
+        {"operation": "DetectFaces", "tps": 20.0, "source": "service-quotas"},
+        {"operation": "DetectLabels", "tps": 2.5, "source": "config"},
+    ]
+    new.write(quotas=quotas)
+    old.write(schemas={"runs": RUNS_SCHEMA.remove(RUNS_SCHEMA.get_field_index("quotas"))})
+    assert (
+        "quotas, calls/s</dt><dd data-quotas>DetectFaces 20 (service-quotas), DetectLabels 2.5 (config)"
+        in report(new)
+    )
+    assert "data-quotas" not in report(old)
+    with views.connect(str(tmp_path)) as sql:
+        rows = sql.execute("SELECT run_id, quotas FROM runs ORDER BY run_id").fetchall()
+    assert rows == [("new", quotas), ("old", None)]
