@@ -105,5 +105,9 @@ def _quota_lines(summary: RunSummary, *, would: bool = False) -> list[str]:
     """The quota each operation was (or a run would be) held to, and where it came from."""
     if not summary.quotas:
         return []
-    quotas = ", ".join(f"{q['operation']} {q['tps']:g} ({q['source']})" for q in summary.quota_list())
+    listed = summary.quota_list()
+    if len({(q["tps"], q["source"]) for q in listed}) == 1:  # one line that fits a terminal
+        quotas = f"{listed[0]['tps']:g} for each operation ({listed[0]['source']})"
+    else:
+        quotas = ", ".join(f"{q['operation']} {q['tps']:g} ({q['source']})" for q in listed)
     return [f"  quotas{' a run would use' if would else ''}, calls/s: {quotas}"]

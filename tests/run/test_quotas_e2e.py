@@ -97,7 +97,7 @@ def test_a_run_reads_the_accounts_quotas_and_holds_to_them(low_stack: LocalStack
     assert outcomes == {"ok": 2 * IMAGES}, outcomes
     assert run["throttled"] == 0
     assert "rekbatch: quotas:" not in run["stderr"]
-    assert "quotas, calls/s: DetectFaces 4 (service-quotas), DetectLabels 4 (service-quotas)" in run["stdout"]
+    assert "quotas, calls/s: 4 for each operation (service-quotas)" in run["stdout"]
     row = runs_row(tmp_path / "out")
     assert {q["operation"]: (q["tps"], q["source"]) for q in row["quotas"]} == used
     assert (
@@ -129,7 +129,7 @@ def test_a_quota_set_by_flag_wins_and_service_quotas_is_not_asked(
     run = rekbatch(low_stack, tmp_path, CLUSTER, "--dry-run", "--tps", "3")
     assert quotas(run) == {"DetectLabels": (3.0, "flag"), "DetectFaces": (3.0, "flag")}
     assert run["quota_calls"] == []
-    assert "quotas a run would use, calls/s: DetectFaces 3 (flag), DetectLabels 3 (flag)" in run["stdout"]
+    assert "quotas a run would use, calls/s: 3 for each operation (flag)" in run["stdout"]
 
 
 def test_quotas_set_in_the_config_win_and_the_others_are_read(low_stack: LocalStack, tmp_path: Path) -> None:

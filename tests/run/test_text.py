@@ -75,3 +75,17 @@ def test_the_dry_run_prices_the_collection_apart_from_the_image_calls() -> None:
         "apart from the image calls",
         "  faces stored after: about 2 ($0.0000/month; 1 images to index at 1.0 faces each)",
     ]
+
+
+def test_the_quota_line_is_one_figure_when_every_operation_shares_it_else_one_per_operation() -> None:
+    summary = RunSummary(
+        "r1", "s3://b/p/", "out", ("labels",), "d", "", NOW, ended_at=NOW, status="completed"
+    )
+    ops = ("DetectFaces", "DetectLabels", "DetectModerationLabels", "DetectText", "RecognizeCelebrities")
+    summary.quotas = dict.fromkeys(ops, 50.0)
+    summary.quota_sources = dict.fromkeys(ops, "flag")
+    (line,) = [line for line in format_summary(summary).splitlines() if "quotas" in line]
+    assert line == "  quotas, calls/s: 50 for each operation (flag)"
+    summary.quotas["DetectFaces"], summary.quota_sources["DetectLabels"] = 20.0, "service-quotas"
+    (line,) = [line for line in format_summary(summary).splitlines() if "quotas" in line]
+    assert line.startswith("  quotas, calls/s: DetectFaces 20 (flag), DetectLabels 50 (service-quotas), ")
