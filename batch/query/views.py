@@ -26,7 +26,7 @@ from batch.analyses.registry import all_tables
 from batch.core.manifest import COMMITS_DIR, COMMITS_SCHEMA, FileEntry, Manifest, manifest_path
 from batch.core.tables import PARTITION_COLUMN
 from batch.storage.commits import RunStore
-from batch.storage.readers import check_committed, read_committed
+from batch.storage.readers import check_committed, committed_dataset
 from batch.storage.sink import Destination
 
 __all__ = [
@@ -202,17 +202,13 @@ def connect(output: str, s3_client: Any = None) -> Any:
 
     store = RunStore(Destination(output), s3_client)
     manifests = store.manifests()
-    if not store.destination.is_s3:
-        check_committed(store, manifests)  # DuckDB would fail on a missing file with a traceback
+    check_committed(store, manifests)  # a reader would fail on a missing file with a traceback
     connection = duckdb.connect()
     if not store.destination.is_s3:
         connection.execute(duckdb_views_sql(store.destination, manifests))
         return connection
     for table, schema in all_tables().items():
-        parts = list(read_committed(store, manifests, table))
-        empty = pa.schema([*schema, pa.field(PARTITION_COLUMN, pa.string())]).empty_table()
-        data = pa.concat_tables([empty, *parts], promote_options="default")
-        connection.register(table, data)
+        connection.register(table, committed_dataset(store, manifests, table, schema))
     commits = [json.loads(m.to_json()) for m in manifests]
     connection.register("commits", pa.Table.from_pylist(commits, schema=COMMITS_SCHEMA))
     return connection

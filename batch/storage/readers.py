@@ -14,15 +14,17 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from batch.aws.s3files import read_only_filesystem
 from batch.core.errors import OutputUnreadable
 from batch.core.incremental import CommittedState
 from batch.core.manifest import FileEntry, Manifest
 from batch.core.tables import PARTITION_COLUMN
 from batch.storage.commits import READ_THREADS, RunStore
 
-__all__ = ["check_committed", "committed_state", "missing_file", "read_committed"]
+__all__ = ["check_committed", "committed_dataset", "committed_state", "missing_file", "read_committed"]
 
 
 def missing_file(store: RunStore, run_id: str, entry: FileEntry, count: int = 1) -> OutputUnreadable:
@@ -55,11 +57,44 @@ def read_committed(
         if body is None:
             raise missing_file(store, run_id, entry)
         data = pq.read_table(io.BytesIO(body), columns=list(columns) if columns else None)
-        dt = entry.path.split("/")[1].removeprefix(f"{PARTITION_COLUMN}=")
+        dt = _partition(entry)
         return data.append_column(PARTITION_COLUMN, pa.array([dt] * data.num_rows, pa.string()))
 
     with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
         yield from pool.map(read, files)
+
+
+def committed_dataset(
+    store: RunStore, manifests: Sequence[Manifest], table: str, schema: pa.Schema
+) -> ds.Dataset:
+    """The committed files of `table` on S3 as a lazy pyarrow dataset, `dt` included, read in place.
+
+    Exactly the files the manifests list (sizes from them too), read by ranged GETs through the store's
+    boto3 client (`batch.aws.s3files`): a scan reads only the columns and row groups it asks for. Files
+    written before a column existed read as null in it. Call `check_committed` first: a file missing
+    here fails the scan, not this call.
+    """
+    parquet = ds.ParquetFileFormat()
+    entries = [entry for manifest in manifests for entry in manifest.files_of(table)]
+    paths = [store.destination.location(entry.path).removeprefix("s3://") for entry in entries]
+    sizes = {path: entry.size_bytes for path, entry in zip(paths, entries, strict=True)}
+    filesystem = read_only_filesystem(store.s3_client, sizes)
+    fragments = [
+        parquet.make_fragment(
+            path,
+            filesystem,
+            partition_expression=ds.field(PARTITION_COLUMN) == _partition(entry),
+            file_size=entry.size_bytes,
+        )
+        for path, entry in zip(paths, entries, strict=True)
+    ]
+    full = pa.schema([*schema, pa.field(PARTITION_COLUMN, pa.string())])
+    return ds.FileSystemDataset(fragments, full, parquet, filesystem)
+
+
+def _partition(entry: FileEntry) -> str:
+    """The `dt` of a committed file, from its path (`<table>/dt=<date>/<name>.parquet`)."""
+    return entry.path.split("/")[1].removeprefix(f"{PARTITION_COLUMN}=")
 
 
 def committed_state(store: RunStore, manifests: Sequence[Manifest]) -> CommittedState:
