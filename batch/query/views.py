@@ -7,8 +7,9 @@
   partition projection on `dt`), a `commits` table over the manifests (JSON SerDe), and views named
   after the tables that keep the rows of committed files only (`"$path"` in the manifests' file lists),
   so they need no rebuilding (`rekbatch athena-ddl --location s3://...`).
-* `connect(output)`: a DuckDB connection with the views; for S3 output the committed files are loaded
-  through boto3 (`batch.storage.readers`), as DuckDB's httpfs extension may not be installable. A
+* `connect(output)`: a DuckDB connection with the views; for S3 output each view is a lazy pyarrow
+  dataset of the committed files, read in place by byte range through boto3
+  (`batch.storage.readers.committed_dataset`), as DuckDB's httpfs extension may not be installable. A
   committed file that is missing is an `OutputUnreadable` naming the run and the file.
 
 The SQL builders are pure; duckdb is imported only by `connect`.
