@@ -14,6 +14,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
+from botocore.exceptions import BotoCoreError, ClientError
+
+from batch.core.redaction import one_line
 
 __all__ = ["RangedObject", "S3ReadHandler", "read_only_filesystem"]
 
@@ -47,10 +50,16 @@ class RangedObject:
         end = self._size if count is None or count < 0 else min(self._size, self._position + count)
         if end <= self._position:
             return b""
-        answer = self._client.get_object(
-            Bucket=self._bucket, Key=self._key, Range=f"bytes={self._position}-{end - 1}"
-        )
-        body: bytes = answer["Body"].read()
+        try:
+            answer = self._client.get_object(
+                Bucket=self._bucket, Key=self._key, Range=f"bytes={self._position}-{end - 1}"
+            )
+            body: bytes = answer["Body"].read()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "error")
+            raise OSError(f"cannot read s3://{self._bucket}/{self._key}: {code}") from None
+        except BotoCoreError as exc:
+            raise OSError(f"cannot read s3://{self._bucket}/{self._key}: {one_line(str(exc))}") from None
         self._position += len(body)
         return body
 

@@ -74,8 +74,10 @@ def run_script(connection: Any, sql: str, variables: Mapping[str, str], show: Ca
 
 
 def one_line(error: Exception) -> str:
-    """DuckDB's message without its multi-line `LINE n: ...` caret excerpt, on one line."""
-    return " ".join(str(error).split("\nLINE ")[0].split())
+    """DuckDB's message on one line, without its `LINE n: ...` caret excerpt nor the Python traceback
+    it appends when a Python reader (an S3 output's files, `batch.aws.s3files`) failed."""
+    message = str(error).split("\nLINE ")[0].split(" Detail: Python exception:")[0]
+    return " ".join(message.split())
 
 
 def print_relation(relation: Any) -> None:

@@ -23,7 +23,10 @@ import pytest
 from conftest import COMMITTED_AT, commit_rows
 
 from batch.analyses.registry import all_tables
+from batch.core.errors import QueryFailed
 from batch.core.manifest import Manifest, data_file_name
+from batch.query import shell as sql_shell
+from batch.query import views
 from batch.storage.commits import RunStore
 from batch.storage.sink import Destination, write_tables
 from local_stack.stack import LocalStack
@@ -166,3 +169,19 @@ def test_a_missing_committed_file_on_s3_is_one_line_naming_the_run(stack: LocalS
     assert (result.returncode, result.stdout) == (3, "")
     reason = f"run r2: committed file s3://{BUCKET}/gone/{gone.path} is missing"
     assert result.stderr == f"rekbatch: error: {reason}\n"
+
+
+def test_a_file_gone_during_a_session_fails_the_query_in_one_line(stack: LocalStack) -> None:
+    s3 = stack.s3_client()
+    store = RunStore(Destination(f"s3://{BUCKET}/session"), s3)
+    (labels,) = commit_history(store)[2].files_of("labels")
+
+    with views.connect(f"s3://{BUCKET}/session", s3) as connection:
+        s3.delete_object(Bucket=BUCKET, Key=f"session/{labels.path}")  # a careless gc, mid-session
+        with pytest.raises(QueryFailed) as failed:
+            sql_shell.run_script(connection, "SELECT count(*) FROM labels", {}, lambda rows: rows.fetchall())
+        assert sql_shell.run_script(connection, "SELECT 1", {}, lambda rows: rows.fetchall()) is None
+
+    location = f"s3://{BUCKET}/session/{labels.path}"
+    assert str(failed.value).endswith(f"cannot read {location}: NoSuchKey.")
+    assert "Traceback" not in str(failed.value)
