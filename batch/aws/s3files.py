@@ -1,11 +1,12 @@
 """Committed files read where they are on S3, by byte range, through boto3: a read-only pyarrow filesystem.
 
-`read_only_filesystem(client)` is a `pyarrow.fs.PyFileSystem` whose files are S3 objects (`bucket/key`)
+`read_only_filesystem(client, sizes)` is a `pyarrow.fs.PyFileSystem` whose files are S3 objects (`bucket/key`)
 read with ranged GETs of the job's own boto3 client, so the endpoint (`AWS_ENDPOINT_URL_S3`,
 `AWS_ENDPOINT_URL`, the profile), region, credentials and retries are botocore's, as for every other S3
 call of the job, and no DuckDB extension (httpfs) is needed. A Parquet reader asks only for the footer and
 the column chunks it needs, so a query reads the columns and row groups it uses and never a whole file.
-Sizes come from the manifests (`open(path, size)`), so opening a file costs no request.
+The files and their sizes are given up front (from the manifests): opening one costs no request, and
+nothing else can be opened or listed.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 A glob would read what no run committed: the files of a crashed or losing attempt, a file a re-run task
 was rewriting, stray `_x.parquet` files. `read_committed` gives pyarrow tables, `committed_dataset` a lazy
 dataset of an S3 output's committed files (for the query views, `batch.query.views`), `committed_state`
-what committed runs settled (for incremental runs). A committed
-file that is missing (deleted by hand or by a lifecycle rule) is an `OutputUnreadable` naming the run and
-the file (`missing_file`, `check_committed`), never a reader's traceback.
+what committed runs settled (for incremental runs). A committed file that is missing (deleted by hand or
+by a lifecycle rule) is an `OutputUnreadable` naming the run and the file (`missing_file`,
+`check_committed`), never a reader's traceback.
 """
 
 from __future__ import annotations
