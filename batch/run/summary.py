@@ -87,6 +87,9 @@ class RunSummary:
     #: Images of earlier attempts a resumed run kept: those of kept batches, and those done in batches
     #: a crash cut short (their records).
     kept_images: int = 0
+    #: The run's manifests committed so far, by every attempt: its segments (`run.commit_every`),
+    #: and its final one once it is committed.
+    segments: int = 0
     full: bool = False
     max_error_rate: float = 1.0
     #: Where the manifest is, once this attempt (or an earlier one) committed the run.
@@ -275,6 +278,7 @@ class RunSummary:
             "kept_batches": self.kept_batches,
             "kept_images": self.kept_images,
             "split_batches": self.split_batches,
+            "segments": self.segments,
             "full": self.full,
             "input": self.input,
             "output": self.output,
