@@ -121,8 +121,9 @@ def commit(
     the accounting checked but for the images still to come."""
     if final:
         counts, problems = final_counts(attempt.ledger.counts, attempt.segment_counts)
-    else:
-        counts, problems = batch_counts(attempt.batches), []
+    else:  # the run's segments with this one must not count more than the run has so far
+        counts = batch_counts(attempt.batches)
+        problems = final_counts(attempt.ledger.counts, attempt.segment_counts + counts)[1]
     problems = attempt.ledger.problems(final=final) + problems
     if problems:
         summary.end("aborted", "accounting check failed: " + "; ".join(problems))

@@ -23,8 +23,10 @@ import pytest
 from conftest import make_image
 from processes import gone, wait_for, worker_processes
 
+from batch.core.errors import RunNotFound
 from batch.core.manifest import Manifest
 from batch.query import views
+from batch.report.data import load_run
 from local_stack.stack import LocalStack
 
 pytestmark = pytest.mark.integration
@@ -127,6 +129,8 @@ def test_a_run_killed_after_two_segments_shows_them_and_resumes_without_a_repeat
     assert code == 0, stderr
     assert f"rows={done} keys={done}" in shown
     assert "runs=0" in shown
+    with pytest.raises(RunNotFound, match=f"{len(segments)} segments committed so far"):
+        load_run(str(out), "seg-1")  # the report comes with the runs row, at the final commit
     code, listed, stderr = finish(rekbatch(stack, tmp_path, "files", "images"))
     assert code == 0, stderr
     assert sorted(listed.split()) == sorted(str(out / f.path) for m in segments for f in m.files_of("images"))
@@ -152,6 +156,8 @@ def test_a_run_killed_after_two_segments_shows_them_and_resumes_without_a_repeat
             "SELECT count(*), any_value(segments), any_value(calls) FROM runs"
         ).fetchall()
     assert (runs, segments_column) == (1, len(run_manifests))
+    # The report reads every manifest of the run.
+    assert sum(rows.num_rows for _, rows in load_run(str(out), "seg-1").scan("images")) == IMAGES
     totals = sum((Counter(m.counts) for m in run_manifests), Counter())
     assert (totals["listed"], totals["analysed"]) == (IMAGES, IMAGES)
     # The bill is the endpoint's: each image called once per analysis but the calls in flight at the kill.
