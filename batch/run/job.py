@@ -146,6 +146,7 @@ def _run_attempt(
     for hook in hooks.values():
         hook.start(attempt.files)
     unsettle(state, hooks)
+
     def segment_if_due() -> None:  # readers see a long run's work as it goes (`run.commit_every`)
         elapsed = time.monotonic() - attempt.segment_clock
         if config.commit_every.due(elapsed, attempt.pending_images()):
