@@ -48,9 +48,11 @@ class Attempt:
 
     record: AttemptRecord
     ledger: Ledger = field(default_factory=Ledger)
-    #: The batches its next commit lists (those a segment committed are not here), and their files.
-    batches: list[BatchRecord] = field(default_factory=list)
+    #: The (attempt, batch) of the batches its next commit lists (not those a segment committed), their
+    #: files, and the counts of their images' outcomes (`listed`: the images).
+    batches: list[tuple[int, int]] = field(default_factory=list)
     files: list[FileEntry] = field(default_factory=list)
+    pending: Counter[str] = field(default_factory=Counter)
     #: Attempts whose batches are committed with this one (itself, and earlier ones on resume).
     attempts: set[int] = field(default_factory=set)
     #: The run's segments committed so far (by this attempt or earlier ones), and their counts summed.
@@ -71,19 +73,16 @@ class Attempt:
         for image in record.images:
             self.ledger.record(image)
         if not committed:
-            self.batches.append(record)
+            self.batches.append((record.attempt, record.batch))
             self.files.extend(record.files)
             self.attempts.add(record.attempt)
-
-    def pending_images(self) -> int:
-        """The images of the batches the next commit lists."""
-        return sum(len(record.images) for record in self.batches)
+            self.pending.update(batch_counts([record]))
 
     def segment_committed(self, counts: Counter[str]) -> None:
         """A segment listing the pending batches is committed: the next one starts empty."""
         self.segments += 1
         self.segment_counts.update(counts)
-        self.batches, self.files = [], []
+        self.batches, self.files, self.pending = [], [], Counter()
         self.attempts = {self.record.attempt}
         self.segment_clock = time.monotonic()
 
@@ -122,7 +121,7 @@ def commit(
     if final:
         counts, problems = final_counts(attempt.ledger.counts, attempt.segment_counts)
     else:  # the run's segments with this one must not count more than the run has so far
-        counts = batch_counts(attempt.batches)
+        counts = attempt.pending
         problems = final_counts(attempt.ledger.counts, attempt.segment_counts + counts)[1]
     problems = attempt.ledger.problems(final=final) + problems
     if problems:
@@ -182,7 +181,7 @@ def _write_commit(
         counts=counts,
         segment=attempt.segments + 1,
         final=final,
-        batches=tuple((record.attempt, record.batch) for record in attempt.batches),
+        batches=tuple(attempt.batches),
     )
     if final:
         faults.exit_before_commit()

@@ -149,7 +149,7 @@ def _run_attempt(
 
     def segment_if_due() -> None:  # readers see a long run's work as it goes (`run.commit_every`)
         elapsed = time.monotonic() - attempt.segment_clock
-        if config.commit_every.due(elapsed, attempt.pending_images()):
+        if config.commit_every.due(elapsed, attempt.pending["listed"]):
             commit(config, store, summary, attempt, final=False)
 
     with shutdown.deferred():
