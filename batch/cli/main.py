@@ -108,6 +108,12 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
         help="finish a crashed run: keep every image it had done, analyse the rest, commit once",
     )
     run.add_argument(
+        "--commit-every",
+        metavar="EVERY",
+        help="commit what is done so far as a segment readers see, every DURATION (30m, 6h, 1d) or "
+        "N images (100000images); the last commit writes the runs row (default: commit once, at the end)",
+    )
+    run.add_argument(
         "--max-error-rate",
         type=float,
         metavar="R",
@@ -265,6 +271,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         "run.summary_json": ("--summary-json", args.summary_json),
         "run.full": ("--full", args.full),
         "run.resume": ("--resume", args.resume),
+        "run.commit_every": ("--commit-every", args.commit_every),
         "run.max_error_rate": ("--max-error-rate", args.max_error_rate),
         "dask.scheduler": ("--scheduler", args.scheduler),
         "rekognition.tps": ("--tps", args.tps),

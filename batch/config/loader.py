@@ -38,6 +38,7 @@ from batch.config.model import (
     parse_s3_url,
 )
 from batch.core.errors import ConfigError
+from batch.core.segments import CommitEvery, parse_commit_every
 
 ENV_PREFIX = "REKBATCH_"
 
@@ -62,6 +63,7 @@ _RUN_KEYS = {
     "summary_json",
     "full",
     "resume",
+    "commit_every",
     "max_error_rate",
     "prune",
     "progress_log_seconds",
@@ -259,6 +261,7 @@ def _build(tree: Mapping[str, Any], *, validate_run: bool = True) -> RunConfig:
         summary_json=_typed(run.get("summary_json", ""), str, "run.summary_json"),
         full=_typed(run.get("full", False), bool, "run.full"),
         resume=_typed(run.get("resume", ""), str, "run.resume"),
+        commit_every=_commit_every(run.get("commit_every", "")),
         max_error_rate=_typed(run.get("max_error_rate", 1.0), float, "run.max_error_rate"),
         prune=_typed(run.get("prune", False), bool, "run.prune"),
         progress_log_seconds=_typed(run.get("progress_log_seconds", 30.0), float, "run.progress_log_seconds"),
@@ -313,6 +316,16 @@ def _validate_run(config: RunConfig) -> None:
         raise ConfigError(
             f"run.prune: prunes what {' or '.join(pruning)} keeps outside the output; add it to run.analyses"
         )
+
+
+def _commit_every(value: Any) -> CommitEvery:
+    """`run.commit_every`: a duration or a count of images (`batch.core.segments.parse_commit_every`)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # 0 (never), as TOML or a REKBATCH_ variable gives it
+    try:
+        return parse_commit_every(_typed(value, str, "run.commit_every"))
+    except ValueError as exc:
+        raise ConfigError(f"run.commit_every: {exc}") from None
 
 
 def _analyses(value: Any) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from batch.core.errors import ConfigError
 from batch.core.retry import RetryPolicy
+from batch.core.segments import CommitEvery
 
 DEFAULT_ANALYSES = ("labels", "faces", "text", "moderation", "celebrities")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -212,6 +213,8 @@ class RunConfig:
     full: bool = False
     #: The run id of a crashed run to finish (keeps its complete batches).
     resume: str = ""
+    #: Commit a segment of a long run every this long or this many images (`batch.core.segments`).
+    commit_every: CommitEvery = field(default_factory=CommitEvery)
     #: Exit non-zero (6) after committing when (rejected + failed) / images sent exceeds this.
     max_error_rate: float = 1.0
     #: Delete from the state an analysis keeps outside the output (a face collection) what belongs to

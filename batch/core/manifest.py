@@ -9,6 +9,7 @@ to commit one run id exactly one wins); readers open exactly the files manifests
     DEST/_runs/<run_id>/image-<attempt>-<digest>.json.gz                 an image's record, as it goes
     DEST/_runs/<run_id>/heartbeat-<attempt>.json                         rewritten while the attempt runs
     DEST/_commits/<run_id>.json                                          the manifest: the commit point
+    DEST/_commits/<run_id>@<segment:06d>.json                            a long run's earlier segments
 
 The `Ledger` checks that every listed (key, etag) ends in exactly one outcome and no (key, etag,
 analysis) is settled twice in one run; it holds 16-byte digests, not keys. The protocol, its reasons
@@ -72,8 +73,10 @@ def run_of_control_file(path: str) -> str | None:
     return parts[1] if len(parts) == 3 and parts[0] == RUNS_DIR else None
 
 
-def manifest_path(run_id: str) -> str:
-    return f"{COMMITS_DIR}/{run_id}.json"
+def manifest_path(run_id: str, segment: int = 0) -> str:
+    """The run's final manifest, or (`segment` >= 1) one of the segments a long run commits before it
+    (`batch.core.segments`): `@` is in no run id, so no run's name is another's segment."""
+    return f"{COMMITS_DIR}/{run_id}@{segment:06d}.json" if segment else f"{COMMITS_DIR}/{run_id}.json"
 
 
 def attempt_path(run_id: str, attempt: int) -> str:
@@ -246,6 +249,18 @@ class Manifest:
     analyses: Mapping[str, str]
     files: tuple[FileEntry, ...]
     counts: Mapping[str, int]
+    #: Its number among the run's manifests, from 1 (`batch.core.segments`); a run that commits once has
+    #: one manifest, segment 1, final.
+    segment: int = 1
+    #: The run's last manifest: it holds the `runs` row, and is at `manifest_path(run_id)`.
+    final: bool = True
+    #: The (attempt, batch) of each batch whose files it lists (a resume keeps them as committed).
+    batches: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def path(self) -> str:
+        """Where it is under the output root."""
+        return manifest_path(self.run_id, 0 if self.final else self.segment)
 
     def files_of(self, table: str) -> list[FileEntry]:
         return [f for f in self.files if f.table == table]
@@ -265,6 +280,9 @@ class Manifest:
                 "analyses": [{"analysis": a, "settings_digest": d} for a, d in self.analyses.items()],
                 "files": [f.as_json() for f in self.files],
                 "counts": {name: int(self.counts.get(name, 0)) for name in ("listed", *OUTCOMES)},
+                "segment": self.segment,
+                "final": self.final,
+                "batches": [list(batch) for batch in self.batches],
             }
         )
 
@@ -285,6 +303,9 @@ class Manifest:
             analyses={a["analysis"]: a["settings_digest"] for a in d["analyses"]},
             files=tuple(FileEntry.from_json(f) for f in d["files"]),
             counts=dict(d["counts"]),
+            segment=d.get("segment", 1),  # older versions committed each run once
+            final=d.get("final", True),
+            batches=tuple((a, b) for a, b in d.get("batches", ())),
         )
 
 
@@ -319,6 +340,9 @@ COMMITS_SCHEMA = pa.schema(
         ),
         pa.field("files", pa.list_(_FILE_STRUCT)),
         pa.field("counts", pa.struct([pa.field(n, pa.int64()) for n in ("listed", *OUTCOMES)])),
+        pa.field("segment", pa.int32()),
+        pa.field("final", pa.bool_()),
+        pa.field("batches", pa.list_(pa.list_(pa.int32()))),
     ]
 )
 
@@ -370,9 +394,10 @@ class Ledger:
                 self._resettled += 1
             self._settled.add((identity, analysis))
 
-    def problems(self) -> list[str]:
-        """Why the run must not commit; empty when the accounting is clean."""
-        lost = len(self._listed - self._outcomes.keys())
+    def problems(self, *, final: bool = True) -> list[str]:
+        """Why the run must not commit; empty when the accounting is clean. Not `final` (a segment of a
+        run still going, `batch.core.segments`): images listed and not yet done are no problem."""
+        lost = len(self._listed - self._outcomes.keys()) if final else 0
         unexpected = len(self._outcomes.keys() - self._listed)
         found = {
             "listed images without an outcome (lost)": lost,
@@ -394,16 +419,22 @@ def error_rate(counts: Mapping[str, int]) -> float:
 
 
 def keep_complete_batches(
-    records: Iterable[BatchRecord], missing: AbstractSet[str] = frozenset()
+    records: Iterable[BatchRecord],
+    missing: AbstractSet[str] = frozenset(),
+    committed: AbstractSet[tuple[int, int]] = frozenset(),
 ) -> list[BatchRecord]:
-    """The batch records a resumed run keeps: in (attempt, batch) order, each unless one of its files is
-    `missing` (paths under the output root: its images are analysed again) or it shares an image key
-    with one kept before it (a batch split after its record was written: keep one copy)."""
+    """The batch records a resumed run keeps: first every batch a committed segment of the run lists
+    (`committed`, its (attempt, batch): readers see it already), then in (attempt, batch) order each
+    other unless one of its files is `missing` (paths under the output root: its images are analysed
+    again) or it shares an image key with one kept before it (a batch split after its record was
+    written: keep one copy)."""
     kept: list[BatchRecord] = []
     keys: set[str] = set()
-    for record in sorted(records, key=lambda r: (r.attempt, r.batch)):
+    ordered = sorted(records, key=lambda r: ((r.attempt, r.batch) not in committed, r.attempt, r.batch))
+    for record in ordered:
         its_keys = {image.key for image in record.images}
-        if its_keys & keys or any(f.path in missing for f in record.files):
+        dropped = its_keys & keys or any(f.path in missing for f in record.files)
+        if dropped and (record.attempt, record.batch) not in committed:
             continue
         kept.append(record)
         keys |= its_keys

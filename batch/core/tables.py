@@ -249,6 +249,8 @@ RUNS_SCHEMA = table_schema(
         pa.field("resumed", pa.bool_()),
         pa.field("kept_batches", pa.int64()),
         pa.field("kept_images", pa.int64()),
+        # The run's manifests: its segments (run.commit_every) and the final one; 1 without segments.
+        pa.field("segments", pa.int64()),
         pa.field("full", pa.bool_()),
         pa.field("region", pa.string()),
         # Each operation's calls per second for the run, and where it came from (flag, config,

@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 
 from batch.analyses.registry import all_tables
-from batch.core.manifest import COMMITS_DIR, COMMITS_SCHEMA, FileEntry, Manifest, manifest_path
+from batch.core.manifest import COMMITS_DIR, COMMITS_SCHEMA, FileEntry, Manifest
 from batch.core.tables import PARTITION_COLUMN
 from batch.storage.commits import RunStore
 from batch.storage.readers import check_committed, committed_dataset
@@ -98,7 +98,7 @@ def duckdb_views_sql(destination: Destination, manifests: Sequence[Manifest]) ->
     for table, schema in all_tables().items():
         files = [destination.location(f.path) for f in committed_files(manifests, table)]
         statements.append(f"CREATE OR REPLACE VIEW {_quoted(table)} AS {_parquet_select(schema, files)};")
-    commits = [destination.location(manifest_path(m.run_id)) for m in manifests]
+    commits = [destination.location(m.path) for m in manifests]
     statements.append(f"CREATE OR REPLACE VIEW commits AS {_commits_select(commits)};")
     return "\n".join(statements) + "\n"
 

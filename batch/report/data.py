@@ -1,10 +1,12 @@
 """One committed run's rows read back from the output tables: the run report's only door to them.
 
-`load_run(output, run_id)` reads the run's manifest (`batch.storage.commits.RunStore`: the run's one commit
-point) and returns a `RunTables` over exactly the files it lists, in a local folder or on S3, reading one
-part (one batch's file) at a time, so the reader's memory follows the largest file, not the run. Only the
-columns asked for are read, and only the run's rows are kept. A run that has not committed has no report:
-its files are never read, as for every other reader (docs/tables.md, "How to read the output").
+`load_run(output, run_id)` reads the run's manifests (`batch.storage.commits.RunStore`: its final
+commit, and the segments a long run committed before it) and returns a `RunTables` over exactly the
+files they list, in a local folder or on S3, reading one part (one batch's file) at a time, so the
+reader's memory follows the largest file, not the run. Only the columns asked for are read, and only the
+run's rows are kept. A run that has not committed (segments alone included: the `runs` row comes with
+the final commit) has no report: its files are never read, as for every other reader (docs/tables.md,
+"How to read the output").
 """
 
 from __future__ import annotations
@@ -87,11 +89,14 @@ def load_run(output: str, run_id: str, s3_client: Any = None) -> RunTables:
         raise OutputUnreadable(f"no such folder: {output}")
     store = RunStore(Destination(output), s3_client)
     with _unreadable(output):
-        manifest = store.manifest(run_id)
-    if manifest is None:
-        raise RunNotFound(f"no committed run {run_id} under {output} (it did not commit, or wrote elsewhere)")
+        manifests = store.run_manifests(run_id)  # its segments (`run.commit_every`) and its final one
+    if not any(manifest.final for manifest in manifests):
+        segments = f" ({len(manifests)} segments committed so far)" if manifests else ""
+        raise RunNotFound(
+            f"no committed run {run_id} under {output} (it did not commit, or wrote elsewhere){segments}"
+        )
     parts: dict[str, dict[str, str]] = {}
-    for entry in manifest.files:
+    for entry in (entry for manifest in manifests for entry in manifest.files):
         parts.setdefault(entry.table, {})[entry.path.rsplit("/", 1)[-1].removesuffix(".parquet")] = entry.path
 
     def read_bytes(relative: str) -> bytes:

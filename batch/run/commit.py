@@ -1,11 +1,15 @@
 """The attempt and the commit: claim an attempt number (`batch.run.resume` keeps what a resumed run's
-earlier attempts did), and commit once: the ledger checked, the `runs` row written, the manifest created
-create-only. Another attempt having created it first is a lost race. See docs/design/commit-protocol.md.
+earlier attempts did), and commit: the ledger checked, the `runs` row written, the manifest created
+create-only. Another attempt having created it first is a lost race. A long run (`run.commit_every`)
+commits segments on the way through the same `commit` (`batch.core.segments`), then its final manifest.
+See docs/design/commit-protocol.md.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +28,7 @@ from batch.core.manifest import (
     manifest_path,
     runs_file_name,
 )
+from batch.core.segments import batch_counts, final_counts
 from batch.core.tables import CALL_SECONDS_SCHEMA, RUNS_SCHEMA
 from batch.core.timeline import timeline_rows
 from batch.run import faults
@@ -43,9 +48,18 @@ class Attempt:
 
     record: AttemptRecord
     ledger: Ledger = field(default_factory=Ledger)
+    #: The (attempt, batch) of the batches its next commit lists (not those a segment committed), their
+    #: files, and the counts of their images' outcomes (`listed`: the images).
+    batches: list[tuple[int, int]] = field(default_factory=list)
     files: list[FileEntry] = field(default_factory=list)
+    pending: Counter[str] = field(default_factory=Counter)
     #: Attempts whose batches are committed with this one (itself, and earlier ones on resume).
     attempts: set[int] = field(default_factory=set)
+    #: The run's segments committed so far (by this attempt or earlier ones), and their counts summed.
+    segments: int = 0
+    segment_counts: Counter[str] = field(default_factory=Counter)
+    #: When the last segment was committed (or the attempt started): `time.monotonic()`.
+    segment_clock: float = field(default_factory=time.monotonic)
     #: Keys of the images of earlier attempts it keeps (on resume): the listing skips them.
     kept_keys: frozenset[str] = frozenset()
     #: The number of this attempt's next batch.
@@ -53,11 +67,24 @@ class Attempt:
     #: On resume, key -> (ETag, attempt) of the image's unfinished record whose answers its new try takes.
     resumable: dict[str, tuple[str, int]] = field(default_factory=dict)
 
-    def add(self, record: BatchRecord) -> None:
+    def add(self, record: BatchRecord, *, committed: bool = False) -> None:
+        """Account a complete batch; unless a segment of the run committed it already (on resume), the
+        next commit lists it."""
         for image in record.images:
             self.ledger.record(image)
-        self.files.extend(record.files)
-        self.attempts.add(record.attempt)
+        if not committed:
+            self.batches.append((record.attempt, record.batch))
+            self.files.extend(record.files)
+            self.attempts.add(record.attempt)
+            self.pending.update(batch_counts([record]))
+
+    def segment_committed(self, counts: Counter[str]) -> None:
+        """A segment listing the pending batches is committed: the next one starts empty."""
+        self.segments += 1
+        self.segment_counts.update(counts)
+        self.batches, self.files, self.pending = [], [], Counter()
+        self.attempts = {self.record.attempt}
+        self.segment_clock = time.monotonic()
 
 
 def start_attempt(config: RunConfig, store: RunStore, summary: RunSummary) -> Attempt:
@@ -75,6 +102,9 @@ def start_attempt(config: RunConfig, store: RunStore, summary: RunSummary) -> At
                 f"this is {config.input} with config {summary.config_digest}"
             )
         started_at, dt = first.started_at, first.dt  # the run keeps its date partition
+    elif previous and store.run_manifests(summary.run_id):  # another attempt would commit them again
+        run_id = summary.run_id
+        raise ConfigError(f"run.run_id: run {run_id} has committed segments; finish it: --resume {run_id}")
     record = store.claim_attempt(
         AttemptRecord(summary.run_id, len(previous) + 1, started_at, dt, config.input, summary.config_digest)
     )
@@ -82,16 +112,27 @@ def start_attempt(config: RunConfig, store: RunStore, summary: RunSummary) -> At
     return Attempt(record, attempts={record.attempt})
 
 
-def commit(config: RunConfig, store: RunStore, summary: RunSummary, attempt: Attempt) -> None:
-    """Check the accounting, write the `runs` row, create the manifest: the run's one commit point."""
-    problems = attempt.ledger.problems()
+def commit(
+    config: RunConfig, store: RunStore, summary: RunSummary, attempt: Attempt, *, final: bool = True
+) -> None:
+    """Check the accounting, write the `runs` row, create the manifest: the run's commit point. With
+    `final` False, a segment of a run still going: the batches done since the last one, no `runs` row,
+    the accounting checked but for the images still to come."""
+    if final:
+        counts, problems = final_counts(attempt.ledger.counts, attempt.segment_counts)
+    else:  # the run's segments with this one must not count more than the run has so far
+        counts = attempt.pending
+        problems = final_counts(attempt.ledger.counts, attempt.segment_counts + counts)[1]
+    problems = attempt.ledger.problems(final=final) + problems
     if problems:
         summary.end("aborted", "accounting check failed: " + "; ".join(problems))
         return
-    summary.end("completed")  # what the runs row says; readers only ever see it if the commit wins
-    summary.ended_at = datetime.now(UTC)
+    if final:
+        summary.segments = attempt.segments + 1
+        summary.end("completed")  # what the runs row says; readers only ever see it if the commit wins
+        summary.ended_at = datetime.now(UTC)
     try:
-        won = _write_commit(config, store, summary, attempt)
+        won = _write_commit(config, store, summary, attempt, Counter(counts), final=final)
     except RunAborted as exc:
         summary.end("aborted", str(exc))
         return
@@ -104,13 +145,28 @@ def commit(config: RunConfig, store: RunStore, summary: RunSummary, attempt: Att
     if not won:
         summary.end("lost-race")
         return
-    summary.manifest = store.destination.location(manifest_path(summary.run_id))
-    logger.debug("committed %s: %d files", summary.manifest, len(attempt.files))
+    segment = attempt.segments + 1
+    path = manifest_path(summary.run_id, 0 if final else segment)
+    logger.debug("committed %s: %d files", store.destination.location(path), len(attempt.files))
+    if final:
+        summary.manifest = store.destination.location(path)
+    else:
+        attempt.segment_committed(Counter(counts))
+        summary.segments = attempt.segments
 
 
-def _write_commit(config: RunConfig, store: RunStore, summary: RunSummary, attempt: Attempt) -> bool:
-    """Write the `runs` row, then create the manifest; False if another attempt created it first."""
-    run_files = _write_runs_row(config, summary, attempt.record, store)
+def _write_commit(
+    config: RunConfig,
+    store: RunStore,
+    summary: RunSummary,
+    attempt: Attempt,
+    counts: Counter[str],
+    *,
+    final: bool,
+) -> bool:
+    """Write the `runs` row (of a final commit), then create the manifest; False if another attempt
+    created it first."""
+    run_files = _write_runs_row(config, summary, attempt.record, store) if final else ()
     manifest = Manifest(
         run_id=summary.run_id,
         attempt=attempt.record.attempt,
@@ -122,10 +178,14 @@ def _write_commit(config: RunConfig, store: RunStore, summary: RunSummary, attem
         config_digest=summary.config_digest,
         analyses=settings_digests(config),
         files=(*attempt.files, *run_files),
-        counts=attempt.ledger.counts,
+        counts=counts,
+        segment=attempt.segments + 1,
+        final=final,
+        batches=tuple(attempt.batches),
     )
-    faults.exit_before_commit()
-    faults.commit_barrier()
+    if final:
+        faults.exit_before_commit()
+        faults.commit_barrier()
     missing = store.missing(manifest.files)
     if missing:  # e.g. deleted while the run ran: a manifest must list only files a reader can open
         raise RunAborted(
@@ -188,6 +248,7 @@ def runs_row(config: RunConfig, summary: RunSummary) -> dict[str, Any]:
         "resumed": summary.resumed,
         "kept_batches": summary.kept_batches,
         "kept_images": summary.kept_images,
+        "segments": summary.segments,
         "full": summary.full,
         "region": summary.region or None,
         "quotas": summary.quota_list(),

@@ -52,13 +52,16 @@ def run_batches(
     *,
     hooks: Mapping[str, DriverHooks],
     shutdown: Shutdown | None = None,
+    accounted: Callable[[], None] = lambda: None,
 ) -> None:
     """Plan from the listing and run the batches on Dask in a bounded window, accounting each record
     as it lands. A task that fails outright has its images retried one per task, so a poison image
     ends `failed` on its own; an error that says the run cannot succeed submits nothing more, and so
     does a `shutdown` request (`batch.run.shutdown`): the batches in flight may finish, and what fails
     meanwhile is never recorded. The LocalCluster starts once the plan has a first image to analyse,
-    while the listing and the plan go on (`_plan_ahead`): a run with nothing to analyse starts none."""
+    while the listing and the plan go on (`_plan_ahead`): a run with nothing to analyse starts none.
+    `accounted` is called after each record is accounted (a segment may be due); a run it stops (a
+    segment's commit failed) submits nothing more."""
     shutdown = shutdown or Shutdown()
     with ClusterStart(config.dask, warm=WORKER_WARM_UP) as cluster:
         context = run_context(config, attempt.record)
@@ -125,11 +128,11 @@ def run_batches(
             else:
                 fatal = None
             if record is not None:  # None: the task recorded nothing, --resume analyses its images
-                attempt.add(record)
-                summary.add_batch(record, prices)
-                logger.debug(
-                    "batch %s: %d images, %d files", spec.file_name, len(record.images), len(record.files)
-                )
+                _account(spec, record, attempt, summary, prices)
+                if summary.status == "running":
+                    accounted()
+                    if summary.status != "running":
+                        backlog.close()
             if fatal and summary.status != "aborted":
                 summary.end("aborted", fatal)
                 backlog.close()  # submit nothing more; let the batches in flight finish
@@ -196,6 +199,15 @@ def _prepare_cluster(
     if sys.stderr.isatty():
         print(terminal_line(f"Dask dashboard: {summary.dashboard}"), file=sys.stderr)
     return client, threads, quotas, cpu_before
+
+
+def _account(
+    spec: BatchSpec, record: BatchRecord, attempt: Attempt, summary: RunSummary, prices: Mapping[str, float]
+) -> None:
+    """A batch's record into the run's ledger, its next commit and its summary."""
+    attempt.add(record)
+    summary.add_batch(record, prices)
+    logger.debug("batch %s: %d images, %d files", spec.file_name, len(record.images), len(record.files))
 
 
 def _failed_batch(

@@ -18,6 +18,7 @@ import secrets
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -145,8 +146,16 @@ def _run_attempt(
     for hook in hooks.values():
         hook.start(attempt.files)
     unsettle(state, hooks)
+
+    def segment_if_due() -> None:  # readers see a long run's work as it goes (`run.commit_every`)
+        elapsed = time.monotonic() - attempt.segment_clock
+        if config.commit_every.due(elapsed, attempt.pending["listed"]):
+            commit(config, store, summary, attempt, final=False)
+
     with shutdown.deferred():
-        run_batches(config, s3, summary, attempt, state, hooks=hooks, shutdown=shutdown)
+        run_batches(
+            config, s3, summary, attempt, state, hooks=hooks, shutdown=shutdown, accounted=segment_if_due
+        )
     if shutdown.requested:
         summary.interrupt(shutdown.signum or signal.SIGINT)
     _finish(hooks, summary, completed=summary.status == "running")

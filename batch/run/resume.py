@@ -11,11 +11,13 @@ of these holds. See docs/design/commit-protocol.md.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 from batch.analyses.registry import resumable_operations
 from batch.config.model import RunConfig
+from batch.core.errors import RunAborted
 from batch.core.image_record import sort_leftovers
-from batch.core.manifest import BatchRecord, image_record_path, keep_complete_batches
+from batch.core.manifest import BatchRecord, batch_record_path, image_record_path, keep_complete_batches
 from batch.run.batch_task import finish_batch
 from batch.run.commit import Attempt
 from batch.run.plan import operation_prices, run_context
@@ -35,10 +37,13 @@ def keep_earlier_work(config: RunConfig, store: RunStore, summary: RunSummary, a
     reused = resumable_operations(config.analyses)
     listed = store.control_files(summary.run_id)
     complete = store.batches(summary.run_id, listed)
+    segments = store.run_manifests(summary.run_id)  # none final: the run would be committed
+    committed = {batch for segment in segments for batch in segment.batches}
     missing = store.missing(entry for batch in complete for entry in batch.files)
     if missing:
         logger.info("resume: %d files of complete batches are missing: not kept", len(missing))
-    kept = keep_complete_batches(complete, {entry.path for entry in missing})
+    kept = keep_complete_batches(complete, {entry.path for entry in missing}, committed)
+    _check_segments(summary.run_id, committed, kept)
     kept_keys = {image.key for batch in kept for image in batch.images}
     # Images of kept batches: their records are not read (the batch's record has their outcome and calls).
     covered = {
@@ -57,8 +62,10 @@ def keep_earlier_work(config: RunConfig, store: RunStore, summary: RunSummary, a
     for batch in (*kept, *folded):
         for image in batch.images:
             attempt.ledger.listed(image.key, image.etag)
-        attempt.add(batch)
+        attempt.add(batch, committed=(batch.attempt, batch.batch) in committed)
         summary.add_batch(batch, prices)
+    attempt.segments = summary.segments = len(segments)
+    attempt.segment_counts = sum((Counter(segment.counts) for segment in segments), Counter())
     for record in others:  # in (attempt, batch) order: the last unfinished record of a key is resumed
         summary.add_lost(
             record.calls, record.retries, record.thrown_away(() if record.done else reused), prices
@@ -68,3 +75,15 @@ def keep_earlier_work(config: RunConfig, store: RunStore, summary: RunSummary, a
     attempt.kept_keys = frozenset(image.key for batch in (*kept, *folded) for image in batch.images)
     summary.kept_batches = len(kept)
     summary.kept_images = len(attempt.kept_keys)
+
+
+def _check_segments(run_id: str, committed: set[tuple[int, int]], kept: list[BatchRecord]) -> None:
+    """Every batch a committed segment of the run lists must have its record: its images are in the
+    tables, and the run's accounting and bill need their outcomes and calls."""
+    lost = committed - {(batch.attempt, batch.batch) for batch in kept}
+    if lost:
+        attempt, batch = min(lost)
+        raise RunAborted(
+            f"run {run_id}: {len(lost)} batches its segments committed have no record "
+            f"(first: {batch_record_path(run_id, attempt, batch)}); it cannot be finished"
+        )

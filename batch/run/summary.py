@@ -87,6 +87,9 @@ class RunSummary:
     #: Images of earlier attempts a resumed run kept: those of kept batches, and those done in batches
     #: a crash cut short (their records).
     kept_images: int = 0
+    #: The run's manifests committed so far, by every attempt: its segments (`run.commit_every`),
+    #: and its final one once it is committed.
+    segments: int = 0
     full: bool = False
     max_error_rate: float = 1.0
     #: Where the manifest is, once this attempt (or an earlier one) committed the run.
@@ -218,19 +221,26 @@ class RunSummary:
     def _stopped(self) -> RekbatchError | None:
         """The reason of a run that stopped before its commit and that `--resume` finishes."""
         if self.status == "aborted":
-            return RunAborted(f"run {self.run_id} aborted, nothing committed: {self.reason}")
+            return RunAborted(f"run {self.run_id} aborted, {self._committed_so_far}: {self.reason}")
         if self.status == "unwritable":
             return OutputUnwritable(
-                f"run {self.run_id} stopped, nothing committed: {self.reason}; "
+                f"run {self.run_id} stopped, {self._committed_so_far}: {self.reason}; "
                 f"--resume {self.run_id} finishes it once the output can be written"
             )
         if self.status == "interrupted":
             return self._interrupted()
         return None
 
+    @property
+    def _committed_so_far(self) -> str:
+        """What readers see of a run that stopped before its final commit: its segments, if any."""
+        if not self.segments:
+            return "nothing committed"
+        return f"{self.segments} segments committed (readers see them), not the whole run"
+
     def _interrupted(self) -> Interrupted:
         """The one line of an interrupted run: the run id and how to finish it."""
-        how = f"run {self.run_id} stopped by {self.reason}, nothing committed"
+        how = f"run {self.run_id} stopped by {self.reason}, {self._committed_so_far}"
         if not self.attempt:
             return Interrupted(f"{how}; it had not started, so there is nothing to resume", self.signum)
         command = resume_command(self.command_line, self.run_id)
@@ -275,6 +285,7 @@ class RunSummary:
             "kept_batches": self.kept_batches,
             "kept_images": self.kept_images,
             "split_batches": self.split_batches,
+            "segments": self.segments,
             "full": self.full,
             "input": self.input,
             "output": self.output,

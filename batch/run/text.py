@@ -28,9 +28,11 @@ def format_summary(summary: RunSummary, *, dry_run: bool = False) -> str:
         kept = f"{summary.kept_images} images kept (batches kept whole: {summary.kept_batches})"
         resumed = f", resumed with {kept}"
     region = f"; Rekognition in {summary.region}" if summary.region else ""
-    lines.append(
-        f"  attempt {summary.attempt}{resumed}; committed: {'yes' if summary.committed else 'no'}{region}"
-    )
+    segments = ""
+    if summary.segments > (1 if summary.committed else 0):  # readers see a segment before the end
+        segments = f" ({summary.segments} segments)"
+    committed = f"{'yes' if summary.committed else 'no'}{segments}"
+    lines.append(f"  attempt {summary.attempt}{resumed}; committed: {committed}{region}")
     lines.append(
         f"  images: {images['listed']} listed: {images['analysed']} analysed, {images['rejected']} rejected, "
         f"{images['failed']} failed, {images['skipped']} skipped, {images['changed']} changed mid-run, "

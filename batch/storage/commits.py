@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from types import TracebackType
@@ -63,20 +63,28 @@ class RunStore:
         return Manifest.from_json(body.decode()) if body is not None else None
 
     def manifests(self) -> list[Manifest]:
-        """Every committed run's manifest, oldest commit first."""
+        """Every committed manifest (the segments of runs still going included), oldest commit first."""
+        return self._manifests(lambda path: True)
+
+    def run_manifests(self, run_id: str) -> list[Manifest]:
+        """The committed manifests of one run (its segments, `batch.core.segments`, and its final one)."""
+        segments = manifest_path(run_id, 1).rsplit("@", 1)[0] + "@"
+        found = self._manifests(lambda path: path.startswith(segments) or path == manifest_path(run_id))
+        return sorted(found, key=lambda m: (m.final, m.segment))
+
+    def commit(self, manifest: Manifest) -> bool:
+        """Create the manifest (a run's final one, or a segment); False if another attempt of the run
+        created it first."""
+        return self.destination.create(manifest.path, manifest.to_json().encode(), self.s3_client)
+
+    def _manifests(self, wanted: Callable[[str], bool]) -> list[Manifest]:
         paths = [
             f.path
             for f in self.destination.list(f"{COMMITS_DIR}/", self.s3_client)
-            if f.path.endswith(".json")
+            if f.path.endswith(".json") and wanted(f.path)
         ]
         found = [Manifest.from_json(body.decode()) for body in self._read_all(paths) if body is not None]
         return sorted(found, key=lambda m: (m.committed_at, m.run_id))
-
-    def commit(self, manifest: Manifest) -> bool:
-        """Create the run's manifest; False if another attempt committed the run id first."""
-        return self.destination.create(
-            manifest_path(manifest.run_id), manifest.to_json().encode(), self.s3_client
-        )
 
     def claim_attempt(self, record: AttemptRecord) -> AttemptRecord:
         """Record a new attempt on the run, numbered from `record.attempt` up to the first free number."""

@@ -80,7 +80,8 @@ def collect_garbage(
     folders = [f"{table}/" for table in all_tables()] + [f"{RUNS_DIR}/"]
     stored = [f for folder in folders for f in destination.list(folder, s3_client)]
     live_since = now - timedelta(seconds=LIVE_SECONDS)
-    doomed = garbage(stored, committed_files, {m.run_id for m in manifests}, now - grace, live_since)
+    committed_runs = {m.run_id for m in manifests if m.final}  # a run with segments only is not done
+    doomed = garbage(stored, committed_files, committed_runs, now - grace, live_since)
     if not dry_run and doomed:
         destination.delete([f.path for f in doomed], s3_client)
     logger.info("gc: %d of %d files %s", len(doomed), len(stored), "to delete" if dry_run else "deleted")

@@ -204,3 +204,23 @@ def test_the_production_example_is_a_valid_config_for_a_run_on_aws() -> None:
     assert config.max_error_rate < 1  # so that cron and Airflow alert on failed images
     assert config.output_options.sse == "aws:kms"
     assert (config.dry_run, config.full, config.limit) == (False, False, 0)
+
+
+def test_commit_every_from_the_file_the_environment_or_the_flag(tmp_path: Path) -> None:
+    from batch.core.segments import CommitEvery
+
+    path = write(tmp_path, '[run]\ncommit_every = "6h"\n')
+    assert load_config(path, environ={}, overrides=RUN).commit_every == CommitEvery(seconds=21600)
+    env = {"REKBATCH_RUN__COMMIT_EVERY": "1000images"}
+    assert load_config(path, environ=env, overrides=RUN).commit_every == CommitEvery(images=1000)
+    flag = {**RUN, "run.commit_every": "30m"}
+    assert load_config(path, environ=env, overrides=flag).commit_every == CommitEvery(seconds=1800)
+    assert (
+        load_config(environ={"REKBATCH_RUN__COMMIT_EVERY": "0"}, overrides=RUN).commit_every == CommitEvery()
+    )
+    with pytest.raises(ConfigError, match=r"run.commit_every: expected a duration .* got '6 hours'"):
+        load_config(environ={}, overrides={**RUN, "run.commit_every": "6 hours"})
+    # Not part of what the results depend on: a resume may commit more or less often.
+    assert config_digest(load_config(path, environ={}, overrides=RUN)) == config_digest(
+        load_config(environ={}, overrides=RUN)
+    )

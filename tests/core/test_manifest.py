@@ -215,3 +215,47 @@ def test_a_resumed_run_drops_a_batch_with_a_missing_file_and_keeps_its_retried_c
     records = [record(1, 3, "a", "b"), record(1, 4, "c"), record(1, 5, "a")]
     kept = keep_complete_batches(records, {"images/dt=d/r-a1-000003.parquet"})
     assert [(r.attempt, r.batch) for r in kept] == [(1, 4), (1, 5)]
+
+
+def test_a_resumed_run_keeps_the_batches_its_segments_committed_first() -> None:
+    def record(attempt: int, batch: int, *image_keys: str) -> BatchRecord:
+        return BatchRecord(attempt, batch, (), tuple(ImageOutcome(k, "e", "analysed") for k in image_keys))
+
+    # Batch 3 was split after its record was written; a segment committed its retried copies (5, 6):
+    # readers see those, so they are kept, and batch 3 (the same images) is not.
+    records = [record(1, 3, "a", "b"), record(1, 4, "c"), record(1, 5, "a"), record(1, 6, "b")]
+    kept = keep_complete_batches(records, committed={(1, 5), (1, 6)})
+    assert [(r.attempt, r.batch) for r in kept] == [(1, 5), (1, 6), (1, 4)]
+
+
+def test_segments_have_paths_of_their_own_that_no_run_id_can_take() -> None:
+    def manifest(run_id: str, segment: int, final: bool) -> Manifest:
+        return Manifest(
+            run_id, 1, (1,), NOW, NOW, "2026-11-25", "s3://b/p/", "c0ffee", {}, (), {},
+            segment=segment, final=final, batches=((1, 0), (1, 1)),
+        )  # fmt: skip
+
+    assert manifest("r-1", 1, True).path == "_commits/r-1.json"
+    assert manifest("r-1", 2, False).path == "_commits/r-1@000002.json"
+    assert not RUN_ID_PATTERN.match("r-1@000002")
+    segment = manifest("r-1", 2, False)
+    assert Manifest.from_json(segment.to_json()) == Manifest(
+        **{**segment.__dict__, "counts": dict.fromkeys(COMMITS_SCHEMA.field("counts").type.names, 0)}
+    )
+    # A manifest written before segments existed is its run's one, final commit.
+    old = json.loads(manifest("r-1", 1, True).to_json())
+    for member in ("segment", "final", "batches"):
+        del old[member]
+    read = Manifest.from_json(json.dumps(old))
+    assert (read.segment, read.final, read.batches) == (1, True, ())
+
+
+def test_a_segment_does_not_count_the_images_still_to_come_as_lost() -> None:
+    ledger = Ledger()
+    ledger.listed("a", "e")
+    ledger.listed("b", "e")
+    ledger.record(ImageOutcome("a", "e", "analysed", ("labels",)))
+    assert ledger.problems(final=False) == []
+    assert ledger.problems() == ["1 listed images without an outcome (lost)"]
+    ledger.record(ImageOutcome("a", "e", "analysed", ("labels",)))
+    assert "1 images with more than one outcome (duplicated)" in ledger.problems(final=False)

@@ -3,6 +3,7 @@ and image records, what it folds into batches of its own, and what it bills."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -103,3 +104,37 @@ def test_a_second_resume_keeps_the_first_ones_folded_batch_and_bills_each_call_o
     assert (bill.kept_batches, bill.kept_images, third.next_batch) == (2, 4, 0)  # nothing folded again
     assert (bill.calls, bill.repeated_calls) == ({OK: 4, LOST: 1}, {LOST: 1})
     assert third.ledger.problems() == []
+
+
+def test_a_resume_bills_and_counts_what_its_segments_committed_and_commits_only_the_rest(
+    config: RunConfig,
+) -> None:
+    from batch.core.errors import ConfigError
+    from batch.run.commit import commit, start_attempt
+
+    store = RunStore(Destination(config.output))
+    crashed_attempt(config, store)
+    first, batch0 = attempt(1), store.batch(RUN_ID, 1, 0)
+    assert batch0 is not None
+    for image in batch0.images:
+        first.ledger.listed(image.key, image.etag)
+    first.add(batch0)
+    commit(config, store, summary(), first, final=False)  # then the driver died
+    (segment,) = store.run_manifests(RUN_ID)
+    assert (segment.segment, segment.final, segment.batches) == (1, False, ((1, 0),))
+    # Another attempt on the run id that is not a resume would commit the segment's images again.
+    store.claim_attempt(first.record)
+    with pytest.raises(ConfigError, match="has committed segments"):
+        start_attempt(dataclasses.replace(config, resume=""), store, summary())
+
+    second, bill = attempt(2), summary()
+    keep_earlier_work(config, store, bill, second)
+    assert (second.segments, bill.segments, bill.kept_batches) == (1, 1, 1)
+    assert second.batches == [(2, 0)]  # the folded c and d only
+    assert not {f.path for f in second.files} & {f.path for f in batch0.files}
+    assert (bill.calls, second.ledger.counts) == ({OK: 4, LOST: 1}, {"listed": 4, "analysed": 4})
+    commit(config, store, bill, second)
+    assert (bill.status, bill.segments) == ("completed", 2)
+    final = store.manifest(RUN_ID)
+    assert final is not None
+    assert (final.segment, final.counts["analysed"], final.batches) == (2, 2, ((2, 0),))

@@ -41,3 +41,40 @@ def test_a_heartbeat_is_rewritten_until_its_attempt_ends(tmp_path: Path) -> None
     beats = heartbeat.beats
     time.sleep(0.05)
     assert (heartbeat.beats, json.loads(path.read_text())["beat"]) == (beats, beats)  # stopped
+
+
+def test_a_runs_segments_and_final_manifest_are_each_created_once_and_read_as_the_run(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from batch.core.manifest import Manifest
+
+    def manifest(run_id: str, segment: int, final: bool) -> Manifest:
+        now = datetime.now(UTC)
+        return Manifest(
+            run_id,
+            1,
+            (1,),
+            now,
+            now,
+            "2026-12-07",
+            "s3://b/p/",
+            "d",
+            {},
+            (),
+            {},
+            segment=segment,
+            final=final,
+        )
+
+    store = RunStore(Destination(str(tmp_path)))
+    assert store.commit(manifest("r", 1, False))
+    assert not store.commit(manifest("r", 1, False))  # create-only: a second attempt loses the race
+    assert store.commit(manifest("r", 2, False))
+    assert store.manifest("r") is None  # not committed: segments alone
+    assert store.commit(manifest("r-2", 1, True))
+    assert store.commit(manifest("r", 3, True))
+    assert [(m.segment, m.final) for m in store.run_manifests("r")] == [(1, False), (2, False), (3, True)]
+    assert store.manifest("r") == store.run_manifests("r")[-1]
+    assert sorted(m.path for m in store.manifests()) == [
+        "_commits/r-2.json", "_commits/r.json", "_commits/r@000001.json", "_commits/r@000002.json"
+    ]  # fmt: skip

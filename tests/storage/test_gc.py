@@ -195,3 +195,27 @@ def test_gc_of_an_s3_prefix_keeps_what_readers_read(local_stack: LocalStack) -> 
     assert keys == ["tables/_commits/r1.json", "tables/runs/dt=2026-11-25/r1-a1-000000.parquet"]
     with views.connect("s3://gc-out/tables", s3) as sql:
         assert sql.sql("SELECT run_id FROM runs").fetchall() == [("r1",)]
+
+
+def test_a_run_with_segments_only_is_not_committed_its_unlisted_files_wait_for_its_resume(
+    tmp_path: Path,
+) -> None:
+    from batch.core.manifest import FileEntry, Manifest
+
+    store = RunStore(Destination(str(tmp_path)))
+    in_segment, after_it = write_uncommitted(store, "r4"), "runs/dt=2026-11-25/r4-a1-000001.parquet"
+    (tmp_path / after_it).write_bytes((tmp_path / in_segment).read_bytes())
+    entry = FileEntry("runs", in_segment, 1, "x", (tmp_path / in_segment).stat().st_size)
+    segment = Manifest(
+        "r4", 1, (1,), NOW, NOW, "2026-11-25", "s3://in/p/", "d", {}, (entry,), {}, segment=1, final=False
+    )
+    assert store.commit(segment)
+    store.claim_attempt(AttemptRecord("r4", 1, NOW, "2026-11-25", "s3://in/p/", "d"))
+    three_days_ago = (datetime.now(UTC) - timedelta(days=3)).timestamp()
+    for path in (in_segment, after_it):
+        os.utime(tmp_path / path, (three_days_ago, three_days_ago))
+    # An hour later: the run is not live, but its attempt is younger than the grace period.
+    later = datetime.now(UTC) + timedelta(hours=1)
+    collected = collect_garbage(store.destination, None, grace=timedelta(hours=48), now=later)
+    assert collected.doomed == []
+    assert (tmp_path / after_it).exists()
