@@ -24,6 +24,7 @@ from typing import Any
 
 import botocore.session
 
+from local_stack.custom_labels import OPERATIONS as MODEL_OPERATIONS
 from local_stack.errors import ServiceError
 from local_stack.faults import FaultInjector, Verdict
 from local_stack.operations import OPERATIONS, Call
@@ -104,7 +105,8 @@ class RekognitionApp:
 
     def _rekognition(self, target: str, body: bytes) -> Answer:
         operation = target.removeprefix(TARGET_PREFIX)
-        handler = OPERATIONS.get(operation) if target.startswith(TARGET_PREFIX) else None
+        handlers = {**OPERATIONS, **MODEL_OPERATIONS}
+        handler = handlers.get(operation) if target.startswith(TARGET_PREFIX) else None
         try:
             params = json.loads(body or b"{}")
         except ValueError:
@@ -120,6 +122,8 @@ class RekognitionApp:
             err = ServiceError("SerializationException", "Body is not JSON.")
             return _error_answer(operation, err, delay=verdict.delay)
         call: Call = self._make_call()
+        if isinstance(params, dict):
+            call.model = params.get("ProjectVersionArn") or params.get("ProjectVersion")
         try:
             request = validate_request(self._model.operation_model(operation).input_shape, params)
             result = handler(call, request)
@@ -247,6 +251,7 @@ def _log_record(answer: Answer, ts: float, started: float) -> dict[str, Any]:
         "name": name,
         "version": version,
         "digest": answer.call.digest if answer.call else None,
+        "model": answer.call.model if answer.call else None,
         "outcome": answer.error or "ok",
         "status": answer.status,
         "latency_ms": round((time.monotonic() - started) * 1000, 3),

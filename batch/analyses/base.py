@@ -116,7 +116,8 @@ class DriverHooks:
 
     Order: `prepare` (before the attempt: may resolve the settings), `start` (the attempt is claimed),
     `listed` for every listed key and `listing_ended`, `planned` (dry run) or `before_batch` (run) for
-    the images that need the analysis, `finish` after the batches, then `report`.
+    the images that need the analysis, `finish` after the batches, then `report`; `close` in every
+    case, also after an error or a signal.
     """
 
     def prepare(self, settings: Any) -> Any:
@@ -144,6 +145,11 @@ class DriverHooks:
 
     def finish(self, *, completed: bool) -> None:
         """After the batches; `completed`: the run went through (it will commit)."""
+
+    def close(self) -> DriverReport | None:
+        """Whatever the run's outcome, last: undo what must not outlive the run (a model it started)
+        if `finish` did not; a report of what that did, for a run that ended early, or None."""
+        return None
 
     def report(self) -> DriverReport:
         return DriverReport()
