@@ -14,13 +14,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from conftest import wait_for
 
 from batch.analyses import custom_labels
 from batch.analyses.registry import settings_digest
@@ -198,11 +198,12 @@ def test_a_signal_while_the_model_starts_stops_it(
             stderr=subprocess.PIPE,
             text=True,
         )
-        deadline = time.monotonic() + 120
-        while "StartProjectVersion" not in {c["operation"] for c in slow.calls()}:
-            assert process.poll() is None, "the run ended before it started the model"
-            assert time.monotonic() < deadline, "the run never started the model"
-            time.sleep(0.1)
+        wait_for(
+            lambda: (
+                process.poll() is not None or "StartProjectVersion" in {c["operation"] for c in slow.calls()}
+            )
+        )
+        assert process.poll() is None, "the run ended before it started the model"
         assert model_status(slow) == "STARTING"
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=120)
