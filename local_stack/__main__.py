@@ -21,7 +21,7 @@ from botocore.config import Config
 
 from local_stack.collections import CollectionStore
 from local_stack.custom_labels import ModelStore
-from local_stack.decoding import decode_upright, treat_bomb_warnings_as_errors
+from local_stack.decoding import LOWEST_MIN_SIDE_PX, decode_upright, treat_bomb_warnings_as_errors
 from local_stack.faults import FaultConfig, FaultInjector
 from local_stack.images import S3ObjectCache
 from local_stack.operations import Call
@@ -89,7 +89,8 @@ def run_rekognition(args: argparse.Namespace) -> int:
         if args.s3_endpoint
         else None
     )
-    analyses = AnalysisCache(lambda data: analyse_pixels(decode_upright(data)))
+    # Decoded down to the smallest side any operation reads; `Call.analyse` holds the others to 80 px.
+    analyses = AnalysisCache(lambda data: analyse_pixels(decode_upright(data, LOWEST_MIN_SIDE_PX)))
     collections = CollectionStore(args.collections_file)
     call_log = CallLog(args.call_log)
     quotas = ServiceQuotasApp(faults.quota, args.service_quotas)

@@ -22,6 +22,7 @@ from local_stack.collections import (
     similarity,
 )
 from local_stack.custom_labels import ModelStore, check_adapter, content_types
+from local_stack.decoding import too_small
 from local_stack.errors import ServiceError, invalid_parameter
 from local_stack.images import ImageInput, S3ObjectCache, resolve_image
 from local_stack.vision import CELEBRITY, LINE_TEXT, WORD_SPANS, Analysis, AnalysisCache, PixelBox, SeenObject
@@ -57,8 +58,13 @@ class Call:
         return resolved
 
     def analyse(self, image: dict[str, Any]) -> Analysis:
+        """The image's analysis, for every operation but DetectProtectiveEquipment: 80 px a side at least."""
         resolved = self.fetch(image)
-        return self.analyses.get(resolved.data, resolved.digest)
+        analysis = self.analyses.get(resolved.data, resolved.digest)
+        refusal = too_small(analysis.width, analysis.height)
+        if refusal is not None:
+            raise refusal
+        return analysis
 
 
 Handler = Callable[[Call, dict[str, Any]], dict[str, Any]]
