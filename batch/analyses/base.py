@@ -87,6 +87,8 @@ class DriverSetup:
     #: The output's `batch.storage.commits.RunStore`; None in a dry run without an output.
     store: Any
     dry_run: bool
+    #: True once SIGINT or SIGTERM asked the run to stop: a hook that waits (a model starting) gives up.
+    stopping: Callable[[], bool] = lambda: False
 
 
 @dataclass

@@ -5,9 +5,11 @@ project's ARN from the project name in the version ARN (a project ARN ends with 
 creation number, which the version ARN does not hold), then DescribeProjectVersions gives the version's
 `Status`. A model that is not RUNNING stops the run at once, exit 2, with one line naming it and its
 status; nothing is sent. Only with `--start-models` does the job start the models that are not running
-(StartProjectVersion with `inference_units` as MinInferenceUnits), wait for RUNNING (polling every
-`poll_seconds`, at most `start_timeout_seconds`), and stop them (StopProjectVersion) when the batches are
-over, or when the run fails or is interrupted (`close`). A model running before the run is never
+(StartProjectVersion with `inference_units` as MinInferenceUnits), and only once a batch has an image to
+analyse (`before_batch`: a run with nothing new starts nothing), wait for RUNNING (polling every
+`poll_seconds`, at most `start_timeout_seconds`, and no longer once a signal asked the run to stop), and
+stop them (StopProjectVersion) when the batches are over, or when the run fails or is interrupted
+(`close`). A model running before the run is never
 stopped. The hours a started model ran are priced at `[pricing] custom_labels_inference_hour` per
 inference unit. A dry run only reads the statuses: it starts nothing.
 """
@@ -18,7 +20,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,28 +99,41 @@ class ModelHooks(DriverHooks):
         self._projects: dict[str, str] = {}
         self.statuses: dict[str, str] = {}
         self.started: list[StartedModel] = []
+        #: Models not running that `before_batch` starts (with `start_models`).
+        self._idle: list[str] = []
         self._closed = False
 
     def prepare(self, settings: Any) -> Any:
-        """Read every model's status; start those not running when asked (not in a dry run); stop the
-        run (ConfigError, exit 2) on a model that is not running."""
+        """Read every model's status; stop the run (ConfigError, exit 2) on a model that is not running,
+        unless `start_models` (then `before_batch` starts it, once an image needs it)."""
         for arn in settings.models:
             self.statuses[arn] = self.status(arn)
         idle = [arn for arn in settings.models if self.statuses[arn] != RUNNING]
-        if self._setup.dry_run or not idle:
-            return settings
-        if not settings.start_models:
+        if idle and not settings.start_models and not self._setup.dry_run:
             arn = idle[0]
             raise ConfigError(
                 f"analyses.custom_labels: model {arn} is {self.statuses[arn]}, not RUNNING: start it "
                 "(aws rekognition start-project-version), or run with --start-models to have the job "
                 "start it and stop it at the end (billed per inference hour while it runs)"
             )
+        for arn in idle:  # before any is started: a model that cannot start stops the run first
+            if self.statuses[arn] not in STARTABLE | STARTING:
+                raise ConfigError(
+                    f"analyses.custom_labels: model {arn} is {self.statuses[arn]}: it cannot be started"
+                )
+        self._idle = idle
+        return settings
+
+    def before_batch(self, keys: Sequence[str]) -> None:
+        """The first batch with an image to analyse: start the idle models and wait until they run (a
+        run with nothing to analyse starts nothing)."""
+        if not keys or not self._idle or self._setup.dry_run:
+            return
+        idle, self._idle = self._idle, []
         for arn in idle:
             self._start(arn)
         for arn in idle:
             self._wait(arn)
-        return settings
 
     def status(self, arn: str) -> str:
         """The version's Status (DescribeProjects, then DescribeProjectVersions)."""
@@ -137,10 +152,7 @@ class ModelHooks(DriverHooks):
         raise ConfigError(f"analyses.custom_labels: model {arn}: no such model version")
 
     def _start(self, arn: str) -> None:
-        status = self.statuses[arn]
-        if status not in STARTABLE | STARTING:
-            raise ConfigError(f"analyses.custom_labels: model {arn} is {status}: it cannot be started")
-        if status in STARTABLE:
+        if self.statuses[arn] in STARTABLE:
             units = self._settings.inference_units
             request = {"ProjectVersionArn": arn, "MinInferenceUnits": units}
             self._call("start_project_version", "StartProjectVersion", request)
@@ -157,6 +169,8 @@ class ModelHooks(DriverHooks):
             if status not in STARTING | STARTABLE or self._clock() >= deadline:
                 waited = f" after {self._settings.start_timeout_seconds:g} s" if status in STARTING else ""
                 raise ConfigError(f"analyses.custom_labels: model {arn} did not start: {status}{waited}")
+            if self._setup.stopping():  # a signal came while batches may be in flight: stop waiting
+                raise KeyboardInterrupt
             self._sleep(self._settings.poll_seconds)
 
     def finish(self, *, completed: bool) -> None:
@@ -212,8 +226,8 @@ class ModelHooks(DriverHooks):
             elif self._settings.start_models:
                 units = self._settings.inference_units
                 lines.append(
-                    f"  model {arn}: {status}; a run would start it: {units} inference units x ${price:.2f} "
-                    f"= ${units * price:.2f} per hour until it stops it at the end"
+                    f"  model {arn}: {status}; a run would start it if an image needs it: {units} inference "
+                    f"units x ${price:.2f} = ${units * price:.2f} per hour until it stops it at the end"
                 )
             else:
                 lines.append(f"  model {arn}: {status}; a run would stop, exit 2 (--start-models starts it)")

@@ -18,7 +18,7 @@ import secrets
 import signal
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -115,7 +115,7 @@ def _run(config: RunConfig, s3: Any, summary: RunSummary, shutdown: Shutdown) ->
         summary.end("already-committed")
         summary.manifest = store.destination.location(manifest_path(summary.run_id))
         return
-    hooks = _driver_hooks(config, s3, store, dry_run=False)
+    hooks = _driver_hooks(config, s3, store, dry_run=False, stopping=lambda: shutdown.requested)
     try:
         config = _prepared(config, hooks)
         resolve_quotas(config, summary)
@@ -183,11 +183,18 @@ def _dry_run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
 
 
 def _driver_hooks(
-    config: RunConfig, s3: Any, store: RunStore | None, *, dry_run: bool
+    config: RunConfig,
+    s3: Any,
+    store: RunStore | None,
+    *,
+    dry_run: bool,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> dict[str, DriverHooks]:
     """The driver-side hooks of each analysis of the run, in the run's order."""
     return {
-        name: REGISTRY[name].driver(DriverSetup(config, config.analysis_settings[name], s3, store, dry_run))
+        name: REGISTRY[name].driver(
+            DriverSetup(config, config.analysis_settings[name], s3, store, dry_run, stopping)
+        )
         for name in config.analyses
     }
 

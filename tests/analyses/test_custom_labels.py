@@ -4,6 +4,7 @@ run stops, what is stopped, and what the hours cost."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -210,6 +211,10 @@ def test_start_models_starts_waits_stops_only_what_it_started_and_prices_the_hou
     rekognition, clock = Scripted({MODEL: "RUNNING", OTHER: "TRAINING_COMPLETED"}, starting_polls=3), Clock()
     driver = hooks(rekognition, clock, start_models=True, inference_units=2)
     driver.prepare(driver._settings)
+    driver.before_batch([])  # no image of the batch needs custom_labels
+    assert "StartProjectVersion" not in rekognition.operations()
+    driver.before_batch(["a.jpg"])
+    driver.before_batch(["b.jpg"])
     assert [r for op, r in rekognition.calls if op == "StartProjectVersion"] == [
         {"ProjectVersionArn": OTHER, "MinInferenceUnits": 2}
     ]
@@ -231,8 +236,9 @@ def test_start_models_starts_waits_stops_only_what_it_started_and_prices_the_hou
 def test_a_model_that_fails_or_takes_too_long_to_start_stops_the_run_and_close_stops_it() -> None:
     rekognition, clock = Scripted({MODEL: "STOPPED"}, starting_polls=2, end_status="FAILED"), Clock()
     driver = hooks(rekognition, clock, start_models=True)
+    driver.prepare(driver._settings)
     with pytest.raises(ConfigError, match=rf"model {MODEL} did not start: FAILED$"):
-        driver.prepare(driver._settings)
+        driver.before_batch(["a.jpg"])
     report = driver.close()
     assert rekognition.operations()[-1] == "StopProjectVersion"
     assert report is not None
@@ -240,10 +246,30 @@ def test_a_model_that_fails_or_takes_too_long_to_start_stops_the_run_and_close_s
 
     rekognition, clock = Scripted({MODEL: "STOPPED"}, starting_polls=10**6), Clock()
     driver = hooks(rekognition, clock, start_models=True, start_timeout_seconds=120.0)
+    driver.prepare(driver._settings)
     with pytest.raises(ConfigError, match=rf"model {MODEL} did not start: STARTING after 120 s$"):
-        driver.prepare(driver._settings)
+        driver.before_batch(["a.jpg"])
     assert clock.now == 1000.0 + 120.0
     driver.close()
+    assert rekognition.statuses[MODEL] == "STOPPED"
+
+
+def test_a_run_with_nothing_to_analyse_starts_no_model_and_a_signal_ends_the_wait() -> None:
+    rekognition = Scripted({MODEL: "STOPPED"}, starting_polls=10**6)
+    driver = hooks(rekognition, Clock(), start_models=True)
+    driver.prepare(driver._settings)
+    driver.finish(completed=True)
+    assert rekognition.operations() == ["DescribeProjects", "DescribeProjectVersions"]
+    assert driver.report().fields["models_started"] == []
+
+    stop = False
+    driver = hooks(rekognition, Clock(), start_models=True)
+    driver._setup = dataclasses.replace(driver._setup, stopping=lambda: stop)
+    driver.prepare(driver._settings)
+    stop = True
+    with pytest.raises(KeyboardInterrupt):
+        driver.before_batch(["a.jpg"])
+    assert driver.close() is not None
     assert rekognition.statuses[MODEL] == "STOPPED"
 
 
@@ -264,8 +290,8 @@ def test_a_dry_run_reads_the_statuses_starts_nothing_and_says_what_an_hour_costs
     assert set(rekognition.operations()) == {"DescribeProjects", "DescribeProjectVersions"}
     assert report.dry_run_called == "DescribeProjects and DescribeProjectVersions only"
     assert report.forecast_lines[1] == (
-        f"  model {OTHER}: STOPPED; a run would start it: 1 inference units x $4.00 = $4.00 per hour "
-        "until it stops it at the end"
+        f"  model {OTHER}: STOPPED; a run would start it if an image needs it: 1 inference units x $4.00 "
+        "= $4.00 per hour until it stops it at the end"
     )
     assert report.fields["model_cost_usd"] == 0.0
     without = hooks(Scripted({OTHER: "STOPPED"}), Clock(), dry_run=True)

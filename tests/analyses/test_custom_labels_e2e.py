@@ -183,6 +183,12 @@ def test_start_models_starts_analyses_stops_and_prices_the_hours(
     assert [d["settings_digest"] for d in digests] == [expected]
     assert expected != settings_digest(custom_labels.ANALYSIS, other)
 
+    # Nothing new: the next run reads the model's status, starts nothing and sends nothing.
+    before = len(stack.calls())
+    again = rekbatch(stack, out, "--analyses", "custom_labels,moderation", "--start-models")
+    assert again.returncode == 0, again.stderr
+    assert {c["operation"] for c in stack.calls()[before:]} == {"DescribeProjects", "DescribeProjectVersions"}
+
 
 def test_a_signal_while_the_model_starts_stops_it(
     truth: tuple[samples.GroundTruth, Path], tmp_path: Path
