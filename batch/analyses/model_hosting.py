@@ -9,9 +9,8 @@ status; nothing is sent. Only with `--start-models` does the job start the model
 analyse (`before_batch`: a run with nothing new starts nothing), wait for RUNNING (polling every
 `poll_seconds`, at most `start_timeout_seconds`, and no longer once a signal asked the run to stop), and
 stop them (StopProjectVersion) when the batches are over, or when the run fails or is interrupted
-(`close`). A model running before the run is never
-stopped. The hours a started model ran are priced at `[pricing] custom_labels_inference_hour` per
-inference unit. A dry run only reads the statuses: it starts nothing.
+(`close`). A model running before the run is never stopped. The hours a started model ran are priced
+at `[pricing] custom_labels_inference_hour` per inference unit. A dry run only reads the statuses.
 """
 
 from __future__ import annotations
@@ -72,6 +71,8 @@ class StartedModel:
     units: int
     started: float
     stopped: float | None = None
+    #: Why StopProjectVersion failed (the model may still run and bill), or None.
+    stop_error: str | None = None
 
     def hours(self, now: float) -> float:
         return ((self.stopped if self.stopped is not None else now) - self.started) / 3600
@@ -109,7 +110,9 @@ class ModelHooks(DriverHooks):
         for arn in settings.models:
             self.statuses[arn] = self.status(arn)
         idle = [arn for arn in settings.models if self.statuses[arn] != RUNNING]
-        if idle and not settings.start_models and not self._setup.dry_run:
+        if self._setup.dry_run:  # it says what a run would do (`_forecast_lines`), and starts nothing
+            return settings
+        if idle and not settings.start_models:
             arn = idle[0]
             raise ConfigError(
                 f"analyses.custom_labels: model {arn} is {self.statuses[arn]}, not RUNNING: start it "
@@ -192,7 +195,8 @@ class ModelHooks(DriverHooks):
                 stop = self._call("stop_project_version", "StopProjectVersion", request)
                 model.stopped = self._clock()
                 if not stop.ok:
-                    logger.error("model %s: StopProjectVersion: %s; stop it by hand", model.arn, stop.message)
+                    model.stop_error = f"{stop.error_code}: {stop.message}"
+                    logger.error("model %s: StopProjectVersion: %s", model.arn, model.stop_error)
 
     def report(self) -> DriverReport:
         prices = self._setup.config.prices
@@ -210,8 +214,13 @@ class ModelHooks(DriverHooks):
             report.dry_run_called = "DescribeProjects and DescribeProjectVersions only"
             report.forecast_lines = self._forecast_lines()
         for model in self.started:
+            stopped = (
+                "and stopped"
+                if model.stop_error is None
+                else f"and NOT stopped ({model.stop_error}): stop it, it bills until then; priced to now"
+            )
             report.lines.append(
-                f"  model {model.arn}: started by this run and stopped, {model.hours(now):.3f} h x "
+                f"  model {model.arn}: started by this run {stopped}, {model.hours(now):.3f} h x "
                 f"{model.units} inference units x ${prices[HOUR_PRICE_KEY]:.2f} = "
                 f"${model.hours(now) * model.units * prices[HOUR_PRICE_KEY]:.4f}"
             )
@@ -223,6 +232,8 @@ class ModelHooks(DriverHooks):
         for arn, status in self.statuses.items():
             if status == RUNNING:
                 lines.append(f"  model {arn}: RUNNING (billed per hour whether this run uses it or not)")
+            elif status not in STARTABLE | STARTING:
+                lines.append(f"  model {arn}: {status}; a run would stop, exit 2: it cannot be started")
             elif self._settings.start_models:
                 units = self._settings.inference_units
                 lines.append(

@@ -155,6 +155,7 @@ class Scripted:
         self.polls = dict.fromkeys(statuses, 0)
         self.starting_polls, self.end_status = starting_polls, end_status
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.refuse_stop = False
 
     def call(self, method: str, operation: str, request: dict[str, Any]) -> CallResult:
         self.calls.append((operation, request))
@@ -171,6 +172,8 @@ class Scripted:
             described = {"ProjectVersionArn": arn, "Status": self.statuses[arn]}
             return CallResult({"ProjectVersionDescriptions": [described]}, 1)
         arn = request["ProjectVersionArn"]
+        if operation == "StopProjectVersion" and self.refuse_stop:
+            return CallResult(None, 3, "InternalServerError", "try again")
         self.statuses[arn] = "STARTING" if operation == "StartProjectVersion" else "STOPPED"
         return CallResult({"Status": self.statuses[arn]}, 1)
 
@@ -297,3 +300,24 @@ def test_a_dry_run_reads_the_statuses_starts_nothing_and_says_what_an_hour_costs
     without = hooks(Scripted({OTHER: "STOPPED"}), Clock(), dry_run=True)
     without.prepare(without._settings)
     assert "a run would stop, exit 2" in without.report().forecast_lines[0]
+
+
+def test_a_stop_that_fails_is_said_in_the_summary_and_the_model_priced_to_then() -> None:
+    rekognition, clock = Scripted({MODEL: "STOPPED"}, starting_polls=1), Clock()
+    driver = hooks(rekognition, clock, start_models=True)
+    driver.prepare(driver._settings)
+    driver.before_batch(["a.jpg"])
+    rekognition.refuse_stop, clock.now = True, clock.now + 1800
+    driver.finish(completed=True)
+    (line,) = driver.report().lines
+    assert f"model {MODEL}: started by this run and NOT stopped (InternalServerError: try again)" in line
+    assert driver.report().fields["inference_hours"] == 0.5
+
+
+def test_a_dry_run_stops_on_no_status_and_tells_what_a_run_would_do() -> None:
+    rekognition = Scripted({MODEL: "TRAINING_FAILED"})
+    driver = hooks(rekognition, Clock(), dry_run=True, start_models=True)
+    driver.prepare(driver._settings)
+    assert driver.report().forecast_lines == [
+        f"  model {MODEL}: TRAINING_FAILED; a run would stop, exit 2: it cannot be started"
+    ]
