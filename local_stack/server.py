@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 TARGET_PREFIX = "RekognitionService."
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
+#: Every operation's handler: `local_stack.operations`, and `local_stack.custom_labels`' ones.
+HANDLERS = {**OPERATIONS, **MODEL_OPERATIONS}
 
 
 #: (source, bucket, name, version) of a request's first image, for the call log.
@@ -105,8 +107,7 @@ class RekognitionApp:
 
     def _rekognition(self, target: str, body: bytes) -> Answer:
         operation = target.removeprefix(TARGET_PREFIX)
-        handlers = {**OPERATIONS, **MODEL_OPERATIONS}
-        handler = handlers.get(operation) if target.startswith(TARGET_PREFIX) else None
+        handler = HANDLERS.get(operation) if target.startswith(TARGET_PREFIX) else None
         try:
             params = json.loads(body or b"{}")
         except ValueError:
