@@ -15,8 +15,9 @@ $(VENV)/.installed: pyproject.toml
 
 ## The job on the local stack: start moto's S3 and our Rekognition endpoint, seed the samples,
 ## run the job into ./demo-output, print the summary and a DuckDB query, stop the servers.
+## MORE=1: also ppe, custom_labels (the run starts and stops the local model) and a moderation adapter.
 demo: setup
-	$(BIN)/python scripts/demo.py --output demo-output
+	$(BIN)/python scripts/demo.py --output demo-output $(if $(MORE),--more-analyses)
 
 test: setup
 	$(BIN)/pytest

@@ -20,7 +20,8 @@ import boto3
 from botocore.config import Config
 
 from local_stack.collections import CollectionStore
-from local_stack.decoding import decode_upright, treat_bomb_warnings_as_errors
+from local_stack.custom_labels import ModelStore
+from local_stack.decoding import LOWEST_MIN_SIDE_PX, decode_upright, treat_bomb_warnings_as_errors
 from local_stack.faults import FaultConfig, FaultInjector
 from local_stack.images import S3ObjectCache
 from local_stack.operations import Call
@@ -88,11 +89,14 @@ def run_rekognition(args: argparse.Namespace) -> int:
         if args.s3_endpoint
         else None
     )
-    analyses = AnalysisCache(lambda data: analyse_pixels(decode_upright(data)))
+    # Decoded down to the smallest side any operation reads; `Call.analyse` holds the others to 80 px.
+    analyses = AnalysisCache(lambda data: analyse_pixels(decode_upright(data, LOWEST_MIN_SIDE_PX)))
     collections = CollectionStore(args.collections_file)
     call_log = CallLog(args.call_log)
     quotas = ServiceQuotasApp(faults.quota, args.service_quotas)
-    app = RekognitionApp(lambda: Call(analyses, s3, collections), faults, frozenset(args.deny), quotas)
+    models = ModelStore(args.custom_labels_model, args.moderation_adapter, args.model_start_seconds)
+    denied = frozenset(args.deny)
+    app = RekognitionApp(lambda: Call(analyses, s3, collections, models), faults, denied, quotas)
     server = serve(args.host, args.port, app, call_log)
     host, port = server.server_address[:2]
     print(f"Rekognition endpoint listening on http://{host!s}:{port}", flush=True)
@@ -189,6 +193,26 @@ def build_parser() -> argparse.ArgumentParser:
         "enforces; 'deny' answers AccessDeniedException",
     )
     rek.add_argument("--collections-file", type=Path, help="persist face collections to this JSON file")
+    rek.add_argument(
+        "--custom-labels-model",
+        action="append",
+        default=[],
+        metavar="VERSION_ARN",
+        help="a Custom Labels model version the endpoint hosts, STOPPED at start (repeatable)",
+    )
+    rek.add_argument(
+        "--moderation-adapter",
+        action="append",
+        default=[],
+        metavar="VERSION_ARN",
+        help="a custom moderation adapter DetectModerationLabels accepts as ProjectVersion (repeatable)",
+    )
+    rek.add_argument(
+        "--model-start-seconds",
+        type=float,
+        default=1.0,
+        help="seconds a started model stays STARTING before it is RUNNING (default 1)",
+    )
     add_endpoint_flags(rek)
     s3 = sub.add_parser("s3", allow_abbrev=False, help="moto's S3 server on 127.0.0.1")
     s3.add_argument("--port", type=int, default=0)

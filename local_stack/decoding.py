@@ -2,8 +2,10 @@
 
 Rules (Rekognition Developer Guide, "Guidelines and quotas" and "images-orientation"):
 - JPEG and PNG only, by magic bytes AND a full decode (truncated is invalid) -> InvalidImageFormatException;
-- under 80 px a side -> InvalidParameterException; over 10,000 px a side, or a decompression bomb ->
-  ImageTooLargeException, from the header before decoding (AWS documents the message, not the code);
+- under 80 px a side -> InvalidParameterException (64 for DetectProtectiveEquipment: the endpoint
+  decodes from 64 px, `too_small` holds the other operations to 80); over 10,000 px a side, or a
+  decompression bomb -> ImageTooLargeException, from the header before decoding (AWS documents the
+  message, not the code);
 - a JPEG with an Exif orientation is turned upright; a PNG (Rekognition ignores eXIf) or an Exif-less
   JPEG is analysed as stored.
 Size limits (5 MiB bytes, 15 MB S3 object) belong to where the bytes come from, see `images.py`.
@@ -22,6 +24,9 @@ from local_stack.errors import ServiceError
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MIN_SIDE_PX = 80
+#: The shortest side any operation reads: "The minimum image dimension for DetectProtectiveEquipment is 64
+#: pixels" (Developer Guide, "Guidelines and quotas").
+LOWEST_MIN_SIDE_PX = 64
 MAX_SIDE_PX = 10_000
 
 
@@ -43,8 +48,9 @@ def sniff_format(data: bytes) -> str:
     raise _invalid_format("not a JPEG or PNG")
 
 
-def decode_upright(data: bytes) -> np.ndarray:
-    """Decode fully and return the upright frame as an (H, W, 3) uint8 array."""
+def decode_upright(data: bytes, min_side_px: int = MIN_SIDE_PX) -> np.ndarray:
+    """Decode fully and return the upright frame as an (H, W, 3) uint8 array; InvalidParameterException
+    under `min_side_px` a side."""
     declared = sniff_format(data)
     try:
         with Image.open(io.BytesIO(data), formats=["JPEG", "PNG"]) as img:
@@ -68,9 +74,17 @@ def decode_upright(data: bytes) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as exc:
         raise _invalid_format(type(exc).__name__) from exc
     height, width = rgb.shape[:2]
-    if width < MIN_SIDE_PX or height < MIN_SIDE_PX:
-        raise ServiceError(
-            "InvalidParameterException",
-            f"Request has invalid parameters: image is {width}x{height}, minimum is {MIN_SIDE_PX} px a side.",
-        )
+    refusal = too_small(width, height, min_side_px)
+    if refusal is not None:
+        raise refusal
     return rgb
+
+
+def too_small(width: int, height: int, min_side_px: int = MIN_SIDE_PX) -> ServiceError | None:
+    """The error for an image with a side under `min_side_px`, or None."""
+    if width >= min_side_px and height >= min_side_px:
+        return None
+    return ServiceError(
+        "InvalidParameterException",
+        f"Request has invalid parameters: image is {width}x{height}, minimum is {min_side_px} px a side.",
+    )

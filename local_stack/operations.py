@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from local_stack import responses as r
@@ -21,6 +21,8 @@ from local_stack.collections import (
     public_face,
     similarity,
 )
+from local_stack.custom_labels import ModelStore, check_adapter, content_types
+from local_stack.decoding import too_small
 from local_stack.errors import ServiceError, invalid_parameter
 from local_stack.images import ImageInput, S3ObjectCache, resolve_image
 from local_stack.vision import CELEBRITY, LINE_TEXT, WORD_SPANS, Analysis, AnalysisCache, PixelBox, SeenObject
@@ -41,8 +43,12 @@ class Call:
     analyses: AnalysisCache
     s3: S3ObjectCache | None
     collections: CollectionStore
+    #: The Custom Labels models and moderation adapters (`local_stack.custom_labels.ModelStore`).
+    models: ModelStore = field(default_factory=ModelStore)
     image: ImageInput | None = None
     digest: str | None = None
+    #: The model or adapter the request names (ProjectVersionArn, ProjectVersion), for the call log.
+    model: str | None = None
 
     def fetch(self, image: dict[str, Any]) -> ImageInput:
         resolved = resolve_image(image, self.s3)
@@ -52,8 +58,13 @@ class Call:
         return resolved
 
     def analyse(self, image: dict[str, Any]) -> Analysis:
+        """The image's analysis, for every operation but DetectProtectiveEquipment: 80 px a side at least."""
         resolved = self.fetch(image)
-        return self.analyses.get(resolved.data, resolved.digest)
+        analysis = self.analyses.get(resolved.data, resolved.digest)
+        refusal = too_small(analysis.width, analysis.height)
+        if refusal is not None:
+            raise refusal
+        return analysis
 
 
 Handler = Callable[[Call, dict[str, Any]], dict[str, Any]]
@@ -272,7 +283,12 @@ def detect_moderation_labels(call: Call, req: dict[str, Any]) -> dict[str, Any]:
             for name, parent, level in MODERATION_LABELS
             if conf >= min_conf
         ]
-    return {"ModerationLabels": labels, "ModerationModelVersion": "7.0", "ContentTypes": []}
+    out = {"ModerationLabels": labels, "ModerationModelVersion": "7.0"}
+    out["ContentTypes"] = content_types(analysis)
+    if "ProjectVersion" in req:  # a custom adapter: answered as the base model, naming the adapter
+        check_adapter(call, req["ProjectVersion"])
+        out["ProjectVersion"] = req["ProjectVersion"]
+    return out
 
 
 def recognize_celebrities(call: Call, req: dict[str, Any]) -> dict[str, Any]:

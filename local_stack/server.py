@@ -24,6 +24,7 @@ from typing import Any
 
 import botocore.session
 
+from local_stack.custom_labels import OPERATIONS as MODEL_OPERATIONS
 from local_stack.errors import ServiceError
 from local_stack.faults import FaultInjector, Verdict
 from local_stack.operations import OPERATIONS, Call
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 TARGET_PREFIX = "RekognitionService."
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
+#: Every operation's handler: `local_stack.operations`, and `local_stack.custom_labels`' ones.
+HANDLERS = {**OPERATIONS, **MODEL_OPERATIONS}
 
 
 #: (source, bucket, name, version) of a request's first image, for the call log.
@@ -104,7 +107,7 @@ class RekognitionApp:
 
     def _rekognition(self, target: str, body: bytes) -> Answer:
         operation = target.removeprefix(TARGET_PREFIX)
-        handler = OPERATIONS.get(operation) if target.startswith(TARGET_PREFIX) else None
+        handler = HANDLERS.get(operation) if target.startswith(TARGET_PREFIX) else None
         try:
             params = json.loads(body or b"{}")
         except ValueError:
@@ -120,6 +123,8 @@ class RekognitionApp:
             err = ServiceError("SerializationException", "Body is not JSON.")
             return _error_answer(operation, err, delay=verdict.delay)
         call: Call = self._make_call()
+        if isinstance(params, dict):
+            call.model = params.get("ProjectVersionArn") or params.get("ProjectVersion")
         try:
             request = validate_request(self._model.operation_model(operation).input_shape, params)
             result = handler(call, request)
@@ -247,6 +252,7 @@ def _log_record(answer: Answer, ts: float, started: float) -> dict[str, Any]:
         "name": name,
         "version": version,
         "digest": answer.call.digest if answer.call else None,
+        "model": answer.call.model if answer.call else None,
         "outcome": answer.error or "ok",
         "status": answer.status,
         "latency_ms": round((time.monotonic() - started) * 1000, 3),

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from batch.core.calls import Call, CallResult
 from batch.core.geometry import BoxPlacement
-from batch.core.image_checks import AnalysisLimits, Refusal, limits_refusal
+from batch.core.image_checks import MIN_SIDE_PX, AnalysisLimits, Refusal, limits_refusal
 from batch.core.manifest import FileEntry
 
 if TYPE_CHECKING:
@@ -87,6 +87,8 @@ class DriverSetup:
     #: The output's `batch.storage.commits.RunStore`; None in a dry run without an output.
     store: Any
     dry_run: bool
+    #: True once SIGINT or SIGTERM asked the run to stop: a hook that waits (a model starting) gives up.
+    stopping: Callable[[], bool] = lambda: False
 
 
 @dataclass
@@ -116,7 +118,8 @@ class DriverHooks:
 
     Order: `prepare` (before the attempt: may resolve the settings), `start` (the attempt is claimed),
     `listed` for every listed key and `listing_ended`, `planned` (dry run) or `before_batch` (run) for
-    the images that need the analysis, `finish` after the batches, then `report`.
+    the images that need the analysis, `finish` after the batches, then `report`; `close` in every
+    case, also after an error or a signal.
     """
 
     def prepare(self, settings: Any) -> Any:
@@ -144,6 +147,11 @@ class DriverHooks:
 
     def finish(self, *, completed: bool) -> None:
         """After the batches; `completed`: the run went through (it will commit)."""
+
+    def close(self) -> DriverReport | None:
+        """Whatever the run's outcome, last: undo what must not outlive the run (a model it started)
+        if `finish` did not; a report of what that did, for a run that ended early, or None."""
+        return None
 
     def report(self) -> DriverReport:
         return DriverReport()
@@ -243,13 +251,18 @@ class Analysis:
         """The driver-side hooks of one run (most analyses: none)."""
         return DriverHooks()
 
+    @property
+    def min_side_px(self) -> int:
+        """The shortest side its operation reads: its own limit, else Rekognition's (80 px)."""
+        own = self.limits.min_side_px if self.limits is not None else None
+        return MIN_SIDE_PX if own is None else own
+
     def refusal(self, sent: SentImage) -> Refusal | None:
-        """Why this analysis does not call for the image as sent (its own `limits`), or None."""
-        if self.limits is None:
-            return None
-        return limits_refusal(
-            self.limits, self.operation, sent.width, sent.height, sent.size, as_bytes=sent.as_bytes
-        )
+        """Why this analysis does not call for the image as sent (its own `limits`, and Rekognition's
+        80 px minimum when another analysis of the image let a smaller one through), or None."""
+        limits = dataclasses.replace(self.limits or AnalysisLimits(), min_side_px=self.min_side_px)
+        width, height = sent.width, sent.height
+        return limits_refusal(limits, self.operation, width, height, sent.size, as_bytes=sent.as_bytes)
 
     def orientation_correction(self, response: Mapping[str, Any]) -> str | None:
         """The response's OrientationCorrection (None for operations without one)."""

@@ -13,6 +13,7 @@ import pyarrow as pa
 from batch.analyses import (
     celebrities,
     compare_faces,
+    custom_labels,
     face_search,
     faces,
     index_faces,
@@ -69,6 +70,7 @@ REGISTRY: dict[str, Analysis] = _registered(
         face_search.ANALYSIS,
         compare_faces.ANALYSIS,
         ppe.ANALYSIS,
+        custom_labels.ANALYSIS,
     )
 )
 

@@ -11,6 +11,7 @@ the image's calls.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -23,7 +24,7 @@ from PIL import Image
 from batch.aws.s3 import read_object
 from batch.config.model import RekognitionConfig
 from batch.core.convert import UnusableImage, forbid_decompression_bombs, to_jpeg
-from batch.core.image_checks import CONVERSION_ERROR, ImageRules, Refusal, Route, plan_image
+from batch.core.image_checks import CONVERSION_ERROR, MIN_SIDE_PX, ImageRules, Refusal, Route, plan_image
 from batch.core.image_header import ImageHeader
 from batch.core.selection import ListedObject
 
@@ -57,11 +58,13 @@ def prepare_image(
     header: ImageHeader,
     *,
     data: bytes | None = None,
+    min_side_px: int = MIN_SIDE_PX,
 ) -> PreparedImage | Refusal:
     """Plan from the header; read the object only to send its bytes or to convert it (`data`: the
-    object's bytes when the caller has them already, e.g. a reference photo)."""
+    object's bytes when the caller has them already, e.g. a reference photo; `min_side_px`: the
+    shortest side the image's analyses read)."""
     rules = _image_rules(config)
-    route = image_route(config, obj, header)
+    route = image_route(config, obj, header, min_side_px)
     if isinstance(route, Refusal):
         return route
     if route is Route.S3_OBJECT:
@@ -75,10 +78,13 @@ def prepare_image(
     return _converted(data, header, rules.max_pixels, obj.key)
 
 
-def image_route(config: RekognitionConfig, obj: ListedObject, header: ImageHeader) -> Route | Refusal:
+def image_route(
+    config: RekognitionConfig, obj: ListedObject, header: ImageHeader, min_side_px: int = MIN_SIDE_PX
+) -> Route | Refusal:
     """How the run sends this image, or why not, from its listed size and header alone (what a dry
     run's `--probe` counts: a conversion may still refuse a file damaged past its header)."""
-    return plan_image(obj.size, header, _image_rules(config))
+    rules = dataclasses.replace(_image_rules(config), min_side_px=min_side_px)
+    return plan_image(obj.size, header, rules)
 
 
 def _converted(data: bytes, header: ImageHeader, max_pixels: int | None, key: str) -> PreparedImage | Refusal:

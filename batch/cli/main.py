@@ -62,7 +62,7 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--analyses",
         help="comma-separated: labels,faces,text,moderation,celebrities,index_faces,face_search,"
-        "compare_faces,ppe",
+        "compare_faces,ppe,custom_labels",
     )
     run.add_argument("--config", help="a TOML file (see configs/default.toml); flags override it")
     run.add_argument(
@@ -137,6 +137,13 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
         metavar="S3_URL",
         help="compare_faces: a reference photo s3://BUCKET/KEY, or s3://BUCKET/PREFIX/ for every image "
         "under it; repeat the flag or separate URLs with commas ([analyses.compare_faces] references)",
+    )
+    run.add_argument(
+        "--start-models",
+        action="store_true",
+        default=None,
+        help="custom_labels: start the models that are not running, and stop them at the end (billed "
+        "per inference hour while they run); without it a model not running stops the run (exit 2)",
     )
     run.add_argument("--summary-json", help="also write the run's summary as JSON to this path")
     run.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO")
@@ -281,6 +288,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         "analyses.index_faces.collection": ("--collection", args.collection),
         "analyses.face_search.collection": ("--collection", args.collection),
         "analyses.compare_faces.references": ("--reference", reference_urls(args.reference)),
+        "analyses.custom_labels.start_models": ("--start-models", args.start_models),
     }
     config = load_config(
         args.config,

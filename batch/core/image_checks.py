@@ -77,6 +77,9 @@ class ImageRules:
     max_convert_bytes: int = 50_000_000
     #: `PIL.Image.MAX_IMAGE_PIXELS`: images with more pixels are never decoded. None: no limit.
     max_pixels: int | None = 89_478_485
+    #: The shortest side sent: Rekognition's 80 px, or less when one of the image's analyses reads
+    #: smaller images (`ppe`: 64); each analysis then refuses what is under its own minimum.
+    min_side_px: int = MIN_SIDE_PX
 
 
 def plan_image(size: int, header: ImageHeader, rules: ImageRules) -> Route | Refusal:
@@ -88,7 +91,7 @@ def plan_image(size: int, header: ImageHeader, rules: ImageRules) -> Route | Ref
     if refusal is not None:
         return refusal
     if header.stored_width is not None and header.stored_height is not None:
-        refusal = size_refusal(header.stored_width, header.stored_height)
+        refusal = size_refusal(header.stored_width, header.stored_height, rules.min_side_px)
         if refusal is not None:
             return refusal
     if header.format in REKOGNITION_FORMATS:
@@ -96,10 +99,11 @@ def plan_image(size: int, header: ImageHeader, rules: ImageRules) -> Route | Ref
     return _plan_conversion(size, header, rules)
 
 
-def size_refusal(width: int, height: int) -> Refusal | None:
-    """Rekognition's refusal of an image this many pixels wide and high, if it would refuse it."""
-    if min(width, height) < MIN_SIDE_PX:
-        return Refusal("rejected", INVALID_PARAMETER, f"{width}x{height} px: under {MIN_SIDE_PX} px a side")
+def size_refusal(width: int, height: int, min_side_px: int = MIN_SIDE_PX) -> Refusal | None:
+    """Rekognition's refusal of an image this many pixels wide and high, if it would refuse it
+    (`min_side_px`: the shortest side any of the image's analyses reads)."""
+    if min(width, height) < min_side_px:
+        return Refusal("rejected", INVALID_PARAMETER, f"{width}x{height} px: under {min_side_px} px a side")
     if max(width, height) > MAX_SIDE_PX:
         return Refusal("rejected", TOO_LARGE, f"{width}x{height} px: over {MAX_SIDE_PX:,} px a side")
     return None

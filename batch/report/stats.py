@@ -272,6 +272,7 @@ BOX_LAYERS: tuple[BoxLayer, ...] = (
     BoxLayer("celebrities", "celebrity", lambda r: f"{r['name']}{_percent(r['match_confidence'])}"),
     BoxLayer("ppe_persons", "person (PPE)", lambda r: f"person {r['person_id']}{_summary(r['summary'])}"),
     BoxLayer("ppe_equipment", "protective equipment", lambda r: f"{r['equipment_type']} on {r['body_part']}"),
+    BoxLayer("custom_labels", "custom label", lambda r: f"{r['name']}{_percent(r['confidence'])}"),
 )
 _BOX_COLUMNS = {f.name for f in BOX_FIELDS}
 

@@ -97,7 +97,8 @@ def probe_image(config: RunConfig, s3: Any, obj: ListedObject) -> Refusal | Sent
         if is_changed_code(code):
             return Refusal("changed", OBJECT_CHANGED, f"S3 answered {code}")
         return Refusal("failed", code, one_line(str(exc)))
-    route = image_route(config.rekognition, obj, header)
+    shortest = min(REGISTRY[name].min_side_px for name in config.analyses)  # ppe reads 64 px sides
+    route = image_route(config.rekognition, obj, header, shortest)
     if isinstance(route, Refusal):
         return route
     if route is Route.CONVERTED_JPEG:

@@ -72,7 +72,8 @@ def analyse_image(
     facts: dict[str, Any] = {"size_bytes": obj.size, "last_modified": obj.last_modified}
     try:
         header, obj = read_header(s3, context.bucket, obj)
-        prepared = prepare_image(s3, context.bucket, context.rekognition, obj, header)
+        shortest = min(REGISTRY[name].min_side_px for name in analyses)  # ppe reads 64 px sides
+        prepared = prepare_image(s3, context.bucket, context.rekognition, obj, header, min_side_px=shortest)
     except (ClientError, BotoCoreError) as exc:
         # Deleted or replaced since the listing (the reads are pinned to the listed ETag), or S3 down.
         return _unread(common, facts, exc, "GetObject")

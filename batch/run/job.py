@@ -19,7 +19,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -116,15 +116,18 @@ def _run(config: RunConfig, s3: Any, summary: RunSummary, shutdown: Shutdown) ->
         summary.end("already-committed")
         summary.manifest = store.destination.location(manifest_path(summary.run_id))
         return
-    hooks = _driver_hooks(config, s3, store, dry_run=False)
-    config = _prepared(config, hooks)
-    resolve_quotas(config, summary)
-    summary.config_digest = config_digest(config)  # with what the hooks resolved (reference ETags)
-    attempt = start_attempt(config, store, summary)
-    started = f"rekbatch: run {summary.run_id}: attempt {summary.attempt} started"
-    print(terminal_line(started), file=sys.stderr, flush=True)
-    with Heartbeat(store, summary.run_id, attempt.record.attempt):  # gc leaves a running attempt alone
-        _run_attempt(config, s3, summary, attempt, store=store, hooks=hooks, shutdown=shutdown)
+    hooks = _driver_hooks(config, s3, store, dry_run=False, stopping=lambda: shutdown.requested)
+    try:
+        config = _prepared(config, hooks)
+        resolve_quotas(config, summary)
+        summary.config_digest = config_digest(config)  # with what the hooks resolved (reference ETags)
+        attempt = start_attempt(config, store, summary)
+        started = f"rekbatch: run {summary.run_id}: attempt {summary.attempt} started"
+        print(terminal_line(started), file=sys.stderr, flush=True)
+        with Heartbeat(store, summary.run_id, attempt.record.attempt):  # gc leaves a running attempt alone
+            _run_attempt(config, s3, summary, attempt, store=store, hooks=hooks, shutdown=shutdown)
+    finally:  # an error or a signal too: e.g. the models the run started are stopped
+        _close(hooks, summary)
 
 
 def _run_attempt(
@@ -189,11 +192,18 @@ def _dry_run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
 
 
 def _driver_hooks(
-    config: RunConfig, s3: Any, store: RunStore | None, *, dry_run: bool
+    config: RunConfig,
+    s3: Any,
+    store: RunStore | None,
+    *,
+    dry_run: bool,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> dict[str, DriverHooks]:
     """The driver-side hooks of each analysis of the run, in the run's order."""
     return {
-        name: REGISTRY[name].driver(DriverSetup(config, config.analysis_settings[name], s3, store, dry_run))
+        name: REGISTRY[name].driver(
+            DriverSetup(config, config.analysis_settings[name], s3, store, dry_run, stopping)
+        )
         for name in config.analyses
     }
 
@@ -209,6 +219,14 @@ def _finish(hooks: Mapping[str, DriverHooks], summary: RunSummary, *, completed:
     for hook in hooks.values():
         hook.finish(completed=completed)
         summary.add_driver(hook.report())
+
+
+def _close(hooks: Mapping[str, DriverHooks], summary: RunSummary) -> None:
+    """Every analysis's `close` hook, its report (if the run ended before `_finish`) into the summary."""
+    for hook in hooks.values():
+        report = hook.close()
+        if report is not None:
+            summary.add_driver(report)
 
 
 def _committed_state(config: RunConfig, s3: Any) -> CommittedState:

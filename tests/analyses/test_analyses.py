@@ -47,10 +47,10 @@ def check_request(analysis: Analysis, request: dict[str, Any]) -> None:
 # --- the registry against botocore's model --------------------------------------------------------
 
 
-def test_the_registry_holds_the_nine_analyses() -> None:
+def test_the_registry_holds_the_ten_analyses() -> None:
     assert list(REGISTRY) == [
         "labels", "faces", "text", "moderation", "celebrities", "index_faces", "face_search",
-        "compare_faces", "ppe",
+        "compare_faces", "ppe", "custom_labels",
     ]  # fmt: skip
 
 
@@ -93,6 +93,12 @@ def test_hard_coded_limits_match_the_model() -> None:
 
 # --- settings and requests ------------------------------------------------------------------------
 
+MODELS = [
+    "arn:aws:rekognition:us-east-1:123456789012:project/widgets/version/widgets.2026-01-01T10.00.00/1767261600000",
+    "arn:aws-cn:rekognition:cn-north-1:123456789012:project/b_2/version/v-1/1",
+]
+ADAPTER = "arn:aws:rekognition:us-east-1:123456789012:project/mod/version/adapter.1/1767261600001"
+
 filter_lists = st.lists(st.from_regex(r"[A-Za-z0-9 ()-]{0,50}", fullmatch=True), max_size=5)
 percents = st.floats(0, 100) | st.integers(0, 100)
 
@@ -121,7 +127,9 @@ SETTINGS_MAPPINGS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
             "min_bounding_box_width": st.none() | st.floats(0, 1),
         },
     ),
-    "moderation": st.fixed_dictionaries({}, optional={"min_confidence": percents}),
+    "moderation": st.fixed_dictionaries(
+        {}, optional={"min_confidence": percents, "project_version": st.sampled_from(["", ADAPTER])}
+    ),
     "celebrities": st.just({}),
     "ppe": st.fixed_dictionaries(
         {},
@@ -146,6 +154,15 @@ SETTINGS_MAPPINGS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
             "crop_margin": st.floats(0, 1),
         },
     ),
+    "custom_labels": st.fixed_dictionaries(
+        {"models": st.lists(st.sampled_from(MODELS), min_size=1, max_size=2, unique=True)},
+        optional={
+            "min_confidence": st.none() | percents,
+            "max_results": st.none() | st.integers(0, 1000),
+            "start_models": st.booleans(),
+            "inference_units": st.integers(1, 8),
+        },
+    ),
     "compare_faces": st.fixed_dictionaries(
         {"references": st.lists(st.sampled_from(["s3://refs/ada.jpg", "s3://refs/people/"]), min_size=1)},
         optional={
@@ -161,6 +178,7 @@ REQUIRED = {
     "index_faces": {"collection": "people"},
     "face_search": {"collection": "people"},
     "compare_faces": {"references": ["s3://refs/ada.jpg"]},
+    "custom_labels": {"models": MODELS[:1]},
 }
 REFERENCE = references.ReferenceImage("refs", "ada.jpg", "e1")
 
@@ -280,6 +298,15 @@ BAD_SETTINGS = [
     ("ppe", "required_equipment_types", "HEAD_COVER"),
     ("ppe", "required_equipment_types", ["HELMET"]),
     ("ppe", "min_confidence", 100.1),
+    ("moderation", "project_version", "my-adapter"),
+    ("moderation", "project_version", MODELS[0] + "/"),
+    ("custom_labels", "models", MODELS[0]),
+    ("custom_labels", "models", ["arn:aws:rekognition:us-east-1:123456789012:project/widgets/1"]),
+    ("custom_labels", "models", [MODELS[0], MODELS[0]]),
+    ("custom_labels", "min_confidence", 101),
+    ("custom_labels", "max_results", -1),
+    ("custom_labels", "inference_units", 0),
+    ("custom_labels", "start_models", "yes"),
     ("compare_faces", "references", "s3://refs/ada.jpg"),
     ("compare_faces", "references", ["refs/ada.jpg"]),
     ("compare_faces", "references", ["s3://refs"]),
@@ -563,6 +590,8 @@ def test_moderation_labels() -> None:
         "taxonomy_level": 1,
         "confidence": 92.0,
         "model_version": "7.0",
+        "content_types": None,
+        "adapter": None,
     }
 
 
@@ -627,6 +656,7 @@ EXPECTED_ROWS: dict[str, dict[str, Callable[[Mapping[str, Any]], int]]] = {
         "face_comparisons": lambda r: len(_items(r, "FaceMatches")),
         "face_comparison_misses": lambda r: 1,
     },
+    "custom_labels": {"custom_labels": lambda r: len(_items(r, "CustomLabels"))},
     "ppe": {
         "ppe_persons": lambda r: len(_items(r, "Persons")),
         "ppe_equipment": lambda r: sum(

@@ -11,7 +11,8 @@ from batch.analyses import ppe
 from batch.analyses.base import SentImage
 from batch.analyses.registry import REGISTRY
 from batch.core.geometry import ORIENTATIONS, Box, BoxPlacement, upright_size, upright_to_stored_box
-from batch.core.image_checks import INVALID_PARAMETER, TOO_LARGE
+from batch.core.image_checks import INVALID_PARAMETER, TOO_LARGE, ImageRules, Refusal, Route, plan_image
+from batch.core.image_header import ImageHeader
 
 IMAGE = {"S3Object": {"Bucket": "site", "Name": "gate/a.jpg"}}
 #: Upright boxes of a person and of the helmet on its head.
@@ -157,4 +158,25 @@ def test_ppe_limits_are_those_of_the_developer_guide(sent: SentImage, code: str 
 
 def test_other_analyses_have_no_limits_of_their_own() -> None:
     huge = SentImage(9000, 9000, 5 * 1024 * 1024, as_bytes=True)
-    assert [name for name, analysis in REGISTRY.items() if analysis.refusal(huge)] == ["ppe"]
+    # custom_labels: 4 MB as bytes ("Running a trained ... model", see batch.analyses.custom_labels).
+    assert [name for name, analysis in REGISTRY.items() if analysis.refusal(huge)] == ["ppe", "custom_labels"]
+
+
+def test_an_image_of_64_to_79_px_a_side_is_sent_for_ppe_alone() -> None:
+    """Rekognition's 80 px minimum is not DetectProtectiveEquipment's (64): the plan lets such an
+    image through when ppe is among its analyses, and every other analysis refuses it on its own."""
+    small = ImageHeader("JPEG", 72, 96, 1)
+    refused = plan_image(1000, small, ImageRules())
+    assert isinstance(refused, Refusal)
+    assert refused.code == INVALID_PARAMETER
+    shortest = min(REGISTRY[name].min_side_px for name in ("faces", "ppe"))
+    assert plan_image(1000, small, ImageRules(min_side_px=shortest)) is Route.S3_OBJECT
+    sent = SentImage(72, 96, 1000, as_bytes=False)
+    assert [name for name, analysis in REGISTRY.items() if analysis.refusal(sent) is None] == ["ppe"]
+    faces_refusal = REGISTRY["faces"].refusal(sent)
+    assert faces_refusal is not None
+    assert (faces_refusal.code, faces_refusal.reason) == (
+        INVALID_PARAMETER,
+        "72x96 px: under the 80 px a side DetectFaces reads",
+    )
+    assert REGISTRY["ppe"].refusal(SentImage(63, 96, 1000, as_bytes=False)) is not None

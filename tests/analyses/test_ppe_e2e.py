@@ -24,6 +24,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore_shapes import validate_response
+from conftest import make_image
 
 from batch.query import views
 from local_stack.samples import SampleTruth, TruthObject, ppe_samples
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "site"
 SAMPLES = {truth.name: (data, truth) for data, truth in ppe_samples()}
 TOO_WIDE = "ppe/too-wide.jpg"
+SMALL = "small/person-72x96.jpg"  # under Rekognition's 80 px, over DetectProtectiveEquipment's 64
 TYPES = {"head_cover": ("HEAD_COVER", "HEAD"), "face_cover": ("FACE_COVER", "FACE")}
 
 
@@ -46,6 +48,7 @@ def stack() -> Iterator[LocalStack]:
         for name, (data, _) in SAMPLES.items():
             s3.put_object(Bucket=BUCKET, Key=f"gate/{name}", Body=data)
         s3.put_object(Bucket=BUCKET, Key=f"wide/{TOO_WIDE}", Body=SAMPLES[TOO_WIDE][0])
+        s3.put_object(Bucket=BUCKET, Key=SMALL, Body=make_image((72, 96), (("face", (16, 20, 40, 50)),)))
         yield local
 
 
@@ -211,3 +214,30 @@ def test_the_endpoint_answers_in_the_model_s_shape_and_refuses_what_the_service_
         helmeted = {wearer(sample, item).box_px for item in sample.of_kind("head_cover")}
         assert len(answer["Summary"]["PersonsWithRequiredEquipment"]) == len(helmeted)
         assert len(answer["Summary"]["PersonsWithoutRequiredEquipment"]) == len(sample.faces) - len(helmeted)
+
+
+def test_an_image_of_72_px_a_side_is_analysed_by_ppe_and_refused_by_the_others_without_a_call(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    before = len(stack.calls())
+    rekbatch(stack, out, "small/", "ppe,faces")
+    assert [c["operation"] for c in stack.calls()[before:]] == ["DetectProtectiveEquipment"]
+    (person,) = rows(out, "SELECT * FROM ppe_persons")
+    assert contains(pixels(person), (16, 20, 40, 50))
+    (image,) = rows(out, "SELECT * FROM images")
+    assert (image["status"], list(image["analyses"])) == ("analysed", ["ppe"])
+    assert sorted(done["analysis"] for done in image["analyses_done"]) == ["faces", "ppe"]
+    (error,) = rows(out, "SELECT * FROM errors")
+    assert (error["analysis"], error["error_code"], error["attempts"]) == (
+        "faces",
+        "InvalidParameterException",
+        0,
+    )
+
+    before = len(stack.calls())
+    rekbatch(stack, tmp_path / "faces-only", "small/", "faces")
+    assert stack.calls()[before:] == []
+    (image,) = rows(tmp_path / "faces-only", "SELECT * FROM images")
+    assert (image["status"], image["status_reason"]) == ("rejected", "InvalidParameterException")

@@ -32,6 +32,7 @@ PLACEHOLDERS = {
     "KMS_KEY_ARN": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
     "INVENTORY_BUCKET": "inventory-bucket",
     "INVENTORY_PREFIX": "inventories/photo-bucket/nightly/",
+    "PROJECT_NAME": "widgets",
 }
 IN_BUCKET = "arn:aws:s3:::photo-bucket"
 OUT_BUCKET = "arn:aws:s3:::lake-bucket"
@@ -172,6 +173,7 @@ def detect_operations() -> set[str]:
         "iam-gc.json",
         "iam-kms.json",
         "iam-inventory.json",
+        "iam-custom-labels.json",
     ],
 )
 def test_each_policy_is_valid_json_with_only_known_placeholders(name: str) -> None:
@@ -294,3 +296,23 @@ def test_the_inventory_policy_reads_the_report_and_nothing_else() -> None:
     assert not allows(policy, ("s3:GetObject", "arn:aws:s3:::inventory-bucket/other/manifest.json", {}))
     assert not allows(policy, ("s3:ListBucket", "arn:aws:s3:::inventory-bucket", {}))
     assert not allows(policy, ("s3:PutObject", f"{report}data/x.csv.gz", {}))
+
+
+def test_the_custom_labels_policy_checks_starts_and_stops_the_projects_models_only() -> None:
+    policy = load_policy("iam-custom-labels.json")
+    called = operations_called_in("analyses/model_hosting.py")
+    assert called == {
+        "DescribeProjects",
+        "DescribeProjectVersions",
+        "StartProjectVersion",
+        "StopProjectVersion",
+    }
+    project = "arn:aws:rekognition:eu-west-1:123456789012:project/widgets"
+    version = f"{project}/version/widgets.2026-01-01T10.00.00/1767261600000"
+    assert allows(policy, ("rekognition:DescribeProjects", "*", {}))
+    assert allows(policy, ("rekognition:DescribeProjectVersions", f"{project}/1767000000000", {}))
+    for operation in ("StartProjectVersion", "StopProjectVersion"):
+        assert allows(policy, (f"rekognition:{operation}", version, {})), operation
+        other = version.replace("widgets", "gadgets")
+        assert not allows(policy, (f"rekognition:{operation}", other, {})), operation
+    assert not allows(load_policy("iam-policy.json"), ("rekognition:StartProjectVersion", version, {}))

@@ -496,11 +496,12 @@ def test_same_image_same_answer_and_call_log(
         "name",
         "version",
         "digest",
+        "model",
         "outcome",
         "status",
         "latency_ms",
     }
-    assert (s3_record["outcome"], s3_record["version"]) == ("ok", None)
+    assert (s3_record["outcome"], s3_record["version"], s3_record["model"]) == ("ok", None, None)
     assert s3_record["status"] == 200
 
 

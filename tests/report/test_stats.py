@@ -133,7 +133,7 @@ def test_layers_leave_out_repeated_faces_and_draw_a_new_box_table() -> None:
     tables = all_tables()
     names = [layer.table for layer in box_layers(tables)]
     assert names == [
-        "label_instances", "text", "faces", "celebrities", "ppe_persons", "ppe_equipment",
+        "label_instances", "text", "faces", "celebrities", "ppe_persons", "ppe_equipment", "custom_labels",
     ]  # fmt: skip  # the other face tables: same faces
     without_faces = {name: schema for name, schema in tables.items() if name != "faces"}
     assert "unrecognized_faces" in [layer.table for layer in box_layers(without_faces)]
