@@ -20,6 +20,7 @@ from batch.analyses import (
     moderation,
     ppe,
     text,
+    user_search,
 )
 from batch.analyses.base import Analysis
 from batch.core.errors import ConfigError
@@ -69,6 +70,7 @@ REGISTRY: dict[str, Analysis] = _registered(
         face_search.ANALYSIS,
         compare_faces.ANALYSIS,
         ppe.ANALYSIS,
+        user_search.ANALYSIS,
     )
 )
 

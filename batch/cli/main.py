@@ -116,8 +116,8 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--collection",
         metavar="NAME",
-        help="the face collection of index_faces (created when missing) and face_search "
-        "([analyses.index_faces] and [analyses.face_search] collection)",
+        help="the face collection of index_faces (created when missing), face_search and user_search "
+        "([analyses.index_faces], [analyses.face_search] and [analyses.user_search] collection)",
     )
     run.add_argument(
         "--prune",
@@ -131,6 +131,12 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
         metavar="S3_URL",
         help="compare_faces: a reference photo s3://BUCKET/KEY, or s3://BUCKET/PREFIX/ for every image "
         "under it; repeat the flag or separate URLs with commas ([analyses.compare_faces] references)",
+    )
+    run.add_argument(
+        "--users",
+        metavar="S3_URL",
+        help="user_search: s3://BUCKET/PREFIX/ with one folder of reference photos per person, kept as "
+        "the collection's users ([analyses.user_search] users)",
     )
     run.add_argument("--summary-json", help="also write the run's summary as JSON to this path")
     run.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO")
@@ -273,6 +279,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         "run.prune": ("--prune", args.prune),
         "analyses.index_faces.collection": ("--collection", args.collection),
         "analyses.face_search.collection": ("--collection", args.collection),
+        "analyses.user_search.collection": ("--collection", args.collection),
+        "analyses.user_search.users": ("--users", args.users),
         "analyses.compare_faces.references": ("--reference", reference_urls(args.reference)),
     }
     config = load_config(

@@ -47,10 +47,10 @@ def check_request(analysis: Analysis, request: dict[str, Any]) -> None:
 # --- the registry against botocore's model --------------------------------------------------------
 
 
-def test_the_registry_holds_the_nine_analyses() -> None:
+def test_the_registry_holds_the_ten_analyses() -> None:
     assert list(REGISTRY) == [
         "labels", "faces", "text", "moderation", "celebrities", "index_faces", "face_search",
-        "compare_faces", "ppe",
+        "compare_faces", "ppe", "user_search",
     ]  # fmt: skip
 
 
@@ -146,6 +146,18 @@ SETTINGS_MAPPINGS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
             "crop_margin": st.floats(0, 1),
         },
     ),
+    "user_search": st.fixed_dictionaries(
+        {
+            "collection": st.from_regex(r"[a-zA-Z0-9_.\-]{1,255}", fullmatch=True),
+            "users": st.just("s3://photos/people/"),
+        },
+        optional={
+            "user_match_threshold": percents,
+            "max_users": st.integers(1, 500),
+            "association_threshold": percents,
+            "crop_margin": st.floats(0, 1),
+        },
+    ),
     "compare_faces": st.fixed_dictionaries(
         {"references": st.lists(st.sampled_from(["s3://refs/ada.jpg", "s3://refs/people/"]), min_size=1)},
         optional={
@@ -161,6 +173,7 @@ REQUIRED = {
     "index_faces": {"collection": "people"},
     "face_search": {"collection": "people"},
     "compare_faces": {"references": ["s3://refs/ada.jpg"]},
+    "user_search": {"collection": "people", "users": "s3://refs/people/"},
 }
 REFERENCE = references.ReferenceImage("refs", "ada.jpg", "e1")
 
@@ -623,6 +636,12 @@ EXPECTED_ROWS: dict[str, dict[str, Callable[[Mapping[str, Any]], int]]] = {
         "unindexed_faces": lambda r: len(_items(r, "UnindexedFaces")),
     },
     "face_search": {"face_matches": lambda r: len(_items(r, "FaceMatches"))},
+    # users and user_faces are the driver's rows (batch.faces.users), never a response's.
+    "user_search": {
+        "user_matches": lambda r: len(_items(r, "UserMatches")),
+        "users": lambda r: 0,
+        "user_faces": lambda r: 0,
+    },
     "compare_faces": {
         "face_comparisons": lambda r: len(_items(r, "FaceMatches")),
         "face_comparison_misses": lambda r: 1,
