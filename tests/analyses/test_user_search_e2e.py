@@ -26,6 +26,8 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore import xform_name
+from botocore_shapes import validate_response
 
 from batch.query import views
 from local_stack import samples
@@ -200,6 +202,13 @@ def test_users_follow_their_folders_and_every_face_finds_its_person(
     s3.put_object(Bucket=BUCKET, Key=LATER, Body=PEOPLE[LATER][0])
     s3.delete_object(Bucket=BUCKET, Key=REMOVED)
     before = len(stack.calls())
+    planned = rekbatch(stack, out, "run", "--config", str(ROOT / "configs" / "local.toml"), "--dry-run",
+                       "--input", f"s3://{BUCKET}/photos/", "--output", str(out), "--analyses", "user_search",
+                       "--collection", "crew", "--users", USERS)  # fmt: skip
+    assert set(calls(stack, before)) == READS  # a dry run reads the collection, changes nothing
+    assert "would create 0, would delete 1); would index 1 reference faces, would remove 1" in planned
+    assert f"would call SearchUsersByImage at least {len(PHOTOS)} times" in planned  # searched again
+    before = len(stack.calls())
     summary = run(stack, out, "photos/", "user_search", "users-2")
     made = calls(stack, before)
     assert made == Counter({"DescribeCollection": 1, "ListFaces": 1, "ListUsers": 1, "DeleteUser": 1,
@@ -233,3 +242,62 @@ def test_users_follow_their_folders_and_every_face_finds_its_person(
     by_id = rows(out, "SELECT * FROM user_matches WHERE run_id = 'users-4'")
     assert {r["searched_by"] for r in by_id} == {"face_id"}
     check_matches(truth, out, "users-4", "indexed/", INDEXED, people={"ada"})
+
+
+def test_the_endpoint_answers_the_user_operations_in_the_model_s_shape(stack: LocalStack) -> None:
+    """Each user operation through a stock boto3 client, each answer checked against botocore's output
+    shape, and what the service refuses refused."""
+    rek = rekognition(stack)
+
+    def call(operation: str, **request: Any) -> dict[str, Any]:
+        answer: dict[str, Any] = getattr(rek, xform_name(operation))(**request)
+        validate_response(operation, answer)
+        return {k: v for k, v in answer.items() if k != "ResponseMetadata"}
+
+    collection = {"CollectionId": "shapes"}
+    call("CreateCollection", **collection)
+    ids = {}
+    for name in ("people/ada/portrait.jpg", "people/ada/turned.jpg", "people/grace hopper/badge.jpg"):
+        indexed = call(
+            "IndexFaces", **collection, Image={"Bytes": PEOPLE[name][0]}, ExternalImageId="r", MaxFaces=1
+        )
+        ids[name] = indexed["FaceRecords"][0]["Face"]["FaceId"]
+    ada, turned, grace = ids.values()
+    created = call("CreateUser", **collection, UserId="ada", ClientRequestToken="t1")
+    assert (
+        call("CreateUser", **collection, UserId="ada", ClientRequestToken="t1") == created
+    )  # a retry: no conflict
+    with pytest.raises(rek.exceptions.ConflictException):
+        rek.create_user(**collection, UserId="ada", ClientRequestToken="t2")
+    answer = call("AssociateFaces", **collection, UserId="ada", FaceIds=[ada], ClientRequestToken="a1")
+    assert (answer["AssociatedFaces"], answer["UserStatus"]) == ([{"FaceId": ada}], "ACTIVE")
+    answer = call(
+        "AssociateFaces", **collection, UserId="ada", FaceIds=[turned, grace], UserMatchThreshold=80
+    )
+    assert answer["AssociatedFaces"] == [{"FaceId": turned}]
+    (refused,) = answer["UnsuccessfulFaceAssociations"]
+    assert (refused["FaceId"], refused["Reasons"]) == (grace, ["LOW_MATCH_CONFIDENCE"])
+    assert call("ListUsers", **collection)["Users"] == [{"UserId": "ada", "UserStatus": "ACTIVE"}]
+    assert call("DescribeCollection", **collection)["UserCount"] == 1
+    assert {f["FaceId"] for f in call("ListFaces", **collection, UserId="ada")["Faces"]} == {ada, turned}
+    by_face = call("SearchUsers", **collection, FaceId=turned)
+    assert [m["User"]["UserId"] for m in by_face["UserMatches"]] == ["ada"]
+    assert call("SearchUsers", **collection, FaceId=grace)["UserMatches"] == []
+    assert call("SearchUsers", **collection, UserId="ada")["SearchedUser"] == {"UserId": "ada"}
+    team = {"S3Object": {"Bucket": BUCKET, "Name": "photos/group/team.jpg"}}
+    group = call("SearchUsersByImage", **collection, Image=team)
+    assert "SearchedFace" in group
+    assert len(group["UnsearchedFaces"]) == 4  # every face but the largest
+    empty = {"S3Object": {"Bucket": BUCKET, "Name": "photos/empty/nothing.jpg"}}
+    nothing = call("SearchUsersByImage", **collection, Image=empty)
+    assert (nothing["UserMatches"], "SearchedFace" in nothing) == ([], False)
+    kept = call("DeleteFaces", **collection, FaceIds=[ada])
+    assert kept["UnsuccessfulFaceDeletions"][0]["Reasons"] == ["ASSOCIATED_TO_AN_EXISTING_USER"]
+    answer = call("DisassociateFaces", **collection, UserId="ada", FaceIds=[ada, grace])
+    assert answer["DisassociatedFaces"] == [{"FaceId": ada}]  # grace's face is not ada's: ignored
+    call("DeleteUser", **collection, UserId="ada", ClientRequestToken="d1")
+    listed = call("ListFaces", **collection)["Faces"]
+    assert len(listed) == 3
+    assert all("UserId" not in face for face in listed)
+    with pytest.raises(rek.exceptions.ResourceNotFoundException):
+        rek.delete_user(**collection, UserId="ada")
