@@ -314,7 +314,13 @@ class UserSync:
                 request = faces_request(self.collection, user, chunk, "DisassociateFaces")
                 self._call("disassociate_faces", "DisassociateFaces", request)
         for chunk in chunks(plan.delete_faces):
-            self._call("delete_faces", "DeleteFaces", {"CollectionId": self.collection, "FaceIds": chunk})
+            done = self._call(
+                "delete_faces", "DeleteFaces", {"CollectionId": self.collection, "FaceIds": chunk}
+            )
+            for kept in done.get("UnsuccessfulFaceDeletions") or []:  # deleted again by the next run
+                logger.warning(
+                    "face %s not deleted: %s", kept.get("FaceId"), ", ".join(kept.get("Reasons") or [])
+                )
         for user in plan.create_users:
             self._call("create_user", "CreateUser", user_request(self.collection, user, "CreateUser"))
         self.faces = {
