@@ -149,9 +149,11 @@ class UserPlan:
         users = layout.users()
         plan = cls()
         gone_users: set[str] = set()
+        indexed: set[str] = set()  # external ids of the faces kept
         for face in faces:
             photo = wanted.get(face.external_id)
-            if photo is not None and face.external_id not in {p.external_id for p in plan.kept.values()}:
+            if photo is not None and face.external_id not in indexed:
+                indexed.add(face.external_id)
                 plan.kept[face.face_id] = photo
                 if face.user != photo.user:
                     if face.user is not None:  # associated by hand with another user
@@ -167,7 +169,6 @@ class UserPlan:
         existing = set(existing_users)
         plan.delete_users = sorted(gone_users & existing)
         plan.create_users = [user for user in users if user not in existing]
-        indexed = {photo.external_id for photo in plan.kept.values()}
         plan.to_index = [photo for photo in layout.photos if photo.external_id not in indexed]
         return plan
 
