@@ -18,6 +18,7 @@ from batch.core.errors import ConfigError
 from batch.core.external_ids import key_of, reference_image_id, user_id
 from batch.core.selection import ListedObject
 from batch.core.tables import rows_to_table
+from batch.faces.sync import owned
 from batch.faces.users import (
     Layout,
     StoredFace,
@@ -61,7 +62,8 @@ def test_a_folder_name_becomes_a_user_id_the_model_accepts_and_decodes_back(name
 def test_a_reference_face_id_is_no_key_s_id_and_changes_with_the_etag() -> None:
     one = reference_image_id(BUCKET, "people/ada/a.jpg", "e1")
     assert one != reference_image_id(BUCKET, "people/ada/a.jpg", "e2")
-    assert key_of(one) is None  # the collection sync of index_faces never owns it
+    assert key_of(one) is None
+    assert not owned(one, "", {})  # the collection sync of index_faces never owns it, whatever the prefix
     validate_request(rekognition_input("IndexFaces"), {"CollectionId": "c", "Image": {"Bytes": "eA=="},
                                                         "ExternalImageId": one})  # fmt: skip
 
