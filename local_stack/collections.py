@@ -11,6 +11,8 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,19 @@ class CollectionStore:
             coll = self._get(collection_id)
             return len(coll["faces"]), coll["created"]
 
+    @contextmanager
+    def editing(self, collection_id: str) -> Iterator[dict[str, Any]]:
+        """The collection's record under the lock (users: `local_stack.users`), saved afterwards."""
+        with self._lock:
+            coll = self._get(collection_id)
+            coll.setdefault("users", {})
+            yield coll
+            self._save()
+
+    def user_count(self, collection_id: str) -> int:
+        with self._lock:
+            return len(self._get(collection_id).get("users", {}))
+
     def ids(self) -> list[str]:
         with self._lock:
             return sorted(self._collections)
@@ -100,10 +115,19 @@ class CollectionStore:
         with self._lock:
             return list(self._get(collection_id)["faces"].values())
 
-    def delete_faces(self, collection_id: str, face_ids: list[str]) -> tuple[list[str], list[str]]:
-        """(deleted ids, ids not found)."""
+    def delete_faces(self, collection_id: str, face_ids: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
+        """(deleted ids, the faces not deleted with why: not found, or associated with a user)."""
+        deleted, kept = [], []
         with self._lock:
             stored = self._get(collection_id)["faces"]
-            deleted = [f for f in face_ids if stored.pop(f, None) is not None]
+            for face_id in face_ids:
+                face = stored.get(face_id)
+                if face is None:
+                    kept.append({"FaceId": face_id, "Reasons": ["FACE_NOT_FOUND"]})
+                elif face.get("UserId"):
+                    reasons = ["ASSOCIATED_TO_AN_EXISTING_USER"]
+                    kept.append({"FaceId": face_id, "UserId": face["UserId"], "Reasons": reasons})
+                else:
+                    deleted.append(stored.pop(face_id)["FaceId"])
             self._save()
-        return deleted, [f for f in face_ids if f not in deleted]
+        return deleted, kept

@@ -422,7 +422,7 @@ def describe_collection(call: Call, req: dict[str, Any]) -> dict[str, Any]:
         "FaceModelVersion": FACE_MODEL_VERSION,
         "CollectionARN": collection_arn(req["CollectionId"]),
         "CreationTimestamp": created,
-        "UserCount": 0,
+        "UserCount": call.collections.user_count(req["CollectionId"]),
     }
 
 
@@ -486,6 +486,8 @@ def list_faces(call: Call, req: dict[str, Any]) -> dict[str, Any]:
     faces = call.collections.faces(req["CollectionId"])
     if req.get("FaceIds"):
         faces = [f for f in faces if f["FaceId"] in set(req["FaceIds"])]
+    if req.get("UserId"):
+        faces = [f for f in faces if f.get("UserId") == req["UserId"]]
     page, token = _page(faces, req)
     return _with_token(
         {"Faces": [public_face(f) for f in page], "FaceModelVersion": FACE_MODEL_VERSION}, token
@@ -493,10 +495,8 @@ def list_faces(call: Call, req: dict[str, Any]) -> dict[str, Any]:
 
 
 def delete_faces(call: Call, req: dict[str, Any]) -> dict[str, Any]:
-    deleted, missing = call.collections.delete_faces(req["CollectionId"], req["FaceIds"])
-    out: dict[str, Any] = {
-        "UnsuccessfulFaceDeletions": [{"FaceId": f, "Reasons": ["FACE_NOT_FOUND"]} for f in missing]
-    }
+    deleted, kept = call.collections.delete_faces(req["CollectionId"], req["FaceIds"])
+    out: dict[str, Any] = {"UnsuccessfulFaceDeletions": kept}
     if deleted:  # the model gives DeletedFaces a minimum length of 1
         out["DeletedFaces"] = deleted
     return out

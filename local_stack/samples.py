@@ -489,6 +489,32 @@ def ppe_samples() -> list[tuple[bytes, SampleTruth]]:
     return [_sample(spec) for spec in specs]
 
 
+#: Face users (`--users s3://BUCKET/people/`): one folder per person, each photo one face of the
+#: person's identity group; "grace hopper" has a space, so its UserId is escaped (`grace:20hopper`).
+PEOPLE = {"ada": "3:4", "grace hopper": "1:1"}
+
+
+def people_samples() -> list[tuple[bytes, SampleTruth]]:
+    """Reference photos under `people/<person>/`, the last of Ada's (`people/ada/later.png`) meant to be
+    added by a later run. Not in `generate`: tests of `user_search` and the demo upload them."""
+    specs = [
+        Spec("people/ada/portrait.jpg", (320, 260), (_face("3:4"),), seed=60),
+        Spec("people/ada/turned.jpg", (320, 260), (_face("3:4"), BOX), orientation=6, seed=61),
+        Spec("people/grace hopper/badge.jpg", (320, 260), (_face("1:1"), LINE), seed=62),
+        Spec("people/ada/later.png", (300, 240), (_face("3:4"),), fmt="PNG", seed=63),
+    ]
+    return [_sample(spec) for spec in specs]
+
+
+def seed_people(s3: Any, bucket: str, prefix: str = "") -> list[str]:
+    """Upload `people_samples` under `prefix` (so `--users s3://BUCKET/<prefix>people/`); their keys."""
+    keys = []
+    for data, truth in people_samples():
+        s3.put_object(Bucket=bucket, Key=prefix + truth.name, Body=data)
+        keys.append(prefix + truth.name)
+    return keys
+
+
 def generate(outdir: Path, *, oversized: bool = False) -> GroundTruth:
     """Write every sample under `outdir` plus `ground_truth.json`; return the ground truth.
 

@@ -30,8 +30,11 @@ from local_stack.faults import FaultInjector, Verdict
 from local_stack.operations import OPERATIONS, Call
 from local_stack.service_quotas import TARGET_PREFIX as QUOTAS_PREFIX
 from local_stack.service_quotas import ServiceQuotasApp
+from local_stack.users import USER_OPERATIONS
 from local_stack.validation import validate_request
 
+#: Every operation the endpoint answers: `operations` and the face users of `users`.
+HANDLERS = {**OPERATIONS, **USER_OPERATIONS}
 log = logging.getLogger(__name__)
 
 TARGET_PREFIX = "RekognitionService."

@@ -7,7 +7,8 @@ committed output (the views `rekbatch views` prints), stops the servers, and end
 first run's HTML report (written by the job into the output's `_reports/` folder).
 
 `--more-analyses` (`make demo MORE=1`) adds the analyses of `MORE_ANALYSES` (ppe, custom_labels with
-`--start-models` against the endpoint's model, a moderation adapter) and prints a query over their
+`--start-models` against the endpoint's model, a moderation adapter, user_search with the face users
+of `people/`) and prints a query over their
 tables too. Adding one: an `Extra` in `MORE_ANALYSES`.
 """
 
@@ -20,11 +21,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from batch.query import views
+from local_stack.samples import seed_people
 from local_stack.stack import LocalStack, seed_samples
 
 BUCKET = "rekbatch-demo"
@@ -51,14 +53,16 @@ ADAPTER = "arn:aws:rekognition:us-east-1:123456789012:project/moderation/version
 
 @dataclass(frozen=True)
 class Extra:
-    """One part of `--more-analyses`: its analyses, the endpoint's flags (a hosted model...), the job's
-    environment and flags, and a query over its tables printed after the default one."""
+    """One part of `--more-analyses`: its analyses, the endpoint's flags (a hosted model...), what it
+    seeds in the bucket, the job's environment and flags, and a query over its tables printed after the
+    default one."""
 
     analyses: tuple[str, ...]
     endpoint_args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     run_args: tuple[str, ...] = ()
     query: str = ""
+    seed: Callable[[object, str], object] | None = None
 
 
 MORE_ANALYSES: list[Extra] = [
@@ -93,6 +97,12 @@ SELECT key, name, parent_name, adapter IS NOT NULL AS by_adapter,
 FROM moderation ORDER BY key, name
 """,
     ),
+    Extra(
+        analyses=("user_search",),  # every face searched among the users of s3://BUCKET/people/
+        seed=seed_people,
+        run_args=("--collection", "demo-people", "--users", f"s3://{BUCKET}/people/"),
+        query=(ROOT / "docs" / "queries" / "images_of_each_person.sql").read_text(),  # the ready query
+    ),
 ]
 
 
@@ -103,7 +113,8 @@ def main() -> int:
     parser.add_argument(
         "--more-analyses",
         action="store_true",
-        help="also ppe, custom_labels (with --start-models) and a moderation adapter, and their query",
+        help="also ppe, custom_labels (with --start-models), a moderation adapter and user_search, "
+        "and their queries",
     )
     args = parser.parse_args()
     output = Path(args.output).resolve()
@@ -114,6 +125,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as work, LocalStack(tps=args.tps, extra_args=endpoint_args) as stack:
         truth = seed_samples(stack.s3_client(), BUCKET, PREFIX, Path(work))
+        for extra in extras:
+            if extra.seed is not None:
+                extra.seed(stack.s3_client(), BUCKET)
         print(
             f"local stack: S3 {stack.s3_url}, Rekognition {stack.rekognition_url}; "
             f"s3://{BUCKET}/ holds {len(truth.in_prefix())} sample objects under {PREFIX} "

@@ -111,6 +111,9 @@ class DriverReport:
     forecast_lines: list[str] = field(default_factory=list)
     #: What a dry run called (e.g. "DescribeCollection and ListFaces only"); "" for nothing.
     dry_run_called: str = ""
+    #: Rows the driver made, by table of the analysis (without `run_id`), committed with the run's
+    #: `runs` row (user_search: `users`, `user_faces`).
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class DriverHooks:

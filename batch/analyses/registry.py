@@ -21,6 +21,7 @@ from batch.analyses import (
     moderation,
     ppe,
     text,
+    user_search,
 )
 from batch.analyses.base import Analysis
 from batch.core.errors import ConfigError
@@ -71,6 +72,7 @@ REGISTRY: dict[str, Analysis] = _registered(
         compare_faces.ANALYSIS,
         ppe.ANALYSIS,
         custom_labels.ANALYSIS,
+        user_search.ANALYSIS,
     )
 )
 

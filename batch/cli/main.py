@@ -122,8 +122,8 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--collection",
         metavar="NAME",
-        help="the face collection of index_faces (created when missing) and face_search "
-        "([analyses.index_faces] and [analyses.face_search] collection)",
+        help="the face collection of index_faces (created when missing), face_search and user_search "
+        "([analyses.index_faces], [analyses.face_search] and [analyses.user_search] collection)",
     )
     run.add_argument(
         "--prune",
@@ -144,6 +144,12 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
         default=None,
         help="custom_labels: start the models that are not running, and stop them at the end (billed "
         "per inference hour while they run); without it a model not running stops the run (exit 2)",
+    )
+    run.add_argument(
+        "--users",
+        metavar="S3_URL",
+        help="user_search: s3://BUCKET/PREFIX/ with one folder of reference photos per person, kept as "
+        "the collection's users ([analyses.user_search] users)",
     )
     run.add_argument("--summary-json", help="also write the run's summary as JSON to this path")
     run.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO")
@@ -287,6 +293,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         "run.prune": ("--prune", args.prune),
         "analyses.index_faces.collection": ("--collection", args.collection),
         "analyses.face_search.collection": ("--collection", args.collection),
+        "analyses.user_search.collection": ("--collection", args.collection),
+        "analyses.user_search.users": ("--users", args.users),
         "analyses.compare_faces.references": ("--reference", reference_urls(args.reference)),
         "analyses.custom_labels.start_models": ("--start-models", args.start_models),
     }

@@ -258,16 +258,8 @@ def detect_faces(
     crops are of the version the rows name even if the key is overwritten meanwhile."""
 
     where = f"{WHERE}: s3://{bucket}/{obj.key}"
-    if obj.size > config.max_convert_bytes:
-        raise ConfigError(f"{where}: {obj.size} bytes, over rekognition.max_convert_bytes")
-    try:
-        data = read_object(s3, bucket, obj)
-        as_bytes = dataclasses.replace(config, image_source="bytes")
-        prepared = prepare_image(s3, bucket, as_bytes, obj, probe(data, complete=True), data=data)
-    except (ClientError, BotoCoreError) as exc:
-        raise InputUnreachable(f"{where}: cannot read it: {error_code(exc)}") from None
-    if isinstance(prepared, Refusal):
-        raise ConfigError(f"{where}: not usable as a reference: {prepared.code}: {prepared.reason}")
+    prepared = prepared_reference(s3, bucket, obj, config, where)
+    data = prepared.data
     rows, detected = detected_faces(caller.call, prepared.image, prepared.frame.box_placement)
     if detected.response is None:
         reason = f"{where}: DetectFaces: {detected.error_code}: {detected.message}"
@@ -279,3 +271,31 @@ def detect_faces(
     if not found:
         raise ConfigError(f"{where}: no face found in it")
     return found
+
+
+@dataclass(frozen=True)
+class PreparedReference:
+    """A reference photo read once and made ready to send: its bytes and the request's `Image`."""
+
+    data: bytes = field(repr=False)
+    image: dict[str, Any]
+    frame: Any
+
+
+def prepared_reference(
+    s3: Any, bucket: str, obj: ListedObject, config: RekognitionConfig, where: str
+) -> PreparedReference:
+    """The photo read once, pinned to its ETag, as `Image.Bytes` (`prepare_image` in bytes mode: a WebP
+    is converted, a file Rekognition would refuse is refused before any call): ConfigError naming
+    `where` for a photo that is too large or unusable, InputUnreachable when it cannot be read."""
+    if obj.size > config.max_convert_bytes:
+        raise ConfigError(f"{where}: {obj.size} bytes, over rekognition.max_convert_bytes")
+    try:
+        data = read_object(s3, bucket, obj)
+        as_bytes = dataclasses.replace(config, image_source="bytes")
+        prepared = prepare_image(s3, bucket, as_bytes, obj, probe(data, complete=True), data=data)
+    except (ClientError, BotoCoreError) as exc:
+        raise InputUnreachable(f"{where}: cannot read it: {error_code(exc)}") from None
+    if isinstance(prepared, Refusal):
+        raise ConfigError(f"{where}: not usable as a reference: {prepared.code}: {prepared.reason}")
+    return PreparedReference(data, dict(prepared.image), prepared.frame)

@@ -287,7 +287,14 @@ def box_layers(tables: Mapping[str, pa.Schema]) -> list[BoxLayer]:
     drawn = {layer.table for layer in BOX_LAYERS}
     if "faces" in tables:  # the same faces again: recognised or not, indexed, searched, compared or not
         drawn.update(
-            {"unrecognized_faces", "indexed_faces", "unindexed_faces", "face_matches", "face_comparisons"}
+            {
+                "unrecognized_faces",
+                "indexed_faces",
+                "unindexed_faces",
+                "face_matches",
+                "face_comparisons",
+                "user_matches",
+            }
         )
     others = [
         BoxLayer(name, name.replace("_", " "), _table_caption(name))

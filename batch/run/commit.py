@@ -16,6 +16,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from batch.analyses.registry import all_tables
 from batch.config.model import RunConfig
 from batch.core.errors import ConfigError, OutputUnwritable, RunAborted
 from batch.core.manifest import (
@@ -199,17 +200,23 @@ def _write_commit(
 def _write_runs_row(
     config: RunConfig, summary: RunSummary, record: AttemptRecord, store: RunStore
 ) -> tuple[FileEntry, ...]:
-    """The run's own tables: its `runs` row and its `call_seconds` timeline, listed in the manifest."""
+    """The run's own tables: its `runs` row, its `call_seconds` timeline and the analyses' driver rows
+    (`DriverReport.tables`), listed in the manifest."""
     timeline = timeline_rows(
         summary.call_seconds,
         started_at=summary.started_at,
         quotas=summary.quotas,
         common={"run_id": summary.run_id, "bucket": config.bucket, "key": config.prefix, "etag": None},
     )
+    run_id = summary.run_id
+    driver = {
+        table: [{**row, "run_id": run_id} for row in rows] for table, rows in summary.driver_tables.items()
+    }
+    schemas = all_tables()
     written = write_tables(
         store.destination,
-        {"call_seconds": timeline, "runs": [runs_row(config, summary)]},
-        {"call_seconds": CALL_SECONDS_SCHEMA, "runs": RUNS_SCHEMA},
+        {"call_seconds": timeline, "runs": [runs_row(config, summary)], **driver},
+        {"call_seconds": CALL_SECONDS_SCHEMA, "runs": RUNS_SCHEMA, **{t: schemas[t] for t in driver}},
         dt=record.dt,
         name=runs_file_name(summary.run_id, record.attempt),
         compression=config.output_options.compression,

@@ -107,6 +107,8 @@ class RunSummary:
     extras: dict[str, Any] = field(default_factory=dict)
     #: The analyses' lines for people (`DriverReport.lines`, `forecast_lines`).
     driver_lines: list[str] = field(default_factory=list)
+    #: The analyses' driver rows by table (`DriverReport.tables`), committed with the `runs` row.
+    driver_tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     forecast_lines: list[str] = field(default_factory=list)
     #: What a dry run called besides listing and reading the output ("" for nothing).
     dry_run_called: str = ""
@@ -168,6 +170,8 @@ class RunSummary:
         self.driver_lines += report.lines
         self.forecast_lines += report.forecast_lines
         self.dry_run_called = self.dry_run_called or report.dry_run_called
+        for table, rows in report.tables.items():
+            self.driver_tables.setdefault(table, []).extend(rows)
 
     def end(self, status: str, reason: str | None = None) -> None:
         """The run's outcome (`status`), with a one-line reason for an aborted run (redacted: it may

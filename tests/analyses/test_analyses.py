@@ -50,7 +50,7 @@ def check_request(analysis: Analysis, request: dict[str, Any]) -> None:
 def test_the_registry_holds_the_ten_analyses() -> None:
     assert list(REGISTRY) == [
         "labels", "faces", "text", "moderation", "celebrities", "index_faces", "face_search",
-        "compare_faces", "ppe", "custom_labels",
+        "compare_faces", "ppe", "custom_labels", "user_search",
     ]  # fmt: skip
 
 
@@ -163,6 +163,18 @@ SETTINGS_MAPPINGS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
             "inference_units": st.integers(1, 8),
         },
     ),
+    "user_search": st.fixed_dictionaries(
+        {
+            "collection": st.from_regex(r"[a-zA-Z0-9_.\-]{1,255}", fullmatch=True),
+            "users": st.just("s3://photos/people/"),
+        },
+        optional={
+            "user_match_threshold": percents,
+            "max_users": st.integers(1, 500),
+            "association_threshold": percents,
+            "crop_margin": st.floats(0, 1),
+        },
+    ),
     "compare_faces": st.fixed_dictionaries(
         {"references": st.lists(st.sampled_from(["s3://refs/ada.jpg", "s3://refs/people/"]), min_size=1)},
         optional={
@@ -179,6 +191,7 @@ REQUIRED = {
     "face_search": {"collection": "people"},
     "compare_faces": {"references": ["s3://refs/ada.jpg"]},
     "custom_labels": {"models": MODELS[:1]},
+    "user_search": {"collection": "people", "users": "s3://refs/people/"},
 }
 REFERENCE = references.ReferenceImage("refs", "ada.jpg", "e1")
 
@@ -652,6 +665,12 @@ EXPECTED_ROWS: dict[str, dict[str, Callable[[Mapping[str, Any]], int]]] = {
         "unindexed_faces": lambda r: len(_items(r, "UnindexedFaces")),
     },
     "face_search": {"face_matches": lambda r: len(_items(r, "FaceMatches"))},
+    # users and user_faces are the driver's rows (batch.faces.users), never a response's.
+    "user_search": {
+        "user_matches": lambda r: len(_items(r, "UserMatches")),
+        "users": lambda r: 0,
+        "user_faces": lambda r: 0,
+    },
     "compare_faces": {
         "face_comparisons": lambda r: len(_items(r, "FaceMatches")),
         "face_comparison_misses": lambda r: 1,

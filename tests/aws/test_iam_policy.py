@@ -1,10 +1,10 @@
 """The IAM policies in configs/: valid JSON that allows every AWS call the job makes and nothing it must not.
 
 The calls are read from the code where they live (`batch/aws/s3.py` is the only door to S3, the analyses'
-REGISTRY and `batch/faces/sync.py` name every Rekognition operation of a run, `batch/faces/admin.py`
-those of `rekbatch collection`), so a new call fails here until the policy grants it. A small evaluator
-of the policy grammar the files use (Allow/Deny, wildcards, StringLike[IfExists], StringEquals, Null)
-decides each request, with the placeholders filled in.
+REGISTRY, `batch/faces/sync.py` and `users.py` name every Rekognition operation of a run,
+`batch/faces/admin.py` those of `rekbatch collection`), so a new call fails here until the policy grants
+it. A small evaluator of the policy grammar the files use (Allow/Deny, wildcards, StringLike[IfExists],
+StringEquals, Null) decides each request, with the placeholders filled in.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def s3_methods_in_code() -> set[str]:
 
 
 #: The analyses that use a face collection (their policy is iam-collection.json).
-COLLECTION_ANALYSES = ("index_faces", "face_search")
+COLLECTION_ANALYSES = ("index_faces", "face_search", "user_search")
 #: Operations of those analyses that act on an image, not on the collection (the job policy allows them).
 IMAGE_OPERATIONS = {"DetectFaces"}
 
@@ -154,7 +154,7 @@ def operations_called_in(module: str) -> set[str]:
 
 
 def collection_operations_in_code() -> set[str]:
-    called = operations_called_in("faces/sync.py")
+    called = operations_called_in("faces/sync.py") | operations_called_in("faces/users.py")
     analysed = {op for name in COLLECTION_ANALYSES for op in REGISTRY[name].operations}
     return called | analysed - IMAGE_OPERATIONS
 

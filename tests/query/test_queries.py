@@ -5,7 +5,8 @@ LocalCluster with worker processes), shared by every query: the first over a few
 analysis, the second over those plus a few more without `celebrities`. So the queries meet what a
 nightly output holds: images analysed in an older run, unchanged images with no row in the newer one,
 a flag that is new in the last run, an analysis not yet run on some images. The face queries read a
-third run, into its own output: a few samples indexed into a collection, searched and compared with a
+third run, into its own output: a few samples indexed into a collection, searched (among its faces, and
+among the users of a `people/` layout of reference photos) and compared with a
 reference photo. Expected rows come from the sample set's ground truth (`local_stack.samples`),
 computed independently of the endpoint. The face queries also read runs committed from rows built by
 hand (`Runs`): what several nightly runs leave (a replaced reference photo, a new similarity threshold,
@@ -33,7 +34,7 @@ from batch.query import shell as sql_shell
 from batch.query import views
 from batch.storage.commits import RunStore
 from batch.storage.sink import Destination
-from local_stack.samples import GroundTruth, SampleTruth
+from local_stack.samples import PEOPLE, GroundTruth, SampleTruth, seed_people
 from local_stack.stack import LocalStack, seed_samples
 
 pytestmark = pytest.mark.integration
@@ -68,7 +69,7 @@ FACES = [
     "odd/café-nfc.jpg",
     "empty/nothing.jpg",
 ]
-FACES_ANALYSES = ("index_faces", "face_search", "compare_faces")
+FACES_ANALYSES = ("index_faces", "face_search", "compare_faces", "user_search")
 #: Its reference photo: outside the prefix, one face (3:4).
 REFERENCE = "photos-archive/old.jpg"
 FIRST_ANALYSES = ("labels", "faces", "text", "moderation", "celebrities")
@@ -144,7 +145,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
         run_job(stack, output, RUN_IDS[0], FIRST, FIRST_ANALYSES)
         run_job(stack, output, RUN_IDS[1], FIRST + ADDED, SECOND_ANALYSES)
         faces_output = tmp / "faces-out"
+        seed_people(stack.s3_client(), BUCKET)
         reference = ["--reference", f"s3://{BUCKET}/{REFERENCE}", "--collection", COLLECTION]
+        reference += ["--users", f"s3://{BUCKET}/people/"]
         run_job(stack, faces_output, "faces-1", FACES, FACES_ANALYSES, *reference)
     return Demo(
         output,
@@ -314,6 +317,19 @@ def check_images_of_reference_person(demo: Demo) -> None:
     assert {row["key"]: row["faces"] for row in rows} == {k: n for k, n in expected.items() if n}
     assert max(expected.values()) == 3  # the group photo: every face of the person, not the largest only
     assert [row["similarity"] for row in rows] == sorted((row["similarity"] for row in rows), reverse=True)
+    assert all(row["similarity"] >= 80 for row in rows)
+
+
+def check_images_of_each_person(demo: Demo) -> None:
+    rows = demo.query("images_of_each_person", faces=True)
+    expected = {
+        (person, s.key, sum(f.identity == identity for f in s.faces))
+        for person, identity in PEOPLE.items()
+        for s in demo.faces
+        if any(f.identity == identity for f in s.faces)
+    }
+    assert {(row["person"], row["key"], row["faces"]) for row in rows} == expected
+    assert {row["collection_id"] for row in rows} == {COLLECTION}
     assert all(row["similarity"] >= 80 for row in rows)
 
 
