@@ -33,14 +33,13 @@ from local_stack.service_quotas import ServiceQuotasApp
 from local_stack.users import USER_OPERATIONS
 from local_stack.validation import validate_request
 
-#: Every operation the endpoint answers: `operations` and the face users of `users`.
-HANDLERS = {**OPERATIONS, **USER_OPERATIONS}
 log = logging.getLogger(__name__)
 
 TARGET_PREFIX = "RekognitionService."
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
-#: Every operation's handler: `local_stack.operations`, and `local_stack.custom_labels`' ones.
-HANDLERS = {**OPERATIONS, **MODEL_OPERATIONS}
+#: Every operation's handler: `local_stack.operations`, the face users of `local_stack.users` and
+#: `local_stack.custom_labels`' ones.
+HANDLERS = {**OPERATIONS, **USER_OPERATIONS, **MODEL_OPERATIONS}
 
 
 #: (source, bucket, name, version) of a request's first image, for the call log.
