@@ -15,7 +15,8 @@ $(VENV)/.installed: pyproject.toml
 
 ## The job on the local stack: start moto's S3 and our Rekognition endpoint, seed the samples,
 ## run the job into ./demo-output, print the summary and a DuckDB query, stop the servers.
-## MORE=1: also ppe, custom_labels (the run starts and stops the local model) and a moderation adapter.
+## MORE=1: also ppe, custom_labels (the run starts and stops the local model), a moderation adapter
+## and user_search with the face users of s3://rekbatch-demo/people/.
 demo: setup
 	$(BIN)/python scripts/demo.py --output demo-output $(if $(MORE),--more-analyses)
 
