@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import statistics
 import struct
 import time
 import urllib.parse
@@ -571,7 +570,9 @@ def test_s3_server_keeps_connections_alive(local_stack: LocalStack) -> None:
 
 @pytest.mark.parametrize("source", ["bytes", "s3"])
 def test_sequential_calls_add_no_latency(rek: Any, seeded: tuple[GroundTruth, Path], source: str) -> None:
-    """One client thread, calls in sequence: each takes milliseconds, not a delayed-ACK stall (~40 ms)."""
+    """One client thread, calls in sequence: each takes milliseconds, not a delayed-ACK stall (~40 ms).
+
+    The fastest of 15 calls is judged: a stall delays every call, while a loaded machine delays only some."""
     image = image_arg(seeded, GOOD[0], source)
     rek.detect_labels(Image=image)  # warm: connection, analysis cache
     durations = []
@@ -579,7 +580,7 @@ def test_sequential_calls_add_no_latency(rek: Any, seeded: tuple[GroundTruth, Pa
         started = time.perf_counter()
         rek.detect_labels(Image=image)
         durations.append(time.perf_counter() - started)
-    assert statistics.median(durations) < 0.025, durations
+    assert min(durations) < 0.025, durations
 
 
 def test_an_s3_object_version_is_read_and_logged(rek: Any, local_stack: LocalStack) -> None:
