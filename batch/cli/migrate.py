@@ -24,6 +24,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from batch.analyses.registry import REGISTRY, settings_digest
 from batch.aws.s3 import s3_client
 from batch.aws.session import resolved_region
@@ -62,8 +64,6 @@ from batch.storage.readers import read_committed
 from batch.storage.sink import Destination
 
 ANALYSIS = "index_faces"
-#: Images indexed between two batch records: what a crash can leave for ListFaces to recover.
-BATCH_IMAGES = 16
 #: The operations a migration calls (its quotas are resolved for these).
 OPERATIONS = ("DescribeCollection", "CreateCollection", "ListFaces", "IndexFaces", "DeleteCollection")
 _IMAGE_COLUMNS = ["bucket", "key", "etag", "size_bytes", "last_modified", "analyses_done"]
@@ -146,7 +146,13 @@ def migrate(config: RunConfig, migration: Migration, caller_for: Any, out: TextI
     every image is in TARGET. `caller_for(operations)` makes the rate-limited caller."""
     s3 = s3_client()
     store = RunStore(Destination.for_output(migration.output, config.output_options), s3)
-    found, run_config = plan(config, migration, store)
+    try:
+        found, run_config = plan(config, migration, store)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code")
+        raise OutputUnreadable(f"cannot read {migration.output}: {code}") from None
+    except BotoCoreError as exc:
+        raise OutputUnreadable(f"cannot read {migration.output}: {exc}") from None
     if migration.dry_run:
         lines = dry_run_lines(migration.source, migration.target, found, config.prices, price_key=ANALYSIS)
         print("\n".join(lines), file=out)

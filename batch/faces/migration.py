@@ -80,19 +80,23 @@ def plan_migration(
 ) -> MigrationPlan:
     """The plan from the committed `images` rows (oldest commit first: bucket, key, etag, size_bytes,
     last_modified, analyses_done) and SOURCE's `indexed_faces` rows ((key, ETag) -> faces of its last
-    indexing). Per key, the last row settled with `source_digest` names the image to index again; one
-    whose (key, ETag) a row settled with `target_digest` is migrated already."""
-    latest: dict[str, Mapping[str, Any]] = {}
+    indexing). Per key, the last row settled with `source_digest` names the image to index again; it is
+    migrated already when a row settled that ETag with `target_digest`, or any ETag of the key in a later
+    commit."""
+    latest: dict[str, tuple[int, Mapping[str, Any]]] = {}
     in_target: set[tuple[str, str]] = set()
-    for row in images_rows:
+    target_last: dict[str, int] = {}
+    for position, row in enumerate(images_rows):
         if _settles(row, analysis, source_digest):
             latest.pop(row["key"], None)  # re-inserted: the order of the last commit
-            latest[row["key"]] = row
+            latest[row["key"]] = (position, row)
         if _settles(row, analysis, target_digest):
             in_target.add((row["key"], row["etag"]))
+            target_last[row["key"]] = position
     plan = MigrationPlan()
-    for key, row in latest.items():
-        if (key, row["etag"]) in in_target:
+    for key, (position, row) in latest.items():
+        # In TARGET: that very ETag, or a later one (the image changed, and a run into TARGET indexed it).
+        if (key, row["etag"]) in in_target or target_last.get(key, -1) > position:
             plan.migrated += 1
             continue
         plan.images.append(

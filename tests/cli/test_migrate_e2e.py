@@ -10,6 +10,7 @@ commands use the quota read from Service Quotas, and say so.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -26,6 +27,7 @@ from conftest import make_image
 from processes import wait_for
 
 from batch.core.external_ids import external_image_id
+from batch.query import views
 from local_stack.stack import LocalStack
 
 pytestmark = pytest.mark.integration
@@ -46,8 +48,12 @@ read_timeout = 10.0
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[LocalStack]:
-    with LocalStack(tps=QUOTA, extra_args=["--latency-ms", "50"]) as local:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    # SOURCE was created years ago, with face model 6.0: the endpoint creates new collections at 7.0.
+    collections = tmp_path_factory.mktemp("collections") / "collections.json"
+    collections.write_text(json.dumps({"src": {"created": 1.6e9, "faces": {}, "model": "6.0"}}))
+    extra = ["--latency-ms", "50", "--collections-file", str(collections)]
+    with LocalStack(tps=QUOTA, extra_args=extra) as local:
         local.s3_client().create_bucket(Bucket=BUCKET)
         yield local
 
@@ -98,6 +104,11 @@ def external_ids(stack: LocalStack, collection: str) -> Counter[str]:
     return Counter(face["ExternalImageId"] for face in faces)
 
 
+def model_versions(stack: LocalStack, collection: str) -> set[str]:
+    faces = rekognition(stack).list_faces(CollectionId=collection, MaxResults=4096)["Faces"]
+    return {face["IndexFacesModelVersion"] for face in faces}
+
+
 def index_calls(stack: LocalStack, since: int) -> Counter[str]:
     """IndexFaces calls the endpoint answered after the first `since` calls of its log, per key."""
     calls = stack.calls()[since:]
@@ -122,7 +133,7 @@ def test_migrate_killed_midway_then_again_indexes_each_image_once(
 
     since = len(stack.calls())
     environment = {**os.environ, **stack.env}
-    slow = subprocess.Popen(  # noqa: S603 - our interpreter, fixed arguments
+    slow = subprocess.Popen(
         command(config, *migrate, "--tps", "3"), env=environment, cwd=tmp_path,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -132,10 +143,12 @@ def test_migrate_killed_midway_then_again_indexes_each_image_once(
     assert slow.returncode == -signal.SIGKILL, "the migration ended before it was killed"
     killed = sum(index_calls(stack, since).values())
     assert 0 < killed < len(keys)
+    times = [c["ts"] for c in stack.calls()[since:] if c["operation"] == "IndexFaces"]
+    assert times[-1] - times[0] >= (len(times) - 1) / 3 * 0.8, "IndexFaces went faster than --tps 3"
 
     done = rekbatch(stack, config, tmp_path, *migrate)
     assert done.returncode == 0, done.stderr
-    assert "migrate src (face model 7.0) -> dst (face model 7.0, existing)" in done.stdout
+    assert "migrate src (face model 6.0) -> dst (face model 7.0, existing)" in done.stdout
     assert f"rekbatch: quotas, calls/s: {QUOTA} for each operation (service-quotas)" in done.stderr
     assert index_calls(stack, since) == Counter(keys), "an image was indexed twice, or not at all"
     # What the killed invocation indexed is kept (its complete batches) or taken from ListFaces.
@@ -143,6 +156,11 @@ def test_migrate_killed_midway_then_again_indexes_each_image_once(
     assert found is not None, done.stdout
     assert int(found[1]) + int(found[2]) == killed
     assert external_ids(stack, "dst") == source_ids
+    assert model_versions(stack, "src") == {"6.0"}
+    assert model_versions(stack, "dst") == {"7.0"}
+    with views.connect(str(tmp_path / "out")) as sql:
+        quotas = sql.sql("SELECT quotas FROM runs WHERE run_id LIKE 'migrate-%'").fetchall()
+    assert {"operation": "IndexFaces", "tps": QUOTA, "source": "service-quotas"} in quotas[0][0]
 
     # Nightly runs go on against TARGET: nothing indexed again.
     since = len(stack.calls())
@@ -186,7 +204,8 @@ def test_collection_commands_use_the_quota_service_quotas_gives(
 ) -> None:
     done = rekbatch(stack, config, tmp_path, "collection", "list")
     assert done.returncode == 0, done.stderr
-    assert done.stderr.splitlines() == [f"rekbatch: quotas, calls/s: {QUOTA} for each operation (service-quotas)"]
+    read = f"rekbatch: quotas, calls/s: {QUOTA} for each operation (service-quotas)"
+    assert done.stderr.splitlines() == [read]
     assert stack.calls("service-quotas"), "Service Quotas was not asked"
     flagged = rekbatch(stack, config, tmp_path, "collection", "list", "--tps", "3")
     assert flagged.stderr.splitlines() == ["rekbatch: quotas, calls/s: 3 for each operation (flag)"]
