@@ -53,13 +53,13 @@ from batch.faces.migration import (
     plan_migration,
     resume_split,
 )
-from batch.faces.sync import CollectionSync, face_pages, known_faces
+from batch.faces.sync import CollectionSync, collection_error, face_pages, known_faces
 from batch.run.batch_task import finish_batch
 from batch.run.commit import Attempt, commit, start_attempt
 from batch.run.image_pipeline import analyse_image
 from batch.run.plan import operation_prices, run_context
 from batch.run.summary import RunSummary
-from batch.storage.commits import RunStore
+from batch.storage.commits import Heartbeat, RunStore
 from batch.storage.readers import read_committed
 from batch.storage.sink import Destination
 
@@ -164,9 +164,10 @@ def migrate(config: RunConfig, migration: Migration, caller_for: Any, out: TextI
     target.ensure()
     target_found = target.describe() or {}
     state = "created" if target.created else "existing"
+    model = target_found.get("FaceModelVersion", "-")
     print(
-        f"migrate {migration.source} (face model {_model(source_found)}) -> {migration.target} "
-        f"(face model {target_found.get('FaceModelVersion', '-')}, {state})",
+        f"migrate {_described(migration.source, source_found)} -> {migration.target} "
+        f"(face model {model}, {state})",
         file=out,
     )
     summary = _summary(run_config, migration, quotas)
@@ -185,13 +186,18 @@ def migrate(config: RunConfig, migration: Migration, caller_for: Any, out: TextI
         faces = int(source_found.get("FaceCount", 0))
         done = caller.call("delete_collection", "DeleteCollection", {"CollectionId": migration.source})
         if not done.ok:
-            raise source._error("DeleteCollection", done)
+            raise collection_error(migration.source, "DeleteCollection", done)
         print(f"deleted collection {migration.source} and its {faces} faces", file=out)
     return 0
 
 
-def _model(found: Mapping[str, Any] | None) -> str:
-    return "- (missing)" if found is None else str(found.get("FaceModelVersion", "-"))
+def _described(collection: str, found: Mapping[str, Any] | None) -> str:
+    """SOURCE and its face model; a SOURCE deleted already is no obstacle (the images are in S3)."""
+    return (
+        f"{collection} (missing)"
+        if found is None
+        else f"{collection} (face model {found.get('FaceModelVersion', '-')})"
+    )
 
 
 def _threads(config: RunConfig, tps: float) -> int:
@@ -226,9 +232,24 @@ def _index(
     caller: Any,
     s3: Any,
 ) -> Counter[str]:
-    """Claim an attempt, keep the complete batches of killed ones, recover what ListFaces shows,
-    index the rest in batches, and commit; the images' outcomes."""
+    """Claim an attempt and run it (`_attempt`); the images' outcomes."""
     attempt = start_attempt(config, store, summary)
+    with Heartbeat(store, summary.run_id, attempt.record.attempt):  # gc leaves a running migration alone
+        return _attempt(config, store, summary, attempt, images, caller=caller, s3=s3)
+
+
+def _attempt(
+    config: RunConfig,
+    store: RunStore,
+    summary: RunSummary,
+    attempt: Attempt,
+    images: Sequence[CommittedImage],
+    *,
+    caller: Any,
+    s3: Any,
+) -> Counter[str]:
+    """Keep the complete batches of killed invocations, take what ListFaces shows of the images they
+    indexed after, index the rest in batches, and commit; the images' outcomes (and `recovered`)."""
     prices = operation_prices(config)
     kept = _keep_batches(store, summary, attempt, prices)
     known = known_faces(
