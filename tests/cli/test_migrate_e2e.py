@@ -193,6 +193,22 @@ def test_an_image_changed_since_indexed_leaves_the_migration_incomplete(
         "failed: not in dst-changed; --delete-source not done"
     )
     assert "src-changed" in rekognition(stack).list_collections()["CollectionIds"]
+
+    # Mistakes end before any call, with one line: no committed run indexed into that collection, or
+    # a config whose index_faces settings are not those the runs used (their digest differs).
+    before = len(stack.calls(None))
+    unknown = rekbatch(stack, config, tmp_path, "collection", "migrate", "nosuch", "x", "--output",
+                       str(tmp_path / "out"))  # fmt: skip
+    assert (unknown.returncode, unknown.stderr.strip()) == (
+        7,
+        f"rekbatch: error: no committed run under {tmp_path / 'out'} indexed into nosuch",
+    )
+    other = tmp_path / "other.toml"
+    other.write_text(CONFIG + "\n[analyses.index_faces]\nmax_faces = 5\n")
+    refused = rekbatch(stack, other, tmp_path, *migrate)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().startswith("rekbatch: error: collection migrate: 3 keys of src-changed's")
+    assert len(stack.calls(None)) == before
     source = external_ids(stack, "src-changed")
     assert external_ids(stack, "dst-changed") == +Counter(
         {external: n for external, n in source.items() if external != external_image_id(keys[1])}
