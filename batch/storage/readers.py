@@ -54,8 +54,8 @@ def read_committed(
         body = store.read(entry.path)
         if body is None:
             raise missing_file(store, run_id, entry)
-        # One file per thread of ours: pyarrow's own pool (use_threads) made ~1 exit in 8 abort
-        # ("terminate called without an active exception", exit 134) once the command was done.
+        # One file per thread of ours, without pyarrow's pools: with them, a command's exit aborted now
+        # and then ("terminate called without an active exception", exit 134 instead of its own).
         data = pq.read_table(
             io.BytesIO(body), columns=list(columns) if columns else None, use_threads=False, pre_buffer=False
         )
