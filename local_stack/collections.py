@@ -72,7 +72,11 @@ class CollectionStore:
                 raise ServiceError(
                     "ResourceAlreadyExistsException", f"The collection id: {collection_id} already exists"
                 )
-            self._collections[collection_id] = {"created": time.time(), "faces": {}}
+            self._collections[collection_id] = {
+                "created": time.time(),
+                "faces": {},
+                "model": FACE_MODEL_VERSION,
+            }
             self._save()
 
     def delete(self, collection_id: str) -> None:
@@ -99,6 +103,12 @@ class CollectionStore:
     def user_count(self, collection_id: str) -> int:
         with self._lock:
             return len(self._get(collection_id).get("users", {}))
+
+    def model(self, collection_id: str) -> str:
+        """The face model the collection was created with: the endpoint's at the time (a collection
+        keeps its model; a `--collections-file` may hold older ones)."""
+        with self._lock:
+            return str(self._get(collection_id).get("model", FACE_MODEL_VERSION))
 
     def ids(self) -> list[str]:
         with self._lock:

@@ -15,7 +15,6 @@ from typing import Any
 
 from local_stack import responses as r
 from local_stack.collections import (
-    FACE_MODEL_VERSION,
     CollectionStore,
     collection_arn,
     public_face,
@@ -411,7 +410,7 @@ def create_collection(call: Call, req: dict[str, Any]) -> dict[str, Any]:
     return {
         "StatusCode": 200,
         "CollectionArn": collection_arn(req["CollectionId"]),
-        "FaceModelVersion": FACE_MODEL_VERSION,
+        "FaceModelVersion": call.collections.model(req["CollectionId"]),
     }
 
 
@@ -419,7 +418,7 @@ def describe_collection(call: Call, req: dict[str, Any]) -> dict[str, Any]:
     count, created = call.collections.describe(req["CollectionId"])
     return {
         "FaceCount": count,
-        "FaceModelVersion": FACE_MODEL_VERSION,
+        "FaceModelVersion": call.collections.model(req["CollectionId"]),
         "CollectionARN": collection_arn(req["CollectionId"]),
         "CreationTimestamp": created,
         "UserCount": call.collections.user_count(req["CollectionId"]),
@@ -443,7 +442,8 @@ def _with_token(body: dict[str, Any], token: str | None) -> dict[str, Any]:
 
 def list_collections(call: Call, req: dict[str, Any]) -> dict[str, Any]:
     ids, token = _page(call.collections.ids(), req)
-    return _with_token({"CollectionIds": ids, "FaceModelVersions": [FACE_MODEL_VERSION] * len(ids)}, token)
+    models = [call.collections.model(collection) for collection in ids]
+    return _with_token({"CollectionIds": ids, "FaceModelVersions": models}, token)
 
 
 def delete_collection(call: Call, req: dict[str, Any]) -> dict[str, Any]:
@@ -453,7 +453,7 @@ def delete_collection(call: Call, req: dict[str, Any]) -> dict[str, Any]:
 
 def index_faces(call: Call, req: dict[str, Any]) -> dict[str, Any]:
     collection_id = req["CollectionId"]
-    call.collections.describe(collection_id)  # ResourceNotFoundException before touching the image
+    model = call.collections.model(collection_id)  # ResourceNotFoundException before touching the image
     analysis = call.analyse(req["Image"])
     external = req.get("ExternalImageId")
     faces = analysis.faces[:MAX_DETECTED_FACES]  # largest first: the ones MaxFaces keeps
@@ -472,14 +472,14 @@ def index_faces(call: Call, req: dict[str, Any]) -> dict[str, Any]:
             "BoundingBox": detail["BoundingBox"],
             "ImageId": image_id,
             "Confidence": detail["Confidence"],
-            "IndexFacesModelVersion": FACE_MODEL_VERSION,
+            "IndexFacesModelVersion": model,
         }
         if external:
             face["ExternalImageId"] = external
         stored.append({**face, "_aspect": obj.box.aspect})
         records.append({"Face": face, "FaceDetail": detail})
     call.collections.add_faces(collection_id, stored)
-    return {"FaceRecords": records, "FaceModelVersion": FACE_MODEL_VERSION, "UnindexedFaces": unindexed}
+    return {"FaceRecords": records, "FaceModelVersion": model, "UnindexedFaces": unindexed}
 
 
 def list_faces(call: Call, req: dict[str, Any]) -> dict[str, Any]:
@@ -490,7 +490,11 @@ def list_faces(call: Call, req: dict[str, Any]) -> dict[str, Any]:
         faces = [f for f in faces if f.get("UserId") == req["UserId"]]
     page, token = _page(faces, req)
     return _with_token(
-        {"Faces": [public_face(f) for f in page], "FaceModelVersion": FACE_MODEL_VERSION}, token
+        {
+            "Faces": [public_face(f) for f in page],
+            "FaceModelVersion": call.collections.model(req["CollectionId"]),
+        },
+        token,
     )
 
 
@@ -524,7 +528,7 @@ def search_faces(call: Call, req: dict[str, Any]) -> dict[str, Any]:
     return {
         "SearchedFaceId": req["FaceId"],
         "FaceMatches": _matches(faces, searched["_aspect"], req, req["FaceId"]),
-        "FaceModelVersion": FACE_MODEL_VERSION,
+        "FaceModelVersion": call.collections.model(req["CollectionId"]),
     }
 
 
@@ -536,7 +540,7 @@ def search_faces_by_image(call: Call, req: dict[str, Any]) -> dict[str, Any]:
         "SearchedFaceBoundingBox": r.bounding_box(face.box, analysis),
         "SearchedFaceConfidence": r.confidence(face),
         "FaceMatches": _matches(faces, face.box.aspect, req),
-        "FaceModelVersion": FACE_MODEL_VERSION,
+        "FaceModelVersion": call.collections.model(req["CollectionId"]),
     }
 
 

@@ -77,10 +77,13 @@ class RateLimiter:
         self,
         rate: float,
         *,
+        rates: Mapping[str, float] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._rate = rate
+        #: Operation -> its own rate; the others get `rate`.
+        self._rates = dict(rates or {})
         self._clock = clock
         self._sleep = sleep
         self._buckets: dict[str, TokenBucket] = {}
@@ -91,7 +94,8 @@ class RateLimiter:
             bucket = self._buckets.get(operation)
             if bucket is None:
                 # A burst of one call: the quota's own bucket absorbs little, so send calls evenly.
-                bucket = self._buckets[operation] = TokenBucket(self._rate, 1.0, clock=self._clock)
+                rate = self._rates.get(operation, self._rate)
+                bucket = self._buckets[operation] = TokenBucket(rate, 1.0, clock=self._clock)
         bucket.acquire(1.0, sleep=self._sleep)
 
     def report_throttle(self, operation: str) -> None:

@@ -71,6 +71,13 @@ class TooManyErrors(RekbatchError):
     exit_code = 6
 
 
+class MigrationIncomplete(RekbatchError):
+    """`rekbatch collection migrate` committed, but some images are not in the target collection
+    (changed, deleted or failed since they were indexed): the source collection is kept."""
+
+    exit_code = 6
+
+
 class NothingToAnalyse(RekbatchError):
     """The input prefix lists no images (empty, or every key filtered out): nothing was committed."""
 

@@ -2,7 +2,8 @@
 
 Not the job's sync (that is `batch.faces.sync`): these read any collection of the account and region,
 and `delete` removes one whole. Every call goes through `batch.aws.rekognition.RekognitionCaller`, so it is
-rate-limited at the `index_faces` quota and retried as the job's calls are. A call that fails ends the
+rate-limited at its operation's quota (resolved as a run's: `batch.cli.collection.command_caller`) and
+retried as the job's calls are. A call that fails ends the
 command with a one-line reason: `ConfigError` (exit 2) for a name Rekognition refuses,
 `CollectionUnavailable` (exit 3) for a missing collection, AccessDeniedException, or an endpoint that
 kept failing (`batch.faces.sync.collection_error`). IAM: `configs/iam-collection-admin.json`.

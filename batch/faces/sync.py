@@ -371,7 +371,9 @@ def known_faces(store: Any, manifests: Sequence[Any], kept: Iterable[Any], colle
         body = store.read(entry.path)
         if body is None:
             raise OutputUnwritable(f"{store.destination.location(entry.path)} is committed but missing")
-        for row in pq.read_table(io.BytesIO(body), columns=columns).to_pylist():
+        for row in pq.read_table(
+            io.BytesIO(body), columns=columns, use_threads=False, pre_buffer=False
+        ).to_pylist():
             if row["collection_id"] == collection:
                 known.add(row["run_id"], row["key"], row["etag"], row["face_id"], row["external_image_id"])
     return known

@@ -57,7 +57,11 @@ def read_committed(
         body = store.read(entry.path)
         if body is None:
             raise missing_file(store, run_id, entry)
-        data = pq.read_table(io.BytesIO(body), columns=list(columns) if columns else None)
+        # One file per thread of ours, without pyarrow's pools: with them, a command's exit aborted now
+        # and then ("terminate called without an active exception", exit 134 instead of its own).
+        data = pq.read_table(
+            io.BytesIO(body), columns=list(columns) if columns else None, use_threads=False, pre_buffer=False
+        )
         dt = _partition(entry)
         return data.append_column(PARTITION_COLUMN, pa.array([dt] * data.num_rows, pa.string()))
 

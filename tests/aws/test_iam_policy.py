@@ -28,6 +28,8 @@ PLACEHOLDERS = {
     "OUTPUT_PREFIX": "rekbatch/",
     "REGION": "eu-west-1",
     "ACCOUNT_ID": "123456789012",
+    "SOURCE_COLLECTION_ID": "family-photos-v6",
+    "TARGET_COLLECTION_ID": "family-photos-v7",
     "COLLECTION_ID": "family-photos",
     "KMS_KEY_ARN": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
     "INVENTORY_BUCKET": "inventory-bucket",
@@ -170,6 +172,7 @@ def detect_operations() -> set[str]:
         "iam-policy.json",
         "iam-collection.json",
         "iam-collection-admin.json",
+        "iam-collection-migrate.json",
         "iam-gc.json",
         "iam-kms.json",
         "iam-inventory.json",
@@ -266,6 +269,29 @@ def test_the_collection_admin_policy_allows_the_commands_calls_and_changes_no_fa
         assert allows(policy, (f"rekognition:{operation}", other, {})) == (operation != "DeleteCollection")
     for operation in collection_operations_in_code() - called:  # indexing, deleting faces, searching
         assert not allows(policy, (f"rekognition:{operation}", COLLECTION, {})), operation
+
+
+def test_the_collection_commands_policies_allow_reading_the_quotas() -> None:
+    """`rekbatch collection ...` resolves its quotas as a run does (`batch/run/quotas.py`)."""
+    for name in ("iam-collection-admin.json", "iam-collection-migrate.json"):
+        assert allows(load_policy(name), ("servicequotas:ListServiceQuotas", "*", {})), name
+
+
+def test_the_migrate_policy_fills_the_target_and_may_only_delete_the_source() -> None:
+    """`rekbatch collection migrate` (batch/cli/migrate.py) with the job policy's S3 access."""
+    from batch.cli.migrate import OPERATIONS
+
+    policy = combined("iam-policy.json", "iam-collection-migrate.json")
+    source, target = (COLLECTION.replace("family-photos", f"family-photos-{v}") for v in ("v6", "v7"))
+    for operation in set(OPERATIONS) - {"DeleteCollection"}:
+        assert allows(policy, (f"rekognition:{operation}", target, {})), operation
+    assert allows(policy, ("rekognition:DescribeCollection", source, {}))
+    assert allows(policy, ("rekognition:DeleteCollection", source, {}))
+    for operation in ("DeleteCollection", "DeleteFaces"):
+        assert not allows(policy, (f"rekognition:{operation}", target, {})), operation
+    for operation in ("IndexFaces", "DeleteFaces", "CreateCollection"):
+        assert not allows(policy, (f"rekognition:{operation}", source, {})), operation
+    assert not allows(policy, ("rekognition:IndexFaces", COLLECTION, {}))
 
 
 def test_the_gc_policy_lists_reads_manifests_and_deletes_only_uncommitted_files() -> None:

@@ -1,0 +1,190 @@
+"""`rekbatch collection migrate SOURCE TARGET`, the pure part: which images to index again, which a
+killed migration already did, the price, and the lines it prints. No I/O (the calls and the commit are
+in `batch.cli.migrate`).
+
+A collection is tied to the face model it was created with; moving to a newer model means indexing the
+images again into a new collection (docs/faces.md, "Moving a collection to a newer face model"). The
+images are those committed runs settled `index_faces` for with SOURCE (the `analyses_done` of their
+`images` rows, under the settings digest of the config's `[analyses.index_faces]` with SOURCE as the
+collection): the last committed ETag of each key. An image a committed run already settled with TARGET
+is migrated. The `indexed_faces` rows of SOURCE check the settings: a key they list that no row settled
+under that digest means the config is not the one the runs used (its digest cannot be reproduced).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from batch.core.external_ids import external_image_id
+
+__all__ = [
+    "CommittedImage",
+    "MigrationPlan",
+    "Resumption",
+    "common_folder",
+    "dry_run_lines",
+    "listfaces_response",
+    "plan_migration",
+    "resume_split",
+]
+
+
+@dataclass(frozen=True)
+class CommittedImage:
+    """One image to index again: its committed key, ETag, size and LastModified, and how many faces its
+    last indexing into SOURCE stored (the estimate of what TARGET will hold)."""
+
+    bucket: str
+    key: str
+    etag: str
+    size: int
+    last_modified: datetime
+    faces: int = 0
+
+
+@dataclass
+class MigrationPlan:
+    """What a migration would index, from the committed rows alone."""
+
+    #: The last committed (key, ETag) of each key settled with SOURCE and not yet with TARGET.
+    images: list[CommittedImage] = field(default_factory=list)
+    #: Images a committed run already settled with TARGET (an earlier migration, a run --collection TARGET).
+    migrated: int = 0
+    #: Keys SOURCE's `indexed_faces` rows list that no `images` row settled with the config's settings.
+    unsettled: list[str] = field(default_factory=list)
+
+    @property
+    def faces(self) -> int:
+        return sum(image.faces for image in self.images)
+
+    def buckets(self) -> set[str]:
+        return {image.bucket for image in self.images}
+
+
+def _settles(row: Mapping[str, Any], analysis: str, digest: str) -> bool:
+    return any(
+        d["analysis"] == analysis and d["settings_digest"] == digest for d in row["analyses_done"] or ()
+    )
+
+
+def plan_migration(
+    images_rows: Iterable[Mapping[str, Any]],
+    indexed: Mapping[tuple[str, str], int],
+    *,
+    analysis: str,
+    source_digest: str,
+    target_digest: str,
+) -> MigrationPlan:
+    """The plan from the committed `images` rows (oldest commit first: bucket, key, etag, size_bytes,
+    last_modified, analyses_done) and SOURCE's `indexed_faces` rows ((key, ETag) -> faces of its last
+    indexing). Per key, the last row settled with `source_digest` names the image to index again; it is
+    migrated already when a row settled that ETag with `target_digest`, or any ETag of the key in a later
+    commit."""
+    latest: dict[str, tuple[int, Mapping[str, Any]]] = {}
+    in_target: set[tuple[str, str]] = set()
+    target_last: dict[str, int] = {}
+    for position, row in enumerate(images_rows):
+        if _settles(row, analysis, source_digest):
+            latest.pop(row["key"], None)  # re-inserted: the order of the last commit
+            latest[row["key"]] = (position, row)
+        if _settles(row, analysis, target_digest):
+            in_target.add((row["key"], row["etag"]))
+            target_last[row["key"]] = position
+    plan = MigrationPlan()
+    for key, (position, row) in latest.items():
+        # In TARGET: that very ETag, or a later one (the image changed, and a run into TARGET indexed it).
+        if (key, row["etag"]) in in_target or target_last.get(key, -1) > position:
+            plan.migrated += 1
+            continue
+        plan.images.append(
+            CommittedImage(
+                row["bucket"],
+                key,
+                row["etag"],
+                int(row["size_bytes"] or 0),
+                row["last_modified"],
+                indexed.get((key, row["etag"]), 0),
+            )
+        )
+    plan.unsettled = sorted({key for key, _ in indexed} - latest.keys())
+    return plan
+
+
+@dataclass
+class Resumption:
+    """How a migration's planned images split when an earlier invocation was killed."""
+
+    #: Images whose faces TARGET holds but no committed row nor kept batch lists: indexed by the killed
+    #: invocation after its last batch was written. Their rows are made from ListFaces, not indexed again.
+    recovered: list[tuple[CommittedImage, list[Mapping[str, Any]]]] = field(default_factory=list)
+    #: Images to index.
+    to_index: list[CommittedImage] = field(default_factory=list)
+
+
+def resume_split(
+    images: Sequence[CommittedImage], kept_keys: Iterable[str], unknown_faces: Iterable[Mapping[str, Any]]
+) -> Resumption:
+    """Split the planned `images` into those a killed invocation indexed (their faces among
+    `unknown_faces`: TARGET's ListFaces `Face` records that no committed row nor kept batch lists) and
+    those to index; images of kept batches (`kept_keys`) are neither."""
+    by_external: dict[str, list[Mapping[str, Any]]] = {}
+    for face in unknown_faces:
+        by_external.setdefault(face.get("ExternalImageId") or "", []).append(face)
+    kept = set(kept_keys)
+    split = Resumption()
+    for image in images:
+        if image.key in kept:
+            continue
+        faces = by_external.get(external_image_id(image.key))
+        if faces:
+            split.recovered.append((image, faces))
+        else:
+            split.to_index.append(image)
+    return split
+
+
+def common_folder(keys: Iterable[str]) -> str:
+    """The longest folder ("a/b/", or "" for the bucket's root) that holds every key: the input the
+    migration's run row names."""
+    folder: str | None = None
+    for key in keys:
+        here = key.rpartition("/")[0]
+        if folder is None:
+            folder = here
+        while folder and not (here == folder or here.startswith(folder + "/")):
+            folder = folder.rpartition("/")[0]
+    return f"{folder}/" if folder else ""
+
+
+def listfaces_response(faces: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """An IndexFaces response made of the faces ListFaces shows for one image (a killed invocation's
+    answer that was lost): each face's FaceDetail has only its box and confidence."""
+    return {
+        "FaceRecords": [
+            {
+                "Face": dict(face),
+                "FaceDetail": {"BoundingBox": face.get("BoundingBox"), "Confidence": face.get("Confidence")},
+            }
+            for face in faces
+        ],
+        "FaceModelVersion": faces[0].get("IndexFacesModelVersion") if faces else None,
+        "UnindexedFaces": [],
+    }
+
+
+def dry_run_lines(
+    source: str, target: str, plan: MigrationPlan, prices: Mapping[str, float], *, price_key: str
+) -> list[str]:
+    """What `--dry-run` prints: the images, the IndexFaces price and the faces' monthly storage."""
+    index_cost = len(plan.images) * prices[price_key]
+    month = plan.faces * prices["face_storage_month"]
+    return [
+        f"migrate {source} -> {target} (dry run: no Rekognition call)",
+        f"  images to index again: {len(plan.images)} ({plan.migrated} already in {target})",
+        f"  IndexFaces: {len(plan.images)} calls, ${index_cost:.4f} at list price",
+        f"  faces {target} would store: about {plan.faces} (${month:.4f}/month), as {source}'s last "
+        "indexing of these images stored",
+    ]
