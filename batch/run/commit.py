@@ -6,6 +6,7 @@ create-only. Another attempt having created it first is a lost race. See docs/de
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +25,7 @@ from batch.core.manifest import (
     manifest_path,
     runs_file_name,
 )
+from batch.core.redaction import one_line
 from batch.core.tables import CALL_SECONDS_SCHEMA, RUNS_SCHEMA
 from batch.core.timeline import timeline_rows
 from batch.run import faults
@@ -31,8 +33,9 @@ from batch.run.plan import settings_digests
 from batch.run.summary import RunSummary
 from batch.storage.commits import RunStore
 from batch.storage.sink import write_tables
+from batch.storage.snapshot import update_snapshot
 
-__all__ = ["Attempt", "commit", "runs_row", "start_attempt"]
+__all__ = ["Attempt", "commit", "runs_row", "start_attempt", "write_snapshot"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +109,17 @@ def commit(config: RunConfig, store: RunStore, summary: RunSummary, attempt: Att
         return
     summary.manifest = store.destination.location(manifest_path(summary.run_id))
     logger.debug("committed %s: %d files", summary.manifest, len(attempt.files))
+    write_snapshot(store)
+
+
+def write_snapshot(store: RunStore) -> None:
+    """After a commit: the settled state's snapshot, to cover it (`batch.storage.snapshot`). A cache:
+    one that fails leaves the run committed and the next start reading the runs since the last one."""
+    try:
+        update_snapshot(store, store.manifests())
+    except Exception as exc:
+        logger.debug("snapshot failed", exc_info=True)
+        print(f"rekbatch: warning: state snapshot not written: {one_line(str(exc), 300)}", file=sys.stderr)
 
 
 def _write_commit(config: RunConfig, store: RunStore, summary: RunSummary, attempt: Attempt) -> bool:

@@ -16,7 +16,7 @@ from batch.aws.inventory import inventory_objects, read_manifest
 from batch.aws.s3 import list_pages
 from batch.config.model import RunConfig, parse_s3_url
 from batch.core.errors import ConfigError
-from batch.core.incremental import CommittedState, Digests
+from batch.core.incremental import Digests, SettledState
 from batch.core.inventory import InventoryManifest
 from batch.core.manifest import AttemptRecord, ImageOutcome, Ledger
 from batch.core.selection import ListedObject, is_selected
@@ -113,7 +113,7 @@ def listed_in(objects: Iterable[ListedObject], hooks: Iterable[DriverHooks]) -> 
         hook.listing_ended()
 
 
-def unsettle(state: CommittedState, hooks: Mapping[str, DriverHooks]) -> None:
+def unsettle(state: SettledState, hooks: Mapping[str, DriverHooks]) -> None:
     """Images an analysis must run again although committed runs settled them (e.g. their faces are
     no longer in the collection), whatever the tables say."""
     for name, hook in hooks.items():
@@ -124,7 +124,7 @@ def unsettle(state: CommittedState, hooks: Mapping[str, DriverHooks]) -> None:
 def plan_images(
     objects: Iterable[ListedObject],
     ledger: Ledger,
-    state: CommittedState,
+    state: SettledState,
     wanted: Mapping[str, Digests],
     *,
     skip_keys: frozenset[str] = frozenset(),
@@ -149,7 +149,7 @@ def plan_images(
 
 
 def _missing_parts(
-    state: CommittedState, obj: ListedObject, needed: tuple[str, ...], wanted: Mapping[str, Digests]
+    state: SettledState, obj: ListedObject, needed: tuple[str, ...], wanted: Mapping[str, Digests]
 ) -> dict[str, tuple[int, ...]]:
     """For the needed analyses settled part by part, the parts this image still needs when not all."""
     parts = {}
