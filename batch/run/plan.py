@@ -18,7 +18,7 @@ from batch.config.model import RunConfig, parse_s3_url
 from batch.core.errors import ConfigError
 from batch.core.incremental import Digests, SettledState
 from batch.core.inventory import InventoryManifest
-from batch.core.manifest import AttemptRecord, ImageOutcome, Ledger
+from batch.core.manifest import AttemptRecord, Ledger
 from batch.core.selection import ListedObject, is_selected
 from batch.run.context import ImageToAnalyse, RunContext
 from batch.storage.sink import Destination
@@ -132,18 +132,24 @@ def plan_images(
 ) -> Iterator[ImageToAnalyse]:
     """The listed images that need analyses, each with the analyses it needs; the others are recorded
     `unchanged` in the ledger. Keys in `skip_keys` (kept by a resumed run) are passed over; at most
-    `limit` images are yielded (0: no limit) and the listing is not read past the last one."""
+    `limit` images are yielded (0: no limit) and the listing is not read past the last one. The
+    listing comes in key order (`selected_objects`): a key shown twice is next to itself."""
     sent = 0
+    previous = None
     for obj in objects:
         if obj.key in skip_keys:
             continue
+        if obj.key == previous:
+            ledger.listed_again()
+            continue
+        previous = obj.key
         needed = state.needed(obj.key, obj.etag, wanted)
         if needed and limit and sent >= limit:
             return
-        ledger.listed(obj.key, obj.etag)
         if not needed:
-            ledger.record(ImageOutcome(obj.key, obj.etag, "unchanged"))
+            ledger.unchanged(obj.key, obj.etag)
             continue
+        ledger.listed(obj.key, obj.etag)
         sent += 1
         yield ImageToAnalyse(obj, needed, _missing_parts(state, obj, needed, wanted))
 
