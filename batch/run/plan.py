@@ -21,6 +21,7 @@ from batch.core.inventory import InventoryManifest
 from batch.core.manifest import AttemptRecord, Ledger
 from batch.core.selection import ListedObject, is_selected
 from batch.run.context import ImageToAnalyse, RunContext
+from batch.run.key_order import sorted_by_key
 from batch.storage.sink import Destination
 
 __all__ = [
@@ -82,10 +83,10 @@ def run_context(config: RunConfig, attempt: AttemptRecord) -> RunContext:
 
 
 def selected_objects(config: RunConfig, s3: Any) -> Iterator[ListedObject]:
-    """The images under the prefix, streamed page by page from the listing, or file by file from the
-    inventory (`run.inventory`)."""
+    """The images under the prefix in key order, streamed page by page from the listing, or from the
+    inventory (`run.inventory`) sorted out of core (`batch.run.key_order`)."""
     if config.inventory:
-        objects: Iterable[ListedObject] = inventory_objects(s3, inventory_manifest(config, s3))
+        objects: Iterable[ListedObject] = sorted_by_key(inventory_objects(s3, inventory_manifest(config, s3)))
     else:
         objects = (obj for page in list_pages(s3, config.bucket, config.prefix) for obj in page)
     yield from (obj for obj in objects if is_selected(obj, config.prefix, config.input_filter))
