@@ -111,9 +111,13 @@ class Destination:
                 return
             path = Path(self.root) / relative
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".tmp-{path.name}")
-            shutil.copyfile(local, tmp)
-            tmp.replace(path)
+            handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False)  # noqa: SIM115
+            try:
+                with handle, local.open("rb") as source:
+                    shutil.copyfileobj(source, handle)
+                Path(handle.name).replace(path)
+            finally:
+                Path(handle.name).unlink(missing_ok=True)
 
     def download(self, relative: str, out: BinaryIO, s3_client: Any = None) -> None:
         """The file at `relative` written to `out` a chunk at a time (S3), or copied (local)."""

@@ -35,7 +35,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         yield local
 
 
-def run(stack: LocalStack, tmp_path: Path, out: Path, settings: str = "") -> dict:
+def run(stack: LocalStack, tmp_path: Path, out: Path | str, settings: str = "") -> dict:
     """One run of the CLI (labels only, no report, `settings` added to the local config); its summary
     JSON, after checking it exited 0."""
     config = tmp_path / "config.toml"
@@ -90,3 +90,19 @@ def test_runs_plan_from_the_snapshot_and_read_no_run_it_covers(stack: LocalStack
     sent = images["analysed"] + images.get("failed", 0)
     assert sent == images["listed"] - images.get("rejected", 0) - images.get("skipped", 0)
     assert images.get("unchanged", 0) == 0
+
+
+def test_an_s3_output_gets_its_snapshot_and_plans_from_it(stack: LocalStack, tmp_path: Path) -> None:
+    """The same through S3: the snapshot is uploaded after the commit and downloaded at the next start,
+    and the covered run's `images` objects are never read."""
+    s3 = stack.s3_client()
+    s3.create_bucket(Bucket="state-e2e-output")
+    out = "s3://state-e2e-output/out"
+    first = run(stack, tmp_path, out)
+    found = s3.list_objects_v2(Bucket="state-e2e-output", Prefix="out/")["Contents"]
+    assert [o["Key"] for o in found if o["Key"].startswith("out/_state/")] != []
+    for o in found:
+        if o["Key"].startswith("out/images/"):
+            s3.delete_object(Bucket="state-e2e-output", Key=o["Key"])
+    second = run(stack, tmp_path, out)
+    assert second["images"]["unchanged"] == first["images"]["listed"] - first["images"].get("failed", 0)
