@@ -86,10 +86,11 @@ def selected_objects(config: RunConfig, s3: Any) -> Iterator[ListedObject]:
     """The images under the prefix in key order, streamed page by page from the listing, or from the
     inventory (`run.inventory`) sorted out of core (`batch.run.key_order`)."""
     if config.inventory:
-        objects: Iterable[ListedObject] = sorted_by_key(inventory_objects(s3, inventory_manifest(config, s3)))
+        objects: Iterable[ListedObject] = inventory_objects(s3, inventory_manifest(config, s3))
     else:
         objects = (obj for page in list_pages(s3, config.bucket, config.prefix) for obj in page)
-    yield from (obj for obj in objects if is_selected(obj, config.prefix, config.input_filter))
+    selected = (obj for obj in objects if is_selected(obj, config.prefix, config.input_filter))
+    yield from sorted_by_key(selected) if config.inventory else selected
 
 
 def inventory_manifest(config: RunConfig, s3: Any) -> InventoryManifest:
