@@ -20,9 +20,9 @@ from batch.core.selection import ListedObject
 __all__ = ["sorted_by_key"]
 
 #: Objects per Parquet file written, and per record batch read back.
-CHUNK_ROWS = 200_000
+CHUNK_ROWS = 50_000
 #: DuckDB's memory for the sort (beyond it, it spills to the temp folder).
-SORT_MEMORY = "256MB"
+SORT_MEMORY = "128MB"
 
 _SCHEMA = pa.schema(
     [

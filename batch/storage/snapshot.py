@@ -81,19 +81,10 @@ class Snapshot:
     covers: frozenset[str]
 
     def rows_from(self, key: str) -> Iterator[Sequence[Row]]:
-        """Chunks of rows from the first row group that may hold `key` (its statistics' max >= key)."""
-        groups = self.file.metadata.num_row_groups
-        first = next((i for i in range(groups) if _max_key(self.file, i) >= key), groups)
-        batches = self.file.iter_batches(
-            batch_size=ROW_GROUP_ROWS, row_groups=range(first, groups), columns=["key", "etag", "settled"]
-        )
-        for batch in batches:
+        """Chunks of rows from the first (`key` is not used to skip row groups: Parquet writers may
+        truncate string statistics, and a sorted listing never rewinds)."""
+        for batch in self.file.iter_batches(batch_size=ROW_GROUP_ROWS, columns=["key", "etag", "settled"]):
             yield list(zip(*(batch.column(i).to_pylist() for i in range(3)), strict=True))
-
-
-def _max_key(file: pq.ParquetFile, group: int) -> str:
-    stats = file.metadata.row_group(group).column(0).statistics
-    return str(stats.max) if stats is not None and stats.has_min_max else "\U0010ffff"
 
 
 def load_state(store: RunStore, manifests: Sequence[Manifest], stack: ExitStack) -> SettledState:
