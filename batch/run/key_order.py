@@ -2,7 +2,7 @@
 (`batch.core.sorted_state`) walks both in UTF-8 binary key order. ListObjectsV2 lists in that order;
 an S3 Inventory report does not, so its objects are sorted out of core first (`sorted_by_key`): written
 to Parquet files in a temp folder a chunk at a time, sorted by DuckDB under a memory limit (it spills to
-the same folder), read back a record batch at a time. See docs/design/state.md.
+the same folder) into one Parquet file, read back a record batch at a time. See docs/design/state.md.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ CHUNK_ROWS = 50_000
 #: DuckDB's memory for the sort (beyond it, it spills to the temp folder).
 SORT_MEMORY = "128MB"
 
+_SORT = "COPY (SELECT * FROM read_parquet(?) ORDER BY key) TO '{out}' (FORMAT parquet)"
 _SCHEMA = pa.schema(
     [
         pa.field("key", pa.string()),
@@ -44,15 +45,18 @@ def sorted_by_key(objects: Iterable[ListedObject]) -> Iterator[ListedObject]:
         files = _spill(objects, folder)
         if not files:
             return
+        done = folder / "sorted.parquet"
         with duckdb.connect() as con:
             con.execute(f"SET memory_limit = '{SORT_MEMORY}'")
             con.execute(f"SET temp_directory = '{_quoted(str(folder / 'spill'))}'")
             con.execute("SET preserve_insertion_order = false")
-            query = con.sql("SELECT * FROM read_parquet(?) ORDER BY key", params=[[str(f) for f in files]])
-            reader = getattr(query, "to_arrow_reader", query.fetch_record_batch)(CHUNK_ROWS)  # DuckDB 2 name
-            for batch in reader:
-                columns = [batch.column(i).to_pylist() for i in range(len(_SCHEMA))]
-                yield from itertools.starmap(ListedObject, zip(*columns, strict=True))
+            con.execute("SET threads = 2")
+            con.execute(_SORT.format(out=_quoted(str(done))), [[str(f) for f in files]])
+        for path in files:
+            path.unlink()
+        for batch in pq.ParquetFile(done).iter_batches(batch_size=CHUNK_ROWS):
+            columns = [batch.column(i).to_pylist() for i in range(len(_SCHEMA))]
+            yield from itertools.starmap(ListedObject, zip(*columns, strict=True))
 
 
 def _spill(objects: Iterable[ListedObject], folder: Path) -> list[Path]:
