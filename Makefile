@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test test-fast lint bench local-stack clean
+.PHONY: setup demo test test-fast lint bench bench-scale local-stack clean
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,12 @@ bench: setup
 	$(BIN)/python scripts/bench_job.py
 	$(BIN)/python scripts/bench_listing.py
 	$(BIN)/python scripts/bench_start.py --repeat 3
+
+## The driver's planning path at 100k, 1M and 10M keys, after 1 and 365 committed runs (minutes, and
+## tens of GB of temp files at 10M; not part of `make test`): SIZES=100k,1M for a quick look.
+SIZES ?= 100k,1M,10M
+bench-scale: setup
+	$(BIN)/python scripts/bench_scale.py --sizes $(SIZES)
 
 ## Both local servers with the sample bucket, until Ctrl-C; prints the variables to export.
 local-stack: setup

@@ -85,22 +85,38 @@ def commit_rows(
     analyses: Mapping[str, str] | None = None,
     committed_at: datetime = COMMITTED_AT,
     schemas: Mapping[str, Any] | None = None,
+    segment: int = 1,
+    final: bool = True,
 ) -> Manifest:
     """Write one batch of rows as the job would and commit it as run `run_id` (attempt 1, batch 0);
     give later runs a later `committed_at` when a test reads which run is the latest. `schemas`
-    replaces some tables' schemas (e.g. as an older version of the job wrote them)."""
+    replaces some tables' schemas (e.g. as an older version of the job wrote them). `segment` and
+    `final`: one of a long run's segments (`batch.core.segments`), its batch numbered `segment - 1`."""
     files = write_tables(
         store.destination,
         rows_by_table,
         {**all_tables(), **(schemas or {})},
         dt=dt,
-        name=data_file_name(run_id, 1, 0),
+        name=data_file_name(run_id, 1, segment - 1),
         compression="none",
         s3_client=store.s3_client,
     )
     at = committed_at
     manifest = Manifest(
-        run_id, 1, (1,), at, at, dt, "s3://in/p/", "digest", analyses or {}, tuple(files), {"listed": 0}
+        run_id,
+        1,
+        (1,),
+        at,
+        at,
+        dt,
+        "s3://in/p/",
+        "digest",
+        analyses or {},
+        tuple(files),
+        {"listed": 0},
+        segment=segment,
+        final=final,
+        batches=((1, segment - 1),),
     )
     assert store.commit(manifest)
     return manifest

@@ -29,39 +29,33 @@ def settled_analyses(status: str, succeeded: Sequence[str], requested: Sequence[
     return [name for name in requested if name in succeeded]
 
 
-class CommittedState:
-    """(key, etag) -> the (analysis, settings digest) pairs committed runs settled for it.
-
-    Memory: a 16-byte digest per (key, etag) and one shared frozenset per distinct combination of
-    settled analyses (few), so it grows with the images, not with their analyses.
-    """
+class SettledState:
+    """What committed runs settled for each (key, etag), asked image by image while planning: the
+    analyses of a run an image still needs. Subclasses say how `settled` is found (a dict, or a
+    merge-join with a key-ordered snapshot: `batch.core.sorted_state`)."""
 
     def __init__(self) -> None:
-        self._settled: dict[bytes, frozenset[tuple[str, str]]] = {}
         self._shared: dict[frozenset[tuple[str, str]], frozenset[tuple[str, str]]] = {}
         self._needed: dict[
             tuple[frozenset[tuple[str, str]], tuple[tuple[str, Digests], ...]], tuple[str, ...]
         ] = {}
 
-    def __len__(self) -> int:
-        return len(self._settled)
-
-    def add(self, key: str, etag: str, settled: Iterable[tuple[str, str]]) -> None:
-        """Record that a committed run settled these (analysis, settings digest) pairs for the image."""
-        identity = image_identity(key, etag)
-        merged = self._settled.get(identity, frozenset()) | frozenset(settled)
-        self._settled[identity] = self._shared.setdefault(merged, merged)
+    def settled(self, key: str, etag: str) -> frozenset[tuple[str, str]]:
+        """The (analysis, settings digest) pairs committed runs settled for the image."""
+        raise NotImplementedError
 
     def unsettle(self, key: str, etag: str, analysis: str) -> None:
         """Forget that committed runs settled `analysis` for the image (its result was lost since)."""
-        identity = image_identity(key, etag)
-        kept = frozenset(pair for pair in self._settled.get(identity, ()) if pair[0] != analysis)
-        self._settled[identity] = self._shared.setdefault(kept, kept)
+        raise NotImplementedError
+
+    def shared(self, pairs: frozenset[tuple[str, str]]) -> frozenset[tuple[str, str]]:
+        """One frozenset per distinct combination of settled pairs (few), shared by every image."""
+        return self._shared.setdefault(pairs, pairs)
 
     def needed(self, key: str, etag: str, wanted: Mapping[str, Digests]) -> tuple[str, ...]:
         """The analyses of `wanted` (name -> settings digest, or the digests of its parts:
         `batch.analyses.settled_digests`; in run order) this image still needs, wholly or in part."""
-        settled = self._settled.get(image_identity(key, etag), frozenset())
+        settled = self.settled(key, etag)
         pairs = tuple(wanted.items())
         memo = (settled, pairs)
         if memo not in self._needed:  # one tuple per combination, shared by every image that has it
@@ -70,8 +64,37 @@ class CommittedState:
 
     def missing_parts(self, key: str, etag: str, name: str, digests: tuple[str, ...]) -> tuple[int, ...]:
         """The positions in `digests` of the parts of analysis `name` this image still needs."""
-        settled = self._settled.get(image_identity(key, etag), frozenset())
+        settled = self.settled(key, etag)
         return tuple(i for i, digest in enumerate(digests) if (name, digest) not in settled)
+
+
+class CommittedState(SettledState):
+    """(key, etag) -> the (analysis, settings digest) pairs committed runs settled for it, in a dict.
+
+    Memory: a 16-byte digest per (key, etag) and one shared frozenset per distinct combination of
+    settled analyses (few), so it grows with the images, not with their analyses: for the runs
+    committed after the newest snapshot (`batch.storage.snapshot`), or all of them without one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._settled: dict[bytes, frozenset[tuple[str, str]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._settled)
+
+    def add(self, key: str, etag: str, settled: Iterable[tuple[str, str]]) -> None:
+        """Record that a committed run settled these (analysis, settings digest) pairs for the image."""
+        identity = image_identity(key, etag)
+        self._settled[identity] = self.shared(self._settled.get(identity, frozenset()) | frozenset(settled))
+
+    def unsettle(self, key: str, etag: str, analysis: str) -> None:
+        identity = image_identity(key, etag)
+        kept = frozenset(pair for pair in self._settled.get(identity, ()) if pair[0] != analysis)
+        self._settled[identity] = self.shared(kept)
+
+    def settled(self, key: str, etag: str) -> frozenset[tuple[str, str]]:
+        return self._settled.get(image_identity(key, etag), frozenset())
 
 
 def _unsettled(settled: frozenset[tuple[str, str]], name: str, digests: Digests) -> bool:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import numpy as np
 import pyarrow as pa
 
 #: What becomes of each listed image in a run, exactly one each. `changed`: the object changed while
@@ -358,56 +359,108 @@ def image_identity(key: str, etag: str) -> bytes:
 class Ledger:
     """Every listed image's outcome in one run, checked before the run commits.
 
-    Use: `listed(key, etag)` for each object the run takes from the listing (or from a kept batch on
-    resume), `record(outcome)` for each image outcome a batch reports, then `problems()`: empty means
-    every listed image has exactly one outcome, no outcome is for an image that was not listed, and no
-    (key, etag, analysis) is settled twice. `counts` holds `listed` and each outcome, as they arrive.
+    Use: `listed(key, etag)` for each object the run takes from the listing to analyse (or from a kept
+    batch on resume), `record(outcome)` for each image outcome a batch reports, `unchanged(key, etag)`
+    for an image the planner lists and finds unchanged at once, `listed_again()` for a key the listing
+    shows twice (in key order, next to itself), then `problems()`: empty means every listed image has
+    exactly one outcome, no outcome is for an image that was not listed, and no (key, etag, analysis)
+    is settled twice. `counts` holds `listed` and each outcome, as they arrive.
+
+    Memory: the images listed and awaiting their outcome (those in flight), and an 8-byte fingerprint
+    of each image sent whose outcome came (`Fingerprints`), which only tells a duplicated outcome from
+    an unexpected one; unchanged images are counted, not held.
     """
 
     def __init__(self) -> None:
-        self._listed: set[bytes] = set()
-        self._outcomes: dict[bytes, str] = {}
-        self._settled: set[tuple[bytes, str]] = set()
+        self._pending: set[bytes] = set()
+        self._done = Fingerprints()
+        self._strays: set[bytes] = set()
         self.counts: Counter[str] = Counter()
         self._listed_twice = 0
         self._duplicated = 0
+        self._unexpected = 0
         self._resettled = 0
         self._unknown_status = 0
 
     def listed(self, key: str, etag: str) -> None:
         identity = image_identity(key, etag)
-        if identity in self._listed:
+        if identity in self._pending:
             self._listed_twice += 1
-        self._listed.add(identity)
+        self._pending.add(identity)
+        self.counts["listed"] += 1
+
+    def unchanged(self, key: str, etag: str) -> None:
+        """Listed, and `unchanged` at once: it can be neither lost nor duplicated."""
+        self.counts["listed"] += 1
+        self.counts["unchanged"] += 1
+
+    def listed_again(self) -> None:
+        """The listing showed the previous key again: counted listed, given no outcome."""
+        self._listed_twice += 1
         self.counts["listed"] += 1
 
     def record(self, outcome: ImageOutcome) -> None:
         identity = image_identity(outcome.key, outcome.etag)
-        if identity in self._outcomes:
+        if identity in self._pending:
+            self._pending.discard(identity)
+            self._done.add(fingerprint(identity))
+        elif identity in self._strays or fingerprint(identity) in self._done:
             self._duplicated += 1
-        self._outcomes[identity] = outcome.status
+        else:
+            self._unexpected += 1
+            self._strays.add(identity)
         if outcome.status not in OUTCOMES:
             self._unknown_status += 1
         self.counts[outcome.status] += 1
-        for analysis in outcome.settled:
-            if (identity, analysis) in self._settled:
-                self._resettled += 1
-            self._settled.add((identity, analysis))
+        self._resettled += len(outcome.settled) - len(set(outcome.settled))
 
     def problems(self, *, final: bool = True) -> list[str]:
         """Why the run must not commit; empty when the accounting is clean. Not `final` (a segment of a
         run still going, `batch.core.segments`): images listed and not yet done are no problem."""
-        lost = len(self._listed - self._outcomes.keys()) if final else 0
-        unexpected = len(self._outcomes.keys() - self._listed)
         found = {
-            "listed images without an outcome (lost)": lost,
-            "outcomes for images not listed (unexpected)": unexpected,
+            "listed images without an outcome (lost)": len(self._pending) if final else 0,
+            "outcomes for images not listed (unexpected)": self._unexpected,
             "images with more than one outcome (duplicated)": self._duplicated,
             "images listed twice": self._listed_twice,
             "(key, etag, analysis) settled more than once": self._resettled,
             "outcomes with an unknown status": self._unknown_status,
         }
         return [f"{n} {what}" for what, n in found.items() if n]
+
+
+def fingerprint(identity: bytes) -> int:
+    """8 bytes of an image's identity, as an unsigned integer."""
+    return int.from_bytes(identity[:8], "little")
+
+
+class Fingerprints:
+    """A set of 64-bit integers in about 8 bytes each: a sorted numpy array, and a set of the latest
+    added, merged into it once it holds an eighth as many (at least `MERGE_AT`, at most `MERGE_MAX`)."""
+
+    MERGE_AT = 1 << 12
+    MERGE_MAX = 1 << 20
+
+    def __init__(self) -> None:
+        self._sorted = np.empty(0, np.uint64)
+        self._recent: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self._sorted) + len(self._recent)
+
+    def add(self, value: int) -> None:
+        if value in self:
+            return
+        self._recent.add(value)
+        if len(self._recent) >= min(max(self.MERGE_AT, len(self._sorted) >> 3), self.MERGE_MAX):
+            merged = np.concatenate([self._sorted, np.fromiter(self._recent, np.uint64, len(self._recent))])
+            merged.sort()
+            self._sorted, self._recent = merged, set()
+
+    def __contains__(self, value: int) -> bool:
+        if value in self._recent:
+            return True
+        at = int(np.searchsorted(self._sorted, np.uint64(value)))
+        return at < len(self._sorted) and int(self._sorted[at]) == value
 
 
 def error_rate(counts: Mapping[str, int]) -> float:

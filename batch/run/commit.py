@@ -8,6 +8,7 @@ See docs/design/commit-protocol.md.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from batch.core.manifest import (
     manifest_path,
     runs_file_name,
 )
+from batch.core.redaction import one_line
 from batch.core.segments import batch_counts, final_counts
 from batch.core.tables import CALL_SECONDS_SCHEMA, RUNS_SCHEMA
 from batch.core.timeline import timeline_rows
@@ -37,8 +39,9 @@ from batch.run.plan import settings_digests
 from batch.run.summary import RunSummary
 from batch.storage.commits import RunStore
 from batch.storage.sink import write_tables
+from batch.storage.snapshot import update_snapshot
 
-__all__ = ["Attempt", "commit", "runs_row", "start_attempt"]
+__all__ = ["Attempt", "commit", "runs_row", "start_attempt", "write_snapshot"]
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +157,17 @@ def commit(
     else:
         attempt.segment_committed(Counter(counts))
         summary.segments = attempt.segments
+    write_snapshot(store)
+
+
+def write_snapshot(store: RunStore) -> None:
+    """After a commit: the settled state's snapshot, to cover it (`batch.storage.snapshot`). A cache:
+    one that fails leaves the run committed and the next start reading the runs since the last one."""
+    try:
+        update_snapshot(store, store.manifests())
+    except Exception as exc:
+        logger.debug("snapshot failed", exc_info=True)
+        print(f"rekbatch: warning: state snapshot not written: {one_line(str(exc), 300)}", file=sys.stderr)
 
 
 def _write_commit(

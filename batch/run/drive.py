@@ -17,7 +17,7 @@ from batch.aws.ratelimit import install_quota
 from batch.config.model import RunConfig
 from batch.core.concurrency import ConcurrencyPlan, LatencyEstimate
 from batch.core.errors import OutputUnreadable, OutputUnwritable
-from batch.core.incremental import CommittedState
+from batch.core.incremental import SettledState
 from batch.core.manifest import BatchRecord
 from batch.core.selection import ListedObject
 from batch.run.batch_task import OutputFailure, process_batch, record_failed_batch
@@ -48,7 +48,7 @@ def run_batches(
     s3: Any,
     summary: RunSummary,
     attempt: Attempt,
-    state: CommittedState,
+    state: SettledState,
     *,
     hooks: Mapping[str, DriverHooks],
     shutdown: Shutdown | None = None,
@@ -143,7 +143,7 @@ def run_batches(
 def _planned(
     listing: Iterable[ListedObject],
     attempt: Attempt,
-    state: CommittedState,
+    state: SettledState,
     context: RunContext,
     *,
     limit: int,

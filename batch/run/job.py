@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -31,7 +32,7 @@ from batch.aws.session import resolved_region
 from batch.config.loader import config_digest
 from batch.config.model import RunConfig, parse_s3_url
 from batch.core.errors import ConfigError, OutputUnwritable
-from batch.core.incremental import CommittedState
+from batch.core.incremental import CommittedState, SettledState
 from batch.core.manifest import Ledger, manifest_path
 from batch.core.redaction import one_line
 from batch.run.commit import Attempt, commit, start_attempt
@@ -52,8 +53,8 @@ from batch.run.shutdown import Shutdown
 from batch.run.summary import RunSummary
 from batch.run.text import format_summary
 from batch.storage.commits import Heartbeat, RunStore
-from batch.storage.readers import committed_state
 from batch.storage.sink import Destination
+from batch.storage.snapshot import load_state
 
 __all__ = ["new_run_id", "run"]
 
@@ -145,20 +146,21 @@ def _run_attempt(
     if config.resume:
         keep_earlier_work(config, store, summary, attempt)
     summary.images = attempt.ledger.counts
-    state = _committed_state(config, s3)
-    for hook in hooks.values():
-        hook.start(attempt.files)
-    unsettle(state, hooks)
 
     def segment_if_due() -> None:  # readers see a long run's work as it goes (`run.commit_every`)
         elapsed = time.monotonic() - attempt.segment_clock
         if config.commit_every.due(elapsed, attempt.pending["listed"]):
             commit(config, store, summary, attempt, final=False)
 
-    with shutdown.deferred():
-        run_batches(
-            config, s3, summary, attempt, state, hooks=hooks, shutdown=shutdown, accounted=segment_if_due
-        )
+    with ExitStack() as stack:
+        state = _committed_state(config, s3, stack)
+        for hook in hooks.values():
+            hook.start(attempt.files)
+        unsettle(state, hooks)
+        with shutdown.deferred():
+            run_batches(
+                config, s3, summary, attempt, state, hooks=hooks, shutdown=shutdown, accounted=segment_if_due
+            )
     if shutdown.requested:
         summary.interrupt(shutdown.signum or signal.SIGINT)
     _finish(hooks, summary, completed=summary.status == "running")
@@ -178,15 +180,16 @@ def _dry_run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
     hooks = _driver_hooks(config, s3, store, dry_run=True)
     config = _prepared(config, hooks)
     resolve_quotas(config, summary)
-    state = _committed_state(config, s3) if config.output else CommittedState()
-    for hook in hooks.values():
-        hook.start(())
-    unsettle(state, hooks)
-    ledger = Ledger()
-    summary.images = ledger.counts
-    listing = listed_in(selected_objects(config, s3), hooks.values())
-    planned = plan_images(listing, ledger, state, wanted_digests(config), limit=config.limit)
-    count_planned(config, s3, summary, hooks, planned)
+    with ExitStack() as stack:
+        state = _committed_state(config, s3, stack) if config.output else CommittedState()
+        for hook in hooks.values():
+            hook.start(())
+        unsettle(state, hooks)
+        ledger = Ledger()
+        summary.images = ledger.counts
+        listing = listed_in(selected_objects(config, s3), hooks.values())
+        planned = plan_images(listing, ledger, state, wanted_digests(config), limit=config.limit)
+        count_planned(config, s3, summary, hooks, planned)
     _finish(hooks, summary, completed=True)
     summary.end("dry-run")
 
@@ -229,14 +232,15 @@ def _close(hooks: Mapping[str, DriverHooks], summary: RunSummary) -> None:
             summary.add_driver(report)
 
 
-def _committed_state(config: RunConfig, s3: Any) -> CommittedState:
-    """What committed runs under the output settled (nothing with `--full`)."""
+def _committed_state(config: RunConfig, s3: Any, stack: ExitStack) -> SettledState:
+    """What committed runs under the output settled (nothing with `--full`): their snapshot and the
+    runs committed since (`batch.storage.snapshot`); `stack` holds the snapshot's file open."""
     if config.full:
         return CommittedState()
     if config.output.startswith("s3://"):
         check_writable(s3, parse_s3_url(config.output, "output")[0])
     store = RunStore(Destination(config.output), s3)
-    return committed_state(store, store.manifests())
+    return load_state(store, store.manifests(), stack)
 
 
 def _check_output(config: RunConfig, s3: Any) -> None:

@@ -16,11 +16,12 @@ from batch.aws.inventory import inventory_objects, read_manifest
 from batch.aws.s3 import list_pages
 from batch.config.model import RunConfig, parse_s3_url
 from batch.core.errors import ConfigError
-from batch.core.incremental import CommittedState, Digests
+from batch.core.incremental import Digests, SettledState
 from batch.core.inventory import InventoryManifest
-from batch.core.manifest import AttemptRecord, ImageOutcome, Ledger
+from batch.core.manifest import AttemptRecord, Ledger
 from batch.core.selection import ListedObject, is_selected
 from batch.run.context import ImageToAnalyse, RunContext
+from batch.run.key_order import sorted_by_key
 from batch.storage.sink import Destination
 
 __all__ = [
@@ -82,13 +83,14 @@ def run_context(config: RunConfig, attempt: AttemptRecord) -> RunContext:
 
 
 def selected_objects(config: RunConfig, s3: Any) -> Iterator[ListedObject]:
-    """The images under the prefix, streamed page by page from the listing, or file by file from the
-    inventory (`run.inventory`)."""
+    """The images under the prefix in key order, streamed page by page from the listing, or from the
+    inventory (`run.inventory`) sorted out of core (`batch.run.key_order`)."""
     if config.inventory:
         objects: Iterable[ListedObject] = inventory_objects(s3, inventory_manifest(config, s3))
     else:
         objects = (obj for page in list_pages(s3, config.bucket, config.prefix) for obj in page)
-    yield from (obj for obj in objects if is_selected(obj, config.prefix, config.input_filter))
+    selected = (obj for obj in objects if is_selected(obj, config.prefix, config.input_filter))
+    yield from sorted_by_key(selected) if config.inventory else selected
 
 
 def inventory_manifest(config: RunConfig, s3: Any) -> InventoryManifest:
@@ -113,7 +115,7 @@ def listed_in(objects: Iterable[ListedObject], hooks: Iterable[DriverHooks]) -> 
         hook.listing_ended()
 
 
-def unsettle(state: CommittedState, hooks: Mapping[str, DriverHooks]) -> None:
+def unsettle(state: SettledState, hooks: Mapping[str, DriverHooks]) -> None:
     """Images an analysis must run again although committed runs settled them (e.g. their faces are
     no longer in the collection), whatever the tables say."""
     for name, hook in hooks.items():
@@ -124,7 +126,7 @@ def unsettle(state: CommittedState, hooks: Mapping[str, DriverHooks]) -> None:
 def plan_images(
     objects: Iterable[ListedObject],
     ledger: Ledger,
-    state: CommittedState,
+    state: SettledState,
     wanted: Mapping[str, Digests],
     *,
     skip_keys: frozenset[str] = frozenset(),
@@ -132,24 +134,30 @@ def plan_images(
 ) -> Iterator[ImageToAnalyse]:
     """The listed images that need analyses, each with the analyses it needs; the others are recorded
     `unchanged` in the ledger. Keys in `skip_keys` (kept by a resumed run) are passed over; at most
-    `limit` images are yielded (0: no limit) and the listing is not read past the last one."""
+    `limit` images are yielded (0: no limit) and the listing is not read past the last one. The
+    listing comes in key order (`selected_objects`): a key shown twice is next to itself."""
     sent = 0
+    previous = None
     for obj in objects:
         if obj.key in skip_keys:
             continue
+        if obj.key == previous:
+            ledger.listed_again()
+            continue
+        previous = obj.key
         needed = state.needed(obj.key, obj.etag, wanted)
         if needed and limit and sent >= limit:
             return
-        ledger.listed(obj.key, obj.etag)
         if not needed:
-            ledger.record(ImageOutcome(obj.key, obj.etag, "unchanged"))
+            ledger.unchanged(obj.key, obj.etag)
             continue
+        ledger.listed(obj.key, obj.etag)
         sent += 1
         yield ImageToAnalyse(obj, needed, _missing_parts(state, obj, needed, wanted))
 
 
 def _missing_parts(
-    state: CommittedState, obj: ListedObject, needed: tuple[str, ...], wanted: Mapping[str, Digests]
+    state: SettledState, obj: ListedObject, needed: tuple[str, ...], wanted: Mapping[str, Digests]
 ) -> dict[str, tuple[int, ...]]:
     """For the needed analyses settled part by part, the parts this image still needs when not all."""
     parts = {}

@@ -1,14 +1,15 @@
 """`rekbatch gc`: delete the files no committed run lists (crashed and losing attempts), after a grace period.
 
-A file goes when all of these hold: it is under a table folder (`<table>/...`) or `_runs/` and no
-committed manifest lists it (manifests are never deleted); it is older than the grace period
-(`--older-than`, hours); its run, when its name says which, is not live; and its run is committed or has
-no control file younger than the grace period (a crashed run being resumed now keeps the batches it is
-about to commit). A run is live when one of its control files (`_runs/<run_id>/`: the heartbeat a running
-attempt rewrites every `HEARTBEAT_SECONDS`, attempt and batch records) changed in the last
-`LIVE_SECONDS`: gc takes nothing of a running attempt, whatever the grace period. Nothing else under the
-output root is touched. After the grace period a crashed run's work is gone: `--resume` analyses it
-again. The CLI refuses a grace period under `MIN_GRACE_HOURS` without `--force`. See
+The settled state's snapshots (`_state/`) are caches: all but the newest `KEPT_SNAPSHOTS` go once older
+than the grace period. Another file goes when all of these hold: it is under a table folder
+(`<table>/...`) or `_runs/` and no committed manifest lists it (manifests are never deleted); it is older
+than the grace period (`--older-than`, hours); its run, when its name says which, is not live; and its
+run is committed or has no control file younger than the grace period (a crashed run being resumed now
+keeps the batches it is about to commit). A run is live when one of its control files (`_runs/<run_id>/`:
+the heartbeat a running attempt rewrites every `HEARTBEAT_SECONDS`, attempt and batch records) changed in
+the last `LIVE_SECONDS`: gc takes nothing of a running attempt, whatever the grace period. Nothing else
+under the output root is touched. After the grace period a crashed run's work is gone: `--resume`
+analyses it again. The CLI refuses a grace period under `MIN_GRACE_HOURS` without `--force`. See
 docs/design/commit-protocol.md.
 """
 
@@ -24,6 +25,7 @@ from batch.analyses.registry import all_tables
 from batch.core.manifest import LIVE_SECONDS, RUNS_DIR, run_of_control_file, run_of_data_file
 from batch.storage.commits import RunStore
 from batch.storage.sink import Destination, StoredFile
+from batch.storage.snapshot import SNAPSHOT_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,18 @@ logger = logging.getLogger(__name__)
 DEFAULT_GRACE_HOURS = 48.0
 #: The shortest grace period the CLI takes without `--force`.
 MIN_GRACE_HOURS = 1.0
+
+
+#: State snapshots gc keeps, newest first, whatever their age (`batch.storage.snapshot`): a run starting
+#: now may be reading the newest, and the one before stands in if the newest is unreadable.
+KEPT_SNAPSHOTS = 2
+
+
+def stale_snapshots(stored: Iterable[StoredFile], cutoff: datetime) -> list[StoredFile]:
+    """The snapshots (files under `_state/`) to delete: all but the `KEPT_SNAPSHOTS` newest (their names
+    sort by the runs they cover), and only those older than `cutoff`. Pure."""
+    newest_first = sorted(stored, key=lambda f: f.path, reverse=True)
+    return [f for f in newest_first[KEPT_SNAPSHOTS:] if f.modified < cutoff]
 
 
 def live_runs(stored: Iterable[StoredFile], live_since: datetime) -> set[str]:
@@ -82,6 +96,9 @@ def collect_garbage(
     live_since = now - timedelta(seconds=LIVE_SECONDS)
     committed_runs = {m.run_id for m in manifests if m.final}  # a run with segments only is not done
     doomed = garbage(stored, committed_files, committed_runs, now - grace, live_since)
+    snapshots = list(destination.list(f"{SNAPSHOT_DIR}/", s3_client))
+    doomed += stale_snapshots(snapshots, now - grace)
+    stored += snapshots
     if not dry_run and doomed:
         destination.delete([f.path for f in doomed], s3_client)
     logger.info("gc: %d of %d files %s", len(doomed), len(stored), "to delete" if dry_run else "deleted")

@@ -19,13 +19,14 @@ import errno
 import hashlib
 import io
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from stat import S_ISREG
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,6 +35,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from batch.aws.s3 import (
     create_file,
     delete_files,
+    download,
     encryption_arguments,
     get_file,
     list_files,
@@ -99,6 +101,31 @@ class Destination:
             path = Path(self.root) / relative
             with _complete_temp_file(path, body) as tmp:
                 tmp.replace(path)
+
+    def publish_file(self, relative: str, local: Path, s3_client: Any = None) -> None:
+        """`publish` for a file on disk too large to hold in memory (streamed in one PUT, or copied
+        beside the target and renamed into place)."""
+        with self._writing(relative):
+            if self.is_s3:
+                put_local_file(s3_client, *self._s3_key(relative), local, self._encryption)
+                return
+            path = Path(self.root) / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False)  # noqa: SIM115
+            try:
+                with handle, local.open("rb") as source:
+                    shutil.copyfileobj(source, handle)
+                Path(handle.name).replace(path)
+            finally:
+                Path(handle.name).unlink(missing_ok=True)
+
+    def download(self, relative: str, out: BinaryIO, s3_client: Any = None) -> None:
+        """The file at `relative` written to `out` a chunk at a time (S3), or copied (local)."""
+        if self.is_s3:
+            download(s3_client, *self._s3_key(relative), out)
+            return
+        with (Path(self.root) / relative).open("rb") as handle:
+            shutil.copyfileobj(handle, out)
 
     def create(self, relative: str, body: bytes, s3_client: Any = None) -> bool:
         """Write `body` at `relative` only if no file has that name; False if one has (another won)."""

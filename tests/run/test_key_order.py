@@ -1,0 +1,30 @@
+"""batch.run.key_order: an inventory's objects come out in S3's listing order (UTF-8 binary), whole."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batch.core.selection import ListedObject
+from batch.run import key_order
+
+T0 = datetime(2026, 11, 25, tzinfo=UTC)
+keys = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(keys, st.integers(0, 10**12), st.booleans()), max_size=40), st.integers(1, 7))
+def test_objects_come_out_in_utf8_byte_order_and_unchanged(rows: list, chunk: int) -> None:
+    objects = [
+        ListedObject(key, f'"{i}"', size, T0 + timedelta(seconds=i), "v1" if versioned else None)
+        for i, (key, size, versioned) in enumerate(rows)
+    ]
+    default, key_order.CHUNK_ROWS = key_order.CHUNK_ROWS, chunk  # several files spilled, batches read
+    try:
+        out = list(key_order.sorted_by_key(objects))
+    finally:
+        key_order.CHUNK_ROWS = default
+    assert [o.key.encode() for o in out] == sorted(o.key.encode() for o in objects)
+    assert sorted(out, key=lambda o: (o.key, o.etag)) == sorted(objects, key=lambda o: (o.key, o.etag))
