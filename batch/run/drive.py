@@ -34,6 +34,7 @@ from batch.run.plan import (
     selected_objects,
 )
 from batch.run.progress import Progress, terminal_line
+from batch.run.regions import limiter_quotas, region_plan
 from batch.run.runtime import stop_new_batches
 from batch.run.shutdown import Shutdown
 from batch.run.summary import RunSummary, cpu_seconds
@@ -61,7 +62,9 @@ def run_batches(
     while the listing and the plan go on (`_plan_ahead`): a run with nothing to analyse starts none."""
     shutdown = shutdown or Shutdown()
     with ClusterStart(config.dask, warm=WORKER_WARM_UP) as cluster:
-        context = run_context(config, attempt.record)
+        context = dataclasses.replace(
+            run_context(config, attempt.record), regions=region_plan(config, summary, s3)
+        )
         counter = Counted(listed_in(selected_objects(config, s3), hooks.values()))
         planned = _planned(counter, attempt, state, context, limit=config.limit)
         ahead = _plan_ahead(planned, cluster, shutdown)
@@ -189,7 +192,7 @@ def _prepare_cluster(
     client = cluster.client()
     processes, threads = worker_threads(client)
     quotas = summary.quotas = summary.quotas or operation_quotas(config)  # resolved by the job
-    install_quota(client, quotas, default=config.rekognition.tps)
+    install_quota(client, limiter_quotas(summary, summary.region), default=config.rekognition.tps)
     cpu_before = cpu_seconds() + sum(client.run(cpu_seconds).values())
     summary.dashboard = dashboard_address(client)
     logger.info("Dask: %d worker processes, %d threads; dashboard %s", processes, threads, summary.dashboard)
