@@ -25,7 +25,7 @@ OPERATIONS = ("DetectLabels", "DetectFaces", "DetectText")
 quota = st.floats(min_value=0.5, max_value=1000, allow_nan=False)
 region_quotas = st.dictionaries(
     st.sampled_from(REGIONS),
-    st.fixed_dictionaries({op: quota for op in OPERATIONS}),
+    st.fixed_dictionaries(dict.fromkeys(OPERATIONS, quota)),
     min_size=1,
 )
 

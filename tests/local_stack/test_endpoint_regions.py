@@ -53,7 +53,7 @@ def test_calls_signed_for_two_regions_are_held_and_logged_apart() -> None:
                 region_name=region,
                 endpoint_url=stack.rekognition_url,
                 aws_access_key_id="testing",
-                aws_secret_access_key="testing",  # noqa: S106 - the local stack accepts anything
+                aws_secret_access_key="testing",
                 config=Config(retries={"total_max_attempts": 1}),
             )
             for _ in range(3):
