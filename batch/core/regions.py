@@ -16,6 +16,7 @@ import bisect
 import hashlib
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from batch.core.image_checks import MAX_REQUEST_BYTES
 
 __all__ = [
     "HIGH_QUOTA_REGIONS",
+    "RegionBalancer",
     "RegionPlan",
     "choose_region",
     "key_fraction",
@@ -145,3 +147,27 @@ class RegionPlan:
     def as_bytes(self, region: str) -> bool:
         """Must an image sent to `region` travel as its bytes (the bucket is elsewhere)?"""
         return region != self.s3_region
+
+
+class RegionBalancer:
+    """The driver's placement of the images it plans, in order: each image's own region
+    (`RegionPlan.region_for`) unless that region is more than `slack` images ahead of its share of
+    the images placed so far; then the region furthest behind its share that can take it.
+
+    A hash alone drifts from the shares by about the square root of the images, and the run ends when
+    the busiest region does; this bounds the drift to `slack` images while moving only the few images
+    that would widen it (the others keep the region a retry or a `--resume` would choose)."""
+
+    def __init__(self, plan: RegionPlan, slack: int = 4) -> None:
+        self._plan, self._slack = plan, slack
+        self._weights = dict(plan.weights)
+        self._placed: Counter[str] = Counter()
+
+    def place(self, key: str, etag: str, size: int) -> str:
+        region = self._plan.region_for(key, etag, size)
+        total = sum(self._placed.values()) + 1
+        ahead = self._placed[region] + 1 - self._weights[region] * total
+        if ahead > self._slack and size <= MAX_REQUEST_BYTES:  # a larger one has one region only
+            region = max(self._weights, key=lambda r: self._weights[r] * total - self._placed[r])
+        self._placed[region] += 1
+        return region

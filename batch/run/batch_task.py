@@ -186,7 +186,15 @@ def process_batch(spec: BatchSpec) -> BatchResult | OutputFailure:
         call = functools.partial(caller.call, journal=journal)
         calls = {region: functools.partial(other.call, journal=journal) for region, other in regional.items()}
         image = analyse_image(
-            obj, context, call, s3, stop, analyses=order, parts=planned.parts, regional=calls
+            obj,
+            context,
+            call,
+            s3,
+            stop,
+            analyses=order,
+            parts=planned.parts,
+            regional=calls,
+            region=planned.region,
         )
         image.image_row["analyses_done"] = _analyses_done(context, planned, image)
         return journal.done(image)

@@ -56,6 +56,9 @@ class ImageToAnalyse:
     #: On `--resume`: the earlier attempt whose unfinished record of the image holds answers to take
     #: (`batch.core.image_record`); 0 for none.
     resumes: int = 0
+    #: The region of its stateless calls, as the driver placed it (`batch.core.regions.RegionBalancer`);
+    #: None: the image's own (`RegionPlan.region_for`).
+    region: str | None = None
 
 
 @dataclass(frozen=True)

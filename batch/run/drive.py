@@ -19,6 +19,7 @@ from batch.core.concurrency import ConcurrencyPlan, LatencyEstimate
 from batch.core.errors import OutputUnreadable, OutputUnwritable
 from batch.core.incremental import CommittedState
 from batch.core.manifest import BatchRecord
+from batch.core.regions import RegionBalancer
 from batch.core.selection import ListedObject
 from batch.run.batch_task import OutputFailure, process_batch, record_failed_batch
 from batch.run.commit import Attempt
@@ -157,7 +158,8 @@ def _planned(
         skip_keys=attempt.kept_keys,
         limit=limit,
     )
-    return _resumed(planned, attempt.resumable)
+    placed = _resumed(planned, attempt.resumable)
+    return _placed(placed, RegionBalancer(context.regions)) if context.regions else placed
 
 
 #: The most images planned ahead while the LocalCluster starts: the listing stays streamed.
@@ -240,6 +242,17 @@ def _resumed(
             yield dataclasses.replace(image, resumes=found[1])
         else:
             yield image
+
+
+def _placed(images: Iterable[ImageToAnalyse], balancer: RegionBalancer) -> Iterator[ImageToAnalyse]:
+    """Each image with the region of its stateless calls (`RegionBalancer`), except one a `--resume`
+    takes answers for: it keeps its own region, the one the crashed attempt most likely used."""
+    for image in images:
+        if image.resumes:
+            yield image
+        else:
+            obj = image.obj
+            yield dataclasses.replace(image, region=balancer.place(obj.key, obj.etag, obj.size))
 
 
 def _stopping(client: Any, context: RunContext, stopped: Callable[[], bool]) -> Callable[[], bool]:

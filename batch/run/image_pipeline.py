@@ -66,15 +66,17 @@ def analyse_image(
     analyses: tuple[str, ...],
     parts: Mapping[str, tuple[int, ...]] | None = None,
     regional: Mapping[str, Call] | None = None,
+    region: str | None = None,
 ) -> ImageResult:
     """Probe one image's header, send it as planned (or refuse it before any call), run `analyses`
     in the order given (`batch.analyses.registry.in_run_order`) through `call`, and build its rows.
     With several regions (`context.regions`), the stateless analyses call through `regional[region]`
-    of the image's region, the image sent as bytes when its bucket is elsewhere. `stop` is set by an
+    of the image's region (`region` as the driver placed it, else its own), the image sent as bytes
+    when its bucket is elsewhere. `stop` is set by an
     image whose error ends the run; the other images then stop before their next analysis."""
     common = _common_columns(context, obj)
     facts: dict[str, Any] = {"size_bytes": obj.size, "last_modified": obj.last_modified}
-    region, rekognition = _region(context, obj)
+    region, rekognition = _region(context, obj, region)
     try:
         header, obj = read_header(s3, context.bucket, obj)
         prepared = prepare_image(s3, context.bucket, rekognition, obj, header)
@@ -190,13 +192,15 @@ def _analysed(
     return result, called
 
 
-def _region(context: RunContext, obj: ListedObject) -> tuple[str | None, RekognitionConfig]:
-    """The region of the image's stateless calls (None: no plan), and how to send it there: as bytes
-    when its bucket is in another region."""
+def _region(
+    context: RunContext, obj: ListedObject, placed: str | None
+) -> tuple[str | None, RekognitionConfig]:
+    """The region of the image's stateless calls (`placed`, else its own; None: no plan), and how to
+    send it there: as bytes when its bucket is in another region."""
     plan = context.regions
     if plan is None:
         return None, context.rekognition
-    region = plan.region_for(obj.key, obj.etag, obj.size)
+    region = placed or plan.region_for(obj.key, obj.etag, obj.size)
     if plan.as_bytes(region):
         return region, dataclasses.replace(context.rekognition, image_source="bytes")
     return region, context.rekognition

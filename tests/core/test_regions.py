@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from batch.core.image_checks import MAX_REQUEST_BYTES
 from batch.core.regions import (
+    RegionBalancer,
     RegionPlan,
     choose_region,
     key_fraction,
@@ -103,6 +104,50 @@ def test_an_image_too_large_for_bytes_stays_where_it_can_go_as_a_reference() -> 
     bucket_in_west = RegionPlan("us-east-1", (("us-east-1", 0.5), ("us-west-2", 0.5)), "us-west-2")
     assert bucket_in_west.as_bytes("us-east-1")
     assert not bucket_in_west.as_bytes("us-west-2")
+
+
+@given(
+    st.lists(st.floats(min_value=0.05, max_value=1), min_size=2, max_size=4),
+    st.integers(min_value=1, max_value=1500),
+    st.integers(min_value=1, max_value=8),
+)
+def test_the_balancer_keeps_every_region_within_slack_of_its_share(
+    raw: list[float], images: int, slack: int
+) -> None:
+    """Placed in order, no region is ever more than `slack` (+1 for the image being placed) images
+    ahead of its share, and an image leaves its hash's region only when that region is."""
+    total = sum(raw)
+    plan = RegionPlan("r0-x-1", tuple((f"r{i}-x-1", w / total) for i, w in enumerate(raw)), "r0-x-1")
+    weights = dict(plan.weights)
+    balancer, placed = RegionBalancer(plan, slack), Counter[str]()
+    for i in range(images):
+        key, etag = f"k/{i}.jpg", f"e{i}"
+        own = plan.region_for(key, etag, 1000)
+        region = balancer.place(key, etag, 1000)
+        if placed[own] + 1 - weights[own] * (i + 1) <= slack:
+            assert region == own
+        placed[region] += 1
+        for name, weight in plan.weights:
+            assert placed[name] - weight * (i + 1) <= slack + 1
+
+
+def test_most_images_keep_their_own_region() -> None:
+    plan = RegionPlan("us-east-1", (("us-east-1", 0.5), ("us-west-2", 0.5)), "us-east-1")
+    balancer = RegionBalancer(plan)
+    keys = [(f"photos/{i:05d}.jpg", f'"{i:032x}"') for i in range(2000)]
+    placed = [balancer.place(key, etag, 1000) for key, etag in keys]
+    moved = sum(
+        region != plan.region_for(key, etag, 1000) for region, (key, etag) in zip(placed, keys, strict=True)
+    )
+    assert moved / len(keys) < 0.1
+    assert abs(Counter(placed)["us-west-2"] - 1000) <= 5
+
+
+def test_an_image_too_large_for_bytes_is_never_moved() -> None:
+    plan = RegionPlan("us-east-1", (("us-east-1", 0.1), ("us-west-2", 0.9)), "us-east-1")
+    balancer = RegionBalancer(plan, slack=1)
+    large = [balancer.place(f"{i}.jpg", "e", MAX_REQUEST_BYTES + 1) for i in range(20)]
+    assert set(large) == {"us-east-1"}
 
 
 @given(st.sampled_from(OPERATIONS), st.sampled_from(REGIONS), st.sampled_from(REGIONS))
