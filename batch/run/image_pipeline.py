@@ -72,8 +72,8 @@ def analyse_image(
     in the order given (`batch.analyses.registry.in_run_order`) through `call`, and build its rows.
     With several regions (`context.regions`), the stateless analyses call through `regional[region]`
     of the image's region (`region` as the driver placed it, else its own), the image sent as bytes
-    when its bucket is elsewhere. `stop` is set by an
-    image whose error ends the run; the other images then stop before their next analysis."""
+    when its bucket is elsewhere. `stop` is set by an image whose error ends the run; the other
+    images then stop before their next analysis."""
     common = _common_columns(context, obj)
     facts: dict[str, Any] = {"size_bytes": obj.size, "last_modified": obj.last_modified}
     region, rekognition = _region(context, obj, region)

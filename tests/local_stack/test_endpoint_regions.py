@@ -7,6 +7,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from batch.aws.s3 import bucket_region
 from local_stack.faults import FaultConfig, FaultInjector, region_quotas
 from local_stack.server import signed_region
 from local_stack.service_quotas import ServiceQuotasApp
@@ -43,7 +44,7 @@ def test_each_region_has_its_own_bucket_at_its_own_quota() -> None:
 
 
 @pytest.mark.integration
-def test_calls_signed_for_two_regions_are_held_and_logged_apart() -> None:
+def test_calls_signed_for_two_regions_are_held_and_logged_apart_and_buckets_say_their_region() -> None:
     """us-east-1 at 0.1 calls/s (a bucket of 1, refilled in 10 s), us-west-2 at 3 (a bucket of 3)."""
     with LocalStack(tps=0.1, extra_args=["--quota-per-region", "us-west-2=3"]) as stack:
         outcomes = {}
@@ -63,6 +64,14 @@ def test_calls_signed_for_two_regions_are_held_and_logged_apart() -> None:
                 except client.exceptions.ProvisionedThroughputExceededException:
                     outcomes.setdefault(region, []).append("throttled")
         logged = [(c["region"], c["outcome"]) for c in stack.calls()]
+        s3 = stack.s3_client()
+        s3.create_bucket(Bucket="east")
+        s3.create_bucket(Bucket="west", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        assert [bucket_region(s3, name) for name in ("east", "west", "missing")] == [
+            "us-east-1",
+            "us-west-2",
+            None,
+        ]
     assert outcomes == {"us-east-1": ["ok", "throttled", "throttled"], "us-west-2": ["ok", "ok", "ok"]}
     assert logged[0] == ("us-east-1", "ok")
     assert [region for region, _ in logged] == ["us-east-1"] * 3 + ["us-west-2"] * 3
