@@ -12,6 +12,7 @@ no latency), then one fault draw from a seeded RNG, then latency = base + unifor
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -106,13 +107,14 @@ def region_quotas(flags: Sequence[str]) -> dict[str, float]:
     """`--quota-per-region REGION=TPS` flags -> {region: tps}; ValueError naming a bad one."""
     quotas: dict[str, float] = {}
     for flag in flags:
-        region, equals, tps = flag.partition("=")
+        region, _, tps = (part.strip() for part in flag.partition("="))
         try:
-            quotas[region.strip()] = Behaviour(tps=float(tps)).tps or 0.0
+            value = float(tps)
         except ValueError:
-            raise ValueError(f"--quota-per-region: expected REGION=TPS (TPS > 0), got {flag!r}") from None
-        if not (equals and region.strip()):
+            value = 0.0
+        if not (region and 0 < value < math.inf):
             raise ValueError(f"--quota-per-region: expected REGION=TPS (TPS > 0), got {flag!r}")
+        quotas[region] = value
     return quotas
 
 
