@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -120,3 +121,29 @@ def test_collection_operations_stay_in_the_runs_region_and_nothing_is_throttled(
     errors = Counter((c["operation"], c["outcome"]) for c in rekognition if c["outcome"] != "ok")
     assert errors == {("DescribeCollection", "ResourceNotFoundException"): 1}
     assert run["throttled"] == 0
+
+
+def test_unreadable_quotas_fall_back_to_each_regions_published_default(tmp_path: Path) -> None:
+    """Service Quotas denied: each region gets AWS's default for it (50 in us-east-1, 5 in ap-south-1),
+    one line each; a dry run shows the split it would use."""
+    with LocalStack(extra_args=["--service-quotas", "deny"]) as stack:
+        stack.s3_client().create_bucket(Bucket=BUCKET)
+        stack.s3_client().put_object(Bucket=BUCKET, Key=f"{PREFIX}a.jpg", Body=make_image())
+        summary = tmp_path / "summary.json"
+        command = [sys.executable, "-m", "batch", "run", "--dry-run", "--analyses", "labels",
+                   "--regions", f"{HOME},ap-south-1", "--input", f"s3://{BUCKET}/{PREFIX}",
+                   "--summary-json", str(summary)]  # fmt: skip
+        env = {**os.environ, **stack.env, "AWS_DEFAULT_REGION": HOME}
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    ran = json.loads(summary.read_text())
+    assert ran["region_quotas"] == {HOME: {"DetectLabels": 50.0}, "ap-south-1": {"DetectLabels": 5.0}}
+    assert {q["operation"]: (q["tps"], q["source"]) for q in ran["quotas"]} == {
+        "DetectLabels": (55.0, "default")
+    }
+    notes = [line for line in result.stderr.splitlines() if line.startswith("rekbatch: quotas:")]
+    assert [note.split(" (AccessDenied")[0] for note in notes] == [
+        f"rekbatch: quotas: Service Quotas not readable in {HOME}",
+        "rekbatch: quotas: Service Quotas not readable in ap-south-1",
+    ]
+    assert "using the default 5 calls/s for DetectLabels" in notes[1]
