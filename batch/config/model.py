@@ -47,7 +47,7 @@ class RekognitionConfig:
     #: Region of the Rekognition client; empty: boto3's usual lookup (AWS_DEFAULT_REGION, profile).
     region: str = ""
     #: Regions the stateless analyses fan out over, the run's region among them (collections stay in
-    #: that one); empty or one: the run's region alone (`batch.core.regions`).
+    #: that one); empty: the run's region alone (`batch.core.regions`).
     regions: tuple[str, ...] = ()
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
@@ -76,7 +76,7 @@ class RekognitionConfig:
         except ValueError as exc:
             raise ConfigError(f"rekognition.regions: {exc}, got {list(self.regions)!r}") from None
         check(
-            not (self.region and len(self.regions) > 1) or self.region in self.regions,
+            not (self.region and self.regions) or self.region in self.regions,
             "rekognition.regions",
             f"must include rekognition.region ({self.region}), where collections are",
             list(self.regions),

@@ -38,7 +38,7 @@ def run_regions(config: RunConfig, home: str) -> tuple[str, ...]:
     """The run's regions, its own (`home`, where collections are) first, then the others as listed;
     ConfigError when `rekognition.regions` leaves out the run's region (found from the environment)."""
     listed = config.rekognition.regions
-    if len(listed) > 1 and home not in listed:
+    if listed and home not in listed:
         raise ConfigError(
             f"rekognition.regions: must include the run's region ({home}), where collections are, "
             f"got {list(listed)!r}"
