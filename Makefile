@@ -35,6 +35,7 @@ lint: setup
 bench: setup
 	$(BIN)/python scripts/bench_endpoint.py
 	$(BIN)/python scripts/bench_job.py
+	$(BIN)/python scripts/bench_regions.py
 	$(BIN)/python scripts/bench_listing.py
 	$(BIN)/python scripts/bench_start.py --repeat 3
 

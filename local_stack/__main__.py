@@ -22,7 +22,7 @@ from botocore.config import Config
 from local_stack.collections import CollectionStore
 from local_stack.custom_labels import ModelStore
 from local_stack.decoding import LOWEST_MIN_SIDE_PX, decode_upright, treat_bomb_warnings_as_errors
-from local_stack.faults import FaultConfig, FaultInjector
+from local_stack.faults import FaultConfig, FaultInjector, region_quotas
 from local_stack.images import S3ObjectCache
 from local_stack.operations import Call
 from local_stack.server import CallLog, RekognitionApp, serve
@@ -53,6 +53,14 @@ def add_endpoint_flags(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--tps", type=float, help="token-bucket quota per operation, calls/s (default: none)")
     g.add_argument("--burst", type=float, help="bucket capacity (default: max(1, tps))")
+    g.add_argument(
+        "--quota-per-region",
+        action="append",
+        default=[],
+        metavar="REGION=TPS",
+        help="every operation's quota in REGION (the region a request is signed for), calls/s; "
+        "repeatable; other regions have --tps",
+    )
     g.add_argument("--latency-ms", type=float, help="base latency added to every answer")
     g.add_argument("--latency-jitter-ms", type=float, help="plus uniform random 0..J ms")
     g.add_argument("--fault-rate-500", type=float, help="fraction answered InternalServerError (500)")
@@ -83,7 +91,12 @@ def _s3_client(endpoint: str | None):
 def run_rekognition(args: argparse.Namespace) -> int:
     treat_bomb_warnings_as_errors()
     flags = {name: getattr(args, attr) for name, attr in FAULT_FLAGS.items()}
-    faults = FaultInjector(FaultConfig.load(args.config, flags, args.seed))
+    try:
+        per_region = region_quotas(args.quota_per_region)
+    except ValueError as exc:
+        print(f"local_stack rekognition: {exc}", file=sys.stderr)
+        return 2
+    faults = FaultInjector(FaultConfig.load(args.config, flags, args.seed), region_tps=per_region)
     s3 = (
         S3ObjectCache(_s3_client(args.s3_endpoint), revalidate_after=args.s3_revalidate_after)
         if args.s3_endpoint

@@ -12,11 +12,12 @@ no latency), then one fault draw from a seeded RNG, then latency = base + unifor
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -102,33 +103,63 @@ class Verdict:
     delay: float = 0.0
 
 
-class FaultInjector:
-    """One token bucket per operation and the seeded RNG; `decide(operation)` is called once per call."""
+def region_quotas(flags: Sequence[str]) -> dict[str, float]:
+    """`--quota-per-region REGION=TPS` flags -> {region: tps}; ValueError naming a bad one."""
+    quotas: dict[str, float] = {}
+    for flag in flags:
+        region, _, tps = (part.strip() for part in flag.partition("="))
+        try:
+            value = float(tps)
+        except ValueError:
+            value = 0.0
+        if not (region and 0 < value < math.inf):
+            raise ValueError(f"--quota-per-region: expected REGION=TPS (TPS > 0), got {flag!r}")
+        quotas[region] = value
+    return quotas
 
-    def __init__(self, config: FaultConfig, clock: Callable[[], float] = time.monotonic) -> None:
+
+class FaultInjector:
+    """One token bucket per (region, operation) and the seeded RNG; `decide(operation, region)` is
+    called once per call. `region_tps` holds every operation of a region to its own quota (the
+    region comes from the request's signature; "" when unsigned: the configured behaviour)."""
+
+    def __init__(
+        self,
+        config: FaultConfig,
+        clock: Callable[[], float] = time.monotonic,
+        region_tps: Mapping[str, float] | None = None,
+    ) -> None:
         self.config = config
         self._clock = clock
         self._rng = random.Random(config.seed)
-        self._buckets: dict[str, TokenBucket | None] = {}
+        self._buckets: dict[tuple[str, str], TokenBucket | None] = {}
+        self._region_tps = dict(region_tps or {})
         self._lock = threading.Lock()
 
-    def _bucket(self, operation: str, behaviour: Behaviour) -> TokenBucket | None:
+    def _bucket(self, operation: str, region: str, behaviour: Behaviour) -> TokenBucket | None:
         with self._lock:
-            if operation not in self._buckets:
-                self._buckets[operation] = (
+            if (region, operation) not in self._buckets:
+                self._buckets[region, operation] = (
                     None
                     if behaviour.tps is None
                     else TokenBucket(behaviour.tps, behaviour.burst or max(1.0, behaviour.tps), self._clock)
                 )
-            return self._buckets[operation]
+            return self._buckets[region, operation]
 
-    def quota(self, operation: str) -> float | None:
-        """The calls per second `operation` is held to (None: no quota)."""
-        return self.config.for_operation(operation).tps
-
-    def decide(self, operation: str) -> Verdict:
+    def behaviour(self, operation: str, region: str = "") -> Behaviour:
+        """How `operation` behaves in `region`: its own, at the region's quota when it has one."""
         behaviour = self.config.for_operation(operation)
-        bucket = self._bucket(operation, behaviour)
+        if region in self._region_tps:
+            return replace(behaviour, tps=self._region_tps[region])
+        return behaviour
+
+    def quota(self, operation: str, region: str = "") -> float | None:
+        """The calls per second `operation` is held to in `region` (None: no quota)."""
+        return self.behaviour(operation, region).tps
+
+    def decide(self, operation: str, region: str = "") -> Verdict:
+        behaviour = self.behaviour(operation, region)
+        bucket = self._bucket(operation, region, behaviour)
         if bucket is not None and not bucket.try_acquire():
             return Verdict(error="ProvisionedThroughputExceededException")
         with self._lock:  # random.Random is not documented as thread-safe across draws

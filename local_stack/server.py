@@ -3,7 +3,9 @@
 Wire protocol, as stock botocore speaks it: ``POST /`` with ``X-Amz-Target: RekognitionService.<Operation>``
 and a JSON body (blobs base64). Success: 200, JSON, ``x-amzn-RequestId``. Error: 400 (client errors and
 throttling) or 500 (InternalServerError) with ``{"__type": code, "Message": ...}`` and ``x-amzn-ErrorType``,
-which botocore turns into the modelled exception class. Signatures are not checked. ``GET /_health`` -> 200.
+which botocore turns into the modelled exception class. Signatures are not checked, but the region a
+request was signed for (its ``Authorization`` header's credential scope) picks that region's quota and
+is in the call log: one endpoint serves several regions. ``GET /_health`` -> 200.
 
 `RekognitionApp` is the socket-free part (quota/faults, validation, dispatch); `serve()` binds it to HTTP.
 """
@@ -11,8 +13,10 @@ which botocore turns into the modelled exception class. Signatures are not check
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -59,6 +63,8 @@ class Answer:
     delay: float = 0.0
     call: Call | None = None
     ref: ImageRef = (None, None, None, None)
+    #: The region the request was signed for (None: unsigned).
+    region: str | None = None
 
 
 def _error_body(code: str, message: str) -> bytes:
@@ -102,12 +108,16 @@ class RekognitionApp:
         # Service Quotas' answers (`local_stack.service_quotas`): the quotas this endpoint enforces.
         self._quotas = service_quotas or ServiceQuotasApp(faults.quota)
 
-    def handle(self, target: str, body: bytes) -> Answer:
+    def handle(self, target: str, body: bytes, region: str = "") -> Answer:
+        """One call; `region` is the one the request was signed for ("" unsigned): each region has its
+        own quota and Service Quotas' answers (`FaultInjector`)."""
         if target.startswith(QUOTAS_PREFIX):
-            return self._service_quotas(target.removeprefix(QUOTAS_PREFIX), body)
-        return self._rekognition(target, body)
+            answer = self._service_quotas(target.removeprefix(QUOTAS_PREFIX), body, region)
+        else:
+            answer = self._rekognition(target, body, region)
+        return dataclasses.replace(answer, region=region or None)
 
-    def _rekognition(self, target: str, body: bytes) -> Answer:
+    def _rekognition(self, target: str, body: bytes, region: str) -> Answer:
         operation = target.removeprefix(TARGET_PREFIX)
         handler = HANDLERS.get(operation) if target.startswith(TARGET_PREFIX) else None
         try:
@@ -117,7 +127,7 @@ class RekognitionApp:
         ref = _image_ref(params)
         if handler is None or operation in self._denied:
             return _error_answer(operation or "-", self._refusal(target, operation), ref=ref)
-        verdict = self._faults.decide(operation)
+        verdict = self._faults.decide(operation, region)
         injected = _injected_answer(operation, verdict, ref)
         if injected is not None:
             return injected
@@ -139,10 +149,10 @@ class RekognitionApp:
         body_out = json.dumps(result, separators=(",", ":")).encode()
         return Answer(operation, 200, body_out, delay=verdict.delay, call=call, ref=ref)
 
-    def _service_quotas(self, operation: str, body: bytes) -> Answer:
+    def _service_quotas(self, operation: str, body: bytes, region: str) -> Answer:
         """A Service Quotas call: no quota, faults or latency of the Rekognition operations apply."""
         try:
-            result = self._quotas.handle(operation, json.loads(body or b"{}"))
+            result = self._quotas.handle(operation, json.loads(body or b"{}"), region)
         except ValueError:
             err = ServiceError("SerializationException", "Body is not JSON.")
             return _error_answer(operation, err, service="service-quotas")
@@ -212,7 +222,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         started, ts = time.monotonic(), time.time()
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        answer = self.server.app.handle(self.headers.get("X-Amz-Target", ""), body)
+        region = signed_region(self.headers.get("Authorization", ""))
+        answer = self.server.app.handle(self.headers.get("X-Amz-Target", ""), body, region)
         if answer.delay:
             time.sleep(answer.delay)
         # Log before answering: once a client has its answer, its call is in the log (tests rely on it).
@@ -243,11 +254,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+#: SigV4's credential scope: Credential=KEY/DATE/REGION/SERVICE/aws4_request.
+_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/([a-z0-9-]+)/")
+
+
+def signed_region(authorization: str) -> str:
+    """The region a SigV4 `Authorization` header was signed for; "" if none."""
+    match = _SCOPE.search(authorization)
+    return match.group(1) if match else ""
+
+
 def _log_record(answer: Answer, ts: float, started: float) -> dict[str, Any]:
     source, bucket, name, version = answer.ref
     return {
         "ts": ts,
         "service": answer.service,
+        "region": answer.region,
         "operation": answer.operation,
         "source": source,
         "bucket": bucket,

@@ -5,7 +5,9 @@ moto's Service Quotas knows only VPC quotas, so the endpoint answers these two o
 ``AWS_ENDPOINT_URL_SERVICE_QUOTAS``). The applied quotas it lists are the ones it enforces: each Rekognition
 Image operation with a quota (`--tps`, `[operations.<Name>] tps`) is listed with its real code and name
 (`batch.core.service_quotas`) at that value; operations without one are left out, as Service Quotas leaves
-out quotas it has no applied value for. `--service-quotas deny` answers AccessDeniedException instead.
+out quotas it has no applied value for. Each region (from the request's signature) lists its own
+quotas, those the endpoint enforces there (`--quota-per-region`). `--service-quotas deny` answers
+AccessDeniedException instead.
 """
 
 from __future__ import annotations
@@ -26,15 +28,16 @@ REGION = "us-east-1"
 
 
 class ServiceQuotasApp:
-    """`handle(operation, params) -> dict` (or ServiceError), from `tps_of(operation) -> float | None`."""
+    """`handle(operation, params, region) -> dict` (or ServiceError), from `tps_of(operation, region)
+    -> float | None`."""
 
-    def __init__(self, tps_of: Callable[[str], float | None], mode: str = "answer") -> None:
+    def __init__(self, tps_of: Callable[[str, str], float | None], mode: str = "answer") -> None:
         if mode not in MODES:
             raise ValueError(f"service quotas mode must be one of {MODES}, got {mode!r}")
         self._tps_of, self._mode = tps_of, mode
         self._model = botocore.session.get_session().get_service_model("service-quotas")
 
-    def handle(self, operation: str, params: Any) -> dict[str, Any]:
+    def handle(self, operation: str, params: Any, region: str = "") -> dict[str, Any]:
         handler = {"ListServiceQuotas": self._list, "GetServiceQuota": self._get}.get(operation)
         if handler is None:
             raise ServiceError("UnknownOperationException", f"Unknown operation: {TARGET_PREFIX}{operation}")
@@ -45,16 +48,16 @@ class ServiceQuotasApp:
                 f"servicequotas:{operation}",
             )
         request = validate_request(self._model.operation_model(operation).input_shape, params or {})
-        return handler(request)
+        return handler(request, region or REGION)
 
-    def _quotas(self, service_code: str) -> list[dict[str, Any]]:
+    def _quotas(self, service_code: str, region: str) -> list[dict[str, Any]]:
         if service_code != "rekognition":
             return []
-        listed = ((op, code, self._tps_of(op)) for op, code in sorted(QUOTA_CODES.items()))
-        return [_quota(op, code, tps) for op, code, tps in listed if tps is not None]
+        listed = ((op, code, self._tps_of(op, region)) for op, code in sorted(QUOTA_CODES.items()))
+        return [_quota(op, code, tps, region) for op, code, tps in listed if tps is not None]
 
-    def _list(self, request: dict[str, Any]) -> dict[str, Any]:
-        quotas = self._quotas(request["ServiceCode"])
+    def _list(self, request: dict[str, Any], region: str) -> dict[str, Any]:
+        quotas = self._quotas(request["ServiceCode"], region)
         if "QuotaCode" in request:
             quotas = [q for q in quotas if q["QuotaCode"] == request["QuotaCode"]]
         start = _page_start(request.get("NextToken"))
@@ -64,8 +67,8 @@ class ServiceQuotasApp:
             page["NextToken"] = str(end)
         return page
 
-    def _get(self, request: dict[str, Any]) -> dict[str, Any]:
-        for quota in self._quotas(request["ServiceCode"]):
+    def _get(self, request: dict[str, Any], region: str) -> dict[str, Any]:
+        for quota in self._quotas(request["ServiceCode"], region):
             if quota["QuotaCode"] == request["QuotaCode"]:
                 return {"Quota": quota}
         raise ServiceError(
@@ -82,12 +85,12 @@ def _page_start(token: Any) -> int:
     return int(token)
 
 
-def _quota(operation: str, code: str, tps: float) -> dict[str, Any]:
-    """One `ServiceQuota` as Service Quotas gives a Rekognition calls-per-second quota."""
+def _quota(operation: str, code: str, tps: float, region: str) -> dict[str, Any]:
+    """One `ServiceQuota` as Service Quotas gives a Rekognition calls-per-second quota in `region`."""
     return {
         "ServiceCode": "rekognition",
         "ServiceName": "Amazon Rekognition",
-        "QuotaArn": f"arn:aws:servicequotas:{REGION}:{ACCOUNT}:rekognition/{code}",
+        "QuotaArn": f"arn:aws:servicequotas:{region}:{ACCOUNT}:rekognition/{code}",
         "QuotaCode": code,
         "QuotaName": quota_name(operation),
         "Value": float(tps),

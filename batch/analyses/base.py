@@ -196,6 +196,9 @@ class Analysis:
     #: Its operation's own image limits, checked before its call (an image outside them gets an error
     #: row for this analysis, no call, and is settled for it); None: Rekognition's general ones only.
     limits: AnalysisLimits | None = None
+    #: Its calls are stateless (no collection, the image alone): with `rekognition.regions` they go to
+    #: the image's region of the run's regions (`batch.core.regions`); False: always the run's region.
+    fans_out: bool = False
 
     @property
     def operations(self) -> tuple[str, ...]:

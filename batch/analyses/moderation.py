@@ -117,6 +117,7 @@ class Moderation(Analysis):
 
 
 ANALYSIS = Moderation(
+    fans_out=True,
     name=NAME,
     operation=OPERATION,
     client_method=CLIENT_METHOD,

@@ -107,6 +107,7 @@ def flatten(response: Mapping[str, Any], placement: BoxPlacement) -> dict[str, l
 
 
 ANALYSIS = Analysis(
+    fans_out=True,
     name=NAME,
     operation=OPERATION,
     client_method=CLIENT_METHOD,

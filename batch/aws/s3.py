@@ -118,6 +118,16 @@ def check_readable(client: Any, bucket: str, prefix: str) -> None:
         ) from None
 
 
+def bucket_region(client: Any, bucket: str) -> str | None:
+    """The region `bucket` is in (GetBucketLocation: no constraint is us-east-1, "EU" eu-west-1), or
+    None when S3 will not say (denied, unreachable)."""
+    try:
+        constraint = client.get_bucket_location(Bucket=bucket).get("LocationConstraint")
+    except (ClientError, BotoCoreError):
+        return None
+    return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(constraint, constraint)
+
+
 def check_writable(client: Any, bucket: str) -> None:
     """Raise OutputUnwritable with a one-line reason (S3's code, and what to check) when the output
     bucket does not exist or cannot be reached."""

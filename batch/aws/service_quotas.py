@@ -23,13 +23,14 @@ SERVICE_CODE = "rekognition"
 
 
 def read_applied_quotas(
-    config: RekognitionConfig, session: Any = None
+    config: RekognitionConfig, session: Any = None, *, region: str = ""
 ) -> tuple[dict[str, float] | None, str]:
     """Calls per second per Rekognition Image operation that Service Quotas lists as applied to the
-    account in the run's region, and "" ; or None and the one-line reason it could not be read."""
+    account in `region` (default: the run's), and "" ; or None and the one-line reason it could not be
+    read."""
     client = (session or boto3.session.Session()).client(
         "service-quotas",
-        region_name=config.region or None,
+        region_name=region or config.region or None,
         config=Config(
             retries={"mode": "standard", "total_max_attempts": 3},
             connect_timeout=config.connect_timeout,

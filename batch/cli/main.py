@@ -80,6 +80,12 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
         "cluster (overrides [quotas] and rekognition.tps)",
     )
     run.add_argument(
+        "--regions",
+        metavar="REGION,REGION",
+        help="fan the stateless analyses out over these regions, the run's own among them "
+        "(images leave their region; [rekognition] regions; default: the run's region alone)",
+    )
+    run.add_argument(
         "--image-source", choices=("s3", "bytes"), help="send S3 references (default) or the image bytes"
     )
     run.add_argument(
@@ -290,6 +296,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         "rekognition.tps": ("--tps", args.tps),
         "quotas": ("--tps", {} if args.tps is not None else None),  # --tps sets every operation's quota
         "rekognition.image_source": ("--image-source", args.image_source),
+        "rekognition.regions": ("--regions", args.regions),
         "run.prune": ("--prune", args.prune),
         "analyses.index_faces.collection": ("--collection", args.collection),
         "analyses.face_search.collection": ("--collection", args.collection),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batch.core.errors import ConfigError
+from batch.core.regions import parse_regions
 from batch.core.retry import RetryPolicy
 from batch.core.segments import CommitEvery
 
@@ -46,6 +47,9 @@ class RekognitionConfig:
     tps: float = 50.0
     #: Region of the Rekognition client; empty: boto3's usual lookup (AWS_DEFAULT_REGION, profile).
     region: str = ""
+    #: Regions the stateless analyses fan out over, the run's region among them (collections stay in
+    #: that one); empty: the run's region alone (`batch.core.regions`).
+    regions: tuple[str, ...] = ()
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     #: Attempts per call (first call included) for throttling and transient errors.
@@ -68,6 +72,16 @@ class RekognitionConfig:
     max_calls_in_flight: int = 64
 
     def __post_init__(self) -> None:
+        try:  # "a,b" from a flag or a variable is a list of two
+            object.__setattr__(self, "regions", parse_regions(",".join(self.regions)))
+        except ValueError as exc:
+            raise ConfigError(f"rekognition.regions: {exc}, got {list(self.regions)!r}") from None
+        check(
+            not (self.region and self.regions) or self.region in self.regions,
+            "rekognition.regions",
+            f"must include rekognition.region ({self.region}), where collections are",
+            list(self.regions),
+        )
         check(
             self.image_source in ("s3", "bytes"),
             "rekognition.image_source",

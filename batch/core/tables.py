@@ -123,6 +123,8 @@ IMAGES_SCHEMA = table_schema(
         pa.field("sent_bytes", pa.int64()),
         pa.field("sent_width", pa.int32()),
         pa.field("sent_height", pa.int32()),
+        # The region of the image's stateless calls (`batch.core.regions`); null when it was not sent.
+        pa.field("sent_region", pa.string()),
     ]
 )
 

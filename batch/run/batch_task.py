@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batch.analyses.registry import REGISTRY, in_run_order, resumable_operations
-from batch.aws.rekognition import RekognitionCaller
+from batch.aws.regions import RegionalLimiter
+from batch.aws.rekognition import Limiter, RekognitionCaller
 from batch.core.calls import CallCounts, ImageCalls
 from batch.core.errors import OutputUnreadable, OutputUnwritable
 from batch.core.image_record import ImageRecord, batch_record
@@ -43,6 +44,7 @@ from batch.run.runtime import (
     image_threads,
     new_batches_stopped,
     process_resources,
+    regional_client,
     silence_watch,
     task_slots,
 )
@@ -161,6 +163,7 @@ def process_batch(spec: BatchSpec) -> BatchResult | OutputFailure:
     caller = RekognitionCaller(
         rekognition, context.rekognition.retry_policy, limiter, counts, budget=budget, silence=silence
     )
+    regional = _regional_callers(context, limiter, counts, budget=budget, silence=silence)
     stop = threading.Event()
     reused = resumable_operations(context.analyses)
     feed, topic = progress_feed(), progress_topic(context.run_key)
@@ -181,7 +184,18 @@ def process_batch(spec: BatchSpec) -> BatchResult | OutputFailure:
         journal = ImageJournal(store, context, spec.index, obj, earlier=earlier, reused=reused, feed=feed)
         order = in_run_order(planned.analyses, start=position)
         call = functools.partial(caller.call, journal=journal)
-        image = analyse_image(obj, context, call, s3, stop, analyses=order, parts=planned.parts)
+        calls = {region: functools.partial(other.call, journal=journal) for region, other in regional.items()}
+        image = analyse_image(
+            obj,
+            context,
+            call,
+            s3,
+            stop,
+            analyses=order,
+            parts=planned.parts,
+            regional=calls,
+            region=planned.region,
+        )
         image.image_row["analyses_done"] = _analyses_done(context, planned, image)
         return journal.done(image)
 
@@ -204,6 +218,30 @@ def process_batch(spec: BatchSpec) -> BatchResult | OutputFailure:
         return BatchResult(record, counts.latency_seconds, counts.answered, fatal, dict(counts.per_second))
     finally:
         feed.forget(topic, spec.index)  # the batch's record counts its images from now on
+
+
+def _regional_callers(
+    context: RunContext,
+    limiter: Limiter,
+    counts: CallCounts,
+    **shared: Any,
+) -> dict[str, RekognitionCaller]:
+    """A caller per region of the run other than its own (`rekognition.regions`): that region's client,
+    the cluster limiter's buckets of that region, and the task's counts, retry budget and silence."""
+    plan = context.regions
+    if plan is None:
+        return {}
+    return {
+        region: RekognitionCaller(
+            regional_client(context.rekognition, region, context.threads_per_process),
+            context.rekognition.retry_policy,
+            RegionalLimiter(limiter, region, plan.home),
+            counts,
+            **shared,
+        )
+        for region in plan.regions
+        if region != plan.home
+    }
 
 
 #: Seconds between two looks at the silence of the process's calls while a task waits for its images.

@@ -9,6 +9,7 @@ from typing import Any
 from batch.config.model import RekognitionConfig
 from batch.core.incremental import Digests
 from batch.core.manifest import data_file_name
+from batch.core.regions import RegionPlan
 from batch.core.selection import ListedObject
 from batch.storage.sink import Destination
 
@@ -33,6 +34,9 @@ class RunContext:
     compression: str
     #: Threads that may share one worker process's clients (Dask threads x max calls in flight per task).
     threads_per_process: int
+    #: Where each image's stateless calls go (`batch.core.regions`); None: the run's region, as listed
+    #: nowhere (tests that build a context by hand).
+    regions: RegionPlan | None = None
 
     @property
     def run_key(self) -> str:
@@ -52,6 +56,9 @@ class ImageToAnalyse:
     #: On `--resume`: the earlier attempt whose unfinished record of the image holds answers to take
     #: (`batch.core.image_record`); 0 for none.
     resumes: int = 0
+    #: The region of its stateless calls, as the driver placed it (`batch.core.regions.RegionBalancer`);
+    #: None: the image's own (`RegionPlan.region_for`).
+    region: str | None = None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from batch.core.concurrency import ConcurrencyPlan, LatencyEstimate
 from batch.core.errors import OutputUnreadable, OutputUnwritable
 from batch.core.incremental import SettledState
 from batch.core.manifest import BatchRecord
+from batch.core.regions import RegionBalancer
 from batch.core.selection import ListedObject
 from batch.run.batch_task import OutputFailure, process_batch, record_failed_batch
 from batch.run.commit import Attempt
@@ -34,6 +35,7 @@ from batch.run.plan import (
     selected_objects,
 )
 from batch.run.progress import Progress, terminal_line
+from batch.run.regions import limiter_quotas, region_plan
 from batch.run.runtime import stop_new_batches
 from batch.run.shutdown import Shutdown
 from batch.run.summary import RunSummary, cpu_seconds
@@ -64,7 +66,9 @@ def run_batches(
     segment's commit failed) submits nothing more."""
     shutdown = shutdown or Shutdown()
     with ClusterStart(config.dask, warm=WORKER_WARM_UP) as cluster:
-        context = run_context(config, attempt.record)
+        context = dataclasses.replace(
+            run_context(config, attempt.record), regions=region_plan(config, summary, s3)
+        )
         counter = Counted(listed_in(selected_objects(config, s3), hooks.values()))
         planned = _planned(counter, attempt, state, context, limit=config.limit)
         ahead = _plan_ahead(planned, cluster, shutdown)
@@ -157,7 +161,8 @@ def _planned(
         skip_keys=attempt.kept_keys,
         limit=limit,
     )
-    return _resumed(planned, attempt.resumable)
+    placed = _resumed(planned, attempt.resumable)
+    return _placed(placed, RegionBalancer(context.regions)) if context.regions else placed
 
 
 #: The most images planned ahead while the LocalCluster starts: the listing stays streamed.
@@ -192,7 +197,7 @@ def _prepare_cluster(
     client = cluster.client()
     processes, threads = worker_threads(client)
     quotas = summary.quotas = summary.quotas or operation_quotas(config)  # resolved by the job
-    install_quota(client, quotas, default=config.rekognition.tps)
+    install_quota(client, limiter_quotas(summary, summary.region), default=config.rekognition.tps)
     cpu_before = cpu_seconds() + sum(client.run(cpu_seconds).values())
     summary.dashboard = dashboard_address(client)
     logger.info("Dask: %d worker processes, %d threads; dashboard %s", processes, threads, summary.dashboard)
@@ -249,6 +254,17 @@ def _resumed(
             yield dataclasses.replace(image, resumes=found[1])
         else:
             yield image
+
+
+def _placed(images: Iterable[ImageToAnalyse], balancer: RegionBalancer) -> Iterator[ImageToAnalyse]:
+    """Each image with the region of its stateless calls (`RegionBalancer`), except one a `--resume`
+    takes answers for: it keeps its own region, the one the crashed attempt most likely used."""
+    for image in images:
+        if image.resumes:
+            yield image
+        else:
+            obj = image.obj
+            yield dataclasses.replace(image, region=balancer.place(obj.key, obj.etag, obj.size))
 
 
 def _stopping(client: Any, context: RunContext, stopped: Callable[[], bool]) -> Callable[[], bool]:

@@ -12,6 +12,7 @@ nothing is settled, so the next run analyses the new version.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from batch.analyses.base import ImageInput, SentImage
 from batch.analyses.registry import REGISTRY
 from batch.aws.image_source import PreparedImage, pixels_once, prepare_image
 from batch.aws.s3 import read_header, unchanged
+from batch.config.model import RekognitionConfig
 from batch.core.calls import Call
 from batch.core.image_checks import Refusal
 from batch.core.redaction import one_line
@@ -63,17 +65,22 @@ def analyse_image(
     *,
     analyses: tuple[str, ...],
     parts: Mapping[str, tuple[int, ...]] | None = None,
+    regional: Mapping[str, Call] | None = None,
+    region: str | None = None,
 ) -> ImageResult:
     """Probe one image's header, send it as planned (or refuse it before any call), run `analyses`
     in the order given (`batch.analyses.registry.in_run_order`) through `call`, and build its rows.
-    `stop` is set by an image whose error ends the run; the other images then stop before their next
-    analysis."""
+    With several regions (`context.regions`), the stateless analyses call through `regional[region]`
+    of the image's region (`region` as the driver placed it, else its own), the image sent as bytes
+    when its bucket is elsewhere. `stop` is set by an image whose error ends the run; the other
+    images then stop before their next analysis."""
     common = _common_columns(context, obj)
     facts: dict[str, Any] = {"size_bytes": obj.size, "last_modified": obj.last_modified}
+    region, rekognition = _region(context, obj, region)
     try:
         header, obj = read_header(s3, context.bucket, obj)
         shortest = min(REGISTRY[name].min_side_px for name in analyses)  # ppe reads 64 px sides
-        prepared = prepare_image(s3, context.bucket, context.rekognition, obj, header, min_side_px=shortest)
+        prepared = prepare_image(s3, context.bucket, rekognition, obj, header, min_side_px=shortest)
     except (ClientError, BotoCoreError) as exc:
         # Deleted or replaced since the listing (the reads are pinned to the listed ETag), or S3 down.
         return _unread(common, facts, exc, "GetObject")
@@ -81,10 +88,18 @@ def analyse_image(
         # Not sent: the header (or the conversion) already shows Rekognition would refuse it.
         refused = image_row(common, **facts, header=header, status=prepared.status, reason=prepared.code)
         return ImageResult(refused, {}, [error_row(common, code=prepared.code, message=prepared.reason)])
-    facts.update(header=prepared.header, sent=prepared.sent)
+    facts.update(header=prepared.header, sent={**prepared.sent, "sent_region": region})
+    stateless = (regional or {}).get(region or "", call)
     try:
         result, called = _analysed(
-            obj, prepared, context, call=call, s3=s3, stop=stop, analyses=analyses, parts=parts or {}
+            obj,
+            prepared,
+            context,
+            calls=(call, stateless),
+            s3=s3,
+            stop=stop,
+            analyses=analyses,
+            parts=parts or {},
         )
     except (ClientError, BotoCoreError) as exc:  # reading the pixels of an image sent as a reference
         return _unread(common, facts, exc, "GetObject")
@@ -99,13 +114,14 @@ def _analysed(
     prepared: PreparedImage,
     context: RunContext,
     *,
-    call: Call,
+    calls: tuple[Call, Call],
     s3: Any,
     stop: threading.Event,
     analyses: tuple[str, ...],
     parts: Mapping[str, tuple[int, ...]],
 ) -> tuple[ImageResult, bool]:
-    """Run the image's analyses; the result's `image_row` holds only the outcome (status, reason,
+    """Run the image's analyses, each through `calls` (the run's region's, the image's region's for
+    an analysis that fans out); the result's `image_row` holds only the outcome (status, reason,
     analyses). True if any analysis ran (the run was not aborted before the image's first)."""
     common = _common_columns(context, obj)
     result = ImageResult(image_row={}, rows={}, errors=[])
@@ -133,7 +149,8 @@ def _analysed(
         if name in parts:  # only the parts not settled yet
             settings = analysis.only_parts(settings, parts[name])
         source = ImageInput(prepared.image, pixels, prepared.frame.box_placement, result.rows, obj.key)
-        outcome, called = analysis.run(source, settings, call), True
+        analysis_call = calls[1] if analysis.fans_out else calls[0]
+        outcome, called = analysis.run(source, settings, analysis_call), True
         shared = {**common, **analysis.shared_columns(settings)}
         for table, rows in outcome.rows.items():
             result.rows.setdefault(table, []).extend({**shared, **row} for row in rows)
@@ -174,6 +191,20 @@ def _analysed(
     succeeded.sort(key=context.analyses.index)
     result.image_row = {"status": status, "reason": reason, "analyses": succeeded}
     return result, called
+
+
+def _region(
+    context: RunContext, obj: ListedObject, placed: str | None
+) -> tuple[str | None, RekognitionConfig]:
+    """The region of the image's stateless calls (`placed`, else its own; None: no plan), and how to
+    send it there: as bytes when its bucket is in another region."""
+    plan = context.regions
+    if plan is None:
+        return None, context.rekognition
+    region = placed or plan.region_for(obj.key, obj.etag, obj.size)
+    if plan.as_bytes(region):
+        return region, dataclasses.replace(context.rekognition, image_source="bytes")
+    return region, context.rekognition
 
 
 def _sent_image(obj: ListedObject, prepared: PreparedImage) -> SentImage:

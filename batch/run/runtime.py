@@ -6,6 +6,7 @@ measurements: docs/design/worker-runtime.md.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import queue
@@ -31,6 +32,7 @@ __all__ = [
     "image_threads",
     "new_batches_stopped",
     "process_resources",
+    "regional_client",
     "silence_watch",
     "stop_new_batches",
     "task_slots",
@@ -148,6 +150,15 @@ def process_resources(
     resources = *clients, ClusterRateLimiter.for_worker(), budget
     tune_collector()
     return resources
+
+
+@functools.cache
+def regional_client(config: RekognitionConfig, region: str, threads: int) -> Any:
+    """This process's Rekognition client for another `region` of the run (`rekognition.regions`),
+    made once, from the same session as the run's own client."""
+    with _MAKING_CLIENTS:
+        rekognition, _ = _sessions()
+        return rekognition_client(dataclasses.replace(config, region=region), max(10, threads), rekognition)
 
 
 #: Held while this process's sessions are made, and while a client is made from them: a boto3 session

@@ -100,6 +100,9 @@ class RunSummary:
     #: "config", "service-quotas" or "default": `batch.core.service_quotas`).
     quotas: dict[str, float] = field(default_factory=dict)
     quota_sources: dict[str, str] = field(default_factory=dict)
+    #: With several regions (`rekognition.regions`): each region's quota per operation (`quotas` holds
+    #: their sums, `quota_sources` the run's own region's sources); empty for one region.
+    region_quotas: dict[str, dict[str, float]] = field(default_factory=dict)
     #: Where the run report was written, or why it was not.
     report: str | None = None
     report_error: str | None = None
@@ -295,6 +298,7 @@ class RunSummary:
             "output": self.output,
             "region": self.region or None,
             "quotas": self.quota_list(),
+            "region_quotas": self.region_quotas,
             "analyses": list(self.analyses),
             "config_digest": self.config_digest,
             "started_at": self.started_at.isoformat(),

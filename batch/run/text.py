@@ -112,4 +112,11 @@ def _quota_lines(summary: RunSummary, *, would: bool = False) -> list[str]:
         quotas = f"{listed[0]['tps']:g} for each operation ({listed[0]['source']})"
     else:
         quotas = ", ".join(f"{q['operation']} {q['tps']:g} ({q['source']})" for q in listed)
-    return [f"  quotas{' a run would use' if would else ''}, calls/s: {quotas}"]
+    lines = [f"  quotas{' a run would use' if would else ''}, calls/s: {quotas}"]
+    if summary.region_quotas:  # each region's part of those sums
+        parts = []
+        for region, by_operation in summary.region_quotas.items():
+            low, high = min(by_operation.values(), default=0), max(by_operation.values(), default=0)
+            parts.append(f"{region} {low:g}" if low == high else f"{region} {low:g}-{high:g}")
+        lines.append(f"  regions (stateless analyses spread by quota), calls/s: {', '.join(parts)}")
+    return lines

@@ -53,7 +53,11 @@ JOB_S3_REQUESTS: dict[str, list[Request]] = {
         # The commit (and --resume): are the files it lists all there?
         ("s3:ListBucket", OUT_BUCKET, {"s3:prefix": "rekbatch/labels/dt=2026-11-25/"}),
     ],
-    "head_bucket": [("s3:ListBucket", OUT_BUCKET, {})],  # check_writable: HeadBucket needs ListBucket
+    "head_bucket": [("s3:ListBucket", OUT_BUCKET, {})],
+    # --regions: which region the input bucket is in.
+    "get_bucket_location": [
+        ("s3:GetBucketLocation", IN_BUCKET, {})
+    ],  # check_writable: HeadBucket needs ListBucket
     "head_object": [
         ("s3:GetObject", f"{IN_BUCKET}/photos/2026/people/ada.jpg", {}),  # a reference photo
         ("s3:GetObject", f"{IN_BUCKET}/photos/2026/a b/ü=1.jpg", {}),  # its ETag after its calls

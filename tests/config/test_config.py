@@ -224,3 +224,18 @@ def test_commit_every_from_the_file_the_environment_or_the_flag(tmp_path: Path) 
     assert config_digest(load_config(path, environ={}, overrides=RUN)) == config_digest(
         load_config(environ={}, overrides=RUN)
     )
+
+
+def test_regions_are_a_list_that_includes_the_runs_region() -> None:
+    run = {"run.input": "s3://bucket/in/", "run.output": "/tmp/out", "rekognition.region": "us-east-1"}
+    flags = {"rekognition.regions": "--regions"}
+    both = load_config(overrides={**run, "rekognition.regions": "us-east-1, us-west-2"}, flags=flags)
+    assert both.rekognition.regions == ("us-east-1", "us-west-2")
+    assert load_config(overrides=run).rekognition.regions == ()
+    for value, problem in (
+        ("us-west-2", r"must include rekognition\.region \(us-east-1\)"),
+        ("us-east-1,us-east-1", "a region is listed twice"),
+        ("us-east-1,US-WEST-2", "'US-WEST-2' is not a region name"),
+    ):
+        with pytest.raises(ConfigError, match=rf"rekognition\.regions: {problem}.*\(from flag --regions\)"):
+            load_config(overrides={**run, "rekognition.regions": value}, flags=flags)

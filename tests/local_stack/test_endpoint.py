@@ -489,6 +489,7 @@ def test_same_image_same_answer_and_call_log(
     assert set(s3_record) == {
         "ts",
         "service",
+        "region",
         "operation",
         "source",
         "bucket",

@@ -22,7 +22,7 @@ TPS = {"DetectLabels": 4.0, "DetectFaces": 7.5}
 
 
 def app(mode: str = "answer") -> ServiceQuotasApp:
-    return ServiceQuotasApp(TPS.get, mode)
+    return ServiceQuotasApp(lambda op, _region: TPS.get(op), mode)
 
 
 def pages(quotas: ServiceQuotasApp, **request: Any) -> list[dict[str, Any]]:
@@ -49,7 +49,7 @@ def test_it_lists_the_quotas_it_enforces_with_their_real_codes_and_names() -> No
 
 
 def test_it_pages_and_filters_by_code() -> None:
-    every = ServiceQuotasApp(lambda op: 5.0)
+    every = ServiceQuotasApp(lambda op, _region: 5.0)
     listed = pages(every, MaxResults=4)
     assert len(listed) == -(-len(QUOTA_CODES) // 4)
     assert applied_quotas(q for page in listed for q in page["Quotas"]) == dict.fromkeys(QUOTA_CODES, 5.0)
