@@ -89,6 +89,9 @@ class DriverSetup:
     dry_run: bool
     #: True once SIGINT or SIGTERM asked the run to stop: a hook that waits (a model starting) gives up.
     stopping: Callable[[], bool] = lambda: False
+    #: Each operation's quota as the run resolved it in its own region (`batch.run.quotas`: set, else
+    #: read from Service Quotas), for the driver's own calls (`batch.aws.rekognition.driver_caller`).
+    quotas: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass

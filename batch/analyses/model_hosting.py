@@ -96,7 +96,7 @@ class ModelHooks(DriverHooks):
         self._settings = setup.settings
         self._clock, self._sleep = clock, sleep
         self.counts = CallCounts()
-        self._caller = caller or driver_caller(setup.config, analysis, self.counts)
+        self._caller = caller or driver_caller(setup.config, analysis, self.counts, setup.quotas)
         self._projects: dict[str, str] = {}
         self.statuses: dict[str, str] = {}
         self.started: list[StartedModel] = []

@@ -203,11 +203,13 @@ class RekognitionCaller:
             request = {**request, "NextToken": token}
 
 
-def driver_caller(config: RunConfig, analysis: str, counts: CallCounts) -> RekognitionCaller:
+def driver_caller(
+    config: RunConfig, analysis: str, counts: CallCounts, quotas: Mapping[str, float] | None = None
+) -> RekognitionCaller:
     """A caller for the few calls one process makes outside the batches (the driver's collection sync
-    and reference faces, a `rekbatch collection` command): the quota of `analysis`, the configured
-    retry policy, the calls recorded in `counts`. A process-local limiter: those calls come before or
-    after the batches, not beside them."""
+    and reference faces, a `rekbatch collection` command): each operation at its quota in `quotas` (as
+    the run resolved them), else at the quota of `analysis`; the configured retry policy, the calls
+    recorded in `counts`. A process-local limiter: those calls come before or after the batches."""
     client = rekognition_client(config.rekognition, 4)
-    limiter = RateLimiter(config.quota(analysis))
+    limiter = RateLimiter(config.quota(analysis), rates=quotas)
     return RekognitionCaller(client, config.rekognition.retry_policy, limiter, counts)

@@ -193,7 +193,7 @@ class ReferenceHooks(DriverHooks):
         setup = self._setup
         counts = CallCounts()
         cache = FaceCache(setup.store) if setup.store is not None else None
-        caller = None if setup.dry_run else driver_caller(setup.config, "faces", counts)
+        caller = None if setup.dry_run else driver_caller(setup.config, "faces", counts, setup.quotas)
         resolved = resolve(settings, setup.s3, caller, setup.config.rekognition, cache)
         photos, faces = resolved.resolved.images, resolved.resolved.faces
         if setup.dry_run:

@@ -174,10 +174,13 @@ class StorageForecast:
         return +calls
 
 
-def collection_caller(config: RunConfig, counts: CallCounts) -> RekognitionCaller:
+def collection_caller(
+    config: RunConfig, counts: CallCounts, quotas: Mapping[str, float] | None = None
+) -> RekognitionCaller:
     """A caller for collection operations made from one process (the driver, a `rekbatch collection`
-    command): the `index_faces` quota, the configured retry policy, the calls recorded in `counts`."""
-    return driver_caller(config, "index_faces", counts)
+    command): each operation at its quota in `quotas`, else the `index_faces` quota; the configured
+    retry policy, the calls recorded in `counts`."""
+    return driver_caller(config, "index_faces", counts, quotas)
 
 
 class CollectionSync:
@@ -398,7 +401,8 @@ class CollectionHooks(DriverHooks):
         self._setup = setup
         self._prices = setup.config.prices
         counts = CallCounts()
-        self.sync = CollectionSync(collection_caller(setup.config, counts), setup.settings.collection, counts)
+        caller = collection_caller(setup.config, counts, setup.quotas)
+        self.sync = CollectionSync(caller, setup.settings.collection, counts)
         self._pruned = 0
         self._stored: int | None = None
 

@@ -415,7 +415,7 @@ class UserHooks(DriverHooks):
         setup = self._setup
         counts = CallCounts()
         layout = find_layout(setup.s3, settings.users)
-        sync = UserSync(driver_caller(setup.config, NAME, counts), settings.collection, counts,
+        sync = UserSync(driver_caller(setup.config, NAME, counts, setup.quotas), settings.collection, counts,
                         settings.user_match_threshold)  # fmt: skip
         exists = sync.read(layout, create=not setup.dry_run)
         plan = sync.plan

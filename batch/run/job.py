@@ -117,10 +117,10 @@ def _run(config: RunConfig, s3: Any, summary: RunSummary, shutdown: Shutdown) ->
         summary.end("already-committed")
         summary.manifest = store.destination.location(manifest_path(summary.run_id))
         return
-    hooks = _driver_hooks(config, s3, store, dry_run=False, stopping=lambda: shutdown.requested)
+    quotas = resolve_quotas(config, summary)  # before the hooks: their own calls are held to them too
+    hooks = _driver_hooks(config, s3, store, quotas, dry_run=False, stopping=lambda: shutdown.requested)
     try:
         config = _prepared(config, hooks)
-        resolve_quotas(config, summary)
         summary.config_digest = config_digest(config)  # with what the hooks resolved (reference ETags)
         attempt = start_attempt(config, store, summary)
         started = f"rekbatch: run {summary.run_id}: attempt {summary.attempt} started"
@@ -177,9 +177,9 @@ def _dry_run(config: RunConfig, s3: Any, summary: RunSummary) -> None:
     """Plan as a run would and count the calls and their cost (`batch.run.dry_run`); call nothing that
     is billed or changes anything, write nothing."""
     store = RunStore(Destination(config.output), s3) if config.output else None
-    hooks = _driver_hooks(config, s3, store, dry_run=True)
+    quotas = resolve_quotas(config, summary)
+    hooks = _driver_hooks(config, s3, store, quotas, dry_run=True)
     config = _prepared(config, hooks)
-    resolve_quotas(config, summary)
     with ExitStack() as stack:
         state = _committed_state(config, s3, stack) if config.output else CommittedState()
         for hook in hooks.values():
@@ -198,14 +198,16 @@ def _driver_hooks(
     config: RunConfig,
     s3: Any,
     store: RunStore | None,
+    quotas: Mapping[str, float],
     *,
     dry_run: bool,
     stopping: Callable[[], bool] = lambda: False,
 ) -> dict[str, DriverHooks]:
-    """The driver-side hooks of each analysis of the run, in the run's order."""
+    """The driver-side hooks of each analysis of the run, in the run's order; their own calls held to
+    `quotas` (the run's, in its own region)."""
     return {
         name: REGISTRY[name].driver(
-            DriverSetup(config, config.analysis_settings[name], s3, store, dry_run, stopping)
+            DriverSetup(config, config.analysis_settings[name], s3, store, dry_run, stopping, quotas)
         )
         for name in config.analyses
     }

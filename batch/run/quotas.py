@@ -19,11 +19,12 @@ from batch.run.summary import RunSummary
 __all__ = ["operation_quotas", "resolve_quotas", "run_regions"]
 
 
-def resolve_quotas(config: RunConfig, summary: RunSummary) -> None:
+def resolve_quotas(config: RunConfig, summary: RunSummary) -> dict[str, float]:
     """Fill `summary.quotas` and `summary.quota_sources` for the run's operations (summed over the
     run's regions), and `summary.region_quotas` when there are several. Service Quotas is asked only
     when some operation has no quota the user set; an operation it cannot give gets AWS's default for
-    the region, and one line on stderr says so."""
+    the region, and one line on stderr says so. Returns the run's own region's quotas: those of the
+    driver's calls (collections, references), made there."""
     regions = run_regions(config, summary.region)
     owners = operation_owners(config)
     chosen = {region: operation_quotas(config, owners, region) for region in regions}
@@ -34,6 +35,7 @@ def resolve_quotas(config: RunConfig, summary: RunSummary) -> None:
         summary.region_quotas = {
             region: {op: quota.tps for op, quota in quotas.items()} for region, quotas in chosen.items()
         }
+    return {operation: quota.tps for operation, quota in home.items()}
 
 
 def run_regions(config: RunConfig, home: str) -> tuple[str, ...]:

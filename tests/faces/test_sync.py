@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
+from batch.analyses import index_faces
+from batch.analyses.base import DriverSetup
+from batch.config.model import RunConfig
 from batch.core.incremental import CommittedState
-from batch.faces.sync import KnownFaces, StorageForecast
+from batch.faces.sync import CollectionHooks, KnownFaces, StorageForecast
 
 
 def test_a_missing_collection_would_be_created_and_nothing_deleted() -> None:
@@ -56,3 +61,14 @@ def test_an_unsettled_analysis_is_needed_again_and_only_it() -> None:
     assert state.needed("p/a.jpg", "e1", wanted) == ("index_faces",)
     state.unsettle("p/new.jpg", "e1", "index_faces")  # never settled: nothing to forget
     assert state.needed("p/new.jpg", "e1", wanted) == ("labels", "index_faces")
+
+
+def test_the_collection_sync_calls_at_the_quotas_the_run_resolved(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver's collection calls are held to the quotas the run resolved (read from Service Quotas
+    when unset), not to `rekognition.tps`'s default: IndexFaces at 3 here; the others at the default."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    setup = DriverSetup(RunConfig(), index_faces.Settings(collection="people"), s3=None, store=None,
+                        dry_run=False, quotas={"IndexFaces": 3.0})  # fmt: skip
+    limiter = CollectionHooks(setup).sync.caller._limiter
+    assert limiter._rates == {"IndexFaces": 3.0}
+    assert limiter._rate == RunConfig().quota("index_faces")

@@ -5,6 +5,7 @@ subprocess on the local stack, whose endpoint answers `ListServiceQuotas` with t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -142,3 +143,27 @@ def test_quotas_set_in_the_config_win_and_the_others_are_read(low_stack: LocalSt
     fully = rekbatch(low_stack, tmp_path, CLUSTER + "tps = 7.0\n\n[quotas]\nlabels = 2.5\n", "--dry-run")
     assert quotas(fully) == {"DetectLabels": (2.5, "config"), "DetectFaces": (7.0, "config")}
     assert fully["quota_calls"] == []
+
+
+def test_compare_faces_with_several_reference_photos_commits(low_stack: LocalStack, tmp_path: Path) -> None:
+    """Each reference photo is a part of compare_faces, settled with its own digest in `analyses_done`:
+    8 parts of one image are not "settled more than once". The run used to abort with exit 4 (84 such
+    (key, etag, analysis) counted). Its driver's DetectFaces on the photos are held to the quota read."""
+    s3, digests = low_stack.s3_client(), set()
+    for i in range(8):
+        face = make_image(rects=(("face", (30 + i, 40, 60, 80)),))
+        s3.put_object(Bucket=BUCKET, Key=f"refs/{i}.jpg", Body=face)
+        digests.add(hashlib.sha256(face).hexdigest())
+    before = len(low_stack.calls())
+    config_file = tmp_path / "run.toml"
+    config_file.write_text(CLUSTER)
+    command = [sys.executable, "-m", "batch", "run", "--config", str(config_file),
+               "--analyses", "compare_faces", "--reference", f"s3://{BUCKET}/refs/",
+               "--input", f"s3://{BUCKET}/{PREFIX}", "--output", str(tmp_path / "out")]  # fmt: skip
+    result = subprocess.run(
+        command, env={**os.environ, **low_stack.env}, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    references = [c for c in low_stack.calls()[before:] if c["digest"] in digests]  # sent as bytes
+    assert {c["digest"] for c in references} == digests
+    assert Counter(c["outcome"] for c in references) == {"ok": 8}
