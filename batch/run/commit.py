@@ -135,19 +135,20 @@ def commit(
         summary.segments = attempt.segments + 1
         summary.end("completed")  # what the runs row says; readers only ever see it if the commit wins
         summary.ended_at = datetime.now(UTC)
+    reason: str | None
     try:
         won = _write_commit(config, store, summary, attempt, Counter(counts), final=final)
     except RunAborted as exc:
-        summary.end("aborted", str(exc))
-        return
+        won, status, reason = False, "aborted", str(exc)
     except OutputUnwritable as exc:
-        summary.end("unwritable", str(exc))
-        return
+        won, status, reason = False, "unwritable", str(exc)
     except (OSError, ClientError, BotoCoreError) as exc:
-        summary.end("aborted", f"commit failed: {exc}")
-        return
+        won, status, reason = False, "aborted", f"commit failed: {exc}"
+    else:
+        status, reason = "lost-race", None
     if not won:
-        summary.end("lost-race")
+        summary.segments = attempt.segments  # the final manifest counted itself, and is not there
+        summary.end(status, reason)
         return
     segment = attempt.segments + 1
     path = manifest_path(summary.run_id, 0 if final else segment)

@@ -148,6 +148,7 @@ def test_hostile_keys_are_analysed_once_each_and_name_no_file(stack: LocalStack,
         r"|out/_runs/[\w.-]+/image-\d+-[0-9a-f]{32}\.json\.gz"  # an image's record: named by a digest
         r"|out/[a-z_]+/dt=\d{4}-\d\d-\d\d/[\w.-]+-a\d+-(\d{6}|runs)\.parquet"
         r"|out/_reports/[\w.-]+\.html"  # the run report: named by run id, never by a key
+        r"|out/_state/settled-\d{8}-[\w.-]+\.parquet"  # the state snapshot: named by run id
     )
     assert [path for path in written if not allowed.fullmatch(path)] == []
 
