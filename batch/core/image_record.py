@@ -31,8 +31,8 @@ Calls = Mapping[tuple[str, str], int]
 
 def outcome_of(images_row: Mapping[str, Any]) -> ImageOutcome:
     """An image's outcome, from its `images` row: the (analysis, settings digest) pairs it settled, as
-    `analysis=digest`, from `analyses_done`. An analysis of several parts (compare_faces: one per
-    reference photo) settles one pair per part: only the same pair twice is settled twice."""
+    `analysis=digest`, from `analyses_done`. An analysis of several parts (one per reference photo, say)
+    settles one pair per part: only the same pair twice is settled twice."""
     settled = tuple(f"{d['analysis']}={d['settings_digest']}" for d in images_row["analyses_done"])
     return ImageOutcome(images_row["key"], images_row["etag"], images_row["status"], settled)
 
