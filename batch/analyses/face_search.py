@@ -25,7 +25,7 @@ was indexed from, decoded from its ExternalImageId; null for the digest form of 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,36 +185,67 @@ def plan_searches(
     return [], None
 
 
-def run(image: ImageInput, settings: Settings, call: Call) -> MultiOutcome:
+@dataclass(frozen=True)
+class FaceSearches:
+    """The calls of a search of every face of an image: by FaceId (a face `index_faces` stored in this
+    run), else by the face cut out upright; each (client method, operation), its request builder, and
+    the table its matches go to. face_search's, and user_search's among a collection's users."""
+
+    table: str
+    by_id: tuple[str, str]
+    by_image: tuple[str, str]
+    id_request: Callable[[str, Any], dict[str, Any]]
+    image_request: Callable[[Mapping[str, Any], Any], dict[str, Any]]
+    match_rows: Callable[[Mapping[str, Any], Mapping[str, Any]], list[dict[str, Any]]]
+
+
+def search_every_face(image: ImageInput, settings: Any, call: Call, searches: FaceSearches) -> MultiOutcome:
     """Search every face of the image (see the module docstring); stop at the first failed call."""
     by_id, to_crop = plan_searches(image.earlier, settings.collection)
-    outcome = MultiOutcome({"face_matches": []})
+    outcome = MultiOutcome({searches.table: []})
     if not by_id and to_crop is None:
         to_crop, detected = detected_faces(call, image.image, image.placement)
         if detected.response is None:
             outcome.failed = ("DetectFaces", detected)
             return outcome
-    rows = outcome.rows["face_matches"]
+    rows = outcome.rows[searches.table]
+    method, operation = searches.by_id
     for face in by_id:
-        found = call("search_faces", "SearchFaces", search_by_id_request(face["face_id"], settings))
+        found = call(method, operation, searches.id_request(face["face_id"], settings))
         if found.response is None:
-            outcome.failed = ("SearchFaces", found)
+            outcome.failed = (operation, found)
             return outcome
-        rows += match_rows(searched_face(face, "face_id"), found.response)
+        rows += searches.match_rows(searched_face(face, "face_id"), found.response)
+    method, operation = searches.by_image
     for face in to_crop or []:
         if face.get("box_left") is None:
             continue  # a face without a box cannot be cut out (never seen: the model always gives one)
         try:
             crop = face_crop(image.pixels(), face, settings.crop_margin)
         except (OSError, ValueError) as exc:
-            outcome.failed = ("SearchFacesByImage", failed_locally("FaceCropFailed", f"{exc}"))
+            outcome.failed = (operation, failed_locally("FaceCropFailed", f"{exc}"))
             return outcome
-        found = call(CLIENT_METHOD, OPERATION, build_request({"Bytes": crop}, settings))
+        found = call(method, operation, searches.image_request({"Bytes": crop}, settings))
         if found.response is None:
-            outcome.failed = (OPERATION, found)
+            outcome.failed = (operation, found)
             return outcome
-        rows += match_rows(searched_face(face, "image"), found.response)
+        rows += searches.match_rows(searched_face(face, "image"), found.response)
     return outcome
+
+
+SEARCHES = FaceSearches(
+    "face_matches",
+    ("search_faces", "SearchFaces"),
+    (CLIENT_METHOD, OPERATION),
+    search_by_id_request,
+    build_request,
+    match_rows,
+)
+
+
+def run(image: ImageInput, settings: Settings, call: Call) -> MultiOutcome:
+    """Search every face of the image in the collection; stop at the first failed call."""
+    return search_every_face(image, settings, call, SEARCHES)
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,9 @@ import pyarrow as pa
 
 from batch.analyses._rows import integer, member, number, parse_settings
 from batch.analyses.base import Analysis, DriverHooks, DriverSetup, ImageInput, MultiOutcome
-from batch.analyses.face_crops import detected_faces, face_crop
-from batch.analyses.face_search import plan_searches, searched_face
+from batch.analyses.face_search import FaceSearches, search_every_face
 from batch.analyses.index_faces import check_collection_id
-from batch.core.calls import Call, failed_locally
+from batch.core.calls import Call
 from batch.core.errors import ConfigError
 from batch.core.external_ids import key_of
 from batch.core.geometry import BoxPlacement
@@ -209,37 +208,20 @@ def flatten(response: Mapping[str, Any], placement: BoxPlacement) -> dict[str, l
     return {"user_matches": match_rows(searched, response), "users": [], "user_faces": []}
 
 
+SEARCHES = FaceSearches(
+    "user_matches",
+    ("search_users", "SearchUsers"),
+    (CLIENT_METHOD, OPERATION),
+    search_by_id_request,
+    build_request,
+    match_rows,
+)
+
+
 def run(image: ImageInput, settings: Settings, call: Call) -> MultiOutcome:
     """Search every face of the image among the users (see the module docstring); stop at the first
     failed call."""
-    by_id, to_crop = plan_searches(image.earlier, settings.collection)
-    outcome = MultiOutcome({"user_matches": []})
-    if not by_id and to_crop is None:
-        to_crop, detected = detected_faces(call, image.image, image.placement)
-        if detected.response is None:
-            outcome.failed = ("DetectFaces", detected)
-            return outcome
-    rows = outcome.rows["user_matches"]
-    for face in by_id:
-        found = call("search_users", "SearchUsers", search_by_id_request(face["face_id"], settings))
-        if found.response is None:
-            outcome.failed = ("SearchUsers", found)
-            return outcome
-        rows += match_rows(searched_face(face, "face_id"), found.response)
-    for face in to_crop or []:
-        if face.get("box_left") is None:
-            continue  # a face without a box cannot be cut out (never seen: the model always gives one)
-        try:
-            crop = face_crop(image.pixels(), face, settings.crop_margin)
-        except (OSError, ValueError) as exc:
-            outcome.failed = (OPERATION, failed_locally("FaceCropFailed", f"{exc}"))
-            return outcome
-        found = call(CLIENT_METHOD, OPERATION, build_request({"Bytes": crop}, settings))
-        if found.response is None:
-            outcome.failed = (OPERATION, found)
-            return outcome
-        rows += match_rows(searched_face(face, "image"), found.response)
-    return outcome
+    return search_every_face(image, settings, call, SEARCHES)
 
 
 #: `[pricing]` keys besides `user_search`: each IndexFaces of a reference photo and each
