@@ -54,7 +54,7 @@ def etag_after(i: int, runs: int) -> str:
     """The ETag of key i once `runs` runs are committed (run r >= 2 changed the keys with i%100 == r%100)."""
     m = i % 100
     last = m + 100 * ((runs - m) // 100) if runs >= m else 1
-    return f'"e{last if last >= 2 else 1}"'
+    return f"e{last if last >= 2 else 1}"
 
 
 def run_keys(run: int, n: int) -> Iterator[int]:
@@ -75,7 +75,7 @@ def commit_run(out: Path, run: int, n: int, *, snapshot: bool) -> None:
     files, keys, batch = [], run_keys(run, n), 0
     while chunk := _take(keys, FILE_ROWS):
         rows = [
-            {"run_id": run_id, "bucket": "b", "key": key(i), "etag": f'"e{run}"', "status": "analysed",
+            {"run_id": run_id, "bucket": "b", "key": key(i), "etag": f"e{run}", "status": "analysed",
              "analyses": ["labels"], "analyses_done": done}
             for i in chunk
         ]  # fmt: skip
@@ -107,7 +107,7 @@ def listing(n: int, runs: int, *, ordered: bool) -> Iterator:
     order = range(n) if ordered else (i * 7919 % n for i in range(n))  # a permutation when 7919 ∤ n
     fresh = (runs + 1) % 100
     for i in order:
-        etag = f'"e{runs + 1}"' if i % 100 == fresh else etag_after(i, runs)
+        etag = f"e{runs + 1}" if i % 100 == fresh else etag_after(i, runs)
         yield ListedObject(key(i), etag, 1000, T0)
 
 
@@ -128,7 +128,7 @@ def write_inventory(folder: Path, n: int, runs: int) -> None:
         table = pa.table(
             {"bucket": ["b"] * len(chunk), "key": [encode_key(o.key) for o in chunk],
              "size": [str(o.size) for o in chunk], "last_modified_date": [WHEN] * len(chunk),
-             "e_tag": [o.etag.strip('"') for o in chunk], "storage_class": ["STANDARD"] * len(chunk)}
+             "e_tag": [o.etag for o in chunk], "storage_class": ["STANDARD"] * len(chunk)}
         )  # fmt: skip
         with pa.CompressedOutputStream(str(folder / f"{part:05d}.csv.gz"), "gzip") as out:
             options = pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
