@@ -41,17 +41,32 @@ def sorted_batches(batches: Iterable[pa.RecordBatch]) -> Iterator[ListedObject]:
     with tempfile.TemporaryDirectory(prefix="rekbatch-sort-") as work:
         folder = Path(work)
         done = folder / "sorted.parquet"
-        objects = pa.RecordBatchReader.from_batches(OBJECTS, batches)
+        failed: list[Exception] = []
+        objects = pa.RecordBatchReader.from_batches(OBJECTS, _noting(batches, failed))
         with duckdb.connect() as con:
             con.execute(f"SET memory_limit = '{SORT_MEMORY}'")
             con.execute(f"SET temp_directory = '{_quoted(str(folder / 'spill'))}'")
             con.execute("SET preserve_insertion_order = false")
             con.execute("SET threads = 2")
             con.register("objects", objects)
-            con.execute(_SORT.format(out=_quoted(str(done))))
+            try:
+                con.execute(_SORT.format(out=_quoted(str(done))))
+            except duckdb.Error:
+                if failed:  # the input's own error (e.g. an inventory refused), not DuckDB's wrapping of it
+                    raise failed[0] from None
+                raise
         for batch in pq.ParquetFile(done).iter_batches(batch_size=CHUNK_ROWS):
             columns = [batch.column(i).to_pylist() for i in range(len(OBJECTS))]
             yield from itertools.starmap(ListedObject, zip(*columns, strict=True))
+
+
+def _noting(batches: Iterable[pa.RecordBatch], failed: list[Exception]) -> Iterator[pa.RecordBatch]:
+    """`batches`, noting in `failed` the exception that ends them."""
+    try:
+        yield from batches
+    except Exception as exc:
+        failed.append(exc)
+        raise
 
 
 def _as_batches(objects: Iterable[ListedObject]) -> Iterator[pa.RecordBatch]:
