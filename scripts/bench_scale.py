@@ -5,13 +5,15 @@ own writers (`write_tables`, `RunStore.commit`, and the snapshot step a commit r
 `batch.run.commit.write_snapshot`; no Rekognition call): run 1 settles every key (labels), each later
 run r re-settles the 1 % of keys with `i % 100 == r % 100` under a new ETag. Then a fresh process plans
 a run over N keys of which 1 % changed since (the key-ordered listing, generated as ListObjectsV2 pages
-would stream it, or with `--input inventory` the same objects unordered, sorted out of core as an
-inventory is), and prints: the driver's peak RSS, the time from the process's start to its first
-planned batch (`first call`: start-up, state, listing, plan), and keys planned per second over the
-whole listing. The history's later runs are committed without a snapshot each and one snapshot step
-after the last commit (the same snapshot a snapshot per commit leaves; `snapshot s`: that step's
-time). `--tree PATH` plans with another checkout's code (e.g. the code before the snapshot, which reads
-every committed run's `images` files). See docs/design/state.md.
+would stream it, or with `--input inventory` the same objects unordered in the gzipped CSV data files
+of an S3 Inventory, as AWS writes them (keys URL-encoded, every value quoted; written before the
+process starts), read, selected and sorted out of core as the run reads an inventory), and prints:
+the driver's peak RSS, the time from the process's start to its first planned batch (`first call`:
+start-up, state, listing, plan), and keys planned per second over the whole listing. The history's
+later runs are committed without a snapshot each and one snapshot step after the last commit (the
+same snapshot a snapshot per commit leaves; `snapshot s`: that step's time). `--tree PATH` plans with
+another checkout's code (e.g. the code before the snapshot, which reads every committed run's `images`
+files). See docs/design/state.md.
 
     python scripts/bench_scale.py --sizes 100k,1M,10M [--runs 365] [--input listing|inventory]
 """
@@ -19,6 +21,7 @@ every committed run's `images` files). See docs/design/state.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -35,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FILE_ROWS = 250_000
 BATCH = 4
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+WHEN = f"{T0:%Y-%m-%dT%H:%M:%S}.000Z"  # T0 as a CSV inventory writes it
 
 
 def size(text: str) -> int:
@@ -50,7 +54,7 @@ def etag_after(i: int, runs: int) -> str:
     """The ETag of key i once `runs` runs are committed (run r >= 2 changed the keys with i%100 == r%100)."""
     m = i % 100
     last = m + 100 * ((runs - m) // 100) if runs >= m else 1
-    return f'"e{last if last >= 2 else 1}"'
+    return f"e{last if last >= 2 else 1}"
 
 
 def run_keys(run: int, n: int) -> Iterator[int]:
@@ -71,7 +75,7 @@ def commit_run(out: Path, run: int, n: int, *, snapshot: bool) -> None:
     files, keys, batch = [], run_keys(run, n), 0
     while chunk := _take(keys, FILE_ROWS):
         rows = [
-            {"run_id": run_id, "bucket": "b", "key": key(i), "etag": f'"e{run}"', "status": "analysed",
+            {"run_id": run_id, "bucket": "b", "key": key(i), "etag": f"e{run}", "status": "analysed",
              "analyses": ["labels"], "analyses_done": done}
             for i in chunk
         ]  # fmt: skip
@@ -103,8 +107,56 @@ def listing(n: int, runs: int, *, ordered: bool) -> Iterator:
     order = range(n) if ordered else (i * 7919 % n for i in range(n))  # a permutation when 7919 ∤ n
     fresh = (runs + 1) % 100
     for i in order:
-        etag = f'"e{runs + 1}"' if i % 100 == fresh else etag_after(i, runs)
+        etag = f"e{runs + 1}" if i % 100 == fresh else etag_after(i, runs)
         yield ListedObject(key(i), etag, 1000, T0)
+
+
+INVENTORY_COLUMNS = ("bucket", "key", "size", "last_modified_date", "e_tag", "storage_class")
+
+
+def write_inventory(folder: Path, n: int, runs: int) -> None:
+    """`listing(n, runs, ordered=False)` as the gzipped CSV data files of an inventory, FILE_ROWS each."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    from local_stack.inventory import encode_key
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    objects, part = listing(n, runs, ordered=False), 0
+    while chunk := list(itertools.islice(objects, FILE_ROWS)):
+        table = pa.table(
+            {"bucket": ["b"] * len(chunk), "key": [encode_key(o.key) for o in chunk],
+             "size": [str(o.size) for o in chunk], "last_modified_date": [WHEN] * len(chunk),
+             "e_tag": [o.etag for o in chunk], "storage_class": ["STANDARD"] * len(chunk)}
+        )  # fmt: skip
+        with pa.CompressedOutputStream(str(folder / f"{part:05d}.csv.gz"), "gzip") as out:
+            options = pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
+            pa_csv.write_csv(table, out, write_options=options)
+        part += 1
+
+
+def inventory_listing(folder: Path) -> Iterator:
+    """The inventory's objects in key order, as the run reads them (or, with the code before the
+    vectorised reader, row by row through `listed_object`)."""
+    from batch.config.model import InputConfig
+    from batch.core.inventory import InventoryManifest
+
+    manifest = InventoryManifest("b", "d", "CSV", INVENTORY_COLUMNS, ())
+    files = sorted(folder.glob("*.csv.gz"))
+    try:
+        from batch.aws.inventory import file_batches
+        from batch.run.key_order import sorted_batches
+    except ImportError:  # the code before: a Python object per row before the sort
+        from batch.aws.inventory import _batches
+        from batch.core.inventory import listed_object
+        from batch.core.selection import is_selected
+        from batch.run.key_order import sorted_by_key
+
+        rows = (row for path in files for rows in _batches(path, manifest) for row in rows)
+        objects = (listed_object(row, url_encoded=True) for row in rows)
+        return sorted_by_key(o for o in objects if o and is_selected(o, "photos/", InputConfig()))
+    return sorted_batches(b for path in files for b in file_batches(path, manifest, "photos/", InputConfig()))
 
 
 def plan(out: Path, n: int, runs: int, source: str, spawned: float) -> dict:
@@ -129,11 +181,10 @@ def plan(out: Path, n: int, runs: int, source: str, spawned: float) -> dict:
 
             state = committed_state(store, store.manifests())
         state_s = time.monotonic() - started
-        objects = listing(n, runs, ordered=source == "listing")
         if source == "inventory":
-            from batch.run.key_order import sorted_by_key
-
-            objects = sorted_by_key(objects)
+            objects = inventory_listing(out / "inventory")
+        else:
+            objects = listing(n, runs, ordered=True)
         first, sent = None, 0
         for batch in batched(plan_images(objects, Ledger(), state, {"labels": "L1"}), lambda: BATCH):
             first = first or time.time() - spawned
@@ -197,6 +248,8 @@ def main() -> None:
         for runs in sorted({1, args.runs}):
             snapshot_s = build(out, n, runs, built + 1)
             built = runs
+            if args.input == "inventory":
+                write_inventory(out / "inventory", n, runs)
             for tree in trees:
                 got = measure(out, n, runs, args.input, tree)
                 print(f"{n:>10,} {runs:>5} {tree.name[:14]:<14} {got['peak_mb']:>8.0f} "

@@ -4,7 +4,9 @@ files one at a time, each streamed in record batches, never the whole inventory 
 Each data file is copied to a temporary file (ORC and Parquet need to seek; the copy is checked
 against the manifest's MD5), read in batches of rows with pyarrow, and deleted before the next. Rows
 become the objects a listing yields (`batch.core.inventory.listed_object`), so the run selects, pins
-and plans them exactly as it does listed ones.
+and plans them exactly as it does listed ones. The run reads them as record batches
+(`inventory_batches`): the same rows, selected in Arrow (`batch.core.inventory_batches`), no Python
+object per row before the sort.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
 from batch.aws.s3 import download, get_file
+from batch.config.model import InputConfig
 from batch.core.errors import InputUnreachable
 from batch.core.inventory import (
     READ,
@@ -30,8 +33,9 @@ from batch.core.inventory import (
     listed_object,
     parse_manifest,
 )
+from batch.core.inventory_batches import current_objects, objects_batch, selected
 from batch.core.redaction import one_line
-from batch.core.selection import ListedObject
+from batch.core.selection import ListedObject, is_selected
 
 #: Rows per batch read from a data file (the driver holds one batch at a time).
 BATCH_ROWS = 10_000
@@ -55,16 +59,46 @@ def inventory_objects(client: Any, manifest: InventoryManifest) -> Iterator[List
         with tempfile.TemporaryDirectory(prefix="rekbatch-inventory-") as folder:
             path = Path(folder) / "data"
             _download(client, manifest.destination_bucket, file, path)
-            for rows in _batches(path, manifest):
-                for row in rows:
-                    try:
-                        obj = listed_object(row, url_encoded=manifest.file_format == "CSV")
-                    except InventoryInvalid as exc:
-                        raise InventoryInvalid(
-                            f"run.inventory: s3://{manifest.destination_bucket}/{file.key}: {exc}"
-                        ) from None
-                    if obj is not None:
-                        yield obj
+            where = f"run.inventory: s3://{manifest.destination_bucket}/{file.key}"
+            for batch in _checked(_record_batches(path, manifest), manifest):
+                yield from (obj for obj in _row_by_row(batch, manifest.file_format == "CSV", where) if obj)
+
+
+def inventory_batches(
+    client: Any, manifest: InventoryManifest, prefix: str, input_filter: InputConfig
+) -> Iterator[pa.RecordBatch]:
+    """The report's current objects the run selects (`is_selected`), as record batches of `OBJECTS`,
+    data file by data file; the same objects `inventory_objects` yields and the run selects."""
+    for file in manifest.files:
+        with tempfile.TemporaryDirectory(prefix="rekbatch-inventory-") as folder:
+            path = Path(folder) / "data"
+            _download(client, manifest.destination_bucket, file, path)
+            where = f"run.inventory: s3://{manifest.destination_bucket}/{file.key}"
+            yield from file_batches(path, manifest, prefix, input_filter, where=where)
+
+
+def file_batches(
+    path: Path, manifest: InventoryManifest, prefix: str, input_filter: InputConfig, *, where: str = ""
+) -> Iterator[pa.RecordBatch]:
+    """One local data file's selected objects, a record batch at a time: in Arrow, or row by row
+    (`listed_object`) for a batch the vectorised form leaves to it (`batch.core.inventory_batches`)."""
+    url_encoded = manifest.file_format == "CSV"
+    for batch in _checked(_record_batches(path, manifest), manifest):
+        objects = current_objects(batch, url_encoded=url_encoded)
+        chosen = None if objects is None else selected(objects, prefix, input_filter)
+        if chosen is None:
+            listed = _row_by_row(batch, url_encoded, where)
+            chosen = objects_batch([obj for obj in listed if obj and is_selected(obj, prefix, input_filter)])
+        if chosen.num_rows:
+            yield chosen
+
+
+def _row_by_row(batch: pa.RecordBatch, url_encoded: bool, where: str) -> Iterator[ListedObject | None]:
+    for row in batch.rename_columns([name.lower() for name in batch.schema.names]).to_pylist():
+        try:
+            yield listed_object(row, url_encoded=url_encoded)
+        except InventoryInvalid as exc:
+            raise InventoryInvalid(f"{where}: {exc}") from None
 
 
 def _download(client: Any, bucket: str, file: InventoryFile, path: Path) -> None:
@@ -79,11 +113,10 @@ def _download(client: Any, bucket: str, file: InventoryFile, path: Path) -> None
         raise InventoryInvalid(f"{where}: MD5 {md5} is not the manifest's {file.md5}")
 
 
-def _batches(path: Path, manifest: InventoryManifest) -> Iterator[list[dict[str, Any]]]:
-    """The data file's rows in batches, as dicts keyed by the snake-case column names."""
+def _checked(batches: Iterator[pa.RecordBatch], manifest: InventoryManifest) -> Iterator[pa.RecordBatch]:
+    """`batches`, InventoryInvalid with a one-line reason if the file cannot be read."""
     try:
-        for batch in _record_batches(path, manifest):
-            yield batch.rename_columns([name.lower() for name in batch.schema.names]).to_pylist()
+        yield from batches
     except (pa.ArrowException, OSError) as exc:
         raise InventoryInvalid(
             f"run.inventory: a {manifest.file_format} data file: {one_line(str(exc))}"

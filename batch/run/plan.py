@@ -12,7 +12,7 @@ from typing import Any
 
 from batch.analyses.base import DriverHooks
 from batch.analyses.registry import REGISTRY, settings_digest, settled_digests
-from batch.aws.inventory import inventory_objects, read_manifest
+from batch.aws.inventory import inventory_batches, read_manifest
 from batch.aws.s3 import list_pages
 from batch.config.model import RunConfig, parse_s3_url
 from batch.core.errors import ConfigError
@@ -21,7 +21,7 @@ from batch.core.inventory import InventoryManifest
 from batch.core.manifest import AttemptRecord, Ledger
 from batch.core.selection import ListedObject, is_selected
 from batch.run.context import ImageToAnalyse, RunContext
-from batch.run.key_order import sorted_by_key
+from batch.run.key_order import sorted_batches
 from batch.storage.sink import Destination
 
 __all__ = [
@@ -84,13 +84,13 @@ def run_context(config: RunConfig, attempt: AttemptRecord) -> RunContext:
 
 def selected_objects(config: RunConfig, s3: Any) -> Iterator[ListedObject]:
     """The images under the prefix in key order, streamed page by page from the listing, or from the
-    inventory (`run.inventory`) sorted out of core (`batch.run.key_order`)."""
+    inventory (`run.inventory`), selected in Arrow and sorted out of core (`batch.run.key_order`)."""
     if config.inventory:
-        objects: Iterable[ListedObject] = inventory_objects(s3, inventory_manifest(config, s3))
-    else:
-        objects = (obj for page in list_pages(s3, config.bucket, config.prefix) for obj in page)
-    selected = (obj for obj in objects if is_selected(obj, config.prefix, config.input_filter))
-    yield from sorted_by_key(selected) if config.inventory else selected
+        manifest = inventory_manifest(config, s3)
+        yield from sorted_batches(inventory_batches(s3, manifest, config.prefix, config.input_filter))
+        return
+    objects = (obj for page in list_pages(s3, config.bucket, config.prefix) for obj in page)
+    yield from (obj for obj in objects if is_selected(obj, config.prefix, config.input_filter))
 
 
 def inventory_manifest(config: RunConfig, s3: Any) -> InventoryManifest:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batch.core.inventory import InventoryInvalid
+from batch.core.inventory_batches import objects_batch
 from batch.core.selection import ListedObject
 from batch.run import key_order
 
@@ -28,3 +33,12 @@ def test_objects_come_out_in_utf8_byte_order_and_unchanged(rows: list, chunk: in
         key_order.CHUNK_ROWS = default
     assert [o.key.encode() for o in out] == sorted(o.key.encode() for o in objects)
     assert sorted(out, key=lambda o: (o.key, o.etag)) == sorted(objects, key=lambda o: (o.key, o.etag))
+
+
+def test_an_error_of_the_input_comes_out_as_itself_not_as_duckdbs() -> None:
+    def failing() -> Iterator[pa.RecordBatch]:
+        yield objects_batch([ListedObject("a.jpg", "e", 1, T0)])
+        raise InventoryInvalid("run.inventory: s3://d/f: MD5 x is not the manifest's y")
+
+    with pytest.raises(InventoryInvalid, match=r"^run.inventory: s3://d/f: MD5 x is not"):
+        list(key_order.sorted_batches(failing()))
