@@ -74,7 +74,7 @@ def test_a_record_is_done_once_it_has_its_images_row() -> None:
     assert not ImageRecord("k", '"e"', 1, 0, calls={("DetectLabels", IN_FLIGHT): 1}).done
     record = done("k")
     assert record.done
-    assert record.outcome == ImageOutcome("k", '"e"', "analysed", ("labels",))
+    assert record.outcome == ImageOutcome("k", '"e"', "analysed", ("labels=d",))
 
 
 def test_what_a_new_try_makes_again_is_what_was_in_flight_and_what_it_cannot_reuse() -> None:
