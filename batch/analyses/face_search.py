@@ -104,14 +104,19 @@ def search_by_id_request(face_id: str, settings: Settings) -> dict[str, Any]:
     }
 
 
+#: The searched face's columns of a match row (`searched_face`): face_search's and user_search's.
+SEARCHED_FACE_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("searched_by", pa.string()),
+    pa.field("face_index", pa.int32()),
+    pa.field("searched_face_id", pa.string()),
+    *BOX_FIELDS,
+)
+
 TABLES: Mapping[str, pa.Schema] = {
     "face_matches": table_schema(
         [
             pa.field("collection_id", pa.string()),
-            pa.field("searched_by", pa.string()),
-            pa.field("face_index", pa.int32()),
-            pa.field("searched_face_id", pa.string()),
-            *BOX_FIELDS,
+            *SEARCHED_FACE_FIELDS,
             pa.field("similarity", pa.float64()),
             pa.field("face_id", pa.string()),
             pa.field("matched_box_left", pa.float64()),

@@ -26,7 +26,7 @@ from batch.analyses._rows import number, parse_settings
 from batch.analyses.base import Analysis
 from batch.analyses.custom_labels import check_version_arn
 from batch.core.geometry import BoxPlacement
-from batch.core.tables import table_schema
+from batch.core.tables import NAMED_CONFIDENCE, table_schema
 
 NAME = "moderation"
 OPERATION = "DetectModerationLabels"
@@ -63,9 +63,6 @@ def build_request(image: Mapping[str, Any], settings: Settings) -> dict[str, Any
     return request
 
 
-#: A ContentType of the answer.
-CONTENT_TYPE = pa.struct([pa.field("name", pa.string()), pa.field("confidence", pa.float64())])
-
 TABLES: Mapping[str, pa.Schema] = {
     "moderation": table_schema(
         [
@@ -74,7 +71,7 @@ TABLES: Mapping[str, pa.Schema] = {
             pa.field("taxonomy_level", pa.int32()),
             pa.field("confidence", pa.float64()),
             pa.field("model_version", pa.string()),
-            pa.field("content_types", pa.list_(CONTENT_TYPE)),
+            pa.field("content_types", pa.list_(NAMED_CONFIDENCE)),
             pa.field("adapter", pa.string()),
         ]
     ),

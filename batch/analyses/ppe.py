@@ -28,7 +28,7 @@ from batch.analyses._rows import flag_columns, member, number, parse_settings, s
 from batch.analyses.base import Analysis
 from batch.core.geometry import BoxPlacement
 from batch.core.image_checks import AnalysisLimits
-from batch.core.tables import BOX_FIELDS, table_schema
+from batch.core.tables import BOX_FIELDS, NAMED_CONFIDENCE, table_schema
 
 NAME = "ppe"
 OPERATION = "DetectProtectiveEquipment"
@@ -82,15 +82,13 @@ def build_request(image: Mapping[str, Any], settings: Settings) -> dict[str, Any
     return request
 
 
-BODY_PART = pa.struct([pa.field("name", pa.string()), pa.field("confidence", pa.float64())])
-
 TABLES: Mapping[str, pa.Schema] = {
     "ppe_persons": table_schema(
         [
             pa.field("person_id", pa.int32()),
             pa.field("confidence", pa.float64()),
             *BOX_FIELDS,
-            pa.field("body_parts", pa.list_(BODY_PART)),
+            pa.field("body_parts", pa.list_(NAMED_CONFIDENCE)),
             pa.field("equipment_count", pa.int32()),
             pa.field("summary", pa.string()),
             pa.field("model_version", pa.string()),

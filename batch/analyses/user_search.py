@@ -33,13 +33,13 @@ import pyarrow as pa
 
 from batch.analyses._rows import integer, member, number, parse_settings
 from batch.analyses.base import Analysis, DriverHooks, DriverSetup, ImageInput, MultiOutcome
-from batch.analyses.face_search import FaceSearches, search_every_face
+from batch.analyses.face_search import SEARCHED_FACE_FIELDS, FaceSearches, search_every_face
 from batch.analyses.index_faces import check_collection_id
 from batch.core.calls import Call
 from batch.core.errors import ConfigError
 from batch.core.external_ids import key_of
 from batch.core.geometry import BoxPlacement
-from batch.core.tables import BOX_FIELDS, table_schema
+from batch.core.tables import table_schema
 from batch.faces.references import reference_location
 from batch.faces.users import USER_SUMMARY_FIELDS, UserHooks
 
@@ -151,10 +151,7 @@ TABLES: Mapping[str, pa.Schema] = {
     "user_matches": table_schema(
         [
             *_USER_COLUMNS,
-            pa.field("searched_by", pa.string()),
-            pa.field("face_index", pa.int32()),
-            pa.field("searched_face_id", pa.string()),
-            *BOX_FIELDS,
+            *SEARCHED_FACE_FIELDS,
             pa.field("similarity", pa.float64()),
             pa.field("user_status", pa.string()),
         ]

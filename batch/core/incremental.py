@@ -11,6 +11,7 @@ docs/design/commit-protocol.md.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 
 from batch.core.manifest import image_identity
@@ -29,7 +30,7 @@ def settled_analyses(status: str, succeeded: Sequence[str], requested: Sequence[
     return [name for name in requested if name in succeeded]
 
 
-class SettledState:
+class SettledState(ABC):
     """What committed runs settled for each (key, etag), asked image by image while planning: the
     analyses of a run an image still needs. Subclasses say how `settled` is found (a dict, or a
     merge-join with a key-ordered snapshot: `batch.core.sorted_state`)."""
@@ -40,13 +41,13 @@ class SettledState:
             tuple[frozenset[tuple[str, str]], tuple[tuple[str, Digests], ...]], tuple[str, ...]
         ] = {}
 
+    @abstractmethod
     def settled(self, key: str, etag: str) -> frozenset[tuple[str, str]]:
         """The (analysis, settings digest) pairs committed runs settled for the image."""
-        raise NotImplementedError
 
+    @abstractmethod
     def unsettle(self, key: str, etag: str, analysis: str) -> None:
         """Forget that committed runs settled `analysis` for the image (its result was lost since)."""
-        raise NotImplementedError
 
     def shared(self, pairs: frozenset[tuple[str, str]]) -> frozenset[tuple[str, str]]:
         """One frozenset per distinct combination of settled pairs (few), shared by every image."""

@@ -30,6 +30,7 @@ __all__ = [
     "IMAGES_SCHEMA",
     "IMAGE_STATUSES",
     "JOB_TABLES",
+    "NAMED_CONFIDENCE",
     "PARTITION_COLUMN",
     "POINT_FIELDS",
     "RUNS_SCHEMA",
@@ -74,6 +75,9 @@ def box_fields(prefix: str = "") -> list[pa.Field]:
 
 #: The 12 box columns without a prefix: upright normalised (float64), upright pixels (int32), stored pixels.
 BOX_FIELDS: tuple[pa.Field, ...] = tuple(box_fields())
+
+#: A name Rekognition gives with its confidence (a PPE body part, a moderation content type).
+NAMED_CONFIDENCE = pa.struct([pa.field("name", pa.string()), pa.field("confidence", pa.float64())])
 
 #: The members of a point struct (see `batch.core.geometry.BoxPlacement.point_columns`).
 POINT_FIELDS: tuple[pa.Field, ...] = (

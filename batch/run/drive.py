@@ -28,7 +28,6 @@ from batch.run.plan import (
     Counted,
     batched,
     listed_in,
-    operation_owners,
     operation_prices,
     plan_images,
     run_context,
@@ -40,7 +39,7 @@ from batch.run.runtime import stop_new_batches
 from batch.run.shutdown import Shutdown
 from batch.run.summary import RunSummary, cpu_seconds
 
-__all__ = ["operation_quotas", "run_batches"]
+__all__ = ["run_batches"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +72,6 @@ def run_batches(
         planned = _planned(counter, attempt, state, context, limit=config.limit)
         ahead = _plan_ahead(planned, cluster, shutdown)
         if not cluster.started:  # nothing to analyse (or stopped before anything was): no cluster
-            summary.quotas = summary.quotas or operation_quotas(config)
             return
         client, threads, quotas, cpu_before = _prepare_cluster(cluster, config, summary)
         plan = ConcurrencyPlan(
@@ -196,7 +194,7 @@ def _prepare_cluster(
     and the CPU seconds the job's processes have spent so far (the processing CPU is counted from here)."""
     client = cluster.client()
     processes, threads = worker_threads(client)
-    quotas = summary.quotas = summary.quotas or operation_quotas(config)  # resolved by the job
+    quotas = dict(summary.quotas)  # resolved by the job before the run (`batch.run.quotas`)
     install_quota(client, limiter_quotas(summary, summary.region), default=config.rekognition.tps)
     cpu_before = cpu_seconds() + sum(client.run(cpu_seconds).values())
     summary.dashboard = dashboard_address(client)
@@ -236,12 +234,6 @@ def _stop_unwritable(summary: RunSummary, backlog: Backlog[BatchSpec], error: Ou
     if summary.status == "running":
         summary.end("unwritable", str(error))
     backlog.close()
-
-
-def operation_quotas(config: RunConfig) -> dict[str, float]:
-    """Calls per second per operation for the whole cluster (one bucket each, held by the scheduler:
-    `batch.aws.ratelimit`)."""
-    return {operation: config.quota(name) for operation, name in operation_owners(config).items()}
 
 
 def _resumed(
