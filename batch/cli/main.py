@@ -38,7 +38,9 @@ RUN_EXIT_CODES = """exit codes:
   6    committed, but the error rate is above --max-error-rate
   7    no images under the input prefix
   130  stopped by SIGINT (Ctrl-C), nothing committed (--resume RUN_ID finishes it)
-  143  stopped by SIGTERM, nothing committed (--resume RUN_ID finishes it)"""
+  143  stopped by SIGTERM, nothing committed (--resume RUN_ID finishes it)
+  "nothing committed" means the run's own commit: segments of --commit-every committed before the
+  stop stay visible (the one-line error says how many) and --resume keeps them"""
 
 
 class _Script(argparse.Action):
