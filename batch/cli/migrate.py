@@ -55,7 +55,7 @@ from batch.faces.migration import (
 )
 from batch.faces.sync import CollectionSync, collection_error, face_pages, known_faces
 from batch.run.batch_task import finish_batch
-from batch.run.commit import Attempt, commit, start_attempt
+from batch.run.commit import Attempt, commit, start_attempt, write_snapshot
 from batch.run.image_pipeline import analyse_image
 from batch.run.plan import operation_prices, run_context
 from batch.run.summary import RunSummary
@@ -305,7 +305,8 @@ def _attempt(
                 _finish_batch(context, attempt, summary, pending.popleft(), stop, s3=s3, prices=prices)
         while pending:
             _finish_batch(context, attempt, summary, pending.popleft(), stop, s3=s3, prices=prices)
-    commit(config, store, summary, attempt)
+    if commit(config, store, summary, attempt):
+        write_snapshot(store)
     if summary.status != "completed":
         problem = summary.problem()
         raise problem if problem is not None else RekbatchError(f"collection migrate: {summary.status}")

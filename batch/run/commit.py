@@ -118,10 +118,11 @@ def start_attempt(config: RunConfig, store: RunStore, summary: RunSummary) -> At
 
 def commit(
     config: RunConfig, store: RunStore, summary: RunSummary, attempt: Attempt, *, final: bool = True
-) -> None:
+) -> bool:
     """Check the accounting, write the `runs` row, create the manifest: the run's commit point. With
     `final` False, a segment of a run still going: the batches done since the last one, no `runs` row,
-    the accounting checked but for the images still to come."""
+    the accounting checked but for the images still to come. Returns whether this attempt committed
+    (the caller then writes the snapshot, `write_snapshot`)."""
     if final:
         counts, problems = final_counts(attempt.ledger.counts, attempt.segment_counts)
     else:  # the run's segments with this one must not count more than the run has so far
@@ -130,7 +131,7 @@ def commit(
     problems = attempt.ledger.problems(final=final) + problems
     if problems:
         summary.end("aborted", "accounting check failed: " + "; ".join(problems))
-        return
+        return False
     if final:
         summary.segments = attempt.segments + 1
         summary.end("completed")  # what the runs row says; readers only ever see it if the commit wins
@@ -149,7 +150,7 @@ def commit(
     if not won:
         summary.segments = attempt.segments  # the final manifest counted itself, and is not there
         summary.end(status, reason)
-        return
+        return False
     segment = attempt.segments + 1
     path = manifest_path(summary.run_id, 0 if final else segment)
     logger.debug("committed %s: %d files", store.destination.location(path), len(attempt.files))
@@ -158,17 +159,26 @@ def commit(
     else:
         attempt.segment_committed(Counter(counts))
         summary.segments = attempt.segments
-    write_snapshot(store)
+    return True
 
 
 def write_snapshot(store: RunStore) -> None:
     """After a commit: the settled state's snapshot, to cover it (`batch.storage.snapshot`). A cache:
-    one that fails leaves the run committed and the next start reading the runs since the last one."""
+    one that fails, or that a signal stops, leaves the run committed and the next start reading the
+    runs since the last snapshot."""
     try:
+        faults.snapshot_pause()
         update_snapshot(store, store.manifests())
+    except KeyboardInterrupt:
+        _snapshot_warning("stopped by a signal")
+        raise
     except Exception as exc:
         logger.debug("snapshot failed", exc_info=True)
-        print(f"rekbatch: warning: state snapshot not written: {one_line(str(exc), 300)}", file=sys.stderr)
+        _snapshot_warning(one_line(str(exc), 300))
+
+
+def _snapshot_warning(reason: str) -> None:
+    print(f"rekbatch: warning: state snapshot not written: {reason}", file=sys.stderr)
 
 
 def _write_commit(

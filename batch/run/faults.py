@@ -10,6 +10,9 @@ variable is set; never set them in production. (Not `REKBATCH_*`: those are conf
   committing.
 * `TEST_REKBATCH_COMMIT_BARRIER=<folder>`: before committing, the driver waits until two processes
   have arrived in the folder, so two attempts on one run id commit at the same moment.
+* `TEST_REKBATCH_SNAPSHOT_PAUSE=<folder>`: after the run's commit, before the state snapshot, the
+  driver touches a file in the folder and sleeps (`BARRIER_TIMEOUT_SECONDS`): a snapshot that takes
+  long, as one of ten million keys does, for a signal to arrive during it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 KILL_WORKER_ON_KEY = "TEST_REKBATCH_KILL_WORKER_ON_KEY"
 EXIT_BEFORE_COMMIT = "TEST_REKBATCH_EXIT_BEFORE_COMMIT"
 COMMIT_BARRIER = "TEST_REKBATCH_COMMIT_BARRIER"
+SNAPSHOT_PAUSE = "TEST_REKBATCH_SNAPSHOT_PAUSE"
 EXIT_BEFORE_COMMIT_CODE = 86
 BARRIER_TIMEOUT_SECONDS = 120.0
 
@@ -46,3 +50,11 @@ def commit_barrier() -> None:
     deadline = time.monotonic() + BARRIER_TIMEOUT_SECONDS
     while len(list(Path(folder).iterdir())) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def snapshot_pause() -> None:
+    """In the driver, after the run's commit, before its state snapshot."""
+    folder = os.environ.get(SNAPSHOT_PAUSE)
+    if folder:
+        (Path(folder) / str(os.getpid())).touch()
+        time.sleep(BARRIER_TIMEOUT_SECONDS)

@@ -35,7 +35,7 @@ from batch.core.errors import ConfigError, OutputUnwritable
 from batch.core.incremental import CommittedState, SettledState
 from batch.core.manifest import Ledger, manifest_path
 from batch.core.redaction import one_line
-from batch.run.commit import Attempt, commit, start_attempt
+from batch.run.commit import Attempt, commit, start_attempt, write_snapshot
 from batch.run.drive import run_batches
 from batch.run.dry_run import count_planned
 from batch.run.plan import (
@@ -149,8 +149,10 @@ def _run_attempt(
 
     def segment_if_due() -> None:  # readers see a long run's work as it goes (`run.commit_every`)
         elapsed = time.monotonic() - attempt.segment_clock
-        if config.commit_every.due(elapsed, attempt.pending["listed"]):
-            commit(config, store, summary, attempt, final=False)
+        if not config.commit_every.due(elapsed, attempt.pending["listed"]):
+            return
+        if commit(config, store, summary, attempt, final=False) and not shutdown.requested:
+            write_snapshot(store)
 
     with ExitStack() as stack:
         state = _committed_state(config, s3, stack)
@@ -170,7 +172,11 @@ def _run_attempt(
         summary.end("empty")
         return
     with shutdown.deferred():  # a commit once begun is finished: it is one create-only write
-        commit(config, store, summary, attempt)
+        committed = commit(config, store, summary, attempt)
+    if committed:  # a signal now stops the snapshot (minutes at 10M keys), not the committed run
+        write_snapshot(store)
+        if shutdown.requested:  # DuckDB may have turned the signal into its own exception
+            raise KeyboardInterrupt
 
 
 def _dry_run(config: RunConfig, s3: Any, summary: RunSummary) -> None:

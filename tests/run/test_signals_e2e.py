@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import make_image
 
+from batch.run import faults
 from local_stack.stack import LocalStack
 
 pytestmark = pytest.mark.integration
@@ -31,6 +32,7 @@ BUCKET = "interrupted"
 IMAGES = 120
 #: Calls seen at the endpoint before the signal: the run is under way, far from its end.
 CALLS_BEFORE_SIGNAL = 24
+SNAPSHOT_IMAGES = 4
 #: Long enough for the batches in flight (10 images at about 4 calls/s each) to finish under any load,
 #: so none is cancelled and no image is paid twice.
 CONFIG = """
@@ -58,6 +60,8 @@ def slow_stack() -> Iterator[LocalStack]:
         for prefix in ("sigint/", "sigterm/", "early/"):
             for i in range(IMAGES):
                 s3.put_object(Bucket=BUCKET, Key=f"{prefix}{i:03d}.jpg", Body=image)
+        for i in range(SNAPSHOT_IMAGES):
+            s3.put_object(Bucket=BUCKET, Key=f"snapshot/{i:03d}.jpg", Body=image)
         yield stack
 
 
@@ -149,3 +153,42 @@ def test_ctrl_c_while_the_cluster_starts_calls_nothing(slow_stack: LocalStack, t
     assert "stopped by SIGINT, nothing committed; finish it with: rekbatch run " in stderr
     assert [call for call in slow_stack.calls() if call["name"].startswith("early/")] == []
     assert list(out.rglob("batch-*.json")) == []
+
+
+def test_sigterm_during_the_state_snapshot_leaves_the_run_committed_and_exits_at_once(
+    slow_stack: LocalStack, tmp_path: Path
+) -> None:
+    """The snapshot after the commit takes minutes at ten million keys; Kubernetes' SIGTERM gives 30 s
+    before SIGKILL. The signal stops the snapshot, not the committed run: exit 0 at once, a warning, and
+    the next run reads the committed run in full (0 calls). It waited for the snapshot before."""
+    config, out, pause, summary_json = (tmp_path / name for name in ("run.toml", "out", "pause", "s.json"))
+    config.write_text(CONFIG)
+    pause.mkdir()
+    env = {**os.environ, **slow_stack.env}
+    command = [sys.executable, "-m", "batch", "run", "--config", str(config), "--analyses", "labels",
+               "--input", f"s3://{BUCKET}/snapshot/", "--output", str(out)]  # fmt: skip
+    job = subprocess.Popen(
+        [*command, "--summary-json", str(summary_json)], env={**env, faults.SNAPSHOT_PAUSE: str(pause)},
+        text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(pause.iterdir()):
+        assert job.poll() is None, job.communicate()
+        assert time.monotonic() < deadline, "the run never reached its snapshot"
+        time.sleep(0.05)
+    job.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    _, stderr = job.communicate(timeout=faults.BARRIER_TIMEOUT_SECONDS + 60)
+    assert time.monotonic() - signalled < 30, "the driver waited for the snapshot"
+    assert job.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert "rekbatch: warning: state snapshot not written: stopped by a signal" in stderr.splitlines()
+    summary = json.loads(summary_json.read_text())
+    assert (summary["status"], summary["committed"], summary["exit_code"]) == ("completed", True, 0)
+    assert len(list((out / "_commits").glob("*.json"))) == 1
+    assert not list((out / "_state").glob("settled-*.parquet"))
+
+    again = subprocess.run([*command], env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr
+    assert ok_calls(slow_stack, "snapshot/") == Counter({f"snapshot/{i:03d}.jpg": 1 for i in range(4)})
+    assert list((out / "_state").glob("settled-*.parquet"))  # the next commit wrote it
