@@ -85,6 +85,9 @@ class Backlog(Iterator[Spec]):
 #: none needs its default pace here: the tick only measures how late the event loop runs, the memory
 #: monitor guards Dask's spill thresholds (the job keeps no Dask data and bounds its own memory), and the
 #: system monitor feeds the dashboard's charts. See docs/design/worker-runtime.md for the CPU saved.
+#: What `distributed.worker` logs, with a traceback, when a heartbeat finds the scheduler gone.
+HEARTBEAT_TO_A_GONE_SCHEDULER = "Failed to communicate with scheduler during heartbeat"
+
 SLOWER_TIMERS = {
     "tick": ("distributed.admin.tick.interval", "200ms"),  # 20 ms
     "memory_monitor": ("distributed.worker.memory.monitor-interval", "500ms"),  # 100 ms
@@ -145,9 +148,17 @@ def dask_setup(worker: Any) -> None:
     first task then finds its modules imported (or waits for that import to end)."""
     for signum in DRIVER_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
+    logging.getLogger("distributed.worker").addFilter(_no_heartbeat_to_a_closing_scheduler)
     steps = [step for step in os.environ.get(WARM_VARIABLE, "").split(",") if step]
     if steps:
         threading.Thread(target=_warm_up, args=(steps,), name="rekbatch-warm-up", daemon=True).start()
+
+
+def _no_heartbeat_to_a_closing_scheduler(record: logging.LogRecord) -> bool:
+    """Drop the worker's "Failed to communicate with scheduler during heartbeat" (ERROR, a traceback):
+    the job's scheduler lives in the driver, so it only ever goes away as the run closes the cluster
+    (seen once in a stopped run's stderr, under load). The driver reports what really failed."""
+    return not record.getMessage().startswith(HEARTBEAT_TO_A_GONE_SCHEDULER)
 
 
 def _warm_up(steps: Sequence[str]) -> None:
