@@ -208,6 +208,11 @@ class Analysis:
         """Every operation this analysis may call, its main one first."""
         return (self.operation, *self.extra_operations)
 
+    def fans_out_with(self, settings: Any) -> bool:
+        """Whether its calls with these settings go to the image's region (`fans_out`); a request that
+        names a resource of the run's region (a moderation adapter) stays there."""
+        return self.fans_out
+
     def run(self, image: ImageInput, settings: Any, call: Call) -> MultiOutcome:
         """Analyse one image: one call, and its rows with boxes placed upright."""
         result = call(self.client_method, self.operation, self.request(image.image, image.key, settings))

@@ -106,6 +106,11 @@ class Moderation(Analysis):
     """DetectModerationLabels; its settings digest is the one of before `project_version` existed when
     no adapter is set, so adding the key re-analyses nothing."""
 
+    def fans_out_with(self, settings: Any) -> bool:
+        """An adapter is a resource of the run's region: its calls stay there (another region has no
+        such project version)."""
+        return self.fans_out and not settings.project_version
+
     def settings_document(self, settings: Any) -> dict[str, Any]:
         document = dataclasses.asdict(settings)
         if not settings.project_version:

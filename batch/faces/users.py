@@ -410,10 +410,24 @@ class UserHooks(DriverHooks):
     def __init__(self, setup: DriverSetup) -> None:
         self._setup = setup
         self._report = DriverReport(fields=dict(USER_SUMMARY_FIELDS))
+        #: The calls of a sync that stopped part-way (`close` reports them: they are billed).
+        self._stopped: DriverReport | None = None
 
     def prepare(self, settings: Any) -> Any:
-        setup = self._setup
         counts = CallCounts()
+        try:
+            return self._prepare(settings, counts)
+        except BaseException:  # a photo without a face, an error, a signal: what was called is billed
+            self._stopped = self._priced(counts)
+            raise
+
+    def close(self) -> DriverReport | None:
+        """The calls of a sync that stopped part-way, for the summary of the run it stopped."""
+        report, self._stopped = self._stopped, None
+        return report
+
+    def _prepare(self, settings: Any, counts: CallCounts) -> Any:
+        setup = self._setup
         layout = find_layout(setup.s3, settings.users)
         sync = UserSync(driver_caller(setup.config, NAME, counts, setup.quotas), settings.collection, counts,
                         settings.user_match_threshold)  # fmt: skip
@@ -431,13 +445,23 @@ class UserHooks(DriverHooks):
         self._report = self._build(counts, layout, plan, faces, settings.collection)
         return dataclasses.replace(settings, resolved=state)
 
-    def _build(
-        self, counts: CallCounts, layout: Layout, plan: UserPlan, faces: list[UserFace], collection: str
-    ) -> DriverReport:
+    def _priced(self, counts: CallCounts) -> DriverReport:
+        """The calls and their price (billed at `user_faces`, the others at `storage_operation`)."""
         prices = self._setup.config.prices
         billed = Counter({k: n for k, n in counts.attempts.items() if k[0] in BILLED_OPERATIONS})
         storage = Counter({k: n for k, n in counts.attempts.items() if k[0] not in BILLED_OPERATIONS})
         priced = ("ok", "planned")
+        return DriverReport(
+            calls=billed,
+            storage_calls=storage,
+            image_cost_usd=sum(n for (_, o), n in billed.items() if o in priced) * prices["user_faces"],
+            storage_cost_usd=sum(n for (_, o), n in storage.items() if o in priced)
+            * prices["storage_operation"],
+        )
+
+    def _build(
+        self, counts: CallCounts, layout: Layout, plan: UserPlan, faces: list[UserFace], collection: str
+    ) -> DriverReport:
         fields = {
             "users": len(layout.users()),
             "users_created": len(plan.create_users),
@@ -454,16 +478,10 @@ class UserHooks(DriverHooks):
             f"{verb}index {fields['user_faces_indexed']} reference faces, {verb}remove "
             f"{fields['user_faces_removed']}; {fields['user_faces_unassociated']} not associated"
         )
-        report = DriverReport(
-            calls=billed,
-            storage_calls=storage,
-            image_cost_usd=sum(n for (_, o), n in billed.items() if o in priced) * prices["user_faces"],
-            storage_cost_usd=sum(n for (_, o), n in storage.items() if o in priced)
-            * prices["storage_operation"],
-            fields=fields,
-            lines=[] if self._setup.dry_run else [line],
-            forecast_lines=[line] if self._setup.dry_run else [],
-        )
+        report = self._priced(counts)
+        report.fields = fields
+        report.lines = [] if self._setup.dry_run else [line]
+        report.forecast_lines = [line] if self._setup.dry_run else []
         if self._setup.dry_run:
             report.dry_run_called = "DescribeCollection, ListFaces and ListUsers only"
         else:

@@ -149,7 +149,7 @@ def _analysed(
         if name in parts:  # only the parts not settled yet
             settings = analysis.only_parts(settings, parts[name])
         source = ImageInput(prepared.image, pixels, prepared.frame.box_placement, result.rows, obj.key)
-        analysis_call = calls[1] if analysis.fans_out else calls[0]
+        analysis_call = calls[1] if analysis.fans_out_with(settings) else calls[0]
         outcome, called = analysis.run(source, settings, analysis_call), True
         shared = {**common, **analysis.shared_columns(settings)}
         for table, rows in outcome.rows.items():

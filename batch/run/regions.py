@@ -27,8 +27,12 @@ def region_plan(config: RunConfig, summary: RunSummary, s3: Any) -> RegionPlan |
     home = regions[0]
     if len(regions) == 1 or not summary.region_quotas:
         return RegionPlan(home, ((home, 1.0),), home)
-    analyses = [REGISTRY[name] for name in config.analyses]
-    stateless = [op for analysis in analyses if analysis.fans_out for op in analysis.operations]
+    analyses = [
+        REGISTRY[name]
+        for name in config.analyses
+        if REGISTRY[name].fans_out_with(config.analysis_settings[name])
+    ]
+    stateless = [op for analysis in analyses for op in analysis.operations]
     weights = region_weights({r: summary.region_quotas[r] for r in regions}, stateless)
     found = bucket_region(s3, config.bucket)
     if found is None:
