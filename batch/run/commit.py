@@ -96,9 +96,11 @@ def start_attempt(config: RunConfig, store: RunStore, summary: RunSummary) -> At
     input, same config) and keep the run's date partition."""
     previous = store.attempts(summary.run_id)
     started_at, dt = summary.started_at, summary.started_at.strftime("%Y-%m-%d")
+    segments = store.run_manifests(summary.run_id)
     if config.resume:
         if not previous:
-            raise ConfigError(f"run.resume: no attempt of run {config.resume} under {config.output}")
+            gone = f" ({len(segments)} segments committed, its control files gone)" if segments else ""
+            raise ConfigError(f"run.resume: no attempt of run {config.resume} under {config.output}{gone}")
         first = previous[0]
         if (first.input, first.config_digest) != (config.input, summary.config_digest):
             raise ConfigError(
@@ -106,7 +108,7 @@ def start_attempt(config: RunConfig, store: RunStore, summary: RunSummary) -> At
                 f"this is {config.input} with config {summary.config_digest}"
             )
         started_at, dt = first.started_at, first.dt  # the run keeps its date partition
-    elif previous and store.run_manifests(summary.run_id):  # another attempt would commit them again
+    elif segments:  # another attempt would commit them again (and reuse their file names)
         run_id = summary.run_id
         raise ConfigError(f"run.run_id: run {run_id} has committed segments; finish it: --resume {run_id}")
     record = store.claim_attempt(

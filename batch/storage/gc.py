@@ -5,12 +5,14 @@ than the grace period. Another file goes when all of these hold: it is under a t
 (`<table>/...`) or `_runs/` and no committed manifest lists it (manifests are never deleted); it is older
 than the grace period (`--older-than`, hours); its run, when its name says which, is not live; and its
 run is committed or has no control file younger than the grace period (a crashed run being resumed now
-keeps the batches it is about to commit). A run is live when one of its control files (`_runs/<run_id>/`:
-the heartbeat a running attempt rewrites every `HEARTBEAT_SECONDS`, attempt and batch records) changed in
-the last `LIVE_SECONDS`: gc takes nothing of a running attempt, whatever the grace period. Nothing else
-under the output root is touched. After the grace period a crashed run's work is gone: `--resume`
-analyses it again. The CLI refuses a grace period under `MIN_GRACE_HOURS` without `--force`. See
-docs/design/commit-protocol.md.
+keeps the batches it is about to commit). A run with committed segments and no final manifest keeps its
+control files (`_runs/<run_id>/`) whatever their age: without its attempt and batch records `--resume`
+cannot finish it, and a new attempt would reuse attempt 1's file names. A run is live when one of its
+control files (the heartbeat a running attempt rewrites every `HEARTBEAT_SECONDS`, attempt and batch
+records) changed in the last `LIVE_SECONDS`: gc takes nothing of a running attempt, whatever the grace
+period. Nothing else under the output root is touched. After the grace period a crashed run's work is
+gone: `--resume` analyses it again. The CLI refuses a grace period under `MIN_GRACE_HOURS` without
+`--force`. See docs/design/commit-protocol.md.
 """
 
 from __future__ import annotations
@@ -58,17 +60,21 @@ def garbage(
     committed_runs: set[str],
     cutoff: datetime,
     live_since: datetime,
+    *,
+    unfinished_runs: Iterable[str] = (),
 ) -> list[StoredFile]:
     """The files to delete among `stored` (every file under the table folders and `_runs/`): older than
     `cutoff`, listed by no manifest, of no live run (`live_runs`) and of no crashed run with a control
-    file younger than `cutoff`. Pure."""
+    file younger than `cutoff`; the control files of `unfinished_runs` (committed segments, no final
+    manifest) are kept whatever their age: `--resume` needs them to finish the run. Pure."""
+    unfinished = set(unfinished_runs)
     stored = list(stored)
     kept_runs = live_runs(stored, live_since) | {
         run for run in live_runs(stored, cutoff) if run not in committed_runs
     }
 
     def doomed(f: StoredFile) -> bool:
-        if f.path in committed_files or f.modified >= cutoff:
+        if f.path in committed_files or f.modified >= cutoff or run_of_control_file(f.path) in unfinished:
             return False
         run = run_of_control_file(f.path) or run_of_data_file(f.path)
         return run is None or run not in kept_runs
@@ -95,7 +101,10 @@ def collect_garbage(
     stored = [f for folder in folders for f in destination.list(folder, s3_client)]
     live_since = now - timedelta(seconds=LIVE_SECONDS)
     committed_runs = {m.run_id for m in manifests if m.final}  # a run with segments only is not done
-    doomed = garbage(stored, committed_files, committed_runs, now - grace, live_since)
+    unfinished = {m.run_id for m in manifests} - committed_runs  # its attempt and batch records stay
+    doomed = garbage(
+        stored, committed_files, committed_runs, now - grace, live_since, unfinished_runs=unfinished
+    )
     snapshots = list(destination.list(f"{SNAPSHOT_DIR}/", s3_client))
     doomed += stale_snapshots(snapshots, now - grace)
     stored += snapshots

@@ -123,6 +123,11 @@ def test_a_resume_bills_and_counts_what_its_segments_committed_and_commits_only_
     (segment,) = store.run_manifests(RUN_ID)
     assert (segment.segment, segment.final, segment.batches) == (1, False, ((1, 0),))
     # Another attempt on the run id that is not a resume would commit the segment's images again.
+    # Its attempt records gone too (deleted by hand): a new attempt 1 would write over the segment's files.
+    with pytest.raises(ConfigError, match="has committed segments"):
+        start_attempt(dataclasses.replace(config, resume=""), store, summary())
+    with pytest.raises(ConfigError, match="1 segments committed, its control files gone"):
+        start_attempt(config, store, summary())
     store.claim_attempt(first.record)
     with pytest.raises(ConfigError, match="has committed segments"):
         start_attempt(dataclasses.replace(config, resume=""), store, summary())

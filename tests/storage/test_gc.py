@@ -87,6 +87,21 @@ def test_a_live_run_keeps_every_file_whatever_the_grace_period() -> None:
     assert garbage(files, set(), {"r1"}, CUTOFF, LIVE_SINCE) == []
 
 
+def test_a_run_with_segments_keeps_its_control_files_past_the_grace_period() -> None:
+    files = [
+        stored("labels/dt=d/r8-a1-000000.parquet", OLD),  # in r8's segment
+        stored("labels/dt=d/r8-a1-000001.parquet", OLD),  # complete, not in a segment yet
+        stored("_runs/r8/attempt-1.json", OLD),
+        stored("_runs/r8/batch-1-000000.json", OLD),
+        stored("_runs/r8/heartbeat-1.json", OLD),
+        stored("_runs/r2/attempt-1.json", OLD),  # a crashed run without segments
+    ]
+    committed = {"labels/dt=d/r8-a1-000000.parquet"}
+    doomed = garbage(files, committed, set(), CUTOFF, LIVE_SINCE, unfinished_runs={"r8"})
+    # --resume r8 needs its attempt and batch records; the unlisted batch goes as a crashed run's.
+    assert [f.path for f in doomed] == ["labels/dt=d/r8-a1-000001.parquet", "_runs/r2/attempt-1.json"]
+
+
 run_names = st.sampled_from(["r1", "r2", "r3"])
 ages = st.integers(0, 4 * 24 * 3600).map(lambda s: NOW - timedelta(seconds=s))
 stored_files = st.lists(
@@ -219,3 +234,8 @@ def test_a_run_with_segments_only_is_not_committed_its_unlisted_files_wait_for_i
     collected = collect_garbage(store.destination, None, grace=timedelta(hours=48), now=later)
     assert collected.doomed == []
     assert (tmp_path / after_it).exists()
+    # Days later: the batch no segment lists goes; the run's records stay, for its --resume.
+    days_later = datetime.now(UTC) + timedelta(days=3)
+    collected = collect_garbage(store.destination, None, grace=timedelta(hours=48), now=days_later)
+    assert [f.path for f in collected.doomed] == [after_it]
+    assert store.attempts("r4") != []
