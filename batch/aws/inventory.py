@@ -27,6 +27,7 @@ from batch.config.model import InputConfig
 from batch.core.errors import InputUnreachable
 from batch.core.inventory import (
     READ,
+    REQUIRED,
     InventoryFile,
     InventoryInvalid,
     InventoryManifest,
@@ -84,6 +85,10 @@ def file_batches(
     (`listed_object`) for a batch the vectorised form leaves to it (`batch.core.inventory_batches`)."""
     url_encoded = manifest.file_format == "CSV"
     for batch in _checked(_record_batches(path, manifest), manifest):
+        names = {name.lower() for name in batch.schema.names}
+        missing = [name for name in REQUIRED if name not in names]
+        if missing:  # the manifest's fileSchema names them, the file does not hold them
+            raise InventoryInvalid(f"{where}: the data file has no column {', '.join(missing)}")
         objects = current_objects(batch, url_encoded=url_encoded)
         chosen = None if objects is None else selected(objects, prefix, input_filter)
         if chosen is None:
@@ -109,6 +114,10 @@ def _download(client: Any, bucket: str, file: InventoryFile, path: Path) -> None
             md5 = download(client, bucket, file.key, out)
     except (ClientError, BotoCoreError) as exc:
         raise InputUnreachable(f"{where}: cannot read the data file: {_reason(exc)}") from None
+    except OSError as exc:  # the temp folder is full, read-only, ...: exit 3, as a full output is
+        raise InputUnreachable(
+            f"{where}: cannot copy the data file to {path.parent}: {exc.strerror}"
+        ) from None
     if md5 != file.md5:
         raise InventoryInvalid(f"{where}: MD5 {md5} is not the manifest's {file.md5}")
 
@@ -125,6 +134,9 @@ def _checked(batches: Iterator[pa.RecordBatch], manifest: InventoryManifest) -> 
 
 def _record_batches(path: Path, manifest: InventoryManifest) -> Iterator[pa.RecordBatch]:
     if manifest.file_format == "CSV":
+        with pa.input_stream(str(path), compression="gzip") as probe:
+            if not probe.read(1):
+                return  # no rows: the report of an empty bucket (pyarrow refuses an empty CSV)
         columns = list(manifest.columns)
         reader = pa_csv.open_csv(
             pa.input_stream(str(path), compression="gzip"),

@@ -16,7 +16,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batch.core.errors import InputUnreachable
 from batch.core.inventory_batches import OBJECTS, objects_batch
+from batch.core.redaction import one_line
 from batch.core.selection import ListedObject
 
 __all__ = ["sorted_batches", "sorted_by_key"]
@@ -51,9 +53,13 @@ def sorted_batches(batches: Iterable[pa.RecordBatch]) -> Iterator[ListedObject]:
             con.register("objects", objects)
             try:
                 con.execute(_SORT.format(out=_quoted(str(done))))
-            except duckdb.Error:
+            except duckdb.Error as exc:
                 if failed:  # the input's own error (e.g. an inventory refused), not DuckDB's wrapping of it
                     raise failed[0] from None
+                if isinstance(exc, duckdb.IOException):  # the temp folder is full or cannot be written
+                    raise InputUnreachable(
+                        f"run.inventory: cannot sort the inventory in {folder}: {one_line(str(exc))}"
+                    ) from None
                 raise
         for batch in pq.ParquetFile(done).iter_batches(batch_size=CHUNK_ROWS):
             columns = [batch.column(i).to_pylist() for i in range(len(OBJECTS))]
