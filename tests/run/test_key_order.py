@@ -71,3 +71,15 @@ except InputUnreachable as exc:
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 3, result.stderr[-2000:]
     assert result.stdout.startswith(f"run.inventory: cannot sort the inventory in {tmp_path}/rekbatch-sort-")
+
+
+def test_a_signal_during_the_sort_comes_out_as_keyboardinterrupt_not_as_duckdbs_error() -> None:
+    """`Shutdown` raises KeyboardInterrupt where the driver is, here in the generator DuckDB reads (a
+    dry run's sort): the run must end `interrupted` (130, 143), not with DuckDB's error (exit 1)."""
+
+    def interrupted() -> Iterator[pa.RecordBatch]:
+        yield objects_batch([ListedObject("a.jpg", "e", 1, T0)])
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        list(key_order.sorted_batches(interrupted()))
