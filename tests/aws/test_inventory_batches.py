@@ -226,3 +226,11 @@ def test_a_full_temp_folder_ends_the_read_with_one_line(
         InputUnreachable, match=r"s3://d/k: cannot copy the data file to .*: No space left on device$"
     ):
         inventory._download(None, "d", InventoryFile("k", 1, "m"), tmp_path / "data")
+
+
+def test_a_damaged_data_file_is_named_in_the_reason(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv.gz"
+    path.write_bytes(gzip.compress(b'"b","a.jpg","1"\n')[:-8])  # truncated
+    manifest = InventoryManifest("b", "d", "CSV", CSV_COLUMNS, ())
+    with pytest.raises(InventoryInvalid, match=r"^run.inventory: s3://d/k: a CSV data file: "):
+        list(file_batches(path, manifest, "", InputConfig(), where="run.inventory: s3://d/k"))
