@@ -27,6 +27,7 @@ from batch.config.model import InputConfig
 from batch.core.errors import InputUnreachable
 from batch.core.inventory import (
     READ,
+    REQUIRED,
     InventoryFile,
     InventoryInvalid,
     InventoryManifest,
@@ -60,7 +61,7 @@ def inventory_objects(client: Any, manifest: InventoryManifest) -> Iterator[List
             path = Path(folder) / "data"
             _download(client, manifest.destination_bucket, file, path)
             where = f"run.inventory: s3://{manifest.destination_bucket}/{file.key}"
-            for batch in _checked(_record_batches(path, manifest), manifest):
+            for batch in _checked(_record_batches(path, manifest), manifest, where):
                 yield from (obj for obj in _row_by_row(batch, manifest.file_format == "CSV", where) if obj)
 
 
@@ -83,7 +84,11 @@ def file_batches(
     """One local data file's selected objects, a record batch at a time: in Arrow, or row by row
     (`listed_object`) for a batch the vectorised form leaves to it (`batch.core.inventory_batches`)."""
     url_encoded = manifest.file_format == "CSV"
-    for batch in _checked(_record_batches(path, manifest), manifest):
+    for batch in _checked(_record_batches(path, manifest), manifest, where):
+        names = {name.lower() for name in batch.schema.names}
+        missing = [name for name in REQUIRED if name not in names]
+        if missing:  # the manifest's fileSchema names them, the file does not hold them
+            raise InventoryInvalid(f"{where}: the data file has no column {', '.join(missing)}")
         objects = current_objects(batch, url_encoded=url_encoded)
         chosen = None if objects is None else selected(objects, prefix, input_filter)
         if chosen is None:
@@ -109,22 +114,31 @@ def _download(client: Any, bucket: str, file: InventoryFile, path: Path) -> None
             md5 = download(client, bucket, file.key, out)
     except (ClientError, BotoCoreError) as exc:
         raise InputUnreachable(f"{where}: cannot read the data file: {_reason(exc)}") from None
+    except OSError as exc:  # the temp folder is full, read-only, ...: exit 3, as a full output is
+        raise InputUnreachable(
+            f"{where}: cannot copy the data file to {path.parent}: {exc.strerror}"
+        ) from None
     if md5 != file.md5:
         raise InventoryInvalid(f"{where}: MD5 {md5} is not the manifest's {file.md5}")
 
 
-def _checked(batches: Iterator[pa.RecordBatch], manifest: InventoryManifest) -> Iterator[pa.RecordBatch]:
-    """`batches`, InventoryInvalid with a one-line reason if the file cannot be read."""
+def _checked(
+    batches: Iterator[pa.RecordBatch], manifest: InventoryManifest, where: str = ""
+) -> Iterator[pa.RecordBatch]:
+    """`batches`, InventoryInvalid with a one-line reason naming the file (`where`) if it cannot be read."""
     try:
         yield from batches
     except (pa.ArrowException, OSError) as exc:
         raise InventoryInvalid(
-            f"run.inventory: a {manifest.file_format} data file: {one_line(str(exc))}"
+            f"{where or 'run.inventory'}: a {manifest.file_format} data file: {one_line(str(exc))}"
         ) from None
 
 
 def _record_batches(path: Path, manifest: InventoryManifest) -> Iterator[pa.RecordBatch]:
     if manifest.file_format == "CSV":
+        with pa.input_stream(str(path), compression="gzip") as probe:
+            if not probe.read(1):
+                return  # no rows: the report of an empty bucket (pyarrow refuses an empty CSV)
         columns = list(manifest.columns)
         reader = pa_csv.open_csv(
             pa.input_stream(str(path), compression="gzip"),

@@ -73,7 +73,7 @@ def parse_manifest(text: bytes | str, where: str) -> InventoryManifest:
         fmt = document["fileFormat"]
         manifest = InventoryManifest(
             source_bucket=document["sourceBucket"],
-            destination_bucket=document["destinationBucket"].removeprefix("arn:aws:s3:::"),
+            destination_bucket=re.sub(r"^arn:[a-z-]+:s3:::", "", document["destinationBucket"]),
             file_format=fmt,
             columns=schema_columns(fmt, document["fileSchema"]),
             files=tuple(InventoryFile(f["key"], int(f["size"]), f["MD5checksum"]) for f in document["files"]),

@@ -16,7 +16,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batch.core.errors import InputUnreachable
 from batch.core.inventory_batches import OBJECTS, objects_batch
+from batch.core.redaction import one_line
 from batch.core.selection import ListedObject
 
 __all__ = ["sorted_batches", "sorted_by_key"]
@@ -41,7 +43,7 @@ def sorted_batches(batches: Iterable[pa.RecordBatch]) -> Iterator[ListedObject]:
     with tempfile.TemporaryDirectory(prefix="rekbatch-sort-") as work:
         folder = Path(work)
         done = folder / "sorted.parquet"
-        failed: list[Exception] = []
+        failed: list[BaseException] = []
         objects = pa.RecordBatchReader.from_batches(OBJECTS, _noting(batches, failed))
         with duckdb.connect() as con:
             con.execute(f"SET memory_limit = '{SORT_MEMORY}'")
@@ -51,20 +53,26 @@ def sorted_batches(batches: Iterable[pa.RecordBatch]) -> Iterator[ListedObject]:
             con.register("objects", objects)
             try:
                 con.execute(_SORT.format(out=_quoted(str(done))))
-            except duckdb.Error:
-                if failed:  # the input's own error (e.g. an inventory refused), not DuckDB's wrapping of it
+            except duckdb.Error as exc:
+                if (
+                    failed
+                ):  # the input's own error (an inventory refused, a signal), not DuckDB's wrapping of it
                     raise failed[0] from None
+                if isinstance(exc, duckdb.IOException):  # the temp folder is full or cannot be written
+                    raise InputUnreachable(
+                        f"run.inventory: cannot sort the inventory in {folder}: {one_line(str(exc))}"
+                    ) from None
                 raise
         for batch in pq.ParquetFile(done).iter_batches(batch_size=CHUNK_ROWS):
             columns = [batch.column(i).to_pylist() for i in range(len(OBJECTS))]
             yield from itertools.starmap(ListedObject, zip(*columns, strict=True))
 
 
-def _noting(batches: Iterable[pa.RecordBatch], failed: list[Exception]) -> Iterator[pa.RecordBatch]:
+def _noting(batches: Iterable[pa.RecordBatch], failed: list[BaseException]) -> Iterator[pa.RecordBatch]:
     """`batches`, noting in `failed` the exception that ends them."""
     try:
         yield from batches
-    except Exception as exc:
+    except (Exception, KeyboardInterrupt) as exc:  # a signal's too (`Shutdown`), not GeneratorExit
         failed.append(exc)
         raise
 

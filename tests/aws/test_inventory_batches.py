@@ -189,3 +189,48 @@ def test_a_large_file_is_selected_in_arrow_batches(tmp_path: Path, fmt: str) -> 
     assert sum(b.num_rows for b in batches) == len(per_row(path, manifest, "p/", InputConfig())) == 16_000
     for raw in _record_batches(path, manifest):  # what AWS writes is read in Arrow, not row by row
         assert current_objects(raw, url_encoded=fmt == "CSV") is not None
+
+
+@pytest.mark.parametrize("fmt", ["ORC", "Parquet"])
+def test_a_data_file_without_a_column_its_manifest_names_is_refused_in_one_line(
+    tmp_path: Path, fmt: str
+) -> None:
+    fields = [f for f in _FIELDS if f[0] not in ("VersionId", "IsLatest", "IsDeleteMarker")]
+    rows = [{"Bucket": "b", "Key": "p/a.jpg", "Size": 1, "LastModifiedDate": T0, "ETag": "e"}]
+    path = tmp_path / "data"
+    path.write_bytes(_data_file(fmt, [f for f in fields if f[0] != "ETag"], rows))
+    with pytest.raises(InventoryInvalid, match=r"^FILE: the data file has no column e_tag$"):
+        list(file_batches(path, manifest_for(fmt, fields), "p/", InputConfig(), where="FILE"))
+
+
+def test_an_empty_csv_data_file_holds_no_rows(tmp_path: Path) -> None:
+    """The report of an empty bucket: a data file with no rows (as `local_stack.inventory` writes it)."""
+    manifest = InventoryManifest("b", "d", "CSV", CSV_COLUMNS, ())
+    assert list(file_batches(csv_file(tmp_path, []), manifest, "", InputConfig())) == []
+
+
+def test_a_full_temp_folder_ends_the_read_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from batch.aws import inventory
+    from batch.core.errors import InputUnreachable
+    from batch.core.inventory import InventoryFile
+
+    def full(*_args: Any) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(inventory, "download", full)
+    with pytest.raises(
+        InputUnreachable, match=r"s3://d/k: cannot copy the data file to .*: No space left on device$"
+    ):
+        inventory._download(None, "d", InventoryFile("k", 1, "m"), tmp_path / "data")
+
+
+def test_a_damaged_data_file_is_named_in_the_reason(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv.gz"
+    path.write_bytes(gzip.compress(b'"b","a.jpg","1"\n')[:-8])  # truncated
+    manifest = InventoryManifest("b", "d", "CSV", CSV_COLUMNS, ())
+    with pytest.raises(InventoryInvalid, match=r"^run.inventory: s3://d/k: a CSV data file: "):
+        list(file_batches(path, manifest, "", InputConfig(), where="run.inventory: s3://d/k"))

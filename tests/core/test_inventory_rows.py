@@ -70,6 +70,12 @@ def test_awss_example_manifest_parses_with_its_files_and_snake_case_columns() ->
     ]
 
 
+@pytest.mark.parametrize("partition", ["aws", "aws-cn", "aws-us-gov"])
+def test_the_destination_is_the_buckets_name_in_every_partition(partition: str) -> None:
+    document = AWS_CSV_MANIFEST | {"destinationBucket": f"arn:{partition}:s3:::inventories"}
+    assert parse_manifest(json.dumps(document), "here").destination_bucket == "inventories"
+
+
 @pytest.mark.parametrize(("fmt", "schema"), [("ORC", AWS_ORC_SCHEMA), ("Parquet", AWS_PARQUET_SCHEMA)])
 def test_orc_and_parquet_schemas_give_their_column_names(fmt: str, schema: str) -> None:
     assert schema_columns(fmt, schema)[:10] == (*FIRST, "storage_class", "is_multipart_uploaded")
