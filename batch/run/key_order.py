@@ -1,19 +1,23 @@
 """The input in key order, whatever its source: the merge-join with the settled state's snapshot
 (`batch.core.sorted_state`) walks both in UTF-8 binary key order. ListObjectsV2 lists in that order;
-an S3 Inventory report does not, so its objects are sorted out of core first (`sorted_batches`): its
-record batches streamed into DuckDB (an Arrow scan, no Python object per row), sorted under a memory
-limit (it spills to a temp folder) into one Parquet file, read back a record batch at a time. See
-docs/design/state.md.
+an S3 Inventory report does not, so its objects are sorted out of core first (`sorted_batches`), an
+external merge sort: record batches gathered up to `RUN_BYTES`, each run sorted in Arrow and written to
+a temp Parquet file, then the runs merged a record batch of each at a time. Memory is bounded by
+`RUN_BYTES` and the runs' read buffers whatever the keys' length (DuckDB's spilling sort ran out of its
+128 MB at 4M keys of 35 bytes, or 500k of 300). See docs/design/state.md.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import tempfile
 from collections.abc import Iterable, Iterator
+from operator import attrgetter
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batch.core.errors import InputUnreachable
@@ -23,58 +27,78 @@ from batch.core.selection import ListedObject
 
 __all__ = ["sorted_batches", "sorted_by_key"]
 
-#: Objects per record batch handed to the sort (`sorted_by_key`), and per record batch read back.
+#: Objects per record batch handed to the sort (`sorted_by_key`).
 CHUNK_ROWS = 50_000
-#: DuckDB's memory for the sort (beyond it, it spills to the temp folder).
-SORT_MEMORY = "128MB"
-
-_SORT = "COPY (SELECT * FROM objects ORDER BY key) TO '{out}' (FORMAT parquet)"
+#: Arrow bytes of objects sorted in memory at once: one run (a temp file) each.
+RUN_BYTES = 32 * 2**20
+#: Rows per row group of a run, and per record batch read back from each run while merging.
+READ_ROWS = 1_024
+#: Runs merged at once: more are first merged into longer runs, so the read buffers stay bounded.
+FAN_IN = 64
 
 
 def sorted_by_key(objects: Iterable[ListedObject]) -> Iterator[ListedObject]:
-    """`objects` in UTF-8 binary key order (DuckDB compares strings bytewise, as S3 lists them)."""
+    """`objects` in UTF-8 binary key order (Arrow compares strings bytewise, as S3 lists them)."""
     return sorted_batches(_as_batches(objects))
 
 
 def sorted_batches(batches: Iterable[pa.RecordBatch]) -> Iterator[ListedObject]:
-    """The objects of `batches` (`OBJECTS`' schema) in UTF-8 binary key order."""
-    import duckdb  # only for an inventory
-
+    """The objects of `batches` (`OBJECTS`' schema) in UTF-8 binary key order. Python compares str by
+    code point, the same order as UTF-8's bytes, so the merge keeps the runs' order."""
     with tempfile.TemporaryDirectory(prefix="rekbatch-sort-") as work:
         folder = Path(work)
-        done = folder / "sorted.parquet"
-        failed: list[BaseException] = []
-        objects = pa.RecordBatchReader.from_batches(OBJECTS, _noting(batches, failed))
-        with duckdb.connect() as con:
-            con.execute(f"SET memory_limit = '{SORT_MEMORY}'")
-            con.execute(f"SET temp_directory = '{_quoted(str(folder / 'spill'))}'")
-            con.execute("SET preserve_insertion_order = false")
-            con.execute("SET threads = 2")
-            con.register("objects", objects)
-            try:
-                con.execute(_SORT.format(out=_quoted(str(done))))
-            except duckdb.Error as exc:
-                if (
-                    failed
-                ):  # the input's own error (an inventory refused, a signal), not DuckDB's wrapping of it
-                    raise failed[0] from None
-                if isinstance(exc, duckdb.IOException):  # the temp folder is full or cannot be written
-                    raise InputUnreachable(
-                        f"run.inventory: cannot sort the inventory in {folder}: {one_line(str(exc))}"
-                    ) from None
-                raise
-        for batch in pq.ParquetFile(done).iter_batches(batch_size=CHUNK_ROWS):
-            columns = [batch.column(i).to_pylist() for i in range(len(OBJECTS))]
-            yield from itertools.starmap(ListedObject, zip(*columns, strict=True))
+        try:
+            runs = _sorted_runs(batches, folder)
+            for level in itertools.count():  # a queue: each object is written again log(runs) times
+                if len(runs) <= FAN_IN:
+                    break
+                runs = [*runs[FAN_IN:], _merged_run(runs[:FAN_IN], folder / f"merged-{level:05d}.parquet")]
+        except OSError as exc:  # the temp folder is full or cannot be written
+            raise InputUnreachable(
+                f"run.inventory: cannot sort the inventory in {folder}: {one_line(str(exc))}"
+            ) from None
+        yield from _merged(runs)
 
 
-def _noting(batches: Iterable[pa.RecordBatch], failed: list[BaseException]) -> Iterator[pa.RecordBatch]:
-    """`batches`, noting in `failed` the exception that ends them."""
-    try:
-        yield from batches
-    except (Exception, KeyboardInterrupt) as exc:  # a signal's too (`Shutdown`), not GeneratorExit
-        failed.append(exc)
-        raise
+def _sorted_runs(batches: Iterable[pa.RecordBatch], folder: Path) -> list[Path]:
+    """Write the objects of `batches` as sorted runs of about `RUN_BYTES` each; their paths."""
+    runs: list[Path] = []
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in itertools.chain(batches, [None]):
+        if batch is not None:
+            pending.append(batch)
+            held += batch.nbytes
+        if pending and (batch is None or held >= RUN_BYTES):
+            table = pa.Table.from_batches(pending, OBJECTS)
+            run = folder / f"run-{len(runs):05d}.parquet"
+            pq.write_table(table.take(pc.sort_indices(table, [("key", "ascending")])), run,
+                           row_group_size=READ_ROWS, compression="zstd")  # fmt: skip
+            runs.append(run)
+            pending, held = [], 0
+    return runs
+
+
+def _merged(runs: list[Path]) -> Iterator[ListedObject]:
+    return heapq.merge(*(_objects(run) for run in runs), key=attrgetter("key"))
+
+
+def _merged_run(runs: list[Path], out: Path) -> Path:
+    """Merge sorted `runs` into one run at `out`, deleting them."""
+    with pq.ParquetWriter(out, OBJECTS, compression="zstd") as writer:
+        merged = _merged(runs)
+        while chunk := list(itertools.islice(merged, READ_ROWS)):
+            writer.write_batch(objects_batch(chunk), row_group_size=READ_ROWS)
+    for run in runs:
+        run.unlink()
+    return out
+
+
+def _objects(run: Path) -> Iterator[ListedObject]:
+    """The objects of one sorted run, a record batch at a time."""
+    for batch in pq.ParquetFile(run).iter_batches(batch_size=READ_ROWS, use_threads=False):
+        columns = [batch.column(i).to_pylist() for i in range(len(OBJECTS))]
+        yield from itertools.starmap(ListedObject, zip(*columns, strict=True))
 
 
 def _as_batches(objects: Iterable[ListedObject]) -> Iterator[pa.RecordBatch]:
@@ -82,7 +106,3 @@ def _as_batches(objects: Iterable[ListedObject]) -> Iterator[pa.RecordBatch]:
     iterator = iter(objects)
     while chunk := list(itertools.islice(iterator, CHUNK_ROWS)):
         yield objects_batch(chunk)
-
-
-def _quoted(text: str) -> str:
-    return text.replace("'", "''")

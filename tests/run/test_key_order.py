@@ -30,16 +30,18 @@ def test_objects_come_out_in_utf8_byte_order_and_unchanged(rows: list, chunk: in
         ListedObject(key, f'"{i}"', size, T0 + timedelta(seconds=i), "v1" if versioned else None)
         for i, (key, size, versioned) in enumerate(rows)
     ]
-    default, key_order.CHUNK_ROWS = key_order.CHUNK_ROWS, chunk  # several files spilled, batches read
+    defaults = (key_order.CHUNK_ROWS, key_order.RUN_BYTES, key_order.READ_ROWS, key_order.FAN_IN)
+    # Several runs of a batch or two each, read back a few rows at a time, merged 2 at a time first.
+    key_order.CHUNK_ROWS, key_order.RUN_BYTES, key_order.READ_ROWS, key_order.FAN_IN = chunk, 1, 2, 2
     try:
         out = list(key_order.sorted_by_key(objects))
     finally:
-        key_order.CHUNK_ROWS = default
+        key_order.CHUNK_ROWS, key_order.RUN_BYTES, key_order.READ_ROWS, key_order.FAN_IN = defaults
     assert [o.key.encode() for o in out] == sorted(o.key.encode() for o in objects)
     assert sorted(out, key=lambda o: (o.key, o.etag)) == sorted(objects, key=lambda o: (o.key, o.etag))
 
 
-def test_an_error_of_the_input_comes_out_as_itself_not_as_duckdbs() -> None:
+def test_an_error_of_the_input_comes_out_as_itself() -> None:
     def failing() -> Iterator[pa.RecordBatch]:
         yield objects_batch([ListedObject("a.jpg", "e", 1, T0)])
         raise InventoryInvalid("run.inventory: s3://d/f: MD5 x is not the manifest's y")
@@ -73,7 +75,7 @@ except InputUnreachable as exc:
     assert result.stdout.startswith(f"run.inventory: cannot sort the inventory in {tmp_path}/rekbatch-sort-")
 
 
-def test_a_signal_during_the_sort_comes_out_as_keyboardinterrupt_not_as_duckdbs_error() -> None:
+def test_a_signal_during_the_sort_comes_out_as_keyboardinterrupt() -> None:
     """`Shutdown` raises KeyboardInterrupt where the driver is, here in the generator DuckDB reads (a
     dry run's sort): the run must end `interrupted` (130, 143), not with DuckDB's error (exit 1)."""
 
