@@ -6,7 +6,9 @@ and RUNNING `--model-start-seconds` later (read lazily, on the next call that lo
 answers STOPPING and the model is STOPPED at once. DetectCustomLabels answers only a RUNNING model
 (ResourceNotReadyException otherwise, ResourceNotFoundException for an unknown ARN), from the image's
 content: each green rectangle is a `Box` with its Geometry (upright box and polygon), and an image with a
-face (red or orange) the image-level label `People` (no Geometry). An adapter needs no starting.
+face (red or orange) the image-level label `People` (no Geometry). An adapter needs no starting;
+DescribeProjects finds its project only with `Features` CONTENT_MODERATION (without `Features`, AWS
+describes CUSTOM_LABELS projects only).
 
 Each project's ARN ends with `PROJECT_NUMBER`, a version's with its own number, as in AWS, so a project
 ARN cannot be read off a version ARN: DescribeProjects finds it by name.
