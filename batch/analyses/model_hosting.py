@@ -102,7 +102,7 @@ class StartedModel:
 
 
 class VersionHooks(DriverHooks):
-    """Reads a project version's status: a Custom Labels model or a moderation adapter (`feature`)."""
+    """Reads a project version's status: a Custom Labels model or a moderation adapter (`features`)."""
 
     #: The config key the errors name; what a version is called in them.
     where, kind = "analyses.custom_labels", "model"
@@ -285,8 +285,9 @@ class ModelHooks(VersionHooks):
         self._stop_started()
 
     def close(self) -> DriverReport | None:
-        """The run ended early (an error, a signal): stop the models it started, and say so."""
-        if self._closed or not any(m.stopped is None for m in self.started):
+        """The run ended early (an error, a signal): stop the models it started (or adopted), and say so,
+        and say the models earlier runs left running."""
+        if self._closed or not (any(m.stopped is None for m in self.started) or self._leftover_lines):
             return None
         self._stop_started()
         return self.report()

@@ -421,6 +421,11 @@ def test_a_model_left_running_by_a_killed_run_is_said_and_left_without_start_mod
     assert driver.report().fields["model_cost_usd"] == 0.0
     assert "StopProjectVersion" not in rekognition.operations()
     assert [r.arn for r in ModelLedger(store).open_records()] == [MODEL]
+    ended_early = hooks(rekognition, clock, store=store, run_id="n3")
+    ended_early.prepare(ended_early._settings)
+    report = ended_early.close()  # an error or a signal before `finish`: the summary still says it
+    assert report is not None
+    assert report.lines == [f"  {warning}"]
 
 
 @pytest.mark.parametrize("status", ["RUNNING", "STARTING"])
