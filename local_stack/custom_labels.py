@@ -6,7 +6,9 @@ and RUNNING `--model-start-seconds` later (read lazily, on the next call that lo
 answers STOPPING and the model is STOPPED at once. DetectCustomLabels answers only a RUNNING model
 (ResourceNotReadyException otherwise, ResourceNotFoundException for an unknown ARN), from the image's
 content: each green rectangle is a `Box` with its Geometry (upright box and polygon), and an image with a
-face (red or orange) the image-level label `People` (no Geometry). An adapter needs no starting.
+face (red or orange) the image-level label `People` (no Geometry). An adapter needs no starting;
+DescribeProjects finds its project only with `Features` CONTENT_MODERATION (without `Features`, AWS
+describes CUSTOM_LABELS projects only).
 
 Each project's ARN ends with `PROJECT_NUMBER`, a version's with its own number, as in AWS, so a project
 ARN cannot be read off a version ARN: DescribeProjects finds it by name.
@@ -63,11 +65,12 @@ class ModelStore:
             if not VERSION_ARN.fullmatch(arn):
                 raise ValueError(f"not a project version ARN: {arn}")
 
-    def project_arn(self, name: str) -> str | None:
-        """The ARN of the project `name`, if one of the endpoint's models is in it."""
-        for arn in self._models:
+    def project_arn(self, name: str, features: Iterable[str] | None = None) -> str | None:
+        """The ARN of the project `name`, if one of the endpoint's models (of one of `features`, when
+        given) is in it."""
+        for arn, model in self._models.items():
             prefix, project, _ = _parts(arn)
-            if project == name:
+            if project == name and (features is None or model.feature in features):
                 return f"{prefix}:project/{project}/{PROJECT_NUMBER}"
         return None
 
@@ -115,12 +118,17 @@ def _parts(arn: str) -> tuple[str, str, str]:
 
 
 def describe_projects(call: Any, req: dict[str, Any]) -> dict[str, Any]:
+    """The named projects of the features asked, as AWS: without `Features`, CUSTOM_LABELS only (an
+    adapter's project is found only with `Features: ["CONTENT_MODERATION"]`)."""
     store: ModelStore = call.models
     names = req.get("ProjectNames") or []
-    arns = [(name, store.project_arn(name)) for name in names]
+    found = []
+    for feature in req.get("Features") or ["CUSTOM_LABELS"]:
+        found += [(arn, feature) for name in names if (arn := store.project_arn(name, [feature]))]
     return {
         "ProjectDescriptions": [
-            {"ProjectArn": arn, "CreationTimestamp": CREATED, "Status": "CREATED"} for _, arn in arns if arn
+            {"ProjectArn": arn, "CreationTimestamp": CREATED, "Status": "CREATED", "Feature": feature}
+            for arn, feature in found
         ]
     }
 

@@ -92,6 +92,8 @@ class DriverSetup:
     #: Each operation's quota as the run resolved it in its own region (`batch.run.quotas`: set, else
     #: read from Service Quotas), for the driver's own calls (`batch.aws.rekognition.driver_caller`).
     quotas: Mapping[str, float] = field(default_factory=dict)
+    #: The run's id ("" in a dry run), for what a hook records under the output.
+    run_id: str = ""
 
 
 @dataclass

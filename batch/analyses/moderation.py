@@ -10,7 +10,9 @@ and the Developer Guide, "Detecting inappropriate images"
 same on every row of an image; an image without moderation labels has no row, so its content types are
 not kept. With `project_version` (a custom moderation adapter's ARN, sent as `ProjectVersion`),
 `adapter` is the adapter the answer names (the response's `ProjectVersion`: absent when the adapter had
-expired and the base model answered). `HumanLoopActivationOutput` is not kept. No boxes.
+expired and the base model answered). Before the attempt the driver checks the adapter
+(`batch.analyses.model_hosting.AdapterHooks`: it exists in the run's region and is usable), so a wrong
+ARN stops the run (exit 2) before any image is sent. `HumanLoopActivationOutput` is not kept. No boxes.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import Any
 import pyarrow as pa
 
 from batch.analyses._rows import number, parse_settings
-from batch.analyses.base import Analysis
+from batch.analyses.base import Analysis, DriverHooks, DriverSetup
 from batch.analyses.custom_labels import check_version_arn
+from batch.analyses.model_hosting import AdapterHooks
 from batch.core.geometry import BoxPlacement
 from batch.core.tables import NAMED_CONFIDENCE, table_schema
 
@@ -110,6 +113,10 @@ class Moderation(Analysis):
         """An adapter is a resource of the run's region: its calls stay there (another region has no
         such project version)."""
         return self.fans_out and not settings.project_version
+
+    def driver(self, setup: DriverSetup) -> DriverHooks:
+        """With an adapter: check it before the attempt (`AdapterHooks`)."""
+        return AdapterHooks(setup, self.name) if setup.settings.project_version else DriverHooks()
 
     def settings_document(self, settings: Any) -> dict[str, Any]:
         document = dataclasses.asdict(settings)

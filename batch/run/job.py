@@ -118,7 +118,9 @@ def _run(config: RunConfig, s3: Any, summary: RunSummary, shutdown: Shutdown) ->
         summary.manifest = store.destination.location(manifest_path(summary.run_id))
         return
     quotas = resolve_quotas(config, summary)  # before the hooks: their own calls are held to them too
-    hooks = _driver_hooks(config, s3, store, quotas, dry_run=False, stopping=lambda: shutdown.requested)
+    hooks = _driver_hooks(
+        config, s3, store, quotas, dry_run=False, stopping=lambda: shutdown.requested, run_id=summary.run_id
+    )
     try:
         config = _prepared(config, hooks)
         summary.config_digest = config_digest(config)  # with what the hooks resolved (reference ETags)
@@ -208,12 +210,13 @@ def _driver_hooks(
     *,
     dry_run: bool,
     stopping: Callable[[], bool] = lambda: False,
+    run_id: str = "",
 ) -> dict[str, DriverHooks]:
     """The driver-side hooks of each analysis of the run, in the run's order; their own calls held to
     `quotas` (the run's, in its own region)."""
     return {
         name: REGISTRY[name].driver(
-            DriverSetup(config, config.analysis_settings[name], s3, store, dry_run, stopping, quotas)
+            DriverSetup(config, config.analysis_settings[name], s3, store, dry_run, stopping, quotas, run_id)
         )
         for name in config.analyses
     }

@@ -12,12 +12,17 @@ import pytest
 
 from batch.analyses import custom_labels, moderation
 from batch.analyses.base import DriverSetup, ImageInput
-from batch.analyses.model_hosting import ModelHooks, project_and_version
+from batch.analyses.model_hosting import AdapterHooks, ModelHooks, project_and_version
+from batch.analyses.model_ledger import ModelLedger
 from batch.analyses.registry import _digest, settings_digest
 from batch.config.model import RunConfig
 from batch.core.calls import CallResult
 from batch.core.errors import ConfigError
 from batch.core.geometry import BoxPlacement
+from batch.core.manifest import heartbeat_path
+from batch.core.model_records import ModelRecord, record_path
+from batch.storage.commits import RunStore
+from batch.storage.sink import Destination
 
 MODEL = "arn:aws:rekognition:us-east-1:123456789012:project/widgets/version/widgets.2026-01-01/1767261600000"
 OTHER = "arn:aws:rekognition:us-east-1:123456789012:project/gadgets/version/g.1/1767261600002"
@@ -192,11 +197,22 @@ class Clock:
         self.now += seconds
 
 
-def hooks(rekognition: Scripted, clock: Clock, *, dry_run: bool = False, **settings: Any) -> ModelHooks:
+def hooks(
+    rekognition: Scripted,
+    clock: Clock,
+    *,
+    dry_run: bool = False,
+    store: RunStore | None = None,
+    run_id: str = "",
+    **settings: Any,
+) -> ModelHooks:
+    """The hooks of a run; with `store`, its model records are kept there, dated by `clock` + 1.7e9
+    (`clock` starts at 1000)."""
     chosen = custom_labels.Settings(models=tuple(rekognition.statuses), poll_seconds=30.0, **settings)
     config = RunConfig(prices={"custom_labels_inference_hour": 4.0})
-    setup = DriverSetup(config, chosen, s3=None, store=None, dry_run=dry_run)
-    return ModelHooks(setup, "custom_labels", caller=rekognition, clock=clock, sleep=clock.sleep)
+    setup = DriverSetup(config, chosen, s3=None, store=store, dry_run=dry_run, run_id=run_id)
+    wall = lambda: clock.now + 1.7e9  # noqa: E731
+    return ModelHooks(setup, "custom_labels", caller=rekognition, clock=clock, sleep=clock.sleep, wall=wall)
 
 
 def test_a_model_not_running_stops_the_run_naming_it_and_its_status_and_nothing_is_started() -> None:
@@ -228,7 +244,12 @@ def test_start_models_starts_waits_stops_only_what_it_started_and_prices_the_hou
     assert [r for op, r in rekognition.calls if op == "StopProjectVersion"] == [{"ProjectVersionArn": OTHER}]
     assert rekognition.statuses == {MODEL: "RUNNING", OTHER: "STOPPED"}
     report = driver.report()
-    assert report.fields == {"models_started": [OTHER], "inference_hours": 2.0, "model_cost_usd": 8.0}
+    assert report.fields == {
+        "models_started": [OTHER],
+        "models_adopted": [],
+        "inference_hours": 2.0,
+        "model_cost_usd": 8.0,
+    }
     assert report.image_cost_usd == 8.0
     assert report.lines == [
         f"  model {OTHER}: started by this run and stopped, 1.000 h x 2 inference units x $4.00 = $8.0000"
@@ -321,3 +342,195 @@ def test_a_dry_run_stops_on_no_status_and_tells_what_a_run_would_do() -> None:
     assert driver.report().forecast_lines == [
         f"  model {MODEL}: TRAINING_FAILED; a run would stop, exit 2: it cannot be started"
     ]
+
+
+# --- the records of the models started: a driver killed leaves its model to the next run ---------
+
+
+def test_a_record_round_trips_and_anything_else_is_no_record() -> None:
+    record = ModelRecord(MODEL, "k9", 2, 1.7e9)
+    assert ModelRecord.from_json(record.to_json()) == record
+    assert ModelRecord.from_json(record.stopped(1.7e9 + 60).to_json()) == record.stopped(1.7e9 + 60)
+    for junk in (
+        b"",
+        b"{",
+        b"[]",
+        b'{"arn": "x"}',
+        b'{"arn": "x", "run_id": "r", "units": "two", "started_at": 1}',
+    ):
+        assert ModelRecord.from_json(junk) is None
+    assert record_path(MODEL) == record_path(MODEL) != record_path(OTHER)
+    assert record_path(MODEL).startswith("_models/widgets.2026-01-01-")
+
+
+class Recording(Scripted):
+    """Scripted, and the open records on the output at each StartProjectVersion."""
+
+    def __init__(self, statuses: dict[str, str], ledger: ModelLedger, **more: Any) -> None:
+        super().__init__(statuses, **more)
+        self.ledger, self.open_at_start = ledger, []
+
+    def call(self, method: str, operation: str, request: dict[str, Any]) -> CallResult:
+        if operation == "StartProjectVersion":
+            self.open_at_start.append(self.ledger.open_records())
+        return super().call(method, operation, request)
+
+
+def test_a_start_is_recorded_before_the_call_and_the_record_closed_once_the_model_stopped(
+    tmp_path: Any,
+) -> None:
+    store = RunStore(Destination(str(tmp_path)))
+    rekognition, clock = Recording({MODEL: "STOPPED"}, ModelLedger(store), starting_polls=1), Clock()
+    driver = hooks(rekognition, clock, store=store, run_id="r1", start_models=True, inference_units=2)
+    driver.prepare(driver._settings)
+    driver.before_batch(["a.jpg"])
+    assert rekognition.open_at_start == [[ModelRecord(MODEL, "r1", 2, 1000.0 + 1.7e9)]]
+    rekognition.refuse_stop = True  # a stop that fails: the model may run, its record stays open
+    driver.finish(completed=True)
+    assert ModelLedger(store).open_records() == [ModelRecord(MODEL, "r1", 2, 1000.0 + 1.7e9)]
+
+    rekognition.refuse_stop = False
+    again = hooks(rekognition, clock, store=store, run_id="r2", start_models=True)
+    rekognition.statuses[MODEL] = "RUNNING"
+    again.prepare(again._settings)
+    again.finish(completed=True)
+    assert ModelLedger(store).open_records() == []
+
+
+def killed_run(tmp_path: Any, status: str) -> tuple[RunStore, Scripted, Clock]:
+    """An output whose run `k9` started MODEL at clock 1000 and was killed: MODEL is `status`."""
+    store = RunStore(Destination(str(tmp_path)))
+    ModelLedger(store).write(ModelRecord(MODEL, "k9", 2, 1000.0 + 1.7e9))
+    clock = Clock()
+    clock.now += 1800  # the next run starts half an hour later
+    return store, Scripted({MODEL: status}, starting_polls=1), clock
+
+
+def test_a_model_left_running_by_a_killed_run_is_said_and_left_without_start_models(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, rekognition, clock = killed_run(tmp_path, "RUNNING")
+    driver = hooks(rekognition, clock, store=store, run_id="n2")
+    driver.prepare(driver._settings)
+    driver.finish(completed=True)
+    said = f"model {MODEL} is RUNNING since 2023-11-14T22:30:00Z: started by run k9 of this output"
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith(said)
+    assert "\n" not in warning
+    assert driver.report().lines == [f"  {warning}"]
+    assert driver.report().fields["model_cost_usd"] == 0.0
+    assert "StopProjectVersion" not in rekognition.operations()
+    assert [r.arn for r in ModelLedger(store).open_records()] == [MODEL]
+    ended_early = hooks(rekognition, clock, store=store, run_id="n3")
+    ended_early.prepare(ended_early._settings)
+    report = ended_early.close()  # an error or a signal before `finish`: the summary still says it
+    assert report is not None
+    assert report.lines == [f"  {warning}"]
+
+
+@pytest.mark.parametrize("status", ["RUNNING", "STARTING"])
+def test_start_models_adopts_a_model_a_killed_run_left_stops_it_and_prices_its_hours_since_the_record(
+    tmp_path: Any, status: str
+) -> None:
+    store, rekognition, clock = killed_run(tmp_path, status)
+    driver = hooks(rekognition, clock, store=store, run_id="n2", start_models=True)
+    driver.prepare(driver._settings)
+    driver.before_batch([])  # nothing to analyse: the adopted model is stopped all the same
+    clock.now += 1800
+    driver.finish(completed=True)
+    assert "StartProjectVersion" not in rekognition.operations()
+    assert rekognition.operations()[-1] == "StopProjectVersion"
+    report = driver.report()
+    assert report.fields == {
+        "models_started": [],
+        "models_adopted": [MODEL],
+        "inference_hours": 2.0,  # an hour since the record's start x 2 units
+        "model_cost_usd": 8.0,
+    }
+    assert report.lines == [
+        f"  model {MODEL}: started at 2023-11-14T22:30:00Z by run k9, which never stopped it, and stopped "
+        "by this run, 1.000 h x 2 inference units x $4.00 = $8.0000"
+    ]
+    assert ModelLedger(store).open_records() == []
+
+
+def test_a_resume_adopts_what_its_killed_attempt_started_and_another_live_run_keeps_its_model(
+    tmp_path: Any,
+) -> None:
+    store, rekognition, clock = killed_run(tmp_path, "RUNNING")
+    Destination(str(tmp_path)).publish(heartbeat_path("k9", 1), b"{}")  # k9's driver beat just now
+    other = hooks(rekognition, clock, store=store, run_id="n2", start_models=True)
+    other.prepare(other._settings)
+    other.finish(completed=True)
+    assert other.started == []
+    assert "StopProjectVersion" not in rekognition.operations()
+    resumed = hooks(rekognition, clock, store=store, run_id="k9", start_models=True)
+    resumed.prepare(resumed._settings)
+    resumed.finish(completed=True)
+    assert resumed.report().fields["models_adopted"] == [MODEL]
+    assert rekognition.statuses[MODEL] == "STOPPED"
+
+
+def test_the_record_of_a_model_someone_stopped_is_closed_and_a_dry_run_writes_nothing(tmp_path: Any) -> None:
+    store, rekognition, clock = killed_run(tmp_path, "STOPPED")
+    dry = hooks(rekognition, clock, store=store, dry_run=True, start_models=True)
+    dry.prepare(dry._settings)
+    assert len(ModelLedger(store).open_records()) == 1
+    driver = hooks(rekognition, clock, store=store, run_id="n2", start_models=True)
+    driver.prepare(driver._settings)
+    assert ModelLedger(store).open_records() == []
+    assert driver.started == []
+
+
+# --- a moderation adapter is checked before the attempt -------------------------------------------
+
+
+class Adapters:
+    """DescribeProjects and DescribeProjectVersions of one adapter project, as AWS answers them."""
+
+    def __init__(self, status: str | None) -> None:
+        self.status, self.calls = status, []
+
+    def call(self, method: str, operation: str, request: dict[str, Any]) -> CallResult:
+        self.calls.append((operation, request))
+        if operation == "DescribeProjects":
+            found = self.status is not None and request.get("Features") == ["CONTENT_MODERATION"]
+            projects = [{"ProjectArn": "arn:...:project/mod/1700"}] if found else []
+            return CallResult({"ProjectDescriptions": projects}, 1)
+        described = [{"ProjectVersionArn": ADAPTER, "Status": self.status}]
+        return CallResult({"ProjectVersionDescriptions": described}, 1)
+
+
+def adapter_hooks(status: str | None, arn: str = ADAPTER) -> tuple[AdapterHooks, Adapters]:
+    rekognition = Adapters(status)
+    settings = moderation.Settings(project_version=arn)
+    setup = DriverSetup(RunConfig(), settings, s3=None, store=None, dry_run=False)
+    return AdapterHooks(setup, "moderation", caller=rekognition), rekognition
+
+
+@pytest.mark.parametrize("status", ["TRAINING_COMPLETED", "DEPRECATED"])
+def test_a_usable_adapter_passes_the_check(status: str) -> None:
+    driver, rekognition = adapter_hooks(status)
+    assert driver.prepare(driver._settings) == driver._settings
+    assert [op for op, _ in rekognition.calls] == ["DescribeProjects", "DescribeProjectVersions"]
+
+
+@pytest.mark.parametrize(
+    ("status", "arn", "reason"),
+    [
+        (None, ADAPTER, f"adapter {ADAPTER}: no project 'mod' here"),
+        ("TRAINING_COMPLETED", ADAPTER.replace("mod.1", "mod.2"), "no such adapter version"),
+        ("EXPIRED", ADAPTER, f"adapter {ADAPTER} is EXPIRED: DetectModerationLabels would not use it"),
+        ("TRAINING_IN_PROGRESS", ADAPTER, "is TRAINING_IN_PROGRESS"),
+    ],
+)
+def test_an_adapter_missing_or_not_usable_stops_the_run(status: str | None, arn: str, reason: str) -> None:
+    driver, _ = adapter_hooks(status, arn)
+    with pytest.raises(ConfigError, match=r"^analyses\.moderation\.project_version: ") as raised:
+        driver.prepare(driver._settings)
+    assert reason in str(raised.value)
+
+
+def test_moderation_without_an_adapter_checks_nothing() -> None:
+    setup = DriverSetup(RunConfig(), moderation.Settings(), s3=None, store=None, dry_run=False)
+    assert type(moderation.ANALYSIS.driver(setup)).__name__ == "DriverHooks"

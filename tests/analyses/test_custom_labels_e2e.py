@@ -220,3 +220,94 @@ def test_a_signal_while_the_model_starts_stops_it(
         assert "DetectCustomLabels" not in {c["operation"] for c in slow.calls()}
     finally:
         slow.close()
+
+
+def stop_model(stack: LocalStack) -> None:
+    """Stop MODEL if it runs (a test that failed part-way leaves the stack as it found it)."""
+    if model_status(stack) in ("RUNNING", "STARTING"):
+        client = boto3.client("rekognition", endpoint_url=stack.rekognition_url, region_name="us-east-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+        client.stop_project_version(ProjectVersionArn=MODEL)
+
+
+def test_a_model_a_killed_run_started_is_said_by_the_next_run_and_stopped_and_priced_by_start_models(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    """kill -9 of a `--start-models` driver (an OOM kill, a lost node) once the model runs: the resume
+    without `--start-models` warns in one line that the model runs since the killed run started it, and
+    the next `--start-models` run, with nothing to analyse, stops it and prices it from that start."""
+    out, summary = tmp_path / "out", tmp_path / "summary.json"
+    before = len(stack.calls())
+    killed = subprocess.Popen(
+        command(out, "--analyses", "custom_labels", "--start-models", "--run-id", "k9", "--tps", "1"),
+        env=environment(stack, [MODEL]),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(
+            lambda: (
+                killed.poll() is not None
+                or "DetectCustomLabels" in {c["operation"] for c in stack.calls()[before:]}
+            )
+        )
+        assert killed.poll() is None, "the run ended before it could be killed"
+        killed.kill()
+        assert killed.wait() == -signal.SIGKILL
+        assert model_status(stack) == "RUNNING"
+
+        resumed = rekbatch(stack, out, "--analyses", "custom_labels", "--resume", "k9")
+        assert resumed.returncode == 0, resumed.stderr
+        said = [line for line in resumed.stderr.splitlines() if f"model {MODEL} is RUNNING since " in line]
+        assert len(said) == 1, resumed.stderr
+        assert "started by run k9 of this output, which never stopped it: it bills until stopped" in said[0]
+        assert model_status(stack) == "RUNNING"  # not this run's to stop
+
+        adopting = rekbatch(stack, out, "--analyses", "custom_labels", "--start-models",
+                            "--summary-json", str(summary))  # fmt: skip
+        assert adopting.returncode == 0, adopting.stderr
+        assert model_status(stack) == "STOPPED"
+        calls = stack.calls()[before:]
+        assert [c["operation"] for c in calls].count("StartProjectVersion") == 1
+        assert [c["operation"] for c in calls].count("StopProjectVersion") == 1
+        report = json.loads(summary.read_text())
+        assert (report["models_started"], report["models_adopted"]) == ([], [MODEL])
+        (start,) = [c["ts"] for c in calls if c["operation"] == "StartProjectVersion"]
+        (stop,) = [c["ts"] for c in calls if c["operation"] == "StopProjectVersion"]
+        assert report["inference_hours"] * 3600 >= stop - start  # never below the endpoint's bill
+        assert report["model_cost_usd"] == pytest.approx(report["inference_hours"] * 4.0, abs=3e-6)
+        assert f"model {MODEL}: started at " in adopting.stdout
+        assert "by run k9, which never stopped it, and stopped by this run" in adopting.stdout
+
+        again = rekbatch(stack, out, "--analyses", "custom_labels")  # the record is closed: no warning
+        assert again.returncode == 2, again.stderr
+        assert "never stopped" not in again.stderr
+    finally:
+        if killed.poll() is None:
+            killed.kill()
+            killed.wait()
+        stop_model(stack)
+
+
+@pytest.mark.parametrize("adapter", [ADAPTER.replace("mod.1", "mod.9"), MODEL], ids=["unknown", "a-model"])
+def test_an_adapter_that_does_not_exist_stops_the_run_before_any_image_call(
+    stack: LocalStack, tmp_path: Path, adapter: str
+) -> None:
+    before = len(stack.calls())
+    done = subprocess.run(
+        command(tmp_path / "out", "--analyses", "moderation,labels"),
+        env={
+            **environment(stack, [MODEL]),
+            "REKBATCH_ANALYSES__MODERATION__PROJECT_VERSION": json.dumps(adapter),
+        },
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("rekbatch: error:")]
+    assert line.startswith(f"rekbatch: error: analyses.moderation.project_version: adapter {adapter}: no ")
+    assert {c["operation"] for c in stack.calls()[before:]} <= {"DescribeProjects", "DescribeProjectVersions"}
+    assert not (tmp_path / "out" / "_commits").exists()

@@ -124,3 +124,23 @@ def test_moderation_names_a_known_adapter_and_answers_content_types(app: Rekogni
     code, body = call(app, "DetectModerationLabels", Image=blank)
     assert body["ContentTypes"] == []
     assert "ProjectVersion" not in body
+
+
+def test_an_adapters_project_is_found_only_with_the_content_moderation_feature(app: RekognitionApp) -> None:
+    # botocore's DescribeProjects `Features`: "If no value is specified, CUSTOM_LABELS is used".
+    assert call(app, "DescribeProjects", ProjectNames=["mod"]) == (200, {"ProjectDescriptions": []})
+    _, found = call(app, "DescribeProjects", ProjectNames=["mod", "widgets"], Features=["CONTENT_MODERATION"])
+    (project,) = found["ProjectDescriptions"]
+    assert (project["ProjectArn"], project["Feature"]) == (
+        "arn:aws:rekognition:us-east-1:123456789012:project/mod/1700000000000",
+        "CONTENT_MODERATION",
+    )
+    _, versions = call(
+        app, "DescribeProjectVersions", ProjectArn=project["ProjectArn"], VersionNames=["mod.1"]
+    )
+    (version,) = versions["ProjectVersionDescriptions"]
+    assert (version["ProjectVersionArn"], version["Status"], version["Feature"]) == (
+        ADAPTER,
+        "TRAINING_COMPLETED",
+        "CONTENT_MODERATION",
+    )
