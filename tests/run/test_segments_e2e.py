@@ -187,12 +187,12 @@ def test_a_run_killed_after_two_segments_shows_them_and_resumes_without_a_repeat
 
 
 def test_a_segment_snapshot_is_written_while_the_batches_go_on(stack: LocalStack, tmp_path: Path) -> None:
-    """The first segment's snapshot takes `PAUSE` seconds (the fault). It used to run in the driver's
+    """The first segment's snapshot takes 20 s (the fault). It used to run in the driver's
     result loop: nothing was submitted meanwhile, the endpoint got only the calls of the batches already
     in flight (at most a window of batches: 4 of 4 images). Now it runs in the background: most of the
     run's images are called during it, the later segments' snapshots are skipped, and the final one,
     written once it is done, covers every segment. Each image is billed once, readers see every row."""
-    pause_seconds, window_images = 20.0, 2 * WORKERS * THREADS * 4
+    pause_seconds, window_images = 20.0, 2 * WORKERS * THREADS * 4  # 2 x threads batches of 4 in flight
     out, pause, since = tmp_path / "out", tmp_path / "pause", len(logged(stack))
     pause.mkdir()
     fault = {faults.SNAPSHOT_PAUSE: str(pause), faults.SNAPSHOT_PAUSE_SECONDS: str(pause_seconds)}
