@@ -1,18 +1,21 @@
 """The attempt and the commit: claim an attempt number (`batch.run.resume` keeps what a resumed run's
 earlier attempts did), and commit: the ledger checked, the `runs` row written, the manifest created
 create-only. Another attempt having created it first is a lost race. A long run (`run.commit_every`)
-commits segments on the way through the same `commit` (`batch.core.segments`), then its final manifest.
-See docs/design/commit-protocol.md.
+commits segments on the way through the same `commit` (`batch.core.segments`), then its final manifest;
+a segment's state snapshot is written in the background (`SegmentSnapshots`), the run's last one after
+its commit (`write_snapshot`). See docs/design/commit-protocol.md and docs/design/state.md.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -39,9 +42,9 @@ from batch.run.plan import settings_digests
 from batch.run.summary import RunSummary
 from batch.storage.commits import RunStore
 from batch.storage.sink import write_tables
-from batch.storage.snapshot import update_snapshot
+from batch.storage.snapshot import Cancel, update_snapshot
 
-__all__ = ["Attempt", "commit", "runs_row", "start_attempt", "write_snapshot"]
+__all__ = ["Attempt", "SegmentSnapshots", "commit", "runs_row", "start_attempt", "write_snapshot"]
 
 logger = logging.getLogger(__name__)
 
@@ -164,19 +167,73 @@ def commit(
     return True
 
 
-def write_snapshot(store: RunStore) -> None:
-    """After a commit: the settled state's snapshot, to cover it (`batch.storage.snapshot`). A cache:
-    one that fails, or that a signal stops, leaves the run committed and the next start reading the
-    runs since the last snapshot."""
+def write_snapshot(
+    store: RunStore, *, after: SegmentSnapshots | None = None, cancel: Cancel | None = None
+) -> None:
+    """After a commit: the settled state's snapshot, to cover it (`batch.storage.snapshot`), once the
+    segment's snapshot being written `after` is done. A cache: one that fails, or that a signal stops,
+    leaves the run committed and the next start reading the runs since the last one (a warning); one
+    that `cancel` stops (the run ended) says nothing more."""
     try:
-        faults.snapshot_pause()
-        update_snapshot(store, store.manifests())
+        if after is not None:
+            after.wait()
+        faults.snapshot_pause(cancel.event if cancel else None)
+        update_snapshot(store, store.manifests(), cancel)
     except KeyboardInterrupt:
         _snapshot_warning("stopped by a signal")
         raise
     except Exception as exc:
+        if cancel is not None and cancel.requested:  # the run ended: it says so itself
+            logger.info("state: the segment's snapshot stopped with the run")
+            return
         logger.debug("snapshot failed", exc_info=True)
         _snapshot_warning(one_line(str(exc), 300))
+
+
+class SegmentSnapshots:
+    """A segment's snapshot, written in one background thread while the run goes on submitting and
+    collecting batches (at 10M keys it takes minutes). One at a time: a segment committed while the
+    previous one's is being written gets none, the next snapshot covers it. Leaving the block stops the
+    one still being written (a run that ends otherwise than by its last commit's snapshot) and waits
+    for it at most `STOP_SECONDS`: the thread is a daemon, nothing hangs on it."""
+
+    STOP_SECONDS = 10.0
+
+    def __init__(self, store: RunStore) -> None:
+        self._store = store
+        self._cancel = Cancel()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """After a segment's commit: its snapshot, unless the previous one is still being written."""
+        if self._thread is not None and self._thread.is_alive():
+            logger.info(
+                "state: the previous segment's snapshot is still being written: the next covers this one"
+            )
+            return
+        self._thread = threading.Thread(
+            target=write_snapshot,
+            args=(self._store,),
+            kwargs={"cancel": self._cancel},
+            name="rekbatch-segment-snapshot",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Until the snapshot being written is done (a signal stops the wait: KeyboardInterrupt)."""
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(0.2)
+
+    def __enter__(self) -> SegmentSnapshots:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._cancel()
+            self._thread.join(self.STOP_SECONDS)
 
 
 def _snapshot_warning(reason: str) -> None:

@@ -10,14 +10,16 @@ variable is set; never set them in production. (Not `REKBATCH_*`: those are conf
   committing.
 * `TEST_REKBATCH_COMMIT_BARRIER=<folder>`: before committing, the driver waits until two processes
   have arrived in the folder, so two attempts on one run id commit at the same moment.
-* `TEST_REKBATCH_SNAPSHOT_PAUSE=<folder>`: after the run's commit, before the state snapshot, the
-  driver touches a file in the folder and sleeps (`BARRIER_TIMEOUT_SECONDS`): a snapshot that takes
-  long, as one of ten million keys does, for a signal to arrive during it.
+* `TEST_REKBATCH_SNAPSHOT_PAUSE=<folder>`: after a commit, before its state snapshot (the process's
+  first snapshot only), the driver touches a file in the folder and sleeps
+  (`TEST_REKBATCH_SNAPSHOT_PAUSE_SECONDS`, default `BARRIER_TIMEOUT_SECONDS`): a snapshot that takes
+  long, as one of ten million keys does, for a signal (or the run's next segments) to arrive during it.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +27,7 @@ KILL_WORKER_ON_KEY = "TEST_REKBATCH_KILL_WORKER_ON_KEY"
 EXIT_BEFORE_COMMIT = "TEST_REKBATCH_EXIT_BEFORE_COMMIT"
 COMMIT_BARRIER = "TEST_REKBATCH_COMMIT_BARRIER"
 SNAPSHOT_PAUSE = "TEST_REKBATCH_SNAPSHOT_PAUSE"
+SNAPSHOT_PAUSE_SECONDS = "TEST_REKBATCH_SNAPSHOT_PAUSE_SECONDS"
 EXIT_BEFORE_COMMIT_CODE = 86
 BARRIER_TIMEOUT_SECONDS = 120.0
 
@@ -52,9 +55,15 @@ def commit_barrier() -> None:
         time.sleep(0.05)
 
 
-def snapshot_pause() -> None:
-    """In the driver, after the run's commit, before its state snapshot."""
+def snapshot_pause(stop: threading.Event | None = None) -> None:
+    """In the driver, after a commit, before its state snapshot (in a background thread: until `stop`)."""
     folder = os.environ.get(SNAPSHOT_PAUSE)
-    if folder:
-        (Path(folder) / str(os.getpid())).touch()
-        time.sleep(BARRIER_TIMEOUT_SECONDS)
+    marker = Path(folder) / str(os.getpid()) if folder else None
+    if marker is None or marker.exists():
+        return
+    marker.touch()
+    seconds = float(os.environ.get(SNAPSHOT_PAUSE_SECONDS) or BARRIER_TIMEOUT_SECONDS)
+    if stop is None:
+        time.sleep(seconds)
+    else:
+        stop.wait(seconds)

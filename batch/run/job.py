@@ -35,7 +35,7 @@ from batch.core.errors import ConfigError, OutputUnwritable
 from batch.core.incremental import CommittedState, SettledState
 from batch.core.manifest import Ledger, manifest_path
 from batch.core.redaction import one_line
-from batch.run.commit import Attempt, commit, start_attempt, write_snapshot
+from batch.run.commit import Attempt, SegmentSnapshots, commit, start_attempt, write_snapshot
 from batch.run.drive import run_batches
 from batch.run.dry_run import count_planned
 from batch.run.plan import (
@@ -127,8 +127,11 @@ def _run(config: RunConfig, s3: Any, summary: RunSummary, shutdown: Shutdown) ->
         attempt = start_attempt(config, store, summary)
         started = f"rekbatch: run {summary.run_id}: attempt {summary.attempt} started"
         print(terminal_line(started), file=sys.stderr, flush=True)
-        with Heartbeat(store, summary.run_id, attempt.record.attempt):  # gc leaves a running attempt alone
-            _run_attempt(config, s3, summary, attempt, store=store, hooks=hooks, shutdown=shutdown)
+        # gc leaves a running attempt alone; a segment's snapshot still being written is stopped at the end
+        with Heartbeat(store, summary.run_id, attempt.record.attempt), SegmentSnapshots(store) as snapshots:
+            _run_attempt(
+                config, s3, summary, attempt, store=store, hooks=hooks, shutdown=shutdown, snapshots=snapshots
+            )
     finally:  # an error or a signal too: e.g. the models the run started are stopped
         _close(hooks, summary)
 
@@ -142,6 +145,7 @@ def _run_attempt(
     store: RunStore,
     hooks: Mapping[str, DriverHooks],
     shutdown: Shutdown,
+    snapshots: SegmentSnapshots,
 ) -> None:
     """The claimed attempt: keep what earlier attempts did (`--resume`), plan and run the batches,
     then commit unless the run stopped."""
@@ -154,7 +158,7 @@ def _run_attempt(
         if not config.commit_every.due(elapsed, attempt.pending["listed"]):
             return
         if commit(config, store, summary, attempt, final=False) and not shutdown.requested:
-            write_snapshot(store)
+            snapshots.start()  # in the background: the batches go on meanwhile
 
     with ExitStack() as stack:
         state = _committed_state(config, s3, stack)
@@ -176,7 +180,7 @@ def _run_attempt(
     with shutdown.deferred():  # a commit once begun is finished: it is one create-only write
         committed = commit(config, store, summary, attempt)
     if committed:  # a signal now stops the snapshot (minutes at 10M keys), not the committed run
-        write_snapshot(store)
+        write_snapshot(store, after=snapshots)
         if shutdown.requested:  # DuckDB may have turned the signal into its own exception
             raise KeyboardInterrupt
 

@@ -11,7 +11,8 @@ decides nothing: it is a cache of what the committed `images` files say. `load_s
 one whose runs are all committed, reads the `images` files of the runs committed since (usually none) and
 answers by a merge-join (`batch.core.sorted_state.SortedState`); a snapshot missing, unreadable, of
 another layout or covering a run that is not committed is passed over for an older one, and without
-any, every committed run's `images` files are read (`readers.committed_state`). See docs/design/state.md.
+any, every committed run's `images` files are read (`readers.committed_state`). `Cancel` stops an
+`update_snapshot` running in another thread (DuckDB's merge at once). See docs/design/state.md.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -36,6 +39,7 @@ from batch.storage.readers import committed_state, missing_file
 __all__ = [
     "SNAPSHOT_DIR",
     "SNAPSHOT_SCHEMA",
+    "Cancel",
     "Snapshot",
     "load_state",
     "snapshot_path",
@@ -58,6 +62,46 @@ ROW_GROUP_ROWS = 65_536
 #: DuckDB's memory while it merges a snapshot (it spills to a temp folder beyond).
 MERGE_MEMORY = "256MB"
 _COVERS = b"covers"
+
+
+class Cancel:
+    """Stops an `update_snapshot` running in another thread: before its next step, and DuckDB's merge
+    at once (`interrupt`); the stopped one raises `SnapshotCancelled` (or DuckDB's own error)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._lock = threading.Lock()
+        self._connection: Any = None
+
+    @property
+    def requested(self) -> bool:
+        return self.event.is_set()
+
+    def __call__(self) -> None:
+        with self._lock:
+            self.event.set()
+            if self._connection is not None:
+                self._connection.interrupt()
+
+    def check(self) -> None:
+        if self.requested:
+            raise SnapshotCancelled("cancelled")
+
+    @contextmanager
+    def merging(self, connection: Any) -> Iterator[None]:
+        """While `connection` merges: a cancel interrupts it."""
+        with self._lock:
+            self.check()
+            self._connection = connection
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._connection = None
+
+
+class SnapshotCancelled(Exception):
+    """An `update_snapshot` stopped by its `Cancel`."""
 
 
 def snapshot_path(runs: int, run_id: str) -> str:
@@ -162,10 +206,13 @@ COPY (
 """
 
 
-def update_snapshot(store: RunStore, manifests: Sequence[Manifest]) -> str | None:
+def update_snapshot(
+    store: RunStore, manifests: Sequence[Manifest], cancel: Cancel | None = None
+) -> str | None:
     """Write the snapshot covering every run of `manifests` (the committed ones): the newest valid
     snapshot plus the `images` files of the runs it does not cover. None when there is nothing new to
     merge (the runs since have no `images` files: reading them at start costs nothing)."""
+    cancel = cancel or Cancel()
     with ExitStack() as stack:
         base = _newest_valid(store, {covered_id(m) for m in manifests}, stack)
         covered = base.covers if base is not None else frozenset()
@@ -174,12 +221,14 @@ def update_snapshot(store: RunStore, manifests: Sequence[Manifest]) -> str | Non
         if not entries:
             return None
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rekbatch-state-")))
-        images = [
-            _fetch(store, run_id, entry, work / f"{i}.parquet") for i, (run_id, entry) in enumerate(entries)
-        ]
+        images = []
+        for i, (run_id, entry) in enumerate(entries):
+            cancel.check()
+            images.append(_fetch(store, run_id, entry, work / f"{i}.parquet"))
         out = work / "snapshot.parquet"
         covers = sorted(covered | {covered_id(m) for m in later})
-        _merge(base, images, out, covers, work)
+        _merge(base, images, out, covers, work, cancel=cancel)
+        cancel.check()
         path = snapshot_path(len(covers), manifests[-1].run_id)
         store.destination.publish_file(path, out, store.s3_client)
         logger.info("state: wrote %s (%d runs)", path, len(covers))
@@ -198,8 +247,11 @@ def _fetch(store: RunStore, run_id: str, entry: FileEntry, local: Path) -> str:
     return str(local)
 
 
-def _merge(base: Snapshot | None, images: list[str], out: Path, covers: list[str], work: Path) -> None:
-    """DuckDB's merge of `base` and the `images` files into `out`, spilling under `work`."""
+def _merge(
+    base: Snapshot | None, images: list[str], out: Path, covers: list[str], work: Path, *, cancel: Cancel
+) -> None:
+    """DuckDB's merge of `base` and the `images` files into `out`, spilling under `work`; `cancel`
+    interrupts it."""
     import duckdb  # only on the commit path: planning reads the snapshot with pyarrow
 
     empty = "(SELECT ''::VARCHAR AS key, ''::VARCHAR AS etag, ''::VARCHAR AS settled WHERE false)"
@@ -214,7 +266,8 @@ def _merge(base: Snapshot | None, images: list[str], out: Path, covers: list[str
             rows=ROW_GROUP_ROWS,
             covers=_quoted(json.dumps(covers)),
         )
-        con.execute(sql)
+        with cancel.merging(con):
+            con.execute(sql)
 
 
 def _quoted(text: str) -> str:

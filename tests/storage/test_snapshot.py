@@ -178,3 +178,16 @@ def test_a_snapshot_written_after_a_segment_leaves_the_runs_next_segments_to_rea
     planned = plans(store, manifests)
     assert planned == expected(store, manifests)
     assert [planned[i] for i in (0, 2, 3)] == [("faces",), (), ()]  # a.jpg: its faces were lost
+
+
+def test_a_cancelled_snapshot_update_writes_nothing(tmp_path: Path) -> None:
+    """`Cancel` stops an update running in another thread (a run that ends while its segment's snapshot
+    is written in the background): before its next step, DuckDB's merge at once; nothing is published."""
+    store = RunStore(Destination(str(tmp_path)))
+    commit_rows(store, "r1", images(("a.jpg", "e1", WANTED)))
+    cancel = snapshot.Cancel()
+    cancel()
+    with pytest.raises(snapshot.SnapshotCancelled):
+        snapshot.update_snapshot(store, store.manifests(), cancel)
+    assert snapshot.snapshots(store) == []
+    assert snapshot.update_snapshot(store, store.manifests()) is not None
