@@ -50,6 +50,7 @@ def test_an_error_of_the_input_comes_out_as_itself() -> None:
         list(key_order.sorted_batches(failing()))
 
 
+@pytest.mark.integration
 def test_a_temp_folder_that_cannot_hold_the_sort_ends_it_with_one_line(tmp_path: Path) -> None:
     """The sorted file cannot be written (here a file size limit: EFBIG, as ENOSPC on a full /tmp)."""
     code = """
