@@ -102,7 +102,8 @@ def check_resume(config: RunConfig, store: RunStore, options_digest: str) -> lis
     options = first.options_digest or options_digest  # a record without it is checked once resolved
     if (first.input, options) != (config.input, options_digest):
         raise ConfigError(
-            f"run.resume: run {config.resume} ran over {first.input} with config {options}; this is "
+            f"run.resume: run {config.resume} ran over {first.input} with config "
+            f"{first.options_digest or first.config_digest}; this is "
             f"{config.input} with config {options_digest}: resume with the same input and config, or "
             "start a new run (without --resume)"
         )
