@@ -75,6 +75,9 @@ class MultiOutcome:
     #: After a failed call, for an analysis settled part by part (`Analysis.parts`): the positions of
     #: the parts whose calls all answered, settled despite the failure.
     settled_parts: tuple[int, ...] = ()
+    #: The failed call sent the image itself, alone (face search's DetectFaces of the whole image): an
+    #: image error from it rejects the image, whatever `Analysis.rejects_image` says of its other calls.
+    image_call: bool = False
 
 
 @dataclass(frozen=True)

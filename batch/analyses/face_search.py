@@ -21,10 +21,15 @@ the other tables; the matched face's box (`matched_box_*`) is normalised, as the
 (its upright pixels are in `indexed_faces`, same `face_id`). `matched_key` is the key the matched face
 was indexed from, decoded from its ExternalImageId; null for the digest form of long keys (join
 `indexed_faces` on `face_id`).
+
+A collection shared with `user_search` also holds its users' reference faces: they are left out of the
+matches, and each search asks for as many more as the collection holds (`reference_faces`, counted by
+the driver: `batch.faces.reference_count`), so they take none of `max_matches`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,14 +37,15 @@ from typing import Any
 import pyarrow as pa
 
 from batch.analyses._rows import integer, member, number, parse_settings
-from batch.analyses.base import Analysis, ImageInput, MultiOutcome
+from batch.analyses.base import Analysis, DriverHooks, DriverSetup, ImageInput, MultiOutcome
 from batch.analyses.face_crops import BOX_COLUMNS, detected_faces, face_crop
 from batch.analyses.index_faces import check_collection_id
 from batch.core.calls import Call, failed_locally
 from batch.core.errors import ConfigError
-from batch.core.external_ids import key_of
+from batch.core.external_ids import REFERENCE_PREFIX, key_of
 from batch.core.geometry import BoxPlacement
 from batch.core.tables import BOX_FIELDS, table_schema
+from batch.faces.reference_count import ReferenceCount
 
 NAME = "face_search"
 #: The operation of most calls (the one the dry run counts once per image).
@@ -49,7 +55,8 @@ ORIENTATION_FIELD = None
 #: Every operation this analysis may call: each is rate limited and priced as this analysis.
 OPERATIONS = ("SearchFacesByImage", "SearchFaces", "DetectFaces")
 #: Analyses whose rows this one reads when they run for the same image: they run first.
-AFTER = ("index_faces", "faces")
+#: user_search: its sync of the reference faces comes before they are counted (`ReferenceCount`).
+AFTER = ("index_faces", "faces", "user_search")
 #: `MaxFaces` of the search requests: 1..4096 (botocore model).
 MAX_MATCHES = 4096
 
@@ -67,6 +74,9 @@ class Settings:
     face_match_threshold: float = 80.0
     max_matches: int = 100
     crop_margin: float = 0.25
+    #: user_search's reference faces in the collection, counted by the driver (never read from the
+    #: config): the searches ask for `max_matches` more than that, and leave them out.
+    reference_faces: int = 0
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any], where: str = "analyses.face_search") -> Settings:
@@ -80,8 +90,26 @@ class Settings:
                 "face_match_threshold": number(0, 100),
                 "max_matches": integer(1, MAX_MATCHES),
                 "crop_margin": number(0, 1),
+                "reference_faces": _not_a_setting,
             },
         )
+
+
+def _not_a_setting(key: str, value: Any) -> Any:
+    raise ConfigError(f"{key}: counted by the job in the collection, not a config key")
+
+
+def settings_document(settings: Settings) -> dict[str, Any]:
+    """What the settings digest hashes: the options, not the count of reference faces (the matches
+    kept are the same whatever it is)."""
+    document = dataclasses.asdict(settings)
+    del document["reference_faces"]
+    return document
+
+
+def max_faces(settings: Settings) -> int:
+    """`MaxFaces` of the search requests: `max_matches` and room for every reference face."""
+    return min(MAX_MATCHES, settings.max_matches + settings.reference_faces)
 
 
 def build_request(image: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
@@ -90,7 +118,7 @@ def build_request(image: Mapping[str, Any], settings: Settings) -> dict[str, Any
         "CollectionId": settings.collection,
         "Image": dict(image),
         "FaceMatchThreshold": settings.face_match_threshold,
-        "MaxFaces": settings.max_matches,
+        "MaxFaces": max_faces(settings),
     }
 
 
@@ -100,7 +128,7 @@ def search_by_id_request(face_id: str, settings: Settings) -> dict[str, Any]:
         "CollectionId": settings.collection,
         "FaceId": face_id,
         "FaceMatchThreshold": settings.face_match_threshold,
-        "MaxFaces": settings.max_matches,
+        "MaxFaces": max_faces(settings),
     }
 
 
@@ -131,11 +159,14 @@ TABLES: Mapping[str, pa.Schema] = {
 
 
 def match_rows(searched: Mapping[str, Any], response: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per match of a search response; `searched` holds the searched face's columns
-    (`searched_by`, `face_index`, `searched_face_id` and the box columns)."""
+    """One row per match of a search response but user_search's reference faces, in its order (highest
+    similarity first); `searched` holds the searched face's columns (`searched_by`, `face_index`,
+    `searched_face_id` and the box columns)."""
     rows = []
     for match in response.get("FaceMatches") or []:
         external = member(match, "Face", "ExternalImageId")
+        if external and external.startswith(REFERENCE_PREFIX):
+            continue
         rows.append(
             {
                 **searched,
@@ -201,7 +232,8 @@ class FaceSearches:
     by_image: tuple[str, str]
     id_request: Callable[[str, Any], dict[str, Any]]
     image_request: Callable[[Mapping[str, Any], Any], dict[str, Any]]
-    match_rows: Callable[[Mapping[str, Any], Mapping[str, Any]], list[dict[str, Any]]]
+    #: The rows of one search's answer: (searched face's columns, answer, settings).
+    match_rows: Callable[[Mapping[str, Any], Mapping[str, Any], Any], list[dict[str, Any]]]
 
 
 def search_every_face(image: ImageInput, settings: Any, call: Call, searches: FaceSearches) -> MultiOutcome:
@@ -210,8 +242,8 @@ def search_every_face(image: ImageInput, settings: Any, call: Call, searches: Fa
     outcome = MultiOutcome({searches.table: []})
     if not by_id and to_crop is None:
         to_crop, detected = detected_faces(call, image.image, image.placement)
-        if detected.response is None:
-            outcome.failed = ("DetectFaces", detected)
+        if detected.response is None:  # the image's own error (InvalidImageFormatException): rejected
+            outcome.failed, outcome.image_call = ("DetectFaces", detected), True
             return outcome
     rows = outcome.rows[searches.table]
     method, operation = searches.by_id
@@ -220,7 +252,7 @@ def search_every_face(image: ImageInput, settings: Any, call: Call, searches: Fa
         if found.response is None:
             outcome.failed = (operation, found)
             return outcome
-        rows += searches.match_rows(searched_face(face, "face_id"), found.response)
+        rows += searches.match_rows(searched_face(face, "face_id"), found.response, settings)
     method, operation = searches.by_image
     for face in to_crop or []:
         if face.get("box_left") is None:
@@ -234,8 +266,15 @@ def search_every_face(image: ImageInput, settings: Any, call: Call, searches: Fa
         if found.response is None:
             outcome.failed = (operation, found)
             return outcome
-        rows += searches.match_rows(searched_face(face, "image"), found.response)
+        rows += searches.match_rows(searched_face(face, "image"), found.response, settings)
     return outcome
+
+
+def kept_matches(
+    searched: Mapping[str, Any], response: Mapping[str, Any], settings: Settings
+) -> list[dict[str, Any]]:
+    """The rows of one search: its matches but the reference faces, at most `max_matches`."""
+    return match_rows(searched, response)[: settings.max_matches]
 
 
 SEARCHES = FaceSearches(
@@ -244,7 +283,7 @@ SEARCHES = FaceSearches(
     (CLIENT_METHOD, OPERATION),
     search_by_id_request,
     build_request,
-    match_rows,
+    kept_matches,
 )
 
 
@@ -263,9 +302,15 @@ class FaceSearch(Analysis):
     def shared_columns(self, settings: Any) -> dict[str, Any]:
         return {"collection_id": settings.collection}
 
+    def settings_document(self, settings: Any) -> dict[str, Any]:
+        return settings_document(settings)
+
     def check(self, settings: Any) -> None:
         if not settings.collection:
             raise ConfigError("analyses.face_search.collection: required by face_search (--collection NAME)")
+
+    def driver(self, setup: DriverSetup) -> DriverHooks:
+        return ReferenceCount(setup)
 
 
 ANALYSIS = FaceSearch(
@@ -279,7 +324,8 @@ ANALYSIS = FaceSearch(
     orientation_field=ORIENTATION_FIELD,
     extra_operations=tuple(o for o in OPERATIONS if o != OPERATION),
     after=AFTER,
-    # An InvalidParameterException may be about a face crop, not the image.
+    # An InvalidParameterException may be about a face crop, not the image (but an error of the
+    # DetectFaces of the whole image is the image's: `MultiOutcome.image_call`).
     rejects_image=False,
     calls_at_least=True,
     # Its matches are FaceIds of the collection, which a resume's sync may delete and index again.

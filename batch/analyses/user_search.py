@@ -211,7 +211,7 @@ SEARCHES = FaceSearches(
     (CLIENT_METHOD, OPERATION),
     search_by_id_request,
     build_request,
-    match_rows,
+    lambda searched, response, _settings: match_rows(searched, response),
 )
 
 
@@ -270,7 +270,8 @@ ANALYSIS = UserSearch(
     orientation_field=None,
     extra_operations=tuple(o for o in OPERATIONS if o != OPERATION),
     after=AFTER,
-    # An InvalidParameterException may be about a face crop, not the image.
+    # An InvalidParameterException may be about a face crop, not the image (but an error of the
+    # DetectFaces of the whole image is the image's: `MultiOutcome.image_call`).
     rejects_image=False,
     calls_at_least=True,
 )

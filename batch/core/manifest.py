@@ -199,7 +199,9 @@ class BatchRecord:
 class AttemptRecord:
     """One process's start on a run id. `--resume` checks that it continues the same work.
 
-    `started_at` and `dt` are the run's: a resumed attempt keeps the first attempt's."""
+    `started_at` and `dt` are the run's: a resumed attempt keeps the first attempt's. `config_digest` is
+    the run's config with what the analyses' driver hooks resolved (users, reference photos' ETags);
+    `options_digest` the config alone, which a resume must repeat ("" in records written before it)."""
 
     run_id: str
     attempt: int
@@ -207,6 +209,7 @@ class AttemptRecord:
     dt: str
     input: str
     config_digest: str
+    options_digest: str = ""
 
     def to_json(self) -> str:
         return to_line(
@@ -217,6 +220,7 @@ class AttemptRecord:
                 "dt": self.dt,
                 "input": self.input,
                 "config_digest": self.config_digest,
+                "options_digest": self.options_digest,
             }
         )
 
@@ -230,6 +234,7 @@ class AttemptRecord:
             d["dt"],
             d["input"],
             d["config_digest"],
+            d.get("options_digest", ""),
         )
 
 

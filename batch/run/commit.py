@@ -44,7 +44,15 @@ from batch.storage.commits import RunStore
 from batch.storage.sink import write_tables
 from batch.storage.snapshot import Cancel, update_snapshot
 
-__all__ = ["Attempt", "SegmentSnapshots", "commit", "runs_row", "start_attempt", "write_snapshot"]
+__all__ = [
+    "Attempt",
+    "SegmentSnapshots",
+    "check_resume",
+    "commit",
+    "runs_row",
+    "start_attempt",
+    "write_snapshot",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -94,28 +102,64 @@ class Attempt:
         self.segment_clock = time.monotonic()
 
 
-def start_attempt(config: RunConfig, store: RunStore, summary: RunSummary) -> Attempt:
+def check_resume(config: RunConfig, store: RunStore, options_digest: str) -> list[AttemptRecord]:
+    """On `--resume`, before the analyses' driver hooks call anything (a users' sync bills IndexFaces):
+    the run has an attempt, over the same input with the same config (`options_digest`: the config
+    digest without what the hooks resolve). Its attempts, oldest first."""
+    previous = store.attempts(config.resume)
+    if not previous:
+        segments = store.run_manifests(config.resume)
+        gone = f" ({len(segments)} segments committed, its control files gone)" if segments else ""
+        raise ConfigError(f"run.resume: no attempt of run {config.resume} under {config.output}{gone}")
+    first = previous[0]
+    options = first.options_digest or options_digest  # a record without it is checked once resolved
+    if (first.input, options) != (config.input, options_digest):
+        raise ConfigError(
+            f"run.resume: run {config.resume} ran over {first.input} with config "
+            f"{first.options_digest or first.config_digest}; this is "
+            f"{config.input} with config {options_digest}: resume with the same input and config, or "
+            "start a new run (without --resume)"
+        )
+    return previous
+
+
+def start_attempt(
+    config: RunConfig, store: RunStore, summary: RunSummary, options_digest: str | None = None
+) -> Attempt:
     """Claim this process's attempt number; on `--resume`, check that it continues the same run (same
-    input, same config) and keep the run's date partition."""
+    input, same config: `check_resume`) and keep the run's date partition. `options_digest` is the
+    config digest before the driver hooks resolved anything (default: `summary.config_digest`).
+
+    A resume goes on when only what the hooks resolved changed since the first attempt (the users
+    under `--users`, the photos of `--reference`): the images its kept batches hold keep their results and
+    the settings digests they were settled under, so the next run analyses them again."""
+    options = summary.config_digest if options_digest is None else options_digest
     previous = store.attempts(summary.run_id)
     started_at, dt = summary.started_at, summary.started_at.strftime("%Y-%m-%d")
     segments = store.run_manifests(summary.run_id)
     if config.resume:
-        if not previous:
-            gone = f" ({len(segments)} segments committed, its control files gone)" if segments else ""
-            raise ConfigError(f"run.resume: no attempt of run {config.resume} under {config.output}{gone}")
-        first = previous[0]
-        if (first.input, first.config_digest) != (config.input, summary.config_digest):
-            raise ConfigError(
-                f"run.resume: run {config.resume} ran over {first.input} with config {first.config_digest}; "
-                f"this is {config.input} with config {summary.config_digest}"
+        first = check_resume(config, store, options)[0]
+        if first.config_digest != summary.config_digest:
+            if not first.options_digest:  # written before the options digest: cannot tell what changed
+                raise ConfigError(
+                    f"run.resume: run {config.resume} ran with config {first.config_digest}; this is "
+                    f"{summary.config_digest} (the config, or the reference photos or users it resolves, "
+                    "changed): start a new run (without --resume)"
+                )
+            print(
+                f"rekbatch: warning: run {config.resume}: the reference photos (under --users, "
+                "--reference) changed since its first attempt: the images of its kept batches keep "
+                "their results, and the next run analyses them again",
+                file=sys.stderr,
             )
         started_at, dt = first.started_at, first.dt  # the run keeps its date partition
     elif segments:  # another attempt would commit them again (and reuse their file names)
         run_id = summary.run_id
         raise ConfigError(f"run.run_id: run {run_id} has committed segments; finish it: --resume {run_id}")
     record = store.claim_attempt(
-        AttemptRecord(summary.run_id, len(previous) + 1, started_at, dt, config.input, summary.config_digest)
+        AttemptRecord(
+            summary.run_id, len(previous) + 1, started_at, dt, config.input, summary.config_digest, options
+        )
     )
     summary.attempt = record.attempt
     return Attempt(record, attempts={record.attempt})

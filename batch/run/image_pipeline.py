@@ -180,7 +180,7 @@ def _analysed(
             stop.set()
             status, reason = "failed", failure.error_code
             break
-        if failure.error_code in IMAGE_ERRORS and analysis.rejects_image:
+        if failure.error_code in IMAGE_ERRORS and (analysis.rejects_image or outcome.image_call):
             # The image itself is unusable: the other analyses would fail the same way.
             status, reason = "rejected", failure.error_code
             break

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from batch.analyses.base import DriverHooks, DriverSetup
-from batch.analyses.registry import REGISTRY
+from batch.analyses.registry import REGISTRY, in_run_order
 from batch.aws.s3 import check_readable, check_writable, s3_client
 from batch.aws.session import resolved_region
 from batch.config.loader import config_digest
@@ -35,7 +35,7 @@ from batch.core.errors import ConfigError, OutputUnwritable
 from batch.core.incremental import CommittedState, SettledState
 from batch.core.manifest import Ledger, manifest_path
 from batch.core.redaction import one_line
-from batch.run.commit import Attempt, SegmentSnapshots, commit, start_attempt, write_snapshot
+from batch.run.commit import Attempt, SegmentSnapshots, check_resume, commit, start_attempt, write_snapshot
 from batch.run.drive import run_batches
 from batch.run.dry_run import count_planned
 from batch.run.plan import (
@@ -117,6 +117,9 @@ def _run(config: RunConfig, s3: Any, summary: RunSummary, shutdown: Shutdown) ->
         summary.end("already-committed")
         summary.manifest = store.destination.location(manifest_path(summary.run_id))
         return
+    options = summary.config_digest  # the config alone, before the hooks resolve anything
+    if config.resume:  # a resume refused before the hooks bill anything (a users' sync)
+        check_resume(config, store, options)
     quotas = resolve_quotas(config, summary)  # before the hooks: their own calls are held to them too
     hooks = _driver_hooks(
         config, s3, store, quotas, dry_run=False, stopping=lambda: shutdown.requested, run_id=summary.run_id
@@ -124,7 +127,7 @@ def _run(config: RunConfig, s3: Any, summary: RunSummary, shutdown: Shutdown) ->
     try:
         config = _prepared(config, hooks)
         summary.config_digest = config_digest(config)  # with what the hooks resolved (reference ETags)
-        attempt = start_attempt(config, store, summary)
+        attempt = start_attempt(config, store, summary, options)
         started = f"rekbatch: run {summary.run_id}: attempt {summary.attempt} started"
         print(terminal_line(started), file=sys.stderr, flush=True)
         # gc leaves a running attempt alone; a segment's snapshot still being written is stopped at the end
@@ -216,13 +219,14 @@ def _driver_hooks(
     stopping: Callable[[], bool] = lambda: False,
     run_id: str = "",
 ) -> dict[str, DriverHooks]:
-    """The driver-side hooks of each analysis of the run, in the run's order; their own calls held to
-    `quotas` (the run's, in its own region)."""
+    """The driver-side hooks of each analysis of the run, in the order an image runs them (an analysis's
+    hooks come after those of the analyses it runs after); their own calls held to `quotas` (the run's,
+    in its own region)."""
     return {
         name: REGISTRY[name].driver(
             DriverSetup(config, config.analysis_settings[name], s3, store, dry_run, stopping, quotas, run_id)
         )
-        for name in config.analyses
+        for name in in_run_order(config.analyses)
     }
 
 

@@ -6,6 +6,7 @@ import io
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -15,7 +16,8 @@ from batch.analyses.base import ImageInput
 from batch.analyses.face_crops import MIN_CROP_SIDE, crop_box, face_crop
 from batch.analyses.registry import REGISTRY, in_run_order
 from batch.aws.rekognition import CallResult
-from batch.core.external_ids import external_image_id
+from batch.core.errors import ConfigError
+from batch.core.external_ids import external_image_id, reference_image_id
 from batch.core.geometry import BoxPlacement
 
 fractions = st.floats(0, 1)
@@ -148,3 +150,45 @@ def test_run_stops_at_the_first_failed_call_and_keeps_the_rows_so_far() -> None:
     assert outcome.failed is not None
     assert outcome.failed[0] == "SearchFaces"
     assert [request["FaceId"] for _, request in made] == ["ok", "bad"]
+
+
+def test_reference_faces_are_no_matches_and_take_no_slot() -> None:
+    """user_search's reference faces in a shared collection: each search asks for as many more matches
+    (never over MaxFaces' 4096), leaves them out and keeps `max_matches`; the count is not a setting."""
+    settings = face_search.Settings(collection="crew", max_matches=2, reference_faces=3)
+    assert face_search.build_request({"Bytes": b""}, settings)["MaxFaces"] == 5
+    assert face_search.search_by_id_request("f", settings)["MaxFaces"] == 5
+    assert face_search.max_faces(face_search.Settings(max_matches=4000, reference_faces=200)) == 4096
+    response = {
+        "FaceMatches": [
+            {"Similarity": 100.0 - n, "Face": {"FaceId": f"f{n}", "ExternalImageId": external}}
+            for n, external in enumerate(
+                [reference_image_id("b", "people/ada/a.jpg", '"e"'), "k1.jpg", "::ref:x", "k2.jpg", "k3.jpg"]
+            )
+        ]
+    }
+    rows = face_search.SEARCHES.match_rows({"searched_by": "image"}, response, settings)
+    assert [r["matched_key"] for r in rows] == ["k1.jpg", "k2.jpg"]
+    assert face_search.settings_document(settings) == face_search.settings_document(
+        face_search.Settings(collection="crew", max_matches=2)
+    )
+    with pytest.raises(ConfigError, match="reference_faces: counted by the job"):
+        face_search.Settings.from_mapping({"reference_faces": 3})
+
+
+def test_an_image_error_of_the_whole_image_s_detect_faces_is_the_image_s() -> None:
+    """The DetectFaces of the whole image (no faces from earlier analyses) sends the image itself: its
+    failure marks the outcome `image_call` (the image is rejected); a crop's failure does not."""
+
+    def call(method: str, operation: str, request: Mapping[str, Any]) -> CallResult:
+        if operation == "DetectFaces":
+            return CallResult(None, 1, "InvalidImageFormatException", "bad image")
+        return CallResult(None, 1, "InvalidImageFormatException", "bad crop")
+
+    image = ImageInput({"Bytes": b""}, bytes, lambda _: BoxPlacement(10, 10), {})
+    outcome = face_search.run(image, SETTINGS, call)
+    assert (outcome.failed is not None, outcome.image_call) == (True, True)
+    indexed = [{"collection_id": "crew", "face_id": "f", "face_index": 0}]
+    image = ImageInput({"Bytes": b""}, bytes, lambda _: BoxPlacement(10, 10), {"indexed_faces": indexed})
+    outcome = face_search.run(image, SETTINGS, call)
+    assert (outcome.failed is not None, outcome.image_call) == (True, False)

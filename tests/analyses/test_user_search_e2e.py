@@ -30,6 +30,7 @@ from botocore import xform_name
 from botocore_shapes import validate_response
 
 from batch.query import views
+from batch.run import faults
 from local_stack import samples
 from local_stack.samples import GroundTruth, SampleTruth
 from local_stack.stack import LocalStack
@@ -47,6 +48,8 @@ REMOVED = "people/grace hopper/badge.jpg"
 USERS = f"s3://{BUCKET}/people/"
 #: The calls of the users' sync that read the collection: an unchanged layout makes only these.
 READS = {"DescribeCollection", "ListFaces", "ListUsers"}
+#: The calls user_search makes per image.
+SEARCH_OPERATIONS = {"DetectFaces", "SearchUsersByImage", "SearchUsers"}
 
 
 @pytest.fixture(scope="module")
@@ -301,3 +304,108 @@ def test_the_endpoint_answers_the_user_operations_in_the_model_s_shape(stack: Lo
     assert all("UserId" not in face for face in listed)
     with pytest.raises(rek.exceptions.ResourceNotFoundException):
         rek.delete_user(**collection, UserId="ada")
+
+
+def rekbatch_done(
+    stack: LocalStack, out: Path, prefix: str, analyses: str, collection: str, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`rekbatch run` over `prefix` with the users of `USERS` in `collection`, whatever its exit code."""
+    command = [sys.executable, "-m", "batch", "run", "--config", str(ROOT / "configs" / "local.toml"),
+               "--input", f"s3://{BUCKET}/{prefix}", "--output", str(out), "--analyses", analyses,
+               "--collection", collection, "--users", USERS, *args]  # fmt: skip
+    environment = {**os.environ, **stack.env, "REKBATCH_DASK__N_WORKERS": "1",
+                   "REKBATCH_REPORT__ENABLED": "false", **env}  # fmt: skip
+    return subprocess.run(
+        command, env=environment, cwd=out.parent, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_a_corrupt_image_searched_alone_is_rejected_once(stack: LocalStack, tmp_path: Path) -> None:
+    """user_search alone sends the image itself only in its DetectFaces: an image Rekognition cannot
+    decode is `rejected` (settled), not `failed`, so the next run does not pay for it again."""
+    (data,) = [data for data, truth in samples.bad_samples() if truth.name == "bad/truncated.jpg"]
+    stack.s3_client().put_object(Bucket=BUCKET, Key="corrupt/truncated.jpg", Body=data)
+    out = tmp_path / "out"
+    for run_id in ("corrupt-1", "corrupt-2"):
+        before = len(stack.calls())
+        done = rekbatch_done(stack, out, "corrupt/", "user_search", "corrupt", "--run-id", run_id)
+        assert done.returncode == 0, done.stderr
+        searched = [c for c in stack.calls()[before:] if c["operation"] in SEARCH_OPERATIONS]
+        made = Counter((c["operation"], c["outcome"]) for c in searched)
+        assert made == ({("DetectFaces", "InvalidImageFormatException"): 1} if run_id == "corrupt-1" else {})
+    images = rows(out, "SELECT run_id, status, status_reason FROM images ORDER BY run_id")
+    assert images == [
+        {"run_id": "corrupt-1", "status": "rejected", "status_reason": "InvalidImageFormatException"}
+    ]
+    errors = rows(out, "SELECT analysis, operation, error_code FROM errors")
+    assert errors == [
+        {"analysis": "user_search", "operation": "DetectFaces", "error_code": "InvalidImageFormatException"}
+    ]
+
+
+def test_face_search_in_the_users_collection_leaves_their_reference_faces_out(
+    stack: LocalStack, truth: GroundTruth, tmp_path: Path
+) -> None:
+    """face_search in the collection user_search keeps its users in: the reference faces are no face
+    matches (they are the users', in `user_matches`) and take none of `max_matches` (here 1)."""
+    out = tmp_path / "out"
+    done = rekbatch_done(stack, out, "indexed/", "index_faces,face_search,user_search", "shared",
+                         "--run-id", "shared-1", REKBATCH_ANALYSES__FACE_SEARCH__MAX_MATCHES="1")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    references = [
+        face["FaceId"]
+        for face in rekognition(stack).list_faces(CollectionId="shared", MaxResults=100)["Faces"]
+        if face["ExternalImageId"].startswith("::ref:")
+    ]
+    assert references  # the users' faces are in the collection searched
+    matches = rows(out, "SELECT * FROM face_matches")
+    assert not {m["face_id"] for m in matches} & set(references)
+    assert {m["matched_key"] for m in matches} <= {"indexed/" + name for name in INDEXED}
+    # Each of the group photo's three faces of ada finds one of the two others, not a reference face.
+    team = [m for m in matches if m["key"] == "indexed/group/team.jpg"]
+    assert set(Counter(m["searched_face_id"] for m in team).values()) == {1}
+    sample = truth.by_name("group/team.jpg")
+    assert [drawn_identity(sample, m) for m in team].count(samples.PEOPLE["ada"]) == 3
+
+
+def test_a_resume_goes_on_with_changed_reference_photos(stack: LocalStack, tmp_path: Path) -> None:
+    """A run killed after its batches, a reference photo added, then `--resume`: a changed config is
+    refused before the users' sync bills anything; the same config goes on with the new users (the
+    kept batches are not searched again in it, and the next run searches them among the new users)."""
+    out = tmp_path / "out"
+    added = "people/ada/resumed.png"
+    args = ("photos/", "user_search", "resumed")
+    crash = rekbatch_done(stack, out, *args, "--run-id", "res-1", **{faults.EXIT_BEFORE_COMMIT: "1"})
+    assert crash.returncode == faults.EXIT_BEFORE_COMMIT_CODE, crash.stderr
+    s3 = stack.s3_client()
+    s3.put_object(Bucket=BUCKET, Key=added, Body=PEOPLE[LATER][0])
+    try:
+        # Another threshold: refused at once, with nothing called.
+        before = len(stack.calls())
+        refused = rekbatch_done(stack, out, *args, "--resume", "res-1",
+                                REKBATCH_ANALYSES__USER_SEARCH__USER_MATCH_THRESHOLD="85")  # fmt: skip
+        assert refused.returncode == 2, refused.stderr
+        assert stack.calls()[before:] == []
+        assert "rekbatch: error: run.resume: run res-1 ran over" in refused.stderr
+        assert "resume with the same input and config" in refused.stderr
+        # The same config: the new photo's face joins ada, the kept batches are the run's images.
+        before = len(stack.calls())
+        resumed = rekbatch_done(stack, out, *args, "--resume", "res-1")
+        assert resumed.returncode == 0, resumed.stderr
+        assert "the reference photos (under --users, --reference) changed" in resumed.stderr
+        assert calls(stack, before) == Counter(
+            {"DescribeCollection": 1, "ListFaces": 1, "ListUsers": 1, "IndexFaces": 1, "AssociateFaces": 1}
+        )
+        assert rows(out, "SELECT count(DISTINCT key) AS n FROM images WHERE run_id = 'res-1'") == [
+            {"n": len(PHOTOS)}
+        ]
+        photos = s3.list_objects_v2(Bucket=BUCKET, Prefix="people/ada/")["KeyCount"]
+        ada = rows(out, "SELECT faces_associated FROM users WHERE run_id = 'res-1' AND user_id = 'ada'")
+        assert ada == [{"faces_associated": photos}]
+        # The next run searches every image among the users as they are now.
+        before = len(stack.calls())
+        later = rekbatch_done(stack, out, *args, "--run-id", "res-2")
+        assert later.returncode == 0, later.stderr
+        assert calls(stack, before)["DetectFaces"] == len(PHOTOS)
+    finally:
+        s3.delete_object(Bucket=BUCKET, Key=added)

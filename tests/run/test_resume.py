@@ -143,3 +143,38 @@ def test_a_resume_bills_and_counts_what_its_segments_committed_and_commits_only_
     final = store.manifest(RUN_ID)
     assert final is not None
     assert (final.segment, final.counts["analysed"], final.batches) == (2, 2, ((2, 0),))
+
+
+def test_a_resume_needs_the_same_config_but_not_the_same_resolved_references(
+    config: RunConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The config alone (`options_digest`) must match the first attempt's, and is checked before the
+    driver hooks; what they resolve (users, reference photos) may have changed: the resume goes on."""
+    from batch.core.errors import ConfigError
+    from batch.run.commit import check_resume, start_attempt
+
+    store = RunStore(Destination(config.output))
+    with pytest.raises(ConfigError, match="no attempt of run night-1"):
+        check_resume(config, store, "options")
+    store.claim_attempt(dataclasses.replace(attempt(1).record, options_digest="options"))
+    assert [a.attempt for a in check_resume(config, store, "options")] == [1]
+    with pytest.raises(ConfigError, match="with config options; this is s3://photos/in/ with config other"):
+        check_resume(config, store, "other")
+    resolved = dataclasses.replace(summary(), config_digest="users changed")
+    second = start_attempt(config, store, resolved, "options")
+    assert (second.record.attempt, second.record.options_digest) == (2, "options")
+    assert "the reference photos (under --users, --reference) changed" in capsys.readouterr().err
+    assert AttemptRecord.from_json(second.record.to_json()) == second.record
+
+
+def test_a_resume_of_an_attempt_recorded_without_its_options_needs_the_same_resolved_config(
+    config: RunConfig,
+) -> None:
+    from batch.core.errors import ConfigError
+    from batch.run.commit import start_attempt
+
+    store = RunStore(Destination(config.output))
+    store.claim_attempt(attempt(1).record)  # no options digest: written before it existed
+    assert start_attempt(config, store, summary(), "options").record.attempt == 2
+    with pytest.raises(ConfigError, match="reference photos or users it resolves"):
+        start_attempt(config, store, dataclasses.replace(summary(), config_digest="changed"), "options")
