@@ -10,18 +10,20 @@ the batch's record), and committed as one run (`migrate-...`: `runs` row, manife
 pairs are recorded in the run's folder. A second invocation after a crash keeps the complete batches,
 takes from ListFaces on TARGET the faces an earlier attempt stored for the (key, ETag) planned now,
 deletes those it stored for another version, indexes the rest, and bills the earlier attempts' calls
-whose batch was not written. See docs/faces.md.
+whose batch was not written. SIGTERM stops it as Ctrl-C does (exit 143). See docs/faces.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import math
+import signal
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -37,6 +39,7 @@ from batch.core.calls import Call, CallResult, ImageCalls, paid_calls
 from batch.core.errors import (
     CollectionUnavailable,
     ConfigError,
+    Interrupted,
     MigrationIncomplete,
     NothingToAnalyse,
     OutputUnreadable,
@@ -169,38 +172,68 @@ def migrate(config: RunConfig, migration: Migration, caller_for: Any, out: TextI
         lines = dry_run_lines(migration.source, migration.target, found, config.prices, price_key=ANALYSIS)
         print("\n".join(lines), file=out)
         return 0
-    caller, counts, quotas = caller_for(OPERATIONS, threads=config.rekognition.max_calls_in_flight)
-    source = CollectionSync(caller, migration.source, counts)
-    target = CollectionSync(caller, migration.target, counts)
-    source_found = source.describe()
-    target.ensure()
-    target_found = target.describe() or {}
-    state = "created" if target.created else "existing"
-    model = target_found.get("FaceModelVersion", "-")
-    print(
-        f"migrate {_described(migration.source, source_found)} -> {migration.target} "
-        f"(face model {model}, {state})",
-        file=out,
-    )
-    summary = _summary(run_config, migration, quotas)
-    outcomes = Counter[str]()
-    if found.images:
-        outcomes = _index(run_config, store, summary, found.images, target=target, s3=s3)
-    complete = outcomes["changed"] + outcomes["failed"] == 0
-    _report(out, migration, found, outcomes, summary)
-    if not complete:
-        raise MigrationIncomplete(
-            f"collection migrate: {outcomes['changed']} images changed or deleted since they were indexed "
-            f"and {outcomes['failed']} failed: not in {migration.target}"
-            + ("; --delete-source not done" if migration.delete_source else "")
+    with _Sigterm().handling() as sigterm:
+        caller, counts, quotas = caller_for(OPERATIONS, threads=config.rekognition.max_calls_in_flight)
+        source = CollectionSync(caller, migration.source, counts)
+        target = CollectionSync(caller, migration.target, counts)
+        source_found = source.describe()
+        target.ensure()
+        target_found = target.describe() or {}
+        state = "created" if target.created else "existing"
+        model = target_found.get("FaceModelVersion", "-")
+        print(
+            f"migrate {_described(migration.source, source_found)} -> {migration.target} "
+            f"(face model {model}, {state})",
+            file=out,
         )
-    if migration.delete_source and source_found is not None:
-        faces = int(source_found.get("FaceCount", 0))
-        done = caller.call("delete_collection", "DeleteCollection", {"CollectionId": migration.source})
-        if not done.ok:
-            raise collection_error(migration.source, "DeleteCollection", done)
-        print(f"deleted collection {migration.source} and its {faces} faces", file=out)
-    return 0
+        summary = _summary(run_config, migration, quotas)
+        outcomes = Counter[str]()
+        if found.images:
+            outcomes = _index(run_config, store, summary, found.images, target=target, s3=s3, sigterm=sigterm)
+        complete = outcomes["changed"] + outcomes["failed"] == 0
+        _report(out, migration, found, outcomes, summary)
+        if not complete:
+            raise MigrationIncomplete(
+                f"collection migrate: {outcomes['changed']} images changed or deleted since they were "
+                f"indexed and {outcomes['failed']} failed: not in {migration.target}"
+                + ("; --delete-source not done" if migration.delete_source else "")
+            )
+        if migration.delete_source and source_found is not None:
+            faces = int(source_found.get("FaceCount", 0))
+            done = caller.call("delete_collection", "DeleteCollection", {"CollectionId": migration.source})
+            if not done.ok:
+                raise collection_error(migration.source, "DeleteCollection", done)
+            print(f"deleted collection {migration.source} and its {faces} faces", file=out)
+        return 0
+
+
+class _Sigterm:
+    """SIGTERM (cron, Kubernetes, Airflow) stops the migration as Ctrl-C does: nothing more is sent, the
+    calls in flight end, nothing is committed, one line and exit 143; running it again continues. Once
+    the commit starts, it is ignored: the command ends in a moment, committed."""
+
+    def __init__(self) -> None:
+        self.committing = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if not self.committing:
+            raise Interrupted(
+                "collection migrate: stopped by SIGTERM, nothing committed; run the same command again "
+                "to continue",
+                signum,
+            )
+
+    @contextlib.contextmanager
+    def handling(self) -> Iterator[_Sigterm]:
+        """Handle SIGTERM in the block (the main thread only: elsewhere Python cannot)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.signal(signal.SIGTERM, self)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _described(collection: str, found: Mapping[str, Any] | None) -> str:
@@ -243,11 +276,12 @@ def _index(
     *,
     target: CollectionSync,
     s3: Any,
+    sigterm: _Sigterm,
 ) -> Counter[str]:
     """Claim an attempt and run it (`_attempt`); the images' outcomes."""
     attempt = start_attempt(config, store, summary)
     with Heartbeat(store, summary.run_id, attempt.record.attempt):  # gc leaves a running migration alone
-        return _attempt(config, store, summary, attempt, images, target=target, s3=s3)
+        return _attempt(config, store, summary, attempt, images, target=target, s3=s3, sigterm=sigterm)
 
 
 def _attempt(
@@ -259,6 +293,7 @@ def _attempt(
     *,
     target: CollectionSync,
     s3: Any,
+    sigterm: _Sigterm,
 ) -> Counter[str]:
     """Keep the complete batches of killed invocations, take what ListFaces shows of the images they
     indexed after (the ETag they recorded), delete the faces they stored for other ETags, index the rest
@@ -313,6 +348,7 @@ def _attempt(
         batches = [work[first : first + size] for first in range(0, len(work), size)]
         _run_batches(store, context, attempt, summary, batches, submit=submit,
                      ahead=math.ceil(threads / size), stop=stop, s3=s3, prices=prices)  # fmt: skip
+    sigterm.committing = True
     if commit(config, store, summary, attempt):
         write_snapshot(store)
     if summary.status != "completed":

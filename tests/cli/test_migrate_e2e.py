@@ -351,3 +351,31 @@ def test_faces_of_target_no_attempt_of_the_migration_stored_are_not_taken(
     assert committed, "no face committed"
     assert not committed & foreign
     assert foreign <= {f["FaceId"] for f in client.list_faces(CollectionId="dst-f")["Faces"]}, "deleted"
+
+
+def test_sigterm_stops_the_migration_with_one_line_and_143_and_a_rerun_finishes_it(
+    stack: LocalStack, config: Path, shared: tuple[Path, list[str]]
+) -> None:
+    """Findings-rekextras #6: cron, Kubernetes and Airflow stop with SIGTERM."""
+    tmp_path, keys = shared
+    migrate = ["collection", "migrate", "src-s", "dst-t", "--output", str(tmp_path / "out")]
+    since = len(stack.calls())
+    environment = {**os.environ, **stack.env}
+    slow = subprocess.Popen(
+        command(config, *migrate, "--tps", "1"), env=environment, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for(lambda: sum(index_calls(stack, since).values()) >= 1 or slow.poll() is not None)
+    slow.send_signal(signal.SIGTERM)
+    _, stderr = slow.communicate(timeout=120)
+    assert slow.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "rekbatch: error: collection migrate: stopped by SIGTERM, nothing committed; run the same command "
+        "again to continue"
+    )
+    assert "Traceback" not in stderr
+    done = rekbatch(stack, config, tmp_path, *migrate)
+    assert done.returncode == 0, done.stderr
+    assert index_calls(stack, since) == Counter(keys)
+    helped = subprocess.run(command(config, "collection", "--help")[:-2], capture_output=True, text=True)
+    assert re.search(r"^  143  migrate: stopped by SIGTERM", helped.stdout, re.MULTILINE)
