@@ -6,11 +6,11 @@ pinned to their committed ETag, and indexed one by one with the job's own image 
 (`batch.run.image_pipeline.analyse_image`: the same checks, image source and rows as a run, the
 `ExternalImageId` of the key). They are written in batches as a run's are (`finish_batch`: files, then
 the batch's record), and committed as one run (`migrate-...`: `runs` row, manifest), so later runs with
-`--collection TARGET` find the faces and index nothing again. Before each batch's calls, its (key, ETag)
-pairs are recorded in the run's folder. A second invocation after a crash keeps the complete batches,
-takes from ListFaces on TARGET the faces an earlier attempt stored for the (key, ETag) planned now,
-deletes those it stored for another version, indexes the rest, and bills the earlier attempts' calls
-whose batch was not written. SIGTERM stops it as Ctrl-C does (exit 143). See docs/faces.md.
+`--collection TARGET` find the faces and index nothing again. Before each IndexFaces call, the image's
+(key, ETag) is recorded in the run's folder. A second invocation after a crash keeps the complete
+batches, takes from ListFaces on TARGET the faces an earlier attempt stored for the (key, ETag) planned
+now, deletes those it stored for another version, indexes the rest, and bills the earlier attempts'
+calls whose batch was not written. SIGTERM stops it as Ctrl-C does (exit 143). See docs/faces.md.
 """
 
 from __future__ import annotations
@@ -297,7 +297,7 @@ def _attempt(
 ) -> Counter[str]:
     """Keep the complete batches of killed invocations, take what ListFaces shows of the images they
     indexed after (the ETag they recorded), delete the faces they stored for other ETags, index the rest
-    in batches (each recorded before its calls), and commit; the images' outcomes (and `recovered`,
+    in batches (each image recorded before its calls), and commit; the images' outcomes (and `recovered`,
     `stale`: faces deleted, `billed_before`: their IndexFaces calls)."""
     prices = operation_prices(config)
     split = _resume(store, summary, attempt, images, target=target, prices=prices)
