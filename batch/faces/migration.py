@@ -264,13 +264,18 @@ def listfaces_response(faces: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def dry_run_lines(
     source: str, target: str, plan: MigrationPlan, prices: Mapping[str, float], *, price_key: str
 ) -> list[str]:
-    """What `--dry-run` prints: the images, the IndexFaces price and the faces' monthly storage."""
-    index_cost = len(plan.images) * prices[price_key]
+    """What `--dry-run` prints: the images, the IndexFaces price and the faces' monthly storage. The
+    calls are an upper bound: a zero-byte image is never sent, but the images are not read, so those
+    whose header the run's checks refuse (and the images changed since) are counted."""
+    empty = sum(1 for image in plan.images if image.size == 0)
+    calls = len(plan.images) - empty
+    index_cost = calls * prices[price_key]
     month = plan.faces * prices["face_storage_month"]
     return [
         f"migrate {source} -> {target} (dry run: no Rekognition call)",
         f"  images to index again: {len(plan.images)} ({plan.migrated} already in {target})",
-        f"  IndexFaces: {len(plan.images)} calls, ${index_cost:.4f} at list price",
+        f"  IndexFaces: at most {calls} calls, at most ${index_cost:.4f} at list price ({empty} zero-byte "
+        "not sent; images not read: those whose header the checks refuse are counted, though not sent)",
         f"  faces {target} would store: about {plan.faces} (${month:.4f}/month), as {source}'s last "
         "indexing of these images stored",
     ]

@@ -128,7 +128,7 @@ def test_migrate_killed_midway_then_again_indexes_each_image_once(
     assert dry.returncode == 0, dry.stderr
     assert len(stack.calls(None)) == before, "a dry run called an endpoint"
     assert "images to index again: 9 (0 already in dst)" in dry.stdout
-    assert "IndexFaces: 9 calls, $0.0090 at list price" in dry.stdout
+    assert "IndexFaces: at most 9 calls, at most $0.0090 at list price (0 zero-byte not sent;" in dry.stdout
     assert f"about {sum(source_ids.values())} (" in dry.stdout
 
     since = len(stack.calls())
@@ -315,8 +315,21 @@ def shared(
     """An output whose run indexed 4 images into `src-s`: the SOURCE of the tests that change nothing."""
     tmp = tmp_path_factory.mktemp("shared")
     keys = put_images(stack, "shared/", 4)
+    stack.s3_client().put_object(Bucket=BUCKET, Key="shared/empty.jpg", Body=b"")  # skipped, never sent
     index_run(stack, config, tmp, "shared/", "src-s")
     return tmp, keys
+
+
+def test_the_dry_run_counts_no_call_for_an_empty_image_and_says_its_count_is_an_upper_bound(
+    stack: LocalStack, config: Path, shared: tuple[Path, list[str]]
+) -> None:
+    """Findings-rekextras #9: the dry run priced images the run never sends as if they were sent."""
+    tmp_path, _ = shared
+    dry = rekbatch(stack, config, tmp_path, "collection", "migrate", "src-s", "dst-d", "--output",
+                   str(tmp_path / "out"), "--dry-run")  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    assert "  images to index again: 5 (0 already in dst-d)" in dry.stdout
+    assert "  IndexFaces: at most 4 calls, at most $0.0040 at list price (1 zero-byte not sent;" in dry.stdout
 
 
 def test_faces_of_target_no_attempt_of_the_migration_stored_are_not_taken(

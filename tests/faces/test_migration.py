@@ -181,12 +181,14 @@ def test_the_input_named_is_the_folder_that_holds_every_key(keys: list[str], fol
 
 
 def test_the_dry_run_prices_the_calls_and_the_faces_stored() -> None:
-    found = MigrationPlan(images=[image("a.jpg"), image("b.jpg")], migrated=1)
+    empty = CommittedImage("b", "empty.jpg", "e", 0, WHEN, 0)
+    found = MigrationPlan(images=[image("a.jpg"), image("b.jpg"), empty], migrated=1)
     prices = {"index_faces": 0.001, "face_storage_month": 0.00001}
     lines = dry_run_lines("old", "new", found, prices, price_key="index_faces")
     assert lines == [
         "migrate old -> new (dry run: no Rekognition call)",
-        "  images to index again: 2 (1 already in new)",
-        "  IndexFaces: 2 calls, $0.0020 at list price",
+        "  images to index again: 3 (1 already in new)",
+        "  IndexFaces: at most 2 calls, at most $0.0020 at list price (1 zero-byte not sent; images not "
+        "read: those whose header the checks refuse are counted, though not sent)",
         "  faces new would store: about 2 ($0.0000/month), as old's last indexing of these images stored",
     ]
