@@ -346,7 +346,7 @@ def _attempt(
 
         size = config.dask.batch_size
         batches = [work[first : first + size] for first in range(0, len(work), size)]
-        _run_batches(store, context, attempt, summary, batches, submit=submit,
+        _run_batches(context, attempt, summary, batches, submit=submit,
                      ahead=math.ceil(threads / size), stop=stop, s3=s3, prices=prices)  # fmt: skip
     sigterm.committing = True
     if commit(config, store, summary, attempt):
@@ -362,7 +362,6 @@ def _attempt(
 
 
 def _run_batches(
-    store: RunStore,
     context: Any,
     attempt: Attempt,
     summary: RunSummary,
@@ -512,8 +511,8 @@ def _report(
         f"{outcomes['analysed']} indexed ({rows} faces), {outcomes['rejected'] + outcomes['skipped']} "
         f"rejected or empty as before, {outcomes['changed']} changed or deleted since indexed, "
         f"{outcomes['failed']} failed; {summary.kept_images} kept from an earlier invocation, "
-        f"{outcomes['recovered']} taken from ListFaces, {outcomes['stale']} faces of another version "
-        "an earlier invocation indexed deleted",
+        f"{outcomes['recovered']} taken from ListFaces, {outcomes['stale']} stale faces deleted (stored by "
+        "an earlier invocation for another version)",
         file=out,
     )
     if found.images:
