@@ -30,7 +30,9 @@ EXIT_CODES = """exit codes:
   5    migrate: another invocation committed the migration first
   6    migrate: committed, but some images changed, were deleted or failed: not in TARGET (SOURCE kept)
   7    migrate: no committed run under --output indexed into SOURCE
-  130  interrupted (Ctrl-C): migrate continues where it stopped when run again"""
+  130  interrupted (Ctrl-C): migrate continues where it stopped when run again
+  143  migrate: stopped by SIGTERM (cron, Kubernetes, Airflow), nothing committed: it continues
+       where it stopped when run again"""
 
 
 def add_parser(commands: Any) -> None:

@@ -94,6 +94,11 @@ def image_record_path(run_id: str, attempt: int, key: str, etag: str) -> str:
     return f"{RUNS_DIR}/{run_id}/image-{attempt}-{image_identity(key, etag).hex()}.json.gz"
 
 
+def indexing_record_path(run_id: str, attempt: int, key: str, etag: str) -> str:
+    """Where a `collection migrate` attempt records an image before each IndexFaces call of it."""
+    return f"{RUNS_DIR}/{run_id}/indexing-{attempt}-{image_identity(key, etag).hex()}.json"
+
+
 def heartbeat_path(run_id: str, attempt: int) -> str:
     return f"{RUNS_DIR}/{run_id}/heartbeat-{attempt}.json"
 

@@ -38,6 +38,7 @@ from batch.core.manifest import (
     batch_record_path,
     heartbeat_path,
     image_record_path,
+    indexing_record_path,
     manifest_path,
     to_line,
 )
@@ -118,6 +119,21 @@ class RunStore:
         """Mark a batch complete (after its data files are written). A re-run task rewrites it."""
         path = batch_record_path(run_id, record.attempt, record.batch)
         self.destination.publish(path, record.to_json().encode(), self.s3_client)
+
+    def write_indexing(self, run_id: str, attempt: int, key: str, etag: str, body: bytes) -> None:
+        """Record an image a `collection migrate` attempt is about to send to IndexFaces
+        (`batch.faces.migration.IndexingRecord`): a rerun after a kill then knows which faces in TARGET
+        are the migration's, and what the killed attempt's calls cost."""
+        path = indexing_record_path(run_id, attempt, key, etag)
+        self.destination.publish(path, body, self.s3_client)
+
+    def indexing(
+        self, run_id: str, listed: Sequence[str] | None = None, *, besides: Collection[str] = ()
+    ) -> list[bytes]:
+        """The bodies of the run's `write_indexing` records (among `listed`, as for `batches`), but those
+        at the paths in `besides` (not read)."""
+        paths = [path for path in self._records(run_id, "indexing-", listed) if path not in besides]
+        return [body for body in self._read_all(paths) if body is not None]
 
     def missing(self, entries: Iterable[FileEntry]) -> list[FileEntry]:
         """The entries whose file is not under the output root with the size they list (deleted, or

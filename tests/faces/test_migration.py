@@ -7,15 +7,18 @@ from typing import Any
 
 import pytest
 
+from batch.core.calls import IN_FLIGHT
 from batch.core.external_ids import external_image_id
 from batch.faces.migration import (
     CommittedImage,
+    IndexingRecord,
     MigrationPlan,
+    Resumed,
     common_folder,
     dry_run_lines,
     listfaces_response,
     plan_migration,
-    resume_split,
+    resume_plan,
 )
 
 WHEN = datetime(2026, 12, 1, tzinfo=UTC)
@@ -82,23 +85,75 @@ def test_keys_the_rows_list_but_no_image_settled_with_these_settings_are_reporte
     assert found.unsettled == ["a.jpg"]
 
 
-def image(key: str) -> CommittedImage:
-    return CommittedImage("b", key, "e", 10, WHEN, 1)
+def image(key: str, etag: str = "e") -> CommittedImage:
+    return CommittedImage("b", key, etag, 10, WHEN, 1)
 
 
-def test_a_resumed_migration_indexes_only_what_no_batch_kept_and_target_does_not_hold() -> None:
-    images = [image("kept.jpg"), image("lost-answer.jpg"), image("todo.jpg")]
-    stray = {"FaceId": "f9", "ExternalImageId": external_image_id("other.jpg")}
-    face = {"FaceId": "f1", "ExternalImageId": external_image_id("lost-answer.jpg")}
-    split = resume_split(images, {"kept.jpg"}, [face, stray])
-    assert [(i.key, faces) for i, faces in split.recovered] == [("lost-answer.jpg", [face])]
-    assert [i.key for i in split.to_index] == ["todo.jpg"]
+def face(face_id: str, key: str) -> dict[str, Any]:
+    return {"FaceId": face_id, "ExternalImageId": external_image_id(key)}
+
+
+def by_key(items: list[Resumed]) -> dict[str, Resumed]:
+    return {item.image.key: item for item in items}
+
+
+SENT = {("IndexFaces", IN_FLIGHT): 1}
+
+
+def sent(attempt: int, key: str, etag: str = "e", foreign: tuple[str, ...] = ()) -> IndexingRecord:
+    return IndexingRecord(attempt, key, etag, foreign, SENT)
+
+
+def test_a_rerun_takes_only_the_faces_an_earlier_attempt_stored_for_the_etag_planned_now() -> None:
+    images = [image("kept.jpg"), image("lost.jpg"), image("changed.jpg", "new"), image("todo.jpg")]
+    records = [sent(1, "kept.jpg"), sent(1, "lost.jpg"), sent(1, "changed.jpg", "old"), sent(1, "gone.jpg")]
+    lost, old, gone = face("f1", "lost.jpg"), face("f2", "changed.jpg"), face("f3", "gone.jpg")
+    foreign = face("f9", "todo.jpg")  # another output's run indexed it into TARGET: not ours
+    split = resume_plan(images, {"kept.jpg"}, [lost, old, gone, foreign], records)
+    found = by_key(split.images)
+    assert sorted(found) == ["changed.jpg", "lost.jpg", "todo.jpg"]
+    assert found["lost.jpg"] == Resumed(images[1], (lost,), (), SENT)
+    assert found["changed.jpg"] == Resumed(images[2], (), (), SENT)
+    assert found["todo.jpg"] == Resumed(images[3], (), ("f9",), {})
+    assert sorted(split.stale) == ["f2", "f3"]  # gone.jpg is no longer planned: its faces are stale too
+    assert [item.image.key for item in split.recovered] == ["lost.jpg"]
+
+
+def test_faces_a_key_held_before_its_record_are_never_taken_nor_deleted() -> None:
+    records = [sent(1, "a.jpg", "old", ("f9",)), sent(2, "b.jpg", "e", ("f8",))]
+    faces = [face("f9", "a.jpg"), face("f1", "a.jpg"), face("f8", "b.jpg"), face("f2", "b.jpg")]
+    split = resume_plan([image("a.jpg", "new"), image("b.jpg")], (), faces, records)
+    assert split.stale == ["f1"]
+    found = by_key(split.images)
+    assert found["a.jpg"].foreign == ("f9",)
+    assert not found["a.jpg"].recovered
+    assert found["b.jpg"].foreign == ("f8",)
+    assert found["b.jpg"].recovered == (faces[3],)
+
+
+def test_the_last_record_of_a_key_decides_and_every_record_is_billed() -> None:
+    # Attempt 1 indexed "old" (throttled once first); attempt 2 deleted its faces and sent "new".
+    throttled = {("IndexFaces", "ThrottlingException"): 1, ("IndexFaces", IN_FLIGHT): 1}
+    records = [sent(2, "a.jpg", "new"), IndexingRecord(1, "a.jpg", "old", (), throttled)]
+    split = resume_plan([image("a.jpg", "new")], (), [face("f5", "a.jpg")], records)
+    assert split.stale == []
+    (item,) = split.images
+    assert item.recovered == (face("f5", "a.jpg"),)
+    assert item.earlier == {("IndexFaces", "ThrottlingException"): 1, ("IndexFaces", IN_FLIGHT): 2}
+    # Made again: all but the call whose answer is taken from ListFaces.
+    assert item.repeated() == {("IndexFaces", "ThrottlingException"): 1, ("IndexFaces", IN_FLIGHT): 1}
+    assert Resumed(image("b.jpg"), (), (), SENT).repeated() == SENT
+
+
+def test_an_indexing_record_reads_back_as_written() -> None:
+    record = IndexingRecord(3, "a b/é.jpg", '"e1"', ("f1", "f2"), {("IndexFaces", "ok"): 1, **SENT})
+    assert IndexingRecord.from_json(record.to_json()) == record
 
 
 def test_a_long_key_is_matched_by_its_digest_external_id() -> None:
     key = "people/" + "é" * 300 + ".jpg"
-    face = {"FaceId": "f1", "ExternalImageId": external_image_id(key)}
-    assert [i.key for i, _ in resume_split([image(key)], (), [face]).recovered] == [key]
+    found = resume_plan([image(key)], (), [face("f1", key)], [sent(1, key)])
+    assert [item.image.key for item in found.recovered] == [key]
 
 
 def test_listfaces_faces_make_the_indexfaces_answer_the_rows_are_built_from() -> None:
@@ -126,12 +181,14 @@ def test_the_input_named_is_the_folder_that_holds_every_key(keys: list[str], fol
 
 
 def test_the_dry_run_prices_the_calls_and_the_faces_stored() -> None:
-    found = MigrationPlan(images=[image("a.jpg"), image("b.jpg")], migrated=1)
+    empty = CommittedImage("b", "empty.jpg", "e", 0, WHEN, 0)
+    found = MigrationPlan(images=[image("a.jpg"), image("b.jpg"), empty], migrated=1)
     prices = {"index_faces": 0.001, "face_storage_month": 0.00001}
     lines = dry_run_lines("old", "new", found, prices, price_key="index_faces")
     assert lines == [
         "migrate old -> new (dry run: no Rekognition call)",
-        "  images to index again: 2 (1 already in new)",
-        "  IndexFaces: 2 calls, $0.0020 at list price",
+        "  images to index again: 3 (1 already in new)",
+        "  IndexFaces: at most 2 calls, at most $0.0020 at list price (1 zero-byte not sent; images not "
+        "read: those whose header the checks refuse are counted, though not sent)",
         "  faces new would store: about 2 ($0.0000/month), as old's last indexing of these images stored",
     ]
