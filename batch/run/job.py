@@ -38,6 +38,7 @@ from batch.core.redaction import one_line
 from batch.run.commit import Attempt, commit, start_attempt, write_snapshot
 from batch.run.drive import run_batches
 from batch.run.dry_run import count_planned
+from batch.run.others import warn_of_other_runs
 from batch.run.plan import (
     inventory_manifest,
     listed_in,
@@ -117,6 +118,8 @@ def _run(config: RunConfig, s3: Any, summary: RunSummary, shutdown: Shutdown) ->
         summary.end("already-committed")
         summary.manifest = store.destination.location(manifest_path(summary.run_id))
         return
+    if not config.full:  # before any billed call (the hooks' too): runs whose images this one repeats
+        warn_of_other_runs(store, summary)
     quotas = resolve_quotas(config, summary)  # before the hooks: their own calls are held to them too
     hooks = _driver_hooks(config, s3, store, quotas, dry_run=False, stopping=lambda: shutdown.requested)
     try:
@@ -125,7 +128,10 @@ def _run(config: RunConfig, s3: Any, summary: RunSummary, shutdown: Shutdown) ->
         attempt = start_attempt(config, store, summary)
         started = f"rekbatch: run {summary.run_id}: attempt {summary.attempt} started"
         print(terminal_line(started), file=sys.stderr, flush=True)
-        with Heartbeat(store, summary.run_id, attempt.record.attempt):  # gc leaves a running attempt alone
+        # gc leaves a running attempt alone; a run started beside it reads what it has not committed
+        with Heartbeat(
+            store, summary.run_id, attempt.record.attempt, uncommitted=lambda: attempt.pending["listed"]
+        ):
             _run_attempt(config, s3, summary, attempt, store=store, hooks=hooks, shutdown=shutdown)
     finally:  # an error or a signal too: e.g. the models the run started are stopped
         _close(hooks, summary)
