@@ -1,11 +1,12 @@
 """At a run's start, before any billed call: name on stderr the other runs of the output that have not
 committed and whose images this run would analyse again (`batch.core.other_runs`).
 
-What it reads does not grow with the output's history: one listing of `_runs/`'s folders (gc empties
-those of committed runs after its grace period) and one of `_commits/`'s names; then, for each run with
-a folder and no final manifest (crashed, stopped or running: a few), a listing of its heartbeat files
-and one read of the newest, its first attempt's record, and, unless it is live, at most two one-page
-listings (a batch or an image record?). See docs/operations.md, "Runs side by side".
+What it reads: one listing of `_runs/`'s folders (gc empties those of runs committed before its grace
+period) and one of `_commits/`'s names (no manifest read; a request per 1,000); then, for each run with
+a folder and no final manifest (crashed, stopped or running: a few), a listing of its heartbeat files,
+a read of the newest and of its first attempt's record, and, unless it is live, at most two one-page
+listings (has it a batch or an image record). Nothing grows with the size of the runs. See
+docs/operations.md, "Runs side by side".
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from batch.core.errors import OutputUnreadable
 from batch.core.other_runs import OtherRun, is_live, warnings
 from batch.core.redaction import one_line
 from batch.run.summary import RunSummary, resume_command
@@ -35,7 +37,14 @@ def warn_of_other_runs(store: RunStore, summary: RunSummary) -> list[str]:
             for other in store.run_ids()
             if other != summary.run_id and other not in committed
         ]
-    except (OSError, ClientError, BotoCoreError, ValueError, KeyError) as exc:  # a check: the run goes on
+    except (
+        OutputUnreadable,
+        OSError,
+        ClientError,
+        BotoCoreError,
+        ValueError,
+        KeyError,
+    ) as exc:  # the run goes on
         line = f"rekbatch: warning: other runs of this output not checked: {one_line(str(exc), 300)}"
         print(line, file=sys.stderr, flush=True)
         return [line]

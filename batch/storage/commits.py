@@ -211,10 +211,10 @@ class RunStore:
 class Heartbeat:
     """`with Heartbeat(store, run_id, attempt):` the attempt's heartbeat file (`heartbeat_path`), written
     on entry and then every `interval` seconds by a daemon thread until the block ends, with the
-    attempt's images done and not committed (`uncommitted`, read in that thread): a run started beside
-    it says so (`batch.run.others`). gc leaves every
-    file of a run whose control files changed lately (`batch.storage.gc`). A first beat that fails
-    raises (the output cannot be written); a later one is logged, and the next is tried."""
+    attempt's images done and not committed (`uncommitted`, called in that thread), which a run started
+    beside it names (`batch.run.others`). gc leaves every file of a run whose control files changed
+    lately (`batch.storage.gc`). A first beat that fails raises (the output cannot be written); a later
+    one is logged, and the next is tried."""
 
     def __init__(
         self,
