@@ -59,12 +59,12 @@ def warnings(others: list[OtherRun], own_input: str, now: datetime, resume: dict
             done = f"{run.uncommitted} images done, not committed" if run.uncommitted else "not committed"
             lines.append(
                 f"rekbatch: warning: run {run.run_id} is running on this output ({done}): images it has "
-                f"not committed are analysed again by this run"
+                f"not committed are analysed again by this run, unless another run committed them"
             )
         elif run.holds_work:
             lines.append(
                 f"rekbatch: warning: run {run.run_id} stopped on this output with images analysed and "
-                f"not committed: this run analyses (and pays for) them again; finish it with: "
-                f"{resume[run.run_id]}"
+                f"not committed: this run analyses (and pays for) them again, unless another run "
+                f"committed them; finish it before the next run with: {resume[run.run_id]}"
             )
     return lines

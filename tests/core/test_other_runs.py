@@ -19,7 +19,7 @@ def test_a_live_run_is_named_with_what_it_has_not_committed() -> None:
     (line,) = warnings([OtherRun("live", INPUT, "d", JUST_NOW, 24, holds_work=False)], INPUT, NOW, RESUME)
     assert line == (
         "rekbatch: warning: run live is running on this output (24 images done, not committed): images it "
-        "has not committed are analysed again by this run"
+        "has not committed are analysed again by this run, unless another run committed them"
     )
     (line,) = warnings([OtherRun("live", "", "d", JUST_NOW, 0, holds_work=False)], INPUT, NOW, RESUME)
     assert "run live is running on this output (not committed)" in line  # just started: nothing done yet
@@ -31,7 +31,8 @@ def test_a_stopped_run_is_named_only_with_work_and_with_the_command_that_finishe
     (line,) = warnings([idle, stopped], INPUT, NOW, RESUME)
     assert line == (
         "rekbatch: warning: run stopped stopped on this output with images analysed and not committed: "
-        "this run analyses (and pays for) them again; finish it with: "
+        "this run analyses (and pays for) them again, unless another run committed them; finish it before "
+        "the next run with: "
         "rekbatch run --config c.toml --resume stopped"
     )
 

@@ -111,7 +111,8 @@ def test_a_run_after_one_stopped_part_way_names_it_and_how_to_finish_it(
     command = f"rekbatch run --output {out} --config {ROOT / 'configs' / 'local.toml'}"
     assert warnings_of(stderr) == [
         "rekbatch: warning: run backfill stopped on this output with images analysed and not committed: "
-        "this run analyses (and pays for) them again; finish it with: "
+        "this run analyses (and pays for) them again, unless another run committed them; finish it before "
+        "the next run with: "
         f"{command} --input s3://{BUCKET}/{PREFIX} --analyses labels --resume backfill"
     ]
     # What the warning says: the images the stopped run analysed are called again by this one.
@@ -134,7 +135,9 @@ def test_a_run_beside_a_running_backfill_names_it(stack: LocalStack, tmp_path: P
         lines = warnings_of(stderr)
         assert len(lines) == 1, stderr
         assert lines[0].startswith("rekbatch: warning: run backfill is running on this output (")
-        assert lines[0].endswith("): images it has not committed are analysed again by this run")
+        assert lines[0].endswith(
+            "): images it has not committed are analysed again by this run, unless another run committed them"
+        )
     finally:
         backfill.send_signal(signal.SIGTERM)
         code, stderr = finish(backfill)

@@ -67,7 +67,9 @@ def test_the_start_names_a_live_run_and_a_stopped_one_with_work_and_no_other(
     assert json.loads((tmp_path / heartbeat_path("live", 1)).read_text())["uncommitted"] == 12
     assert [line.split(" ")[3] for line in lines] == ["live", "stopped"]
     assert "(12 images done, not committed)" in lines[0]
-    assert lines[1].endswith("finish it with: rekbatch run --config c.toml --resume stopped")
+    assert lines[1].endswith(
+        "finish it before the next run with: rekbatch run --config c.toml --resume stopped"
+    )
     assert capsys.readouterr().err.splitlines() == lines
     assert store.committed_run_ids() == {"done"}
     assert (tmp_path / batch_record_path("stopped", 1, 0)).exists()
@@ -78,9 +80,7 @@ def test_a_stopped_run_of_another_config_is_told_to_resume_with_its_own(tmp_path
     attempt(store, "stopped")
     store.write_batch("stopped", BatchRecord(1, 0, (), (ImageOutcome("in/a.jpg", "e", "analysed"),)))
     (line,) = warn_of_other_runs(store, summary("rekbatch run --run-id this", digest="other"))
-    assert line.endswith(
-        "finish it with: rekbatch run --resume stopped (with the input and config it ran with)"
-    )
+    assert line.endswith("with: rekbatch run --resume stopped (with the input and config it ran with)")
 
 
 @pytest.mark.integration
@@ -97,5 +97,5 @@ def test_the_start_reads_other_runs_of_an_s3_output(local_stack: LocalStack) -> 
         lines = warn_of_other_runs(store, summary("rekbatch run --run-id this"))
     assert [line.split(" ")[3] for line in lines] == ["live", "stopped"]
     assert "(3 images done, not committed)" in lines[0]
-    assert lines[1].endswith("finish it with: rekbatch run --resume stopped")
+    assert lines[1].endswith("finish it before the next run with: rekbatch run --resume stopped")
     assert (store.run_ids(), store.committed_run_ids()) == (["done", "live", "stopped"], {"done"})
