@@ -313,6 +313,15 @@ def list_files(client: Any, bucket: str, prefix: str) -> Iterator[tuple[str, int
             yield item["Key"], item["Size"], item["LastModified"]
 
 
+def list_folders(client: Any, bucket: str, prefix: str) -> Iterator[str]:
+    """The keys' "folders" right under the prefix (ListObjectsV2's common prefixes, delimiter `/`):
+    a request per 1,000 folders, whatever they hold."""
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        for item in page.get("CommonPrefixes", []):
+            yield item["Prefix"]
+
+
 def delete_files(client: Any, bucket: str, keys: Sequence[str]) -> None:
     """Delete the keys, 1,000 per request (DeleteObjects' limit); raise if any could not be deleted."""
     for start in range(0, len(keys), 1000):

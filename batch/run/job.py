@@ -38,6 +38,7 @@ from batch.core.redaction import one_line
 from batch.run.commit import Attempt, SegmentSnapshots, check_resume, commit, start_attempt, write_snapshot
 from batch.run.drive import run_batches
 from batch.run.dry_run import count_planned
+from batch.run.others import warn_of_other_runs
 from batch.run.plan import (
     inventory_manifest,
     listed_in,
@@ -120,6 +121,8 @@ def _run(config: RunConfig, s3: Any, summary: RunSummary, shutdown: Shutdown) ->
     options = summary.config_digest  # the config alone, before the hooks resolve anything
     if config.resume:  # a resume refused before the hooks bill anything (a users' sync)
         check_resume(config, store, options)
+    if not config.full:  # before any billed call (the hooks' too): runs whose images this one repeats
+        warn_of_other_runs(store, summary)
     quotas = resolve_quotas(config, summary)  # before the hooks: their own calls are held to them too
     hooks = _driver_hooks(
         config, s3, store, quotas, dry_run=False, stopping=lambda: shutdown.requested, run_id=summary.run_id
@@ -130,8 +133,12 @@ def _run(config: RunConfig, s3: Any, summary: RunSummary, shutdown: Shutdown) ->
         attempt = start_attempt(config, store, summary, options)
         started = f"rekbatch: run {summary.run_id}: attempt {summary.attempt} started"
         print(terminal_line(started), file=sys.stderr, flush=True)
-        # gc leaves a running attempt alone; a segment's snapshot still being written is stopped at the end
-        with Heartbeat(store, summary.run_id, attempt.record.attempt), SegmentSnapshots(store) as snapshots:
+        # gc leaves a running attempt alone, and a run started beside it reads what it has not committed;
+        # a segment's snapshot still being written is stopped at the end
+        heartbeat = Heartbeat(
+            store, summary.run_id, attempt.record.attempt, uncommitted=lambda: attempt.pending["listed"]
+        )
+        with heartbeat, SegmentSnapshots(store) as snapshots:
             _run_attempt(
                 config, s3, summary, attempt, store=store, hooks=hooks, shutdown=shutdown, snapshots=snapshots
             )

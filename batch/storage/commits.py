@@ -12,6 +12,7 @@ docs/design/commit-protocol.md.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import socket
@@ -104,6 +105,41 @@ class RunStore:
         """The paths of the run's control files: one listing of `_runs/<run_id>/`."""
         return [f.path for f in self.destination.list(f"{RUNS_DIR}/{run_id}/", self.s3_client)]
 
+    def run_ids(self) -> list[str]:
+        """The runs with a folder of control files (`_runs/<run_id>/`): one listing of `_runs/`'s
+        folders, whatever they hold (gc empties those of runs committed before its grace period)."""
+        return list(self.destination.folders(f"{RUNS_DIR}/", self.s3_client))
+
+    def committed_run_ids(self) -> set[str]:
+        """The runs with a final manifest: one listing of `_commits/`, no manifest read."""
+        names = (f.path.rsplit("/", 1)[-1] for f in self.destination.list(f"{COMMITS_DIR}/", self.s3_client))
+        return {name.removesuffix(".json") for name in names if name.endswith(".json") and "@" not in name}
+
+    def newest_heartbeat(self, run_id: str) -> tuple[datetime, dict[str, Any]] | None:
+        """When the run's newest heartbeat file was written (the storage's clock) and what it says
+        (`Heartbeat.beat`; {} if unreadable), or None without one: a listing of its heartbeat files."""
+        beats = list(self.destination.list(f"{RUNS_DIR}/{run_id}/heartbeat-", self.s3_client))
+        if not beats:
+            return None
+        newest = max(beats, key=lambda f: f.modified)
+        body = self.destination.read(newest.path, self.s3_client)
+        try:
+            said = json.loads(body) if body else {}
+        except ValueError:
+            said = {}
+        return newest.modified, said if isinstance(said, dict) else {}
+
+    def first_attempt(self, run_id: str) -> AttemptRecord | None:
+        """The run's first attempt's record (its input), if it is there."""
+        body = self.destination.read(attempt_path(run_id, 1), self.s3_client)
+        return AttemptRecord.from_json(body.decode()) if body is not None else None
+
+    def holds_work(self, run_id: str) -> bool:
+        """Whether the run has a batch or an image record (analysed images its `--resume` keeps): at
+        most two listings of one page each, whatever the run's size."""
+        kinds = (f"{RUNS_DIR}/{run_id}/batch-", f"{RUNS_DIR}/{run_id}/image-")  # `batch_record_path`, ...
+        return any(next(iter(self.destination.list(kind, self.s3_client)), None) for kind in kinds)
+
     def batches(self, run_id: str, listed: Sequence[str] | None = None) -> list[BatchRecord]:
         """The records of every complete batch of the run's attempts (among `listed`, the run's
         `control_files`, when given: a listing is a request per 1,000 files, image records included)."""
@@ -190,14 +226,23 @@ class RunStore:
 
 class Heartbeat:
     """`with Heartbeat(store, run_id, attempt):` the attempt's heartbeat file (`heartbeat_path`), written
-    on entry and then every `interval` seconds by a daemon thread until the block ends. gc leaves every
-    file of a run whose control files changed lately (`batch.storage.gc`). A first beat that fails
-    raises (the output cannot be written); a later one is logged, and the next is tried."""
+    on entry and then every `interval` seconds by a daemon thread until the block ends, with the
+    attempt's images done and not committed (`uncommitted`, called in that thread), which a run started
+    beside it names (`batch.run.others`). gc leaves every file of a run whose control files changed
+    lately (`batch.storage.gc`). A first beat that fails raises (the output cannot be written); a later
+    one is logged, and the next is tried."""
 
     def __init__(
-        self, store: RunStore, run_id: str, attempt: int, interval: float = HEARTBEAT_SECONDS
+        self,
+        store: RunStore,
+        run_id: str,
+        attempt: int,
+        interval: float = HEARTBEAT_SECONDS,
+        *,
+        uncommitted: Callable[[], int] = lambda: 0,
     ) -> None:
         self._store, self._run_id, self._attempt, self._interval = store, run_id, attempt, interval
+        self._uncommitted = uncommitted
         self._stopped = threading.Event()
         self._thread = threading.Thread(
             target=self._beat_until_stopped, name="rekbatch-heartbeat", daemon=True
@@ -225,6 +270,8 @@ class Heartbeat:
                 "at": datetime.now(UTC).isoformat(),
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
+                # images of complete batches not committed yet: another run's start names them
+                "uncommitted": self._uncommitted(),
             }
         )
         path = heartbeat_path(self._run_id, self._attempt)

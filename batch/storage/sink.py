@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import io
 import os
@@ -39,6 +40,7 @@ from batch.aws.s3 import (
     encryption_arguments,
     get_file,
     list_files,
+    list_folders,
     put_file,
     put_local_file,
 )
@@ -178,7 +180,8 @@ class Destination:
             raise OutputUnreadable(f"cannot read {self.location(relative)}: {exc.strerror}") from None
 
     def list(self, prefix: str, s3_client: Any = None) -> Iterator[StoredFile]:
-        """Every file under `prefix` (relative to the root, e.g. `_commits/`)."""
+        """Every file under `prefix` (relative to the root: a folder, e.g. `_commits/`, or the start of
+        names in one, e.g. `_runs/r1/batch-`), as they come (on S3, a request per 1,000)."""
         if self.is_s3:
             bucket, key_prefix = self._s3_key(prefix)
             root_length = len(key_prefix) - len(prefix)
@@ -187,9 +190,14 @@ class Destination:
             return
         root = Path(self.root)
         start = root / prefix
-        if not start.is_dir():
+        if prefix and not prefix.endswith("/"):  # the files of its folder whose names start so
+            folder = start.parent
+            paths = sorted(folder.glob(f"{glob.escape(start.name)}*")) if folder.is_dir() else []
+        elif start.is_dir():
+            paths = sorted(start.rglob("*"))
+        else:
             return
-        for path in sorted(start.rglob("*")):
+        for path in paths:
             try:
                 stat = path.stat()
             except FileNotFoundError:  # another writer's temp file, renamed or removed since
@@ -200,6 +208,18 @@ class Destination:
                     stat.st_size,
                     datetime.fromtimestamp(stat.st_mtime, UTC),
                 )
+
+    def folders(self, prefix: str, s3_client: Any = None) -> Sequence[str]:
+        """The names of the folders right under the folder `prefix` (e.g. `_runs/`): one request per
+        1,000 on S3, whatever they hold."""
+        if self.is_s3:
+            bucket, key_prefix = self._s3_key(prefix)
+            return [
+                folder[len(key_prefix) :].rstrip("/")
+                for folder in list_folders(s3_client, bucket, key_prefix)
+            ]
+        start = Path(self.root) / prefix
+        return sorted(p.name for p in start.iterdir() if p.is_dir()) if start.is_dir() else []
 
     def delete(self, relatives: Sequence[str], s3_client: Any = None) -> None:
         if self.is_s3:
