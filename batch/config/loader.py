@@ -316,6 +316,11 @@ def _validate_run(config: RunConfig) -> None:
         raise ConfigError(
             f"run.prune: prunes what {' or '.join(pruning)} keeps outside the output; add it to run.analyses"
         )
+    if config.prune and config.inventory:  # a key it misses may be new since, not deleted
+        raise ConfigError(
+            "run.prune: an inventory is up to 48 h older than the bucket, so a key it misses is not a "
+            "deleted object; prune from a run that lists the prefix (without run.inventory)"
+        )
 
 
 def _commit_every(value: Any) -> CommitEvery:

@@ -146,6 +146,20 @@ def test_the_inventory_must_be_an_s3_manifest_json_and_is_checked_once_at_load()
     assert config_digest(config) == config_digest(load_config(environ={}, overrides=RUN))  # same results
 
 
+def test_prune_is_refused_with_an_inventory() -> None:
+    """A stale inventory missed a key written since: pruning deleted the faces of an image still there,
+    and the next listing run paid IndexFaces for it again."""
+    overrides = {
+        **RUN,
+        "run.analyses": ["index_faces"],
+        "analyses.index_faces.collection": "c",
+        "run.prune": True,
+    }
+    assert load_config(environ={}, overrides=overrides).prune
+    with pytest.raises(ConfigError, match=r"^run\.prune: an inventory is up to 48 h older than the bucket"):
+        load_config(environ={}, overrides={**overrides, "run.inventory": "s3://reports/inv/manifest.json"})
+
+
 def test_account_commands_need_no_input_but_check_every_section(tmp_path: Path) -> None:
     path = write(tmp_path, "[quotas]\nindex_faces = 3\n[pricing]\nface_storage_month = 0.5\n")
     config = load_account_config(path, environ={"REKBATCH_REKOGNITION__REGION": "eu-west-1"})
