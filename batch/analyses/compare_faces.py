@@ -37,6 +37,7 @@ from batch.analyses.index_faces import check_quality_filter
 from batch.core.calls import Call, CallResult
 from batch.core.errors import ConfigError
 from batch.core.geometry import BoxPlacement
+from batch.core.retry import IMAGE_ERRORS
 from batch.core.tables import BOX_FIELDS, table_schema
 from batch.faces.references import (
     REFERENCE_SUMMARY_FIELDS,
@@ -247,6 +248,10 @@ def may_mean_no_face(compared: CallResult) -> bool:
     return compared.error_code == NO_FACE_CODE and "source" not in (compared.message or "").lower()
 
 
+#: CompareFaces errors about the target image: InvalidParameterException may be a reference face's.
+TARGET_IMAGE_ERRORS = IMAGE_ERRORS - {"InvalidParameterException"}
+
+
 def run(image: ImageInput, settings: Settings, call: Call) -> MultiOutcome:
     """Compare the image with each reference face (see the module docstring).
 
@@ -268,6 +273,9 @@ def run(image: ImageInput, settings: Settings, call: Call) -> MultiOutcome:
             unanswered.append(face)
             if not may_mean_no_face(compared):
                 outcome.failed = (OPERATION, compared)
+                # The references are our own JPEG crops: an image error other than InvalidParameter
+                # is the target's, the image's own (rejected, not paid again).
+                outcome.image_call = compared.error_code in TARGET_IMAGE_ERRORS
                 # The photos all of whose faces were compared stay settled: not paid again.
                 outcome.settled_parts = _complete_photos(settings, [*unanswered, *settings.faces[position:]])
                 return outcome

@@ -283,3 +283,23 @@ def test_a_reference_rekognition_would_refuse_is_refused_before_any_call(
     assert done.stderr.startswith(prefix + "not usable as a reference: ")
     assert done.stderr.count("\n") == 1
     assert calls(stack, before)["DetectFaces"] == 0
+
+
+def test_a_corrupt_image_compared_alone_is_rejected_once(stack: LocalStack, tmp_path: Path) -> None:
+    """compare_faces sends the image itself as CompareFaces' target: an image Rekognition cannot decode
+    is `rejected` (settled), not `failed`, so the next run does not pay for it again. (Only its
+    InvalidParameterException may be about a reference face.)"""
+    (data,) = [data for data, truth in samples.bad_samples() if truth.name == "bad/truncated.jpg"]
+    stack.s3_client().put_object(Bucket=BUCKET, Key="corrupt/truncated.jpg", Body=data)
+    out = tmp_path / "out"
+    out.mkdir()
+    reference = f"s3://{BUCKET}/refs/{REFERENCES[0]}"
+    for run_id in ("corrupt-1", "corrupt-2"):
+        before = len(stack.calls())
+        rekbatch(stack, out, "corrupt/", "compare_faces", "--reference", reference, "--run-id", run_id)
+        compared = calls(stack, before, "InvalidImageFormatException")["CompareFaces"]
+        assert compared == (1 if run_id == "corrupt-1" else 0), run_id
+    images = rows(out, "SELECT run_id, status, status_reason FROM images WHERE key = 'corrupt/truncated.jpg'")
+    assert images == [
+        {"run_id": "corrupt-1", "status": "rejected", "status_reason": "InvalidImageFormatException"}
+    ]
