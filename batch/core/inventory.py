@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -81,6 +82,9 @@ def parse_manifest(text: bytes | str, where: str) -> InventoryManifest:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         reason = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
         raise InventoryInvalid(f"{where}: not an S3 Inventory manifest: {reason}") from None
+    twice = [key for key, n in Counter(file.key for file in manifest.files).items() if n > 1]
+    if twice:  # every object of it would be listed, and paid for, twice
+        raise InventoryInvalid(f"{where}: lists the data file {twice[0]} more than once")
     missing = [name for name in REQUIRED if name not in manifest.columns]
     if missing:
         fields = ", ".join(k for k, v in COLUMNS.items() if v in missing)

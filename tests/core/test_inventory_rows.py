@@ -93,6 +93,11 @@ def test_an_inventory_without_the_fields_the_run_needs_is_refused_naming_them() 
         ("{not json", "not an S3 Inventory manifest"),
         (json.dumps({k: v for k, v in AWS_CSV_MANIFEST.items() if k != "files"}), "no 'files'"),
         (json.dumps({**AWS_CSV_MANIFEST, "fileFormat": "JSON"}), "fileFormat 'JSON' is none of CSV, ORC"),
+        # Each of its objects would be listed twice: every call paid, then the run aborted (exit 4).
+        (
+            json.dumps({**AWS_CSV_MANIFEST, "files": AWS_CSV_MANIFEST["files"] * 2}),
+            "lists the data file .* once",
+        ),
     ],
 )
 def test_what_is_not_an_inventory_manifest_is_refused_with_the_reason(text: str, reason: str) -> None:
