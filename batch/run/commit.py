@@ -136,7 +136,6 @@ def start_attempt(
     options = summary.config_digest if options_digest is None else options_digest
     previous = store.attempts(summary.run_id)
     started_at, dt = summary.started_at, summary.started_at.strftime("%Y-%m-%d")
-    segments = store.run_manifests(summary.run_id)
     if config.resume:
         first = check_resume(config, store, options)[0]
         if first.config_digest != summary.config_digest:
@@ -153,7 +152,7 @@ def start_attempt(
                 file=sys.stderr,
             )
         started_at, dt = first.started_at, first.dt  # the run keeps its date partition
-    elif segments:  # another attempt would commit them again (and reuse their file names)
+    elif store.run_manifests(summary.run_id):  # another attempt would commit them again, in their files
         run_id = summary.run_id
         raise ConfigError(f"run.run_id: run {run_id} has committed segments; finish it: --resume {run_id}")
     record = store.claim_attempt(
